@@ -1,0 +1,103 @@
+/**
+ * Error types, one per layer. Every error carries a stable `code`, the
+ * offending value where there is one, and wraps its `cause`.
+ */
+
+/** Base class of every error flintvm throws on purpose. */
+export class FlintvmError extends Error {
+  /** Stable machine-readable code, e.g. `FLINTVM_E_CONFIG`. */
+  readonly code: string;
+  /** The offending value, if any. */
+  readonly value?: unknown;
+
+  constructor(code: string, message: string, options: { value?: unknown; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    if (options.value !== undefined) this.value = options.value;
+  }
+}
+
+/** A KVM ioctl (or another kernel call) failed. `errno` is the positive errno value. */
+export class KvmError extends FlintvmError {
+  readonly ioctl: string;
+  readonly errno: number;
+
+  constructor(ioctl: string, errno: number, hint?: string) {
+    const name = errnoName(errno);
+    super('FLINTVM_E_KVM_IOCTL', `${ioctl} failed: ${name} (errno ${errno})${hint ? `: ${hint}` : ''}`, { value: errno });
+    this.ioctl = ioctl;
+    this.errno = errno;
+  }
+}
+
+/** A host system call outside KVM (mmap, eventfd, epoll, open…) failed. */
+export class HostError extends FlintvmError {
+  readonly syscall: string;
+  readonly errno: number;
+
+  constructor(syscall: string, errno: number, detail?: string) {
+    super('FLINTVM_E_HOST', `${syscall} failed: ${errnoName(errno)} (errno ${errno})${detail ? `: ${detail}` : ''}`, { value: errno });
+    this.syscall = syscall;
+    this.errno = errno;
+  }
+}
+
+/** A guest-physical access fell outside guest RAM, or its arithmetic overflowed. */
+export class GuestAddressError extends FlintvmError {
+  readonly gpa: number;
+  readonly length: number;
+
+  constructor(gpa: number, length: number, why = 'outside guest memory') {
+    super('FLINTVM_E_GUEST_ADDR', `guest access [0x${hex(gpa)}, +${length}) is ${why}`, { value: gpa });
+    this.gpa = gpa;
+    this.length = length;
+  }
+}
+
+/** The user's configuration is invalid. The message names the field and the fix. */
+export class ConfigError extends FlintvmError {
+  readonly field: string;
+
+  constructor(field: string, message: string, value?: unknown, cause?: unknown) {
+    super('FLINTVM_E_CONFIG', `${field}: ${message}`, { value, cause });
+    this.field = field;
+  }
+}
+
+/** A kernel/initrd image is malformed or does not fit. */
+export class LoaderError extends FlintvmError {
+  constructor(message: string, value?: unknown) {
+    super('FLINTVM_E_LOADER', message, { value });
+  }
+}
+
+/** A VM lifecycle call was made in the wrong state (e.g. resume() on a stopped VM). */
+export class StateError extends FlintvmError {
+  constructor(message: string, value?: unknown) {
+    super('FLINTVM_E_STATE', message, { value });
+  }
+}
+
+/** The guest did something the VMM cannot continue from (device level). */
+export class GuestError extends FlintvmError {
+  constructor(message: string, value?: unknown) {
+    super('FLINTVM_E_GUEST', message, { value });
+  }
+}
+
+function hex(n: number): string {
+  return Number.isFinite(n) && n >= 0 ? n.toString(16) : String(n);
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 4: 'EINTR', 5: 'EIO', 6: 'ENXIO', 7: 'E2BIG', 9: 'EBADF', 11: 'EAGAIN',
+  12: 'ENOMEM', 13: 'EACCES', 14: 'EFAULT', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 20: 'ENOTDIR',
+  21: 'EISDIR', 22: 'EINVAL', 24: 'EMFILE', 25: 'ENOTTY', 28: 'ENOSPC', 30: 'EROFS', 38: 'ENOSYS',
+  95: 'EOPNOTSUPP', 110: 'ETIMEDOUT',
+};
+
+/** Symbolic name of an errno value, e.g. 13 -> 'EACCES'. */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `E#${errno}`;
+}

@@ -1,0 +1,138 @@
+import * as ffi from './ffi.js';
+import * as io from './ioctls.js';
+import { ioctlPtr } from './call.js';
+import { decodeExit, RUN_IMMEDIATE_EXIT, type VcpuExit } from './exit.js';
+import {
+  decodeFpu, decodeMsrs, decodeRegs, decodeSregs, encodeCpuid, encodeFpu, encodeMsrs, encodeRegs, encodeSregs,
+  KVM_FPU_SIZE, KVM_LAPIC_STATE_SIZE, KVM_REGS_SIZE, KVM_SREGS_SIZE,
+} from './structs.js';
+import type { CpuidEntry, KvmFpu, KvmRegs, KvmSregs, MsrEntry } from './types.js';
+import { KvmError } from '../errors.js';
+
+/** KVM_MP_STATE values (x86). */
+export const KVM_MP_STATE_RUNNABLE = 0;
+export const KVM_MP_STATE_UNINITIALIZED = 1;
+export const KVM_MP_STATE_HALTED = 3;
+
+/**
+ * A KVM vCPU fd and its kvm_run page. One method per ioctl, no policy.
+ * KVM_RUN must only be issued from one thread (the vCPU worker); the run page
+ * may be read by anyone, and `immediate_exit` may be set from any thread.
+ */
+export class Vcpu {
+  /** The whole kvm_run mapping. */
+  readonly run: Uint8Array;
+  readonly runView: DataView;
+  private closed: boolean;
+
+  constructor(readonly fd: number, readonly id: number, readonly runAddr: bigint, readonly runSize: number, owned: boolean) {
+    this.run = ffi.viewOf(runAddr, runSize);
+    this.runView = new DataView(this.run.buffer, this.run.byteOffset, this.run.byteLength);
+    this.closed = !owned;
+  }
+
+  /** A non-owning handle on an existing vCPU (for its worker): close() does nothing. */
+  static attach(fd: number, id: number, runAddr: bigint, runSize: number): Vcpu {
+    return new Vcpu(fd, id, runAddr, runSize, false);
+  }
+
+  /**
+   * KVM_RUN. Returns 0 on an exit to decode, or the negative errno
+   * (-EINTR when kicked by a signal or immediate_exit). Never throws:
+   * this is the hot path and the caller decides.
+   */
+  runOnce(): number {
+    const r = ffi.ioctlValue(this.fd, io.KVM_RUN, 0);
+    return r < 0 ? -ffi.errno() : r;
+  }
+
+  /** Decodes the exit KVM_RUN just reported. */
+  exit(): VcpuExit {
+    return decodeExit(this.runView);
+  }
+
+  /** Sets or clears kvm_run.immediate_exit (KVM_CAP_IMMEDIATE_EXIT). */
+  setImmediateExit(on: boolean): void {
+    this.run[RUN_IMMEDIATE_EXIT] = on ? 1 : 0;
+  }
+
+  getRegs(): KvmRegs {
+    const b = new Uint8Array(KVM_REGS_SIZE);
+    ioctlPtr(this.fd, io.KVM_GET_REGS, b);
+    return decodeRegs(b);
+  }
+
+  setRegs(r: KvmRegs): void {
+    ioctlPtr(this.fd, io.KVM_SET_REGS, encodeRegs(r));
+  }
+
+  getSregs(): KvmSregs {
+    const b = new Uint8Array(KVM_SREGS_SIZE);
+    ioctlPtr(this.fd, io.KVM_GET_SREGS, b);
+    return decodeSregs(b);
+  }
+
+  setSregs(s: KvmSregs): void {
+    ioctlPtr(this.fd, io.KVM_SET_SREGS, encodeSregs(s));
+  }
+
+  getFpu(): KvmFpu {
+    const b = new Uint8Array(KVM_FPU_SIZE);
+    ioctlPtr(this.fd, io.KVM_GET_FPU, b);
+    return decodeFpu(b);
+  }
+
+  setFpu(f: KvmFpu): void {
+    ioctlPtr(this.fd, io.KVM_SET_FPU, encodeFpu(f));
+  }
+
+  /** KVM_SET_CPUID2. */
+  setCpuid2(entries: readonly CpuidEntry[]): void {
+    ioctlPtr(this.fd, io.KVM_SET_CPUID2, encodeCpuid(entries));
+  }
+
+  /** KVM_SET_MSRS: returns how many of `entries` were set (KVM stops at the first it rejects). */
+  setMsrs(entries: readonly MsrEntry[]): number {
+    return ioctlPtr(this.fd, io.KVM_SET_MSRS, encodeMsrs(entries));
+  }
+
+  /** KVM_GET_MSRS for the given indices; returns the ones KVM could read. */
+  getMsrs(indices: readonly number[]): MsrEntry[] {
+    const b = encodeMsrs(indices.map((index) => ({ index, data: 0n })));
+    const n = ioctlPtr(this.fd, io.KVM_GET_MSRS, b);
+    return decodeMsrs(b, n);
+  }
+
+  /** KVM_GET_LAPIC: the 1024-byte local APIC register page. */
+  getLapic(): Uint8Array {
+    const b = new Uint8Array(KVM_LAPIC_STATE_SIZE);
+    ioctlPtr(this.fd, io.KVM_GET_LAPIC, b);
+    return b;
+  }
+
+  setLapic(regs: Uint8Array): void {
+    if (regs.length !== KVM_LAPIC_STATE_SIZE) throw new KvmError('KVM_SET_LAPIC', 22, `lapic state must be ${KVM_LAPIC_STATE_SIZE} bytes`);
+    ioctlPtr(this.fd, io.KVM_SET_LAPIC, regs);
+  }
+
+  getMpState(): number {
+    const b = new Uint8Array(4);
+    ioctlPtr(this.fd, io.KVM_GET_MP_STATE, b);
+    return new DataView(b.buffer).getUint32(0, true);
+  }
+
+  setMpState(state: number): void {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, state, true);
+    ioctlPtr(this.fd, io.KVM_SET_MP_STATE, b);
+  }
+
+  /** Unmaps the run page and closes the fd (owning handles only). No view of the run page may be used afterwards. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    ffi.munmap(this.runAddr, this.runSize);
+    ffi.close(this.fd);
+  }
+}
+

@@ -1,0 +1,113 @@
+import { HostError, KvmError } from '../errors.js';
+import * as ffi from './ffi.js';
+import * as io from './ioctls.js';
+import type { Kvm } from './kvm.js';
+import { ioctlPtr, ioctlValue } from './call.js';
+import {
+  encodeCreateDevice, encodeDeviceAttr, encodeIoeventfd, encodeIrqfd, encodeIrqLevel, encodeMemoryRegion, encodePitConfig,
+  KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO, KVM_IRQFD_FLAG_DEASSIGN,
+} from './structs.js';
+import { Vcpu } from './vcpu.js';
+
+/**
+ * A KVM VM fd. One method per ioctl, no policy. Methods may be called from
+ * any thread (fds are process-wide); `irqLine` is commonly called from vCPU
+ * workers through their own `Vm.attach` instance.
+ */
+export class Vm {
+  private closed = false;
+  readonly vcpus: Vcpu[] = [];
+
+  constructor(readonly kvm: Kvm | null, readonly fd: number) {}
+
+  /** A non-owning handle on an existing VM fd (for workers). close() does nothing. */
+  static attach(fd: number): Vm {
+    const vm = new Vm(null, fd);
+    vm.closed = true;
+    return vm;
+  }
+
+  /** KVM_SET_USER_MEMORY_REGION: map `size` bytes of host memory at `hostAddr` to guest `gpa`. size 0 deletes the slot. */
+  setUserMemoryRegion(slot: number, gpa: number, size: number, hostAddr: bigint, flags = 0): void {
+    ioctlPtr(this.fd, io.KVM_SET_USER_MEMORY_REGION, encodeMemoryRegion(slot, flags, gpa, size, hostAddr));
+  }
+
+  /** KVM_SET_TSS_ADDR (x86, Intel): three pages the VMX TSS may use, inside no RAM or MMIO. */
+  setTssAddr(addr: number): void {
+    ioctlValue(this.fd, io.KVM_SET_TSS_ADDR, addr);
+  }
+
+  /** KVM_SET_IDENTITY_MAP_ADDR (x86, Intel): one page for the real-mode identity map. */
+  setIdentityMapAddr(addr: number): void {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(addr), true);
+    ioctlPtr(this.fd, io.KVM_SET_IDENTITY_MAP_ADDR, b);
+  }
+
+  /** KVM_CREATE_IRQCHIP: in-kernel PIC, IOAPIC and LAPICs (x86), before any vCPU. */
+  createIrqchip(): void {
+    ioctlValue(this.fd, io.KVM_CREATE_IRQCHIP);
+  }
+
+  /** KVM_CREATE_PIT2: in-kernel i8254 timer. */
+  createPit2(flags: number): void {
+    ioctlPtr(this.fd, io.KVM_CREATE_PIT2, encodePitConfig(flags));
+  }
+
+  /** KVM_IRQ_LINE: set interrupt line `irq` (a GSI on x86) to `level`. */
+  irqLine(irq: number, level: 0 | 1): void {
+    ioctlPtr(this.fd, io.KVM_IRQ_LINE, encodeIrqLevel(irq, level));
+  }
+
+  /** KVM_IRQFD: writes to eventfd `fd` inject GSI `gsi`. */
+  irqfd(fd: number, gsi: number, deassign = false): void {
+    ioctlPtr(this.fd, io.KVM_IRQFD, encodeIrqfd(fd, gsi, deassign ? KVM_IRQFD_FLAG_DEASSIGN : 0));
+  }
+
+  /** KVM_IOEVENTFD: guest writes of `len` bytes at `addr` (PIO or MMIO) signal eventfd `fd` without exiting to userspace. */
+  ioeventfd(addr: number, len: number, fd: number, opts: { pio?: boolean; datamatch?: bigint; deassign?: boolean } = {}): void {
+    let flags = 0;
+    if (opts.pio) flags |= KVM_IOEVENTFD_FLAG_PIO;
+    if (opts.datamatch !== undefined) flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+    if (opts.deassign) flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
+    ioctlPtr(this.fd, io.KVM_IOEVENTFD, encodeIoeventfd(addr, len, fd, flags, opts.datamatch ?? 0n));
+  }
+
+  /** KVM_CREATE_DEVICE: returns the new device fd. */
+  createDevice(type: number): number {
+    const b = encodeCreateDevice(type);
+    ioctlPtr(this.fd, io.KVM_CREATE_DEVICE, b);
+    return new DataView(b.buffer).getUint32(4, true);
+  }
+
+  /** KVM_SET_DEVICE_ATTR on a device fd; `addr` points at the value (a buffer). */
+  setDeviceAttr(deviceFd: number, group: number, attr: bigint, value: Uint8Array | null): void {
+    const addr = value ? ffi.addressOf(value) : 0n;
+    ioctlPtr(deviceFd, io.KVM_SET_DEVICE_ATTR, encodeDeviceAttr(group, attr, addr));
+  }
+
+  /** KVM_CREATE_VCPU and mmap of its kvm_run page. */
+  createVcpu(id: number): Vcpu {
+    if (!this.kvm) throw new KvmError('KVM_CREATE_VCPU', 0, 'attached VM handles cannot create vCPUs');
+    const fd = ioctlValue(this.fd, io.KVM_CREATE_VCPU, id);
+    const size = this.kvm.vcpuMmapSize();
+    const addr = ffi.mmap(null, size, ffi.PROT_READ | ffi.PROT_WRITE, ffi.MAP_SHARED, fd, 0);
+    if (addr === null || addr === ffi.MAP_FAILED) {
+      const e = ffi.errno();
+      ffi.close(fd);
+      throw new HostError('mmap(kvm_run)', e);
+    }
+    const vcpu = new Vcpu(fd, id, addr, size, true);
+    this.vcpus.push(vcpu);
+    return vcpu;
+  }
+
+  /** Closes every vCPU this handle created, then the VM fd. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const v of this.vcpus) v.close();
+    this.vcpus.length = 0;
+    ffi.close(this.fd);
+  }
+}

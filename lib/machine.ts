@@ -1,0 +1,171 @@
+import { EventEmitter } from 'node:events';
+import { Kvm } from './kvm/kvm.js';
+import type { Vm } from './kvm/vm.js';
+import type { Vcpu } from './kvm/vcpu.js';
+import { mapGuestMemory, type HostGuestMemory } from './memory/host-memory.js';
+import type { GuestMemory } from './memory/guest-memory.js';
+import { VcpuHandle } from './vcpu/handle.js';
+import type { DeviceEvent, DeviceSpec, ExitInfo } from './vcpu/protocol.js';
+import { StateError } from './errors.js';
+import { log } from './log.js';
+
+const debug = log('machine');
+
+/** What a machine is built from. The arch-specific parts come in as callbacks. */
+export interface MachineSpec {
+  /** Guest RAM ranges (page-aligned). */
+  readonly memory: ReadonlyArray<{ gpa: number; size: number }>;
+  readonly vcpus: number;
+  /** Devices every vCPU worker maps on its buses. */
+  readonly devices: readonly DeviceSpec[];
+  /** Module URL exporting the device factory (see lib/vcpu/protocol.ts). */
+  readonly deviceModule: string;
+  /** VM-wide setup before memory and vCPUs exist (irqchip, TSS…). */
+  setupVm?(vm: Vm, kvm: Kvm): void;
+  /** Loads images and sets every vCPU's registers. Runs after memory and vCPUs exist, before workers start. */
+  setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void;
+}
+
+export type MachineState = 'created' | 'running' | 'paused' | 'exited';
+
+export interface MachineEvents {
+  state: [MachineState];
+  exit: [ExitInfo];
+  'device-event': [DeviceEvent];
+  'first-run': [number];
+}
+
+/**
+ * A running KVM virtual machine: the KVM fds, guest memory and one worker per
+ * vCPU, and nothing arch- or device-specific. Main thread only.
+ * Every resource is released when the machine ends (guest exit or stop());
+ * `create` releases what it built if any step fails.
+ */
+export class Machine extends EventEmitter<MachineEvents> {
+  private stateValue: MachineState = 'created';
+  private exitInfo: ExitInfo | null = null;
+  private readonly exitPromise: Promise<ExitInfo>;
+  private resolveExit!: (e: ExitInfo) => void;
+  private releasing: Promise<void> | null = null;
+
+  private constructor(
+    private readonly kvm: Kvm,
+    readonly vm: Vm,
+    private readonly hostMemory: HostGuestMemory,
+    private readonly handles: VcpuHandle[],
+  ) {
+    super();
+    this.exitPromise = new Promise((r) => { this.resolveExit = r; });
+    for (const h of handles) {
+      h.on('exit', (e) => this.onVcpuExit(e));
+      h.on('device-event', (e) => this.emit('device-event', e));
+      h.on('first-run', (t) => { if (h.vcpu.id === 0) this.emit('first-run', t); });
+    }
+  }
+
+  /** Guest RAM. Only while the machine has not been released: its views die with the mapping. */
+  get memory(): GuestMemory {
+    if (this.releasing) throw new StateError('guest memory is released once the machine has exited');
+    return this.hostMemory.memory;
+  }
+
+  get state(): MachineState {
+    return this.stateValue;
+  }
+
+  /** Builds the VM, maps memory, creates and configures vCPUs and spawns their workers (not yet running). */
+  static async create(spec: MachineSpec, kvm: Kvm = Kvm.open()): Promise<Machine> {
+    let vm: Vm | null = null;
+    let mem: HostGuestMemory | null = null;
+    const handles: VcpuHandle[] = [];
+    try {
+      vm = kvm.createVm();
+      spec.setupVm?.(vm, kvm);
+      mem = mapGuestMemory(spec.memory);
+      mem.memory.regions.forEach((r, slot) => vm!.setUserMemoryRegion(slot, r.gpa, r.size, r.hostAddr));
+      const vcpus: Vcpu[] = [];
+      for (let i = 0; i < spec.vcpus; i++) vcpus.push(vm.createVcpu(i));
+      spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
+      for (const v of vcpus) handles.push(new VcpuHandle(v));
+      const common = { vmFd: vm.fd, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule };
+      await Promise.all(handles.map((h) => h.spawn(common)));
+      return new Machine(kvm, vm, mem, handles);
+    } catch (e) {
+      await Promise.allSettled(handles.map((h) => h.stop()));
+      vm?.close();
+      mem?.unmap();
+      kvm.close();
+      throw e;
+    }
+  }
+
+  private setState(s: MachineState): void {
+    if (this.stateValue === s) return;
+    this.stateValue = s;
+    debug('state %s', s);
+    this.emit('state', s);
+  }
+
+  /** Lets every vCPU run. */
+  start(): void {
+    if (this.stateValue !== 'created') throw new StateError(`start() needs a created machine, it is ${this.stateValue}`);
+    for (const h of this.handles) h.start();
+    this.setState('running');
+  }
+
+  async pause(): Promise<void> {
+    if (this.stateValue !== 'running') throw new StateError(`pause() needs a running machine, it is ${this.stateValue}`);
+    await Promise.all(this.handles.map((h) => h.pause()));
+    if (this.stateValue === 'running') this.setState('paused');
+  }
+
+  resume(): void {
+    if (this.stateValue !== 'paused') throw new StateError(`resume() needs a paused machine, it is ${this.stateValue}`);
+    for (const h of this.handles) h.resume();
+    this.setState('running');
+  }
+
+  /** Resolves with the first exit of any vCPU (or the host's stop). */
+  wait(): Promise<ExitInfo> {
+    return this.exitPromise;
+  }
+
+  /** Stops every vCPU and releases all resources. Idempotent; resolves when everything is released. */
+  async stop(): Promise<ExitInfo> {
+    this.finish({ reason: 'stopped', vcpu: -1 });
+    await this.release();
+    return this.exitPromise;
+  }
+
+  private onVcpuExit(e: ExitInfo): void {
+    if (this.exitInfo) return;
+    debug('vcpu %d exit: %s', e.vcpu, e.reason);
+    this.finish(e);
+    void this.release();
+  }
+
+  private finish(e: ExitInfo): void {
+    if (this.exitInfo) return;
+    this.exitInfo = e;
+    this.resolveExit(e);
+  }
+
+  /** Tears down in dependency order: workers (they hold views of memory and the run pages), then fds, then memory. */
+  private release(): Promise<void> {
+    this.releasing ??= (async () => {
+      await Promise.allSettled(this.handles.map((h) => h.stop()));
+      this.vm.close();
+      this.hostMemory.unmap();
+      this.kvm.close();
+      this.setState('exited');
+      this.emit('exit', this.exitInfo!);
+    })();
+    return this.releasing;
+  }
+
+  /** Resolves once every resource is released (after an exit or stop()). */
+  async released(): Promise<void> {
+    await this.exitPromise;
+    await this.release();
+  }
+}

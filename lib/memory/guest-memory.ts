@@ -1,0 +1,214 @@
+import { GuestAddressError } from '../errors.js';
+
+/**
+ * One contiguous range of guest RAM and where it lives in the host.
+ * `gpa` and `size` are byte counts (safe integers). `hostAddr` is the host
+ * virtual address of byte 0 (0n for memory that only exists as a JS buffer in tests).
+ */
+export interface MemoryRegion {
+  readonly gpa: number;
+  readonly size: number;
+  readonly hostAddr: bigint;
+  /** Zero-copy view of the whole region; at most 4 GiB (koffi view limit). */
+  readonly bytes: Uint8Array;
+}
+
+/** What a worker needs to rebuild the same regions from host addresses. */
+export interface RegionDescriptor {
+  readonly gpa: number;
+  readonly size: number;
+  readonly hostAddr: bigint;
+}
+
+/**
+ * Guest RAM addressed by guest-physical address (GPA). Every access is
+ * bounds-checked with overflow-safe arithmetic and throws {@link GuestAddressError}
+ * when any byte of it lies outside guest RAM. Accesses that span two
+ * adjacent regions work; accesses that touch a hole fail.
+ *
+ * Multi-byte accessors are little-endian. Safe to use from any thread that
+ * has its own instance over the same host mapping (see {@link RegionDescriptor}).
+ */
+export class GuestMemory {
+  readonly regions: readonly MemoryRegion[];
+  private readonly dvs: DataView[];
+
+  constructor(regions: MemoryRegion[]) {
+    const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
+    for (let i = 0; i < sorted.length; i++) {
+      const r = sorted[i]!;
+      if (!Number.isSafeInteger(r.gpa) || !Number.isSafeInteger(r.size) || r.gpa < 0 || r.size <= 0 || r.bytes.length !== r.size) {
+        throw new RangeError(`invalid memory region at index ${i}`);
+      }
+      if (i > 0 && sorted[i - 1]!.gpa + sorted[i - 1]!.size > r.gpa) throw new RangeError(`memory regions overlap at 0x${r.gpa.toString(16)}`);
+    }
+    this.regions = sorted;
+    this.dvs = sorted.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+  }
+
+  /** Guest RAM backed by plain ArrayBuffers (for tests and tools; no host mapping). */
+  static fromBuffers(layout: ReadonlyArray<{ gpa: number; size: number }>): GuestMemory {
+    return new GuestMemory(layout.map((l) => ({ gpa: l.gpa, size: l.size, hostAddr: 0n, bytes: new Uint8Array(l.size) })));
+  }
+
+  /** Total bytes of guest RAM. */
+  get totalSize(): number {
+    return this.regions.reduce((n, r) => n + r.size, 0);
+  }
+
+  /** One past the highest RAM address. */
+  get end(): number {
+    const last = this.regions[this.regions.length - 1];
+    return last ? last.gpa + last.size : 0;
+  }
+
+  /** Descriptors to rebuild this memory in a worker. */
+  describe(): RegionDescriptor[] {
+    return this.regions.map((r) => ({ gpa: r.gpa, size: r.size, hostAddr: r.hostAddr }));
+  }
+
+  /** Index of the region containing `gpa`, or -1. */
+  private find(gpa: number): number {
+    const rs = this.regions;
+    // Few regions (1-3): a linear scan beats a binary search.
+    for (let i = 0; i < rs.length; i++) {
+      const r = rs[i]!;
+      if (gpa >= r.gpa && gpa - r.gpa < r.size) return i;
+    }
+    return -1;
+  }
+
+  /** Throws unless [gpa, gpa+len) is a valid integer range. */
+  private static checkArgs(gpa: number, len: number): void {
+    if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(len) || gpa < 0 || len < 0 || gpa + len > Number.MAX_SAFE_INTEGER) {
+      throw new GuestAddressError(gpa, len, 'not a valid address range');
+    }
+  }
+
+  /** True when every byte of [gpa, gpa+len) is guest RAM. Never throws. */
+  isValid(gpa: number, len: number): boolean {
+    try {
+      this.locate(gpa, len);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Zero-copy view of [gpa, gpa+len) when it lies inside one region.
+   * Throws when the range is outside RAM or spans regions.
+   */
+  slice(gpa: number, len: number): Uint8Array {
+    const [i, off] = this.locate(gpa, len);
+    const r = this.regions[i]!;
+    if (off + len > r.size) throw new GuestAddressError(gpa, len, 'spanning two memory regions (no single view)');
+    return r.bytes.subarray(off, off + len);
+  }
+
+  /** Host virtual address of `gpa`, checked for `len` bytes in one region (for iovecs). */
+  hostAddress(gpa: number, len: number): bigint {
+    const [i, off] = this.locate(gpa, len);
+    const r = this.regions[i]!;
+    if (off + len > r.size) throw new GuestAddressError(gpa, len, 'spanning two memory regions');
+    if (r.hostAddr === 0n) throw new GuestAddressError(gpa, len, 'not backed by a host mapping');
+    return r.hostAddr + BigInt(off);
+  }
+
+  /** Copies `len` bytes starting at `gpa` out of guest memory. */
+  read(gpa: number, len: number): Uint8Array {
+    const out = new Uint8Array(len);
+    this.readInto(gpa, out);
+    return out;
+  }
+
+  /** Copies guest bytes at `gpa` into `dst` (length taken from `dst`). */
+  readInto(gpa: number, dst: Uint8Array): void {
+    this.span(gpa, dst.length, (bytes, off, dstOff, n) => dst.set(bytes.subarray(off, off + n), dstOff));
+  }
+
+  /** Copies `data` into guest memory at `gpa`. */
+  write(gpa: number, data: Uint8Array): void {
+    this.span(gpa, data.length, (bytes, off, srcOff, n) => bytes.set(data.subarray(srcOff, srcOff + n), off));
+  }
+
+  /** Sets `len` bytes at `gpa` to `value`. */
+  fill(gpa: number, len: number, value = 0): void {
+    this.span(gpa, len, (bytes, off, _s, n) => bytes.fill(value, off, off + n));
+  }
+
+  readU8(gpa: number): number {
+    const [i, off] = this.locate(gpa, 1);
+    return this.regions[i]!.bytes[off]!;
+  }
+  readU16(gpa: number): number {
+    const [i, off] = this.locateOne(gpa, 2);
+    return i >= 0 ? this.dvs[i]!.getUint16(off, true) : new DataView(this.read(gpa, 2).buffer).getUint16(0, true);
+  }
+  readU32(gpa: number): number {
+    const [i, off] = this.locateOne(gpa, 4);
+    return i >= 0 ? this.dvs[i]!.getUint32(off, true) : new DataView(this.read(gpa, 4).buffer).getUint32(0, true);
+  }
+  readU64(gpa: number): bigint {
+    const [i, off] = this.locateOne(gpa, 8);
+    return i >= 0 ? this.dvs[i]!.getBigUint64(off, true) : new DataView(this.read(gpa, 8).buffer).getBigUint64(0, true);
+  }
+  writeU8(gpa: number, v: number): void {
+    const [i, off] = this.locate(gpa, 1);
+    this.regions[i]!.bytes[off] = v;
+  }
+  writeU16(gpa: number, v: number): void {
+    const b = new Uint8Array(2);
+    new DataView(b.buffer).setUint16(0, v, true);
+    this.write(gpa, b);
+  }
+  writeU32(gpa: number, v: number): void {
+    const [i, off] = this.locateOne(gpa, 4);
+    if (i >= 0) this.dvs[i]!.setUint32(off, v >>> 0, true);
+    else { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v >>> 0, true); this.write(gpa, b); }
+  }
+  writeU64(gpa: number, v: bigint): void {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, v), true);
+    this.write(gpa, b);
+  }
+
+  /** Region index and offset of `gpa`, after checking that all `len` bytes are RAM. */
+  private locate(gpa: number, len: number): [number, number] {
+    GuestMemory.checkArgs(gpa, len);
+    const i = this.find(gpa);
+    if (i < 0) throw new GuestAddressError(gpa, len);
+    const off = gpa - this.regions[i]!.gpa;
+    // Ranges that run past this region must continue in directly adjacent regions.
+    let remaining = len - (this.regions[i]!.size - off);
+    let j = i;
+    while (remaining > 0) {
+      const cur = this.regions[j]!;
+      const next = this.regions[j + 1];
+      if (!next || next.gpa !== cur.gpa + cur.size) throw new GuestAddressError(gpa, len);
+      remaining -= next.size;
+      j++;
+    }
+    return [i, off];
+  }
+
+  /** Like locate, but returns index -1 when the range spans regions (caller falls back to copying). */
+  private locateOne(gpa: number, len: number): [number, number] {
+    const [i, off] = this.locate(gpa, len);
+    return off + len <= this.regions[i]!.size ? [i, off] : [-1, 0];
+  }
+
+  /** Walks [gpa, gpa+len) region by region after a full bounds check. */
+  private span(gpa: number, len: number, fn: (bytes: Uint8Array, off: number, done: number, n: number) => void): void {
+    let [i, off] = this.locate(gpa, len);
+    let done = 0;
+    while (done < len) {
+      const r = this.regions[i]!;
+      const n = Math.min(len - done, r.size - off);
+      fn(r.bytes, off, done, n);
+      done += n;
+      i++;
+      off = 0;
+    }
+  }
+}

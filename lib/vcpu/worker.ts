@@ -1,0 +1,196 @@
+/**
+ * vCPU worker: one worker_thread per vCPU, blocked in KVM_RUN. PIO and MMIO
+ * exits are handled here, inline, through this thread's own bus over device
+ * state that lives in SharedArrayBuffers (ARCHITECTURE.md §3): handing each
+ * exit to another thread would cost ~90 us. Every other exit ends the loop
+ * and is reported to the main thread as an `exit` message with the registers.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import { Bus } from '../bus/bus.js';
+import { Vcpu } from '../kvm/vcpu.js';
+import { Vm } from '../kvm/vm.js';
+import * as ffi from '../kvm/ffi.js';
+import { KVM_EXIT_IO, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_INTR, RUN_EXIT_REASON, RUN_MMIO_DATA, type VcpuExit } from '../kvm/exit.js';
+import { attachGuestMemory } from '../memory/host-memory.js';
+import { installKickHandler } from './kick.js';
+import {
+  CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_STATE, CTL_TID, STATE_EXITED, STATE_PAUSED, STATE_RUNNING,
+  type DeviceContext, type DeviceFactory, type ExitInfo, type ExitReason, type VcpuMessage, type VcpuWorkerData,
+} from './protocol.js';
+import type { Trigger } from '../interrupt/trigger.js';
+
+const data = workerData as VcpuWorkerData;
+const port = parentPort!;
+const post = (m: VcpuMessage) => port.postMessage(m);
+const control = new Int32Array(data.control);
+
+const EINTR = 4;
+const EAGAIN = 11;
+
+async function main(): Promise<void> {
+  installKickHandler();
+  const vm = Vm.attach(data.vmFd);
+  const vcpu = Vcpu.attach(data.vcpuFd, data.vcpuId, data.runAddr, data.runSize);
+  const memory = attachGuestMemory(data.memory);
+  const pio = new Bus('pio');
+  const mmio = new Bus('mmio');
+  let pendingExit: ExitInfo | null = null;
+
+  const ctx: DeviceContext = {
+    vcpuId: data.vcpuId,
+    memory,
+    irqLine(gsi: number): Trigger {
+      return { trigger: () => { vm.irqLine(gsi, 1); vm.irqLine(gsi, 0); } };
+    },
+    emit(event) {
+      post({ type: 'device-event', event });
+    },
+    requestExit(reason: ExitReason, detail?: ExitInfo['detail']) {
+      pendingExit ??= { reason, vcpu: data.vcpuId, ...(detail ? { detail } : {}) };
+    },
+  };
+  const factory = ((await import(data.deviceModule)) as { createBusDevice: DeviceFactory }).createBusDevice;
+  for (const spec of data.devices) {
+    (spec.space === 'pio' ? pio : mmio).insert(spec.base, spec.length, factory(spec.params, ctx));
+  }
+
+  Atomics.store(control, CTL_TID, ffi.gettid());
+  post({ type: 'ready', tid: ffi.gettid() });
+  // Wait for the go: the main thread sets CMD_RUN (or STOP) after every vCPU is configured.
+  while (Atomics.load(control, CTL_STATE) !== STATE_RUNNING) Atomics.wait(control, CTL_STATE, Atomics.load(control, CTL_STATE), 1000);
+
+  const run = vcpu.runView;
+  let first = true;
+  for (;;) {
+    if (first) {
+      post({ type: 'first-run', time: performance.timeOrigin + performance.now() });
+      first = false;
+    }
+    const r = vcpu.runOnce();
+    if (r < 0) {
+      if (-r === EINTR || -r === EAGAIN) {
+        // Clear immediate_exit *before* reading the command: a pause/stop posted after
+        // our read sets it again, so the next KVM_RUN returns at once (see handle.ts).
+        vcpu.setImmediateExit(false);
+        if (!waitWhilePaused()) return finish({ reason: 'stopped', vcpu: data.vcpuId });
+        continue;
+      }
+      return finish({ reason: 'error', vcpu: data.vcpuId, detail: { errno: -r, ioctl: 'KVM_RUN' } });
+    }
+    const reason = run.getUint32(RUN_EXIT_REASON, true);
+    if (reason === KVM_EXIT_IO) {
+      handleIo(run, pio);
+    } else if (reason === KVM_EXIT_MMIO) {
+      handleMmio(run, mmio);
+    } else if (reason === KVM_EXIT_INTR) {
+      if (!waitWhilePaused()) return finish({ reason: 'stopped', vcpu: data.vcpuId });
+      continue;
+    } else {
+      return finish(describeExit(vcpu.exit(), vcpu));
+    }
+    if (pendingExit) return finish(pendingExit);
+  }
+}
+
+/** PIO exit: data lives in the run page at data_offset; `count` > 1 for rep ins/outs. */
+function handleIo(run: DataView, pio: Bus): void {
+  const isOut = run.getUint8(32) === KVM_EXIT_IO_OUT;
+  const size = run.getUint8(33);
+  const portNo = run.getUint16(34, true);
+  const count = run.getUint32(36, true);
+  const off = Number(run.getBigUint64(40, true));
+  // KVM guarantees data_offset + size*count stays inside the run mapping; check anyway.
+  if (size !== 1 && size !== 2 && size !== 4) return;
+  if (off + size * count > run.byteLength) return;
+  for (let i = 0; i < count; i++) {
+    const o = off + i * size;
+    if (isOut) {
+      const v = size === 1 ? run.getUint8(o) : size === 2 ? run.getUint16(o, true) : run.getUint32(o, true);
+      pio.write(portNo, size, v);
+    } else {
+      const v = pio.read(portNo, size);
+      if (size === 1) run.setUint8(o, v);
+      else if (size === 2) run.setUint16(o, v, true);
+      else run.setUint32(o, v >>> 0, true);
+    }
+  }
+}
+
+/** MMIO exit: up to 8 bytes at run.mmio.data. Accesses wider than 4 bytes are split in two. */
+function handleMmio(run: DataView, mmio: Bus): void {
+  const addr = Number(run.getBigUint64(32, true));
+  const len = run.getUint32(48, true);
+  const isWrite = run.getUint8(52) !== 0;
+  if (len !== 1 && len !== 2 && len !== 4 && len !== 8) return;
+  const parts = len === 8 ? [[0, 4], [4, 4]] : [[0, len]];
+  for (const [o, n] of parts as [number, number][]) {
+    const at = RUN_MMIO_DATA + o;
+    if (isWrite) {
+      const v = n === 1 ? run.getUint8(at) : n === 2 ? run.getUint16(at, true) : run.getUint32(at, true);
+      mmio.write(addr + o, n, v);
+    } else {
+      const v = mmio.read(addr + o, n);
+      if (n === 1) run.setUint8(at, v);
+      else if (n === 2) run.setUint16(at, v, true);
+      else run.setUint32(at, v >>> 0, true);
+    }
+  }
+}
+
+/** Parks the thread while paused. Returns false when told to stop. */
+function waitWhilePaused(): boolean {
+  for (;;) {
+    const cmd = Atomics.load(control, CTL_CMD);
+    if (cmd === CMD_STOP) return false;
+    if (cmd === CMD_RUN) {
+      if (Atomics.load(control, CTL_STATE) !== STATE_RUNNING) {
+        Atomics.store(control, CTL_STATE, STATE_RUNNING);
+        Atomics.notify(control, CTL_STATE);
+      }
+      return true;
+    }
+    if (cmd === CMD_PAUSE && Atomics.load(control, CTL_STATE) !== STATE_PAUSED) {
+      Atomics.store(control, CTL_STATE, STATE_PAUSED);
+      Atomics.notify(control, CTL_STATE);
+    }
+    Atomics.wait(control, CTL_CMD, cmd, 1000);
+  }
+}
+
+/** Turns a terminal exit into an ExitInfo with the registers. */
+function describeExit(e: VcpuExit, vcpu: Vcpu): ExitInfo {
+  const base = { vcpu: data.vcpuId, regs: safeRegs(vcpu) };
+  switch (e.kind) {
+    case 'hlt': return { ...base, reason: 'halt' };
+    case 'shutdown': return { ...base, reason: 'triple-fault' };
+    case 'system-event':
+      return { ...base, reason: e.type === 'reset' ? 'reset' : e.type === 'crash' ? 'crash' : 'poweroff', detail: { type: e.rawType } };
+    case 'internal-error': return { ...base, reason: 'internal-error', detail: { suberror: e.suberror, data: e.data } };
+    case 'fail-entry': return { ...base, reason: 'fail-entry', detail: { hardwareReason: e.hardwareReason, cpu: e.cpu } };
+    case 'exception': return { ...base, reason: 'exception', detail: { exception: e.exception, errorCode: e.errorCode } };
+    case 'unknown': return { ...base, reason: 'unknown', detail: { hardwareReason: e.hardwareReason } };
+    case 'other': return { ...base, reason: 'unknown', detail: { exitReason: e.reason } };
+    default: return { ...base, reason: 'unknown', detail: { exit: e.kind } };
+  }
+}
+
+function safeRegs(vcpu: Vcpu): ExitInfo['regs'] {
+  try {
+    return vcpu.getRegs();
+  } catch {
+    return undefined;
+  }
+}
+
+function finish(exit: ExitInfo): void {
+  Atomics.store(control, CTL_STATE, STATE_EXITED);
+  Atomics.notify(control, CTL_STATE);
+  post({ type: 'exit', exit });
+}
+
+main().catch((e: unknown) => {
+  Atomics.store(control, CTL_STATE, STATE_EXITED);
+  Atomics.notify(control, CTL_STATE);
+  post({ type: 'fatal', message: e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e) });
+});
