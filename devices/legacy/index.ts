@@ -1,0 +1,5 @@
+/** Legacy PC devices: the 16550A UART, the i8042 (reset only) and flintvm's guest-control ports. */
+export { Serial8250, type Serial8250Options } from './serial-8250.js';
+export * from './serial-regs.js';
+export * from './i8042.js';
+export * from './guest-control.js';
