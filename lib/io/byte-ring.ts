@@ -22,6 +22,8 @@ export class ByteRing {
     this.header = new Int32Array(sab, 0, 4);
     this.data = new Uint8Array(sab, HEADER_BYTES);
     this.capacity = this.data.length;
+    // Positions are free-running u32s: slot = pos % capacity stays continuous across 2^32 only if capacity divides 2^32.
+    if (!Number.isInteger(Math.log2(this.capacity))) throw new RangeError(`ByteRing capacity must be a power of two, got ${this.capacity}`);
   }
 
   static create(capacity = 64 * 1024): ByteRing {

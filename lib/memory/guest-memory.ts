@@ -117,6 +117,7 @@ export class GuestMemory {
 
   /** Copies `len` bytes starting at `gpa` out of guest memory. */
   read(gpa: number, len: number): Uint8Array {
+    this.locate(gpa, len); // check before allocating: `len` may be a guest-controlled number (negative, NaN, 2^40)
     const out = new Uint8Array(len);
     this.readInto(gpa, out);
     return out;

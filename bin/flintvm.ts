@@ -1,0 +1,144 @@
+#!/usr/bin/env node
+/**
+ * flintvm command line: `flintvm run [options] [-- CMD ARGS...]`.
+ * Boots a microVM with the console on this terminal.
+ */
+import { parseArgs } from 'node:util';
+import { MicroVM, type VmExit } from '../lib/microvm.js';
+import { defaultGuestImages } from '../lib/guest-images.js';
+import { guestCommandCmdline } from '../lib/guest-command.js';
+import { FlintvmError } from '../lib/errors.js';
+
+const HELP = `Usage: flintvm run [options] [-- CMD [ARGS...]]
+
+Boot a Linux microVM on KVM with its serial console on this terminal.
+
+Options:
+  --kernel PATH      guest kernel (ELF vmlinux or bzImage). Default: the default
+                     guest, built on first use into ~/.cache/flintvm (minutes).
+  --initrd PATH      initramfs. Default: the default guest's, when --kernel is not given.
+  --cmdline STRING   replace the kernel command line
+                     (default: console=ttyS0 reboot=k panic=1 ... for x86_64)
+  --append STRING    append to the kernel command line
+  --mem MIB          guest memory in MiB, a multiple of 2 (default 256)
+  --cpus N           number of vCPUs (default 1)
+  --pvh              boot an ELF vmlinux through its PVH entry point
+  -i, --interactive  with a command: also pass this terminal's input to it
+  -v, --verbose      with a command: show the kernel's boot messages
+  -h, --help         show this help
+
+With "-- CMD ARGS", the default guest runs that command instead of a shell,
+and flintvm exits with the command's exit status (like "docker run").
+Otherwise the exit status says how the guest ended: 0 for a reboot or
+power-off, 1 for a crash or an error.
+
+In an interactive session, type Ctrl-A then x to stop the VM.
+Environment: DEBUG=flintvm:* for logs; FLINTVM_GUEST_DIR for prebuilt guest images.`;
+
+const CTRL_A = 0x01;
+
+async function main(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '-h' || sub === '--help' || sub === 'help') {
+    console.log(HELP);
+    return sub === undefined ? 2 : 0;
+  }
+  if (sub !== 'run') {
+    console.error(`flintvm: unknown command '${sub}'. Try 'flintvm --help'.`);
+    return 2;
+  }
+  const dashdash = rest.indexOf('--');
+  const opts = dashdash >= 0 ? rest.slice(0, dashdash) : rest;
+  const command = dashdash >= 0 ? rest.slice(dashdash + 1) : [];
+  const { values } = parseArgs({
+    args: opts,
+    options: {
+      kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' }, append: { type: 'string' },
+      mem: { type: 'string' }, cpus: { type: 'string' }, pvh: { type: 'boolean' },
+      interactive: { type: 'boolean', short: 'i' }, verbose: { type: 'boolean', short: 'v' }, help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const num = (flag: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new FlintvmError('FLINTVM_E_CONFIG', `--${flag} must be an integer, got '${v}'`);
+    return n;
+  };
+
+  let kernel = values.kernel;
+  let initrd = values.initrd;
+  if (!kernel) {
+    const imgs = await defaultGuestImages();
+    kernel = imgs.vmlinux;
+    initrd ??= imgs.initrd;
+  }
+  const extra = [values.append ?? ''];
+  if (command.length) {
+    extra.push(guestCommandCmdline(command));
+    if (!values.verbose) extra.push('quiet');
+  }
+  const vm = new MicroVM({
+    kernel, initrd, cmdline: values.cmdline, extraCmdline: extra.join(' ').trim() || undefined,
+    memoryMiB: num('mem', values.mem), vcpus: num('cpus', values.cpus), bootProtocol: values.pvh ? 'pvh' : 'linux64',
+  });
+
+  const interactive = command.length === 0 || values.interactive === true;
+  const tty = process.stdin.isTTY && interactive;
+  vm.console.pipe(process.stdout, { end: false });
+  let sawCtrlA = false;
+  const onInput = (chunk: Buffer) => {
+    if (tty) {
+      // Ctrl-A x stops the VM (as in QEMU); Ctrl-A Ctrl-A sends one Ctrl-A.
+      for (const b of chunk) {
+        if (sawCtrlA) {
+          sawCtrlA = false;
+          if (b === 0x78 /* x */) { void vm.stop(); return; }
+          if (b !== CTRL_A) vm.console.write(Buffer.of(CTRL_A));
+        } else if (b === CTRL_A) { sawCtrlA = true; continue; }
+        vm.console.write(Buffer.of(b));
+      }
+    } else {
+      vm.console.write(chunk);
+    }
+  };
+  const onSignal = () => { void vm.stop(); };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  await vm.start();
+  if (interactive) {
+    if (tty) process.stdin.setRawMode(true);
+    process.stdin.on('data', onInput);
+  }
+  const exit = await vm.wait();
+  if (tty) process.stdin.setRawMode(false);
+  process.stdin.off('data', onInput);
+  process.stdin.pause();
+  process.stdin.unref();
+  return exitCode(exit, command.length > 0);
+}
+
+function exitCode(exit: VmExit, ranCommand: boolean): number {
+  if (exit.reason === 'guest-exit') return exit.exitStatus ?? 1;
+  if (exit.reason === 'stopped') return 130;
+  if (ranCommand) {
+    console.error(`flintvm: the guest ended (${exit.reason}) without reporting the command's exit status`);
+    return 1;
+  }
+  if (exit.reason === 'reset' || exit.reason === 'poweroff' || exit.reason === 'halt') return 0;
+  console.error(`flintvm: the guest ended with ${exit.reason}${exit.detail ? ` ${JSON.stringify(exit.detail, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}` : ''}`);
+  return 1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: unknown) => {
+    console.error(`flintvm: ${e instanceof Error ? e.message : String(e)}`);
+    process.exitCode = e instanceof FlintvmError && e.code === 'FLINTVM_E_CONFIG' ? 2 : 1;
+  },
+);

@@ -1,0 +1,97 @@
+import { accessSync, constants, statSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { ConfigError } from './errors.js';
+
+/** What the guest console is connected to. */
+export type ConsoleMode = 'pipe' | 'none';
+
+/** Public configuration of a {@link MicroVM}. */
+export interface MicroVMConfig {
+  /** Path of the guest kernel: an ELF `vmlinux` or a `bzImage`. Required. */
+  kernel: string;
+  /** Path of an initramfs (cpio, optionally compressed). */
+  initrd?: string;
+  /** Kernel command line. Replaces the default (see `defaultCmdline`); use `extraCmdline` to append instead. */
+  cmdline?: string;
+  /** Appended to the command line (default or given). */
+  extraCmdline?: string;
+  /** Guest RAM in MiB: a positive multiple of 2. Default 256. */
+  memoryMiB?: number;
+  /** Number of vCPUs, 1 to the KVM maximum. Default 1. */
+  vcpus?: number;
+  /** 'pipe' (default): `vm.console` is a Duplex on the guest's ttyS0. 'none': output is discarded. */
+  console?: ConsoleMode;
+  /** Boot protocol for an ELF vmlinux: 'linux64' (default) or 'pvh'. */
+  bootProtocol?: 'linux64' | 'pvh';
+}
+
+/** A validated config with every default filled in. */
+export interface ResolvedConfig {
+  readonly kernel: string;
+  readonly initrd: string | undefined;
+  readonly cmdline: string | undefined;
+  readonly extraCmdline: string | undefined;
+  readonly memoryMiB: number;
+  readonly vcpus: number;
+  readonly console: ConsoleMode;
+  readonly bootProtocol: 'linux64' | 'pvh';
+}
+
+export const DEFAULT_MEMORY_MIB = 256;
+/** Guest RAM granularity: 2 MiB, the page size of the boot page tables and of huge pages. */
+export const MEMORY_ALIGN_MIB = 2;
+/** x86 COMMAND_LINE_SIZE is 2048 bytes including the NUL. */
+export const MAX_CMDLINE_BYTES = 2047;
+
+function readableFile(field: string, path: unknown, what: string): string {
+  if (typeof path !== 'string' || path.length === 0) throw new ConfigError(field, `must be the path of ${what}`, path);
+  let st;
+  try {
+    st = statSync(path);
+    accessSync(path, constants.R_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'error';
+    const fix = code === 'ENOENT' ? 'check the path (build the default guest with `npm run guest`)' : 'make it readable by this user';
+    throw new ConfigError(field, `cannot read ${path} (${code}): ${fix}`, path, e);
+  }
+  if (!st.isFile()) throw new ConfigError(field, `${path} is not a regular file`, path);
+  if (st.size === 0) throw new ConfigError(field, `${path} is empty`, path);
+  return path;
+}
+
+/**
+ * Checks every field and fills defaults. Throws {@link ConfigError} naming
+ * the field and the fix. Does not open /dev/kvm (the vCPU maximum is checked
+ * against KVM at start()).
+ */
+export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
+  if (config === null || typeof config !== 'object') throw new ConfigError('config', 'must be an object like { kernel, memoryMiB, vcpus }', config);
+  const kernel = readableFile('kernel', config.kernel, 'a vmlinux or bzImage');
+  const initrd = config.initrd === undefined ? undefined : readableFile('initrd', config.initrd, 'an initramfs');
+
+  const memoryMiB = config.memoryMiB ?? DEFAULT_MEMORY_MIB;
+  if (!Number.isInteger(memoryMiB) || memoryMiB <= 0) throw new ConfigError('memoryMiB', `must be a positive integer number of MiB, got ${String(memoryMiB)}`, memoryMiB);
+  if (memoryMiB % MEMORY_ALIGN_MIB !== 0) {
+    throw new ConfigError('memoryMiB', `must be a multiple of ${MEMORY_ALIGN_MIB} MiB, got ${memoryMiB} (use ${memoryMiB + (MEMORY_ALIGN_MIB - (memoryMiB % MEMORY_ALIGN_MIB))})`, memoryMiB);
+  }
+  const hostMiB = Math.floor(totalmem() / (1024 * 1024));
+  if (memoryMiB > hostMiB) throw new ConfigError('memoryMiB', `${memoryMiB} MiB is more than this host's ${hostMiB} MiB of RAM`, memoryMiB);
+
+  const vcpus = config.vcpus ?? 1;
+  if (!Number.isInteger(vcpus) || vcpus < 1) throw new ConfigError('vcpus', `must be an integer >= 1, got ${String(vcpus)}`, vcpus);
+
+  for (const field of ['cmdline', 'extraCmdline'] as const) {
+    const v = config[field];
+    if (v !== undefined && typeof v !== 'string') throw new ConfigError(field, 'must be a string', v);
+    if (v !== undefined && /[\0\n]/.test(v)) throw new ConfigError(field, 'must not contain NUL or newline characters', v);
+  }
+  const total = [config.cmdline ?? '', config.extraCmdline ?? ''].join(' ');
+  if (Buffer.byteLength(total) > MAX_CMDLINE_BYTES) throw new ConfigError('cmdline', `is ${Buffer.byteLength(total)} bytes; the limit is ${MAX_CMDLINE_BYTES}`, total.length);
+
+  const consoleMode = config.console ?? 'pipe';
+  if (consoleMode !== 'pipe' && consoleMode !== 'none') throw new ConfigError('console', `must be 'pipe' or 'none', got ${String(consoleMode)}`, consoleMode);
+  const bootProtocol = config.bootProtocol ?? 'linux64';
+  if (bootProtocol !== 'linux64' && bootProtocol !== 'pvh') throw new ConfigError('bootProtocol', `must be 'linux64' or 'pvh'`, bootProtocol);
+
+  return { kernel, initrd, cmdline: config.cmdline, extraCmdline: config.extraCmdline, memoryMiB, vcpus, console: consoleMode, bootProtocol };
+}

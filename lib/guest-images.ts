@@ -1,0 +1,47 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { FlintvmError } from './errors.js';
+
+/** The default guest: a minimal kernel and a busybox initramfs built by guest/build.sh. */
+export interface GuestImages {
+  readonly dir: string;
+  readonly vmlinux: string;
+  readonly bzImage: string;
+  readonly initrd: string;
+}
+
+const BUILD_SCRIPT = fileURLToPath(new URL('../../guest/build.sh', import.meta.url));
+
+function imagesIn(dir: string): GuestImages {
+  return { dir, vmlinux: join(dir, 'vmlinux'), bzImage: join(dir, 'bzImage'), initrd: join(dir, 'initramfs.cpio.gz') };
+}
+
+/**
+ * Returns the default guest images, building them on first use (minutes; the
+ * script prints its progress on stderr, which is passed through).
+ * `FLINTVM_GUEST_DIR` points at a prebuilt set instead.
+ */
+export async function defaultGuestImages(opts: { quiet?: boolean } = {}): Promise<GuestImages> {
+  const env = process.env.FLINTVM_GUEST_DIR;
+  if (env) {
+    const imgs = imagesIn(env);
+    for (const f of [imgs.vmlinux, imgs.initrd]) {
+      if (!existsSync(f)) throw new FlintvmError('FLINTVM_E_GUEST_IMAGES', `FLINTVM_GUEST_DIR=${env} has no ${f}; unset it or run guest/build.sh`);
+    }
+    return imgs;
+  }
+  const dir = await new Promise<string>((resolve, reject) => {
+    const child = spawn('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'pipe', opts.quiet ? 'ignore' : 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const last = out.trim().split('\n').pop() ?? '';
+      if (code === 0 && last) resolve(last);
+      else reject(new FlintvmError('FLINTVM_E_GUEST_IMAGES', `building the default guest failed (guest/build.sh exited ${code}); see its output above`));
+    });
+  });
+  return imagesIn(dir);
+}

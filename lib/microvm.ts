@@ -1,0 +1,202 @@
+import { EventEmitter } from 'node:events';
+import { Duplex } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+import { resolveConfig, type MicroVMConfig, type ResolvedConfig } from './config.js';
+import { buildVm, type BuiltVm } from './builder.js';
+import type { ExitInfo, ExitReason } from './vcpu/protocol.js';
+import { StateError } from './errors.js';
+import { log } from './log.js';
+
+const debug = log('microvm');
+
+export type MicroVMState = 'new' | 'starting' | 'running' | 'paused' | 'stopping' | 'exited';
+
+/** Wall-clock timestamps (ms, `performance.timeOrigin`-based) of one VM's life; absent if it did not happen. */
+export interface BootTimings {
+  startCalled?: number;
+  vmReady?: number; // VM, memory and vCPUs exist
+  kernelLoaded?: number; // images loaded, registers set
+  workersReady?: number; // vCPU workers spawned and waiting
+  firstRun?: number; // vCPU 0 entered KVM_RUN
+  guestInit?: number; // the guest's init wrote the boot timer
+  exited?: number; // the exit was reported
+  released?: number; // every fd, mapping and worker released
+}
+
+/** How the VM ended, as `wait()` reports it. */
+export interface VmExit extends ExitInfo {
+  /** For `reason === 'guest-exit'`: the exit status of the command the guest ran. */
+  readonly exitStatus?: number;
+  readonly timings: BootTimings;
+}
+
+export interface MicroVMEvents {
+  state: [MicroVMState];
+  exit: [VmExit];
+  /** The guest's init signalled the boot timer (ms timestamp). */
+  'guest-init': [number];
+}
+
+const now = () => performance.timeOrigin + performance.now();
+
+/**
+ * A lightweight KVM virtual machine running a Linux kernel.
+ *
+ * ```ts
+ * const vm = new MicroVM({ kernel: 'vmlinux', initrd: 'initramfs.cpio.gz', memoryMiB: 256, vcpus: 2 });
+ * vm.console.pipe(process.stdout);
+ * await vm.start();
+ * const { reason } = await vm.wait();
+ * ```
+ * The constructor validates the config and throws ConfigError; start() throws
+ * KvmError/LoaderError/HostError and leaves nothing behind when it fails.
+ * Many MicroVMs can run in one process; each owns its fds, memory and workers,
+ * and releases all of them when it exits or is stopped. Main thread only.
+ */
+export class MicroVM extends EventEmitter<MicroVMEvents> {
+  readonly config: ResolvedConfig;
+  /** The guest's serial console (ttyS0): read guest output, write guest input. */
+  readonly console: Duplex;
+  readonly timings: BootTimings = {};
+  private stateValue: MicroVMState = 'new';
+  private built: BuiltVm | null = null;
+  private exitValue: VmExit | null = null;
+  private readonly exitPromise: Promise<VmExit>;
+  private resolveExit!: (e: VmExit) => void;
+  private consoleDone = false;
+
+  constructor(config: MicroVMConfig) {
+    super();
+    this.config = resolveConfig(config);
+    this.exitPromise = new Promise((r) => { this.resolveExit = r; });
+    this.exitPromise.catch(() => undefined);
+    this.console = new Duplex({
+      read: () => undefined,
+      write: (chunk: Buffer, _enc, cb) => this.writeInput(chunk, cb),
+    });
+  }
+
+  get state(): MicroVMState {
+    return this.stateValue;
+  }
+
+  private setState(s: MicroVMState): void {
+    if (s === this.stateValue) return;
+    this.stateValue = s;
+    debug('state %s', s);
+    this.emit('state', s);
+  }
+
+  /** Builds the VM and starts its vCPUs. Resolves once the guest is running. */
+  async start(): Promise<void> {
+    if (this.stateValue !== 'new') throw new StateError(`start() can only be called once; the VM is ${this.stateValue}`);
+    this.timings.startCalled = now();
+    this.setState('starting');
+    try {
+      this.built = await buildVm(this.config, { timings: this.timings, now });
+    } catch (e) {
+      this.setState('exited');
+      this.console.push(null);
+      throw e;
+    }
+    const { machine } = this.built;
+    machine.on('device-event', (e) => {
+      if (e.type === 'boot-timer' && this.timings.guestInit === undefined) {
+        this.timings.guestInit = typeof e.time === 'number' ? e.time : now();
+        this.emit('guest-init', this.timings.guestInit);
+      }
+    });
+    machine.on('first-run', (t) => { this.timings.firstRun = t; });
+    void machine.wait().then((e) => this.onExit(e));
+    void this.pumpConsole();
+    machine.start();
+    this.setState('running');
+  }
+
+  /** Resolves with how the VM ended (after every resource is released). */
+  wait(): Promise<VmExit> {
+    return this.exitPromise;
+  }
+
+  async pause(): Promise<void> {
+    if (this.stateValue !== 'running' || !this.built) throw new StateError(`pause() needs a running VM; it is ${this.stateValue}`);
+    await this.built.machine.pause();
+    if (this.stateValue === 'running') this.setState('paused');
+  }
+
+  async resume(): Promise<void> {
+    if (this.stateValue !== 'paused' || !this.built) throw new StateError(`resume() needs a paused VM; it is ${this.stateValue}`);
+    this.built.machine.resume();
+    this.setState('running');
+  }
+
+  /** Stops the VM (if running) and resolves once every fd, mapping and worker is released. */
+  async stop(): Promise<VmExit> {
+    if (this.stateValue === 'new') {
+      this.setState('exited');
+      this.console.push(null);
+      const e: VmExit = { reason: 'stopped', vcpu: -1, timings: this.timings };
+      this.exitValue = e;
+      this.resolveExit(e);
+      return e;
+    }
+    if (this.stateValue !== 'exited') this.setState('stopping');
+    await this.built?.machine.stop();
+    return this.exitPromise;
+  }
+
+  private async onExit(e: ExitInfo): Promise<void> {
+    this.timings.exited ??= now();
+    if (this.stateValue !== 'exited') this.setState('stopping');
+    await this.built!.machine.released();
+    this.timings.released = now();
+    // Drain what the guest printed last, then end the console stream.
+    this.drainConsole();
+    this.consoleDone = true;
+    this.built!.ring.close();
+    const exitStatus = e.reason === 'guest-exit' && typeof e.detail?.status === 'number' ? e.detail.status : undefined;
+    const v: VmExit = { ...e, ...(exitStatus !== undefined ? { exitStatus } : {}), timings: { ...this.timings } };
+    this.exitValue = v;
+    this.setState('exited');
+    this.console.push(null);
+    this.emit('exit', v);
+    this.resolveExit(v);
+  }
+
+  private drainConsole(): void {
+    if (!this.built) return;
+    const b = this.built.ring.read();
+    if (b.length && this.config.console === 'pipe') this.console.push(Buffer.from(b.buffer, b.byteOffset, b.length));
+  }
+
+  private async pumpConsole(): Promise<void> {
+    const ring = this.built!.ring;
+    while (!this.consoleDone && !ring.closed) {
+      await ring.waitReadable();
+      if (this.consoleDone) break;
+      this.drainConsole();
+    }
+  }
+
+  private writeInput(chunk: Buffer, cb: (e?: Error | null) => void): void {
+    if (!this.built || this.stateValue === 'exited' || this.stateValue === 'stopping') {
+      cb();
+      return;
+    }
+    let off = 0;
+    const push = () => {
+      if (!this.built || this.exitValue) return cb();
+      off += this.built.sendInput(chunk.subarray(off));
+      if (off >= chunk.length) cb();
+      else setTimeout(push, 2); // RX FIFO full: the guest drains it at its own pace
+    };
+    push();
+  }
+
+  /** How the VM ended, once it has. */
+  get exit(): VmExit | null {
+    return this.exitValue;
+  }
+}
+
+export type { ExitReason };

@@ -1,0 +1,75 @@
+/**
+ * Real Linux boots. These run inside the real-KVM test host (test/hosts/),
+ * where /dev/kvm is kvm_amd on a TCG-emulated CPU; the local nested KVM
+ * cannot boot Linux (ENVIRONMENT.md §1). `npm test` runs them there.
+ */
+import test from 'ava';
+import { MicroVM, defaultGuestImages, guestCommandCmdline, type VmExit } from '../../lib/index.js';
+import { requireKvm } from '../helpers/kvm.js';
+
+const BOOT_TIMEOUT_MS = 5 * 60_000;
+
+async function runGuest(opts: { kernel: 'vmlinux' | 'bzImage'; vcpus: number; command?: string[]; input?: string[]; pvh?: boolean }) {
+  const imgs = await defaultGuestImages({ quiet: true });
+  const extra = opts.command ? guestCommandCmdline(opts.command) : undefined;
+  const vm = new MicroVM({
+    kernel: opts.kernel === 'vmlinux' ? imgs.vmlinux : imgs.bzImage, initrd: imgs.initrd, memoryMiB: 256, vcpus: opts.vcpus,
+    extraCmdline: extra, bootProtocol: opts.pvh ? 'pvh' : 'linux64',
+  });
+  let out = '';
+  const inputs = [...(opts.input ?? [])];
+  vm.console.on('data', (c: Buffer) => {
+    out += c.toString();
+    // Interactive: answer the shell prompt once init says the shell is up.
+    if (inputs.length && /flintvm guest:[^\n]*\n[\s\S]*# $/.test(out)) vm.console.write(inputs.shift()!);
+  });
+  const t0 = performance.now();
+  await vm.start();
+  const timer = setTimeout(() => { void vm.stop(); }, BOOT_TIMEOUT_MS);
+  const exit: VmExit = await vm.wait();
+  clearTimeout(timer);
+  return { exit, out, ms: performance.now() - t0 };
+}
+
+for (const kernel of ['vmlinux', 'bzImage'] as const) {
+  for (const vcpus of [1, 2]) {
+    test.serial(`${kernel}, ${vcpus} vCPU: the default guest boots to userspace and runs a command`, async (t) => {
+      if (!requireKvm(t)) return;
+      const { exit, out, ms } = await runGuest({ kernel, vcpus, command: ['sh', '-c', 'echo "cpus=$(grep -c ^processor /proc/cpuinfo)"; exit 7'] });
+      t.log(`${kernel} ${vcpus} vCPU: start() -> exit ${ms.toFixed(0)} ms; guest init at +${((exit.timings.guestInit ?? NaN) - (exit.timings.startCalled ?? NaN)).toFixed(0)} ms`);
+      t.regex(out, /flintvm guest: Linux 6\.1\.\S+/, out.slice(-2000));
+      t.regex(out, new RegExp(`cpus=${vcpus}\\b`), out.slice(-2000));
+      t.is(exit.reason, 'guest-exit', out.slice(-2000));
+      t.is(exit.exitStatus, 7);
+      t.truthy(exit.timings.guestInit, 'boot timer written by init');
+    });
+  }
+}
+
+test.serial('vmlinux via the PVH entry point boots too', async (t) => {
+  if (!requireKvm(t)) return;
+  const { exit, out } = await runGuest({ kernel: 'vmlinux', vcpus: 1, pvh: true, command: ['uname', '-r'] });
+  t.regex(out, /6\.1\.\S+-microvm/, out.slice(-2000));
+  t.is(exit.exitStatus, 0, out.slice(-2000));
+});
+
+test.serial('interactive shell: console input reaches the guest and exit reboots the VM', async (t) => {
+  if (!requireKvm(t)) return;
+  const { exit, out } = await runGuest({ kernel: 'vmlinux', vcpus: 1, input: ['echo sum-$((40+2))\n', 'exit\n'] });
+  t.regex(out, /sum-42/, out.slice(-2000));
+  t.is(exit.reason, 'reset', out.slice(-2000));
+});
+
+test.serial('boot wall time, 5 runs (start() to guest init, and to exit)', async (t) => {
+  if (!requireKvm(t)) return;
+  const init: number[] = [];
+  const total: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const { exit, ms } = await runGuest({ kernel: 'vmlinux', vcpus: 1, command: ['true'] });
+    t.is(exit.exitStatus, 0);
+    init.push(exit.timings.guestInit! - exit.timings.startCalled!);
+    total.push(ms);
+  }
+  const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+  t.log(`BOOT-TIME start()->init median ${med(init).toFixed(0)} ms [${init.map((x) => x.toFixed(0)).join(', ')}]; start()->exit median ${med(total).toFixed(0)} ms`);
+});
