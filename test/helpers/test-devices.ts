@@ -7,7 +7,8 @@ import type { DeviceContext } from '../../lib/vcpu/protocol.js';
 
 export type TestDeviceParams =
   | { kind: 'recorder'; log: SharedArrayBuffer; readValue: number }
-  | { kind: 'exit-on-write'; reason: 'guest-exit' };
+  | { kind: 'exit-on-write'; reason: 'guest-exit' }
+  | { kind: 'counter'; log: SharedArrayBuffer };
 
 /**
  * recorder: each write appends [offset, size, value] to `log` (Int32 slot 0 is
@@ -28,6 +29,11 @@ export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice 
         }
       },
     };
+  }
+  if (p.kind === 'counter') {
+    // Counts writes in slot 0 (one worker writes, so a plain increment is enough).
+    const c = new Int32Array(p.log);
+    return { read: () => 0, write: () => { c[0]!++; } };
   }
   return { read: () => 0, write: (_o, _s, value) => ctx.requestExit(p.reason, { status: value }) };
 }

@@ -1,0 +1,93 @@
+/**
+ * PIO exit round trip: flintvm's vCPU worker loop (KVM_RUN through koffi,
+ * decode, bus dispatch to a device) against a C loop doing the same ioctls
+ * (bench/exit-loop.c, compiled with gcc), in the same run, same guest code.
+ * Usage: node dist/bench/exits.js [--exits N] [--runs R] [--json]
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Machine } from '../lib/machine.js';
+import { emptyRegs } from '../lib/kvm/structs.js';
+import { summarize, type Summary } from './stats.js';
+
+const DEVICE_MODULE = new URL('../test/helpers/test-devices.js', import.meta.url).href;
+const C_SOURCE = fileURLToPath(new URL('../../bench/exit-loop.c', import.meta.url));
+
+/** Same guest as exit-loop.c: mov ecx,n; loop: out 0x10,al; dec ecx; jnz loop; hlt. */
+function guestCode(n: number): Uint8Array {
+  const c = Uint8Array.from([0x66, 0xb9, 0, 0, 0, 0, 0xe6, 0x10, 0x66, 0x49, 0x75, 0xfa, 0xf4]);
+  new DataView(c.buffer).setUint32(2, n, true);
+  return c;
+}
+
+async function flintvmRun(n: number): Promise<number> {
+  const log = new SharedArrayBuffer(16);
+  const m = await Machine.create({
+    memory: [{ gpa: 0, size: 0x10000 }],
+    vcpus: 1,
+    devices: [{ space: 'pio', base: 0x10, length: 1, params: { kind: 'counter', log } }],
+    deviceModule: DEVICE_MODULE,
+    setupVcpus({ memory, vcpus }) {
+      memory.write(0x1000, guestCode(n));
+      const s = vcpus[0]!.getSregs();
+      s.cs.base = 0n; s.cs.selector = 0;
+      vcpus[0]!.setSregs(s);
+      vcpus[0]!.setRegs({ ...emptyRegs(), rip: 0x1000n, rflags: 2n });
+    },
+  });
+  let first = 0;
+  m.on('first-run', (t) => { first = t; });
+  m.start();
+  const exit = await m.wait();
+  const end = performance.timeOrigin + performance.now();
+  await m.released();
+  const count = new Int32Array(log)[0]!;
+  if (exit.reason !== 'halt' || count !== n) throw new Error(`flintvm run ended ${exit.reason} after ${count}/${n} exits`);
+  // first-run is stamped just before the first KVM_RUN; the exit message adds one postMessage hop (~0.1 ms), negligible over N exits.
+  return ((end - first) * 1e6) / n;
+}
+
+function cRun(bin: string, n: number): number {
+  const out = execFileSync(bin, [String(n)], { encoding: 'utf8' });
+  const m = /ns_per_exit ([\d.]+)/.exec(out);
+  if (!m) throw new Error(`exit-loop printed: ${out}`);
+  return Number(m[1]);
+}
+
+export interface ExitsResult {
+  exitsPerRun: number;
+  flintvmNsPerExit: Summary;
+  cNsPerExit: Summary;
+  ratio: number;
+}
+
+export async function benchExits(exits = 50_000, runs = 5): Promise<ExitsResult> {
+  const bin = join(mkdtempSync(join(tmpdir(), 'flintvm-bench-')), 'exit-loop');
+  execFileSync('gcc', ['-O2', '-o', bin, C_SOURCE]);
+  const js: number[] = [];
+  const c: number[] = [];
+  // Interleave so both see the same machine noise.
+  for (let i = 0; i < runs; i++) {
+    c.push(cRun(bin, exits));
+    js.push(await flintvmRun(exits));
+  }
+  const f = summarize(js);
+  const cs = summarize(c);
+  return { exitsPerRun: exits, flintvmNsPerExit: f, cNsPerExit: cs, ratio: f.median / cs.median };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values } = parseArgs({ options: { exits: { type: 'string' }, runs: { type: 'string' }, json: { type: 'boolean' } } });
+  const r = await benchExits(Number(values.exits ?? 50_000), Number(values.runs ?? 5));
+  if (values.json) console.log(JSON.stringify(r, null, 2));
+  else {
+    console.log(`PIO exit round trip, ${r.exitsPerRun} exits per run, ${r.flintvmNsPerExit.n} runs (median [min..max])`);
+    console.log(`  flintvm (JS worker loop): ${(r.flintvmNsPerExit.median / 1000).toFixed(2)} us [${(r.flintvmNsPerExit.min / 1000).toFixed(2)}..${(r.flintvmNsPerExit.max / 1000).toFixed(2)}]`);
+    console.log(`  C loop:                   ${(r.cNsPerExit.median / 1000).toFixed(2)} us [${(r.cNsPerExit.min / 1000).toFixed(2)}..${(r.cNsPerExit.max / 1000).toFixed(2)}]`);
+    console.log(`  ratio flintvm/C: ${r.ratio.toFixed(3)}`);
+  }
+}
