@@ -85,7 +85,8 @@ export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
     if (v !== undefined && typeof v !== 'string') throw new ConfigError(field, 'must be a string', v);
     if (v !== undefined && /[\0\n]/.test(v)) throw new ConfigError(field, 'must not contain NUL or newline characters', v);
   }
-  const total = [config.cmdline ?? '', config.extraCmdline ?? ''].join(' ');
+  // The default command line is the arch's; prepareX86Boot checks the final length against the kernel's limit too.
+  const total = [config.cmdline, config.extraCmdline].filter((s) => s !== undefined).join(' ');
   if (Buffer.byteLength(total) > MAX_CMDLINE_BYTES) throw new ConfigError('cmdline', `is ${Buffer.byteLength(total)} bytes; the limit is ${MAX_CMDLINE_BYTES}`, total.length);
 
   const consoleMode = config.console ?? 'pipe';
