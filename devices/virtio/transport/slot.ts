@@ -1,0 +1,129 @@
+/**
+ * The I/O-worker side of one virtio-mmio transport: turns the driver's
+ * DRIVER_OK into `device.activate()` with validated queues, a reset into
+ * `device.reset()`, ioeventfd kicks into `device.queueNotify()`, and the
+ * device's interrupts into InterruptStatus bits plus an irqfd signal.
+ */
+import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
+import { log } from '../../../lib/log.js';
+import * as C from '../constants.js';
+import type { ActivationContext, FdWatcher, VirtioDevice } from '../device.js';
+import { SplitQueue } from '../queue/split-queue.js';
+import {
+  Q_DESC_LO, Q_DEVICE_LO, Q_DRIVER_LO, Q_NUM, Q_READY, REQ_ACTIVATE, REQ_RESET, S_ACTIVE, S_CONFIG_GENERATION, S_CONFIG_LENGTH,
+  S_CONTROL_REQUEST, S_INTERRUPT_STATUS, S_RESET_DONE, S_STATUS, TransportState,
+} from './state.js';
+
+const debug = log('virtio:slot');
+
+export class VirtioMmioSlot {
+  private readonly st: TransportState;
+  private active = false;
+
+  /**
+   * @param interrupt signals the device's irqfd (edge); called on the I/O worker.
+   */
+  constructor(
+    state: SharedArrayBuffer,
+    readonly device: VirtioDevice,
+    private readonly memory: GuestMemory,
+    private readonly interrupt: () => void,
+    private readonly fds: FdWatcher,
+  ) {
+    this.st = new TransportState(state);
+  }
+
+  /** The control eventfd fired: act on pending activate/reset requests, in that order. */
+  onControl(): void {
+    const req = Atomics.exchange(this.st.s, S_CONTROL_REQUEST, 0);
+    if (req & REQ_ACTIVATE) this.activate();
+    if (req & REQ_RESET) this.reset();
+  }
+
+  /** Queue `index`'s ioeventfd fired. Kicks before activation are dropped: activation polls every queue anyway. */
+  onQueueNotify(index: number): void {
+    if (!this.active) return;
+    this.device.queueNotify(index);
+  }
+
+  private activate(): void {
+    const s = this.st.s;
+    if (this.active || (Atomics.load(s, S_STATUS) & C.VIRTIO_STATUS_DRIVER_OK) === 0) return;
+    const features = this.st.driverFeatures;
+    try {
+      const queues: (SplitQueue | null)[] = [];
+      for (let i = 0; i < this.st.numQueues; i++) {
+        if (!this.st.queueReg(i, Q_READY)) {
+          queues.push(null);
+          continue;
+        }
+        queues.push(new SplitQueue(this.memory, {
+          size: this.st.queueReg(i, Q_NUM),
+          descAddr: this.st.queueAddr(i, Q_DESC_LO),
+          availAddr: this.st.queueAddr(i, Q_DRIVER_LO),
+          usedAddr: this.st.queueAddr(i, Q_DEVICE_LO),
+          eventIdx: (features & C.feature(C.VIRTIO_F_EVENT_IDX)) !== 0n,
+          indirect: (features & C.feature(C.VIRTIO_F_INDIRECT_DESC)) !== 0n,
+        }));
+      }
+      const ctx: ActivationContext = {
+        memory: this.memory,
+        queues,
+        features,
+        signalUsed: () => this.raise(C.VIRTIO_MMIO_INT_VRING),
+        updateConfig: (offset, bytes) => this.updateConfig(offset, bytes),
+        fds: this.fds,
+        needsReset: () => this.needsReset(),
+      };
+      this.device.activate(ctx);
+      this.active = true;
+      Atomics.store(s, S_ACTIVE, 1);
+      // The driver may have kicked before we got here: look at every queue once.
+      queues.forEach((q, i) => { if (q) this.device.queueNotify(i); });
+    } catch (e) {
+      debug('activation failed: %s', (e as Error).message);
+      this.needsReset();
+    }
+  }
+
+  /** §2.1.2: tell the driver the device is broken, through status and a config interrupt. */
+  needsReset(): void {
+    Atomics.or(this.st.s, S_STATUS, C.VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+    this.raise(C.VIRTIO_MMIO_INT_CONFIG);
+  }
+
+  private reset(): void {
+    if (this.active) {
+      try {
+        this.device.reset();
+      } catch (e) {
+        debug('device reset threw: %s', (e as Error).message);
+      }
+    }
+    this.active = false;
+    Atomics.store(this.st.s, S_ACTIVE, 0);
+    Atomics.add(this.st.s, S_RESET_DONE, 1);
+    Atomics.notify(this.st.s, S_RESET_DONE);
+  }
+
+  private raise(bit: number): void {
+    Atomics.or(this.st.s, S_INTERRUPT_STATUS, bit);
+    this.interrupt();
+  }
+
+  private updateConfig(offset: number, bytes: Uint8Array): void {
+    const len = this.st.s[S_CONFIG_LENGTH]!;
+    if (offset < 0 || offset + bytes.length > len) throw new RangeError(`config update [${offset}, +${bytes.length}) outside ${len} bytes`);
+    this.st.lock.with(() => {
+      this.st.config.set(bytes, offset);
+      Atomics.add(this.st.s, S_CONFIG_GENERATION, 1);
+    });
+    this.raise(C.VIRTIO_MMIO_INT_CONFIG);
+  }
+
+  dispose(): void {
+    if (this.active) this.device.reset();
+    this.active = false;
+    this.device.dispose();
+  }
+}
