@@ -23,6 +23,22 @@ export interface MicroVMConfig {
   console?: ConsoleMode;
   /** Boot protocol for an ELF vmlinux: 'linux64' (default) or 'pvh'. */
   bootProtocol?: 'linux64' | 'pvh';
+  /** virtio-blk disks backed by raw image files, in order: the guest sees /dev/vda, /dev/vdb, … */
+  drives?: DriveConfig[];
+  /** A virtio-rng device fed by the host's getrandom (the guest's /dev/hwrng). */
+  rng?: boolean;
+}
+
+/** One virtio-blk disk. */
+export interface DriveConfig {
+  /** Raw disk image; its size must be a multiple of 512 bytes. Writable drives are locked (flock) against a second user. */
+  path: string;
+  /** Expose the disk read-only (VIRTIO_BLK_F_RO); the image is then opened O_RDONLY. */
+  readOnly?: boolean;
+  /** Boot from this disk: adds `root=/dev/vdX` (and `rw` unless read-only) to the command line. */
+  root?: boolean;
+  /** Serial number the guest reads with GET_ID (at most 20 bytes). Default: `flintvm<index>`. */
+  serial?: string;
 }
 
 /** A validated config with every default filled in. */
@@ -35,6 +51,8 @@ export interface ResolvedConfig {
   readonly vcpus: number;
   readonly console: ConsoleMode;
   readonly bootProtocol: 'linux64' | 'pvh';
+  readonly drives: readonly Required<DriveConfig>[];
+  readonly rng: boolean;
 }
 
 export const DEFAULT_MEMORY_MIB = 256;
@@ -94,5 +112,40 @@ export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
   const bootProtocol = config.bootProtocol ?? 'linux64';
   if (bootProtocol !== 'linux64' && bootProtocol !== 'pvh') throw new ConfigError('bootProtocol', `must be 'linux64' or 'pvh'`, bootProtocol);
 
-  return { kernel, initrd, cmdline: config.cmdline, extraCmdline: config.extraCmdline, memoryMiB, vcpus, console: consoleMode, bootProtocol };
+  const drives = resolveDrives(config.drives);
+  if (config.rng !== undefined && typeof config.rng !== 'boolean') throw new ConfigError('rng', 'must be true or false', config.rng);
+
+  return {
+    kernel, initrd, cmdline: config.cmdline, extraCmdline: config.extraCmdline, memoryMiB, vcpus, console: consoleMode, bootProtocol,
+    drives, rng: config.rng ?? false,
+  };
+}
+
+/** Largest number of virtio devices the x86 layout has IRQs for. */
+export const MAX_VIRTIO_DEVICES = 16;
+const MAX_SERIAL_BYTES = 20;
+
+function resolveDrives(drives: unknown): Required<DriveConfig>[] {
+  if (drives === undefined) return [];
+  if (!Array.isArray(drives)) throw new ConfigError('drives', 'must be an array of { path, readOnly?, root? }', drives);
+  if (drives.length > MAX_VIRTIO_DEVICES - 1) throw new ConfigError('drives', `at most ${MAX_VIRTIO_DEVICES - 1} drives are supported`, drives.length);
+  const out = drives.map((d: unknown, i): Required<DriveConfig> => {
+    const field = `drives[${i}]`;
+    if (d === null || typeof d !== 'object') throw new ConfigError(field, 'must be an object like { path: "disk.img" }', d);
+    const { path, readOnly, root, serial } = d as DriveConfig;
+    if (typeof path !== 'string' || path.length === 0) throw new ConfigError(`${field}.path`, 'must be the path of a raw disk image', path);
+    for (const [k, v] of [['readOnly', readOnly], ['root', root]] as const) {
+      if (v !== undefined && typeof v !== 'boolean') throw new ConfigError(`${field}.${k}`, 'must be true or false', v);
+    }
+    const s = serial ?? `flintvm${i}`;
+    if (typeof s !== 'string' || Buffer.byteLength(s) > MAX_SERIAL_BYTES) throw new ConfigError(`${field}.serial`, `must be a string of at most ${MAX_SERIAL_BYTES} bytes`, serial);
+    return { path, readOnly: readOnly ?? false, root: root ?? false, serial: s };
+  });
+  if (out.filter((d) => d.root).length > 1) throw new ConfigError('drives', 'only one drive can be the root device', out.map((d) => d.root));
+  const paths = new Set<string>();
+  for (const [i, d] of out.entries()) {
+    if (paths.has(d.path)) throw new ConfigError(`drives[${i}].path`, `${d.path} is already attached as another drive`, d.path);
+    paths.add(d.path);
+  }
+  return out;
 }

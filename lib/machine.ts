@@ -24,6 +24,19 @@ export interface MachineSpec {
   setupVm?(vm: Vm, kvm: Kvm): void;
   /** Loads images and sets every vCPU's registers. Runs after memory and vCPUs exist, before workers start. */
   setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void;
+  /**
+   * Starts helpers that serve the guest (the I/O worker). Runs after setupVcpus,
+   * before any vCPU runs; the returned service is stopped after every vCPU
+   * worker has stopped and before guest memory is unmapped.
+   */
+  startServices?(ctx: { vm: Vm; memory: GuestMemory }): Promise<MachineService>;
+  /** Last step of release, after memory is unmapped: close fds that devices used. Also called when create() fails. */
+  cleanup?(): void;
+}
+
+/** Something that runs beside the vCPUs for the machine's lifetime. */
+export interface MachineService {
+  stop(): Promise<void>;
 }
 
 export type MachineState = 'created' | 'running' | 'paused' | 'exited';
@@ -53,6 +66,8 @@ export class Machine extends EventEmitter<MachineEvents> {
     readonly vm: Vm,
     private readonly hostMemory: HostGuestMemory,
     private readonly handles: VcpuHandle[],
+    private readonly service: MachineService | null,
+    private readonly cleanup: (() => void) | undefined,
   ) {
     super();
     this.exitPromise = new Promise((r) => { this.resolveExit = r; });
@@ -78,6 +93,7 @@ export class Machine extends EventEmitter<MachineEvents> {
     let vm: Vm | null = null;
     let mem: HostGuestMemory | null = null;
     const handles: VcpuHandle[] = [];
+    let service: MachineService | null = null;
     try {
       vm = kvm.createVm();
       spec.setupVm?.(vm, kvm);
@@ -89,12 +105,15 @@ export class Machine extends EventEmitter<MachineEvents> {
       for (const v of vcpus) handles.push(new VcpuHandle(v));
       const common = { vmFd: vm.fd, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule };
       await Promise.all(handles.map((h) => h.spawn(common)));
-      return new Machine(kvm, vm, mem, handles);
+      if (spec.startServices) service = await spec.startServices({ vm, memory: mem.memory });
+      return new Machine(kvm, vm, mem, handles, service, spec.cleanup);
     } catch (e) {
       await Promise.allSettled(handles.map((h) => h.stop()));
+      await service?.stop().catch(() => undefined);
       vm?.close();
       mem?.unmap();
       kvm.close();
+      spec.cleanup?.();
       throw e;
     }
   }
@@ -154,9 +173,11 @@ export class Machine extends EventEmitter<MachineEvents> {
   private release(): Promise<void> {
     this.releasing ??= (async () => {
       await Promise.allSettled(this.handles.map((h) => h.stop()));
+      await this.service?.stop().catch((e: unknown) => debug('service stop failed: %s', (e as Error).message));
       this.vm.close();
       this.hostMemory.unmap();
       this.kvm.close();
+      this.cleanup?.();
       this.setState('exited');
       this.emit('exit', this.exitInfo!);
     })();

@@ -117,6 +117,7 @@ KEY=$(
 		echo "kernel $KPKG $KVER"
 		echo "busybox $BBVER"
 		echo "node $NODE_SHA"
+		echo "e2fsprogs $(dpkg-query -W -f='${Version}' e2fsprogs 2>/dev/null)"
 	} | sha256sum | cut -c1-16
 )
 OUT="$HOSTS/x86_64-$KEY"
@@ -183,6 +184,20 @@ for l in $libs $interp; do
 	mkdir -p "$ROOT/$(dirname "$l")"
 	cp -L "$l" "$ROOT/$l"
 done
+
+# --- host tools the tests use on disk images (mke2fs -d, debugfs) -----------
+for tool in /sbin/mke2fs /sbin/debugfs; do
+	[ -x "$tool" ] || die "$tool is missing: apt-get install e2fsprogs"
+	mkdir -p "$ROOT/sbin"
+	# busybox may have installed an applet symlink of the same name: replace the link, not its target.
+	rm -f "$ROOT/sbin/$(basename "$tool")"
+	cp -L "$tool" "$ROOT/sbin/"
+	for l in $(ldd "$tool" | awk '/=> \// { print $3 } /^\t\// { print $1 }'); do
+		mkdir -p "$ROOT/$(dirname "$l")"
+		[ -f "$ROOT/$l" ] || cp -L "$l" "$ROOT/$l"
+	done
+done
+rm -f "$ROOT/sbin/mkfs.ext4" && ln -s mke2fs "$ROOT/sbin/mkfs.ext4"
 
 # --- /init and small files ------------------------------------------------
 cp "$INIT" "$ROOT/init"
