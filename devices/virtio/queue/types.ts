@@ -2,6 +2,7 @@
  * Shapes shared by the split virtqueue (queue/split-queue.ts) and the devices
  * that consume it.
  */
+import { FlintvmError } from '../../../lib/errors.js';
 
 /** A guest buffer: `len` bytes at guest-physical `addr`, inside ONE guest memory region (chains are split at region borders). */
 export interface Segment {
@@ -25,11 +26,39 @@ export interface DescriptorChain {
   readonly writableLength: number;
 }
 
-/** Why a queue or a chain was rejected. The device then sets DEVICE_NEEDS_RESET (or fails the request). */
-export class QueueError extends Error {
-  constructor(readonly reason: string, message: string) {
-    super(message);
-    this.name = 'QueueError';
+/**
+ * Stable reasons a {@link QueueError} carries (`error.reason`):
+ * - `size`, `address`, `alignment`: the queue configuration (constructor).
+ * - `avail-idx`: avail.idx moved more than the queue size past the device's position (ring state is broken).
+ * - `head-range`: an avail ring entry names a descriptor outside the table.
+ * - `next-range`: a `next` field points outside the (direct or indirect) table.
+ * - `loop`: the chain is longer than its time-to-live (queue size; entries of an indirect table).
+ * - `indirect-not-negotiated`, `indirect-next`, `indirect-nested`, `indirect-len`, `indirect-addr`: §2.7.5.3 violations.
+ * - `buffer-addr`: a buffer is not entirely inside guest RAM.
+ * - `order`: a device-readable descriptor follows a device-writable one (§2.7.4.2).
+ * - `too-long`: the chain's byte totals do not fit the 32-bit limits (§2.7.5.2).
+ * - `short`, `range`: chain-io helpers (chain too short for the access; invalid offset/length).
+ */
+export type QueueErrorReason =
+  | 'size' | 'address' | 'alignment'
+  | 'avail-idx' | 'head-range' | 'next-range' | 'loop'
+  | 'indirect-not-negotiated' | 'indirect-next' | 'indirect-nested' | 'indirect-len' | 'indirect-addr'
+  | 'buffer-addr' | 'order' | 'too-long'
+  | 'short' | 'range';
+
+/**
+ * Why a queue or a chain was rejected. The device then sets DEVICE_NEEDS_RESET (or fails the request).
+ * Code `FLINTVM_E_VIRTQUEUE`. When the error is about one chain whose head was
+ * valid, `head` is set: the head has been consumed from the available ring and
+ * the device should return it with `pushUsed(head, 0)` (or reset the device).
+ */
+export class QueueError extends FlintvmError {
+  /** The head descriptor index of the rejected chain, when it was in range. */
+  readonly head?: number;
+
+  constructor(readonly reason: string, message: string, head?: number, value?: unknown) {
+    super('FLINTVM_E_VIRTQUEUE', message, { value });
+    if (head !== undefined) this.head = head;
   }
 }
 
