@@ -9,6 +9,9 @@
  */
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { SplitQueue } from './queue/split-queue.js';
+import type { FdWatcher } from '../../lib/io/fd-watcher.js';
+
+export type { FdWatcher };
 
 /** What the transport needs to know about a device before the guest starts (set up on the main thread). */
 export interface VirtioDeviceInfo {
@@ -22,12 +25,6 @@ export interface VirtioDeviceInfo {
   readonly config: Uint8Array;
 }
 
-/** Watches an fd on the I/O worker's epoll loop. */
-export interface FdWatcher {
-  /** Calls `onReady(events)` when `fd` is ready for `events` (EPOLLIN/EPOLLOUT bits). Replaces an earlier watch of the same fd. */
-  watch(fd: number, events: number, onReady: (events: number) => void): void;
-  unwatch(fd: number): void;
-}
 
 /** What a device gets when the driver sets DRIVER_OK. Valid until reset() or dispose(). */
 export interface ActivationContext {
