@@ -8,6 +8,7 @@ import { MicroVM, type VmExit } from '../lib/microvm.js';
 import { defaultGuestImages } from '../lib/guest-images.js';
 import { guestCommandCmdline } from '../lib/guest-command.js';
 import { FlintvmError } from '../lib/errors.js';
+import type { DriveConfig } from '../lib/config.js';
 
 const HELP = `Usage: flintvm run [options] [-- CMD [ARGS...]]
 
@@ -23,6 +24,9 @@ Options:
   --mem MIB          guest memory in MiB, a multiple of 2 (default 256)
   --cpus N           number of vCPUs (default 1)
   --pvh              boot an ELF vmlinux through its PVH entry point
+  --drive SPEC       add a virtio-blk disk (repeatable): path=IMG[,ro][,root][,serial=S]
+                     the guest sees /dev/vda, /dev/vdb, ... in order; root boots from it
+  --rng              add a virtio-rng device (the guest's /dev/hwrng)
   -i, --interactive  with a command: also pass this terminal's input to it
   -v, --verbose      with a command: show the kernel's boot messages
   -h, --help         show this help
@@ -55,6 +59,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' }, append: { type: 'string' },
       mem: { type: 'string' }, cpus: { type: 'string' }, pvh: { type: 'boolean' },
+      drive: { type: 'string', multiple: true }, rng: { type: 'boolean' },
       interactive: { type: 'boolean', short: 'i' }, verbose: { type: 'boolean', short: 'v' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -85,6 +90,7 @@ async function main(argv: string[]): Promise<number> {
   const vm = new MicroVM({
     kernel, initrd, cmdline: values.cmdline, extraCmdline: extra.join(' ').trim() || undefined,
     memoryMiB: num('mem', values.mem), vcpus: num('cpus', values.cpus), bootProtocol: values.pvh ? 'pvh' : 'linux64',
+    drives: (values.drive ?? []).map(parseDrive), rng: values.rng ?? false,
   });
 
   const interactive = command.length === 0 || values.interactive === true;
@@ -121,6 +127,23 @@ async function main(argv: string[]): Promise<number> {
   process.stdin.pause();
   process.stdin.unref();
   return exitCode(exit, command.length > 0);
+}
+
+/** `path=IMG[,ro][,root][,serial=S]` (a bare first word is taken as the path). */
+export function parseDrive(spec: string): DriveConfig {
+  const drive: DriveConfig = { path: '' };
+  spec.split(',').forEach((part, i) => {
+    const eq = part.indexOf('=');
+    const [k, v] = eq < 0 ? [part, undefined] : [part.slice(0, eq), part.slice(eq + 1)];
+    if (k === 'path' && v !== undefined) drive.path = v;
+    else if (i === 0 && v === undefined) drive.path = k;
+    else if (k === 'ro' && v === undefined) drive.readOnly = true;
+    else if (k === 'root' && v === undefined) drive.root = true;
+    else if (k === 'serial' && v !== undefined) drive.serial = v;
+    else throw new FlintvmError('FLINTVM_E_CONFIG', `--drive: unknown option '${part}' (use path=IMG[,ro][,root][,serial=S])`);
+  });
+  if (!drive.path) throw new FlintvmError('FLINTVM_E_CONFIG', `--drive ${spec}: missing path=IMG`);
+  return drive;
 }
 
 function exitCode(exit: VmExit, ranCommand: boolean): number {

@@ -20,9 +20,19 @@ import { prepareX86Boot, X86_64_DEFAULT_CMDLINE } from '../arch/x86_64/boot.js';
 import { buildCpuid } from '../arch/x86_64/cpuid.js';
 import { bootMsrs } from '../arch/x86_64/msr.js';
 import { configureLapicLint } from '../arch/x86_64/lapic.js';
+import { VIRTIO_MMIO_QUEUE_NOTIFY } from '../devices/virtio/constants.js';
+import type { VirtioDeviceInfo } from '../devices/virtio/device.js';
+import { TransportState } from '../devices/virtio/transport/state.js';
+import { BlockDevice } from '../devices/virtio/block/device.js';
+import { RngDevice } from '../devices/virtio/rng/device.js';
+import { openDiskImage, type DiskImage } from '../devices/virtio/backends/file.js';
+import { createEventfd, closeFd } from './io/epoll.js';
+import { IoWorker } from './io/io-worker.js';
+import type { IoWorkerSetup, VirtioDeviceWiring, VirtioParams } from './io-wiring.js';
 
 const debug = log('builder');
 const DEVICE_MODULE = new URL('./wiring.js', import.meta.url).href;
+const IO_MODULE = new URL('./io-wiring.js', import.meta.url).href;
 const CONSOLE_RING_BYTES = 256 * 1024;
 
 /** A built, not yet started VM and the main thread's ends of its devices. */
@@ -34,13 +44,71 @@ export interface BuiltVm {
   sendInput(bytes: Uint8Array): number;
 }
 
-/** The command line the guest gets: the default (or the user's) plus extras. */
-export function effectiveCmdline(cfg: ResolvedConfig): string {
-  return [cfg.cmdline ?? X86_64_DEFAULT_CMDLINE, cfg.extraCmdline ?? ''].join(' ').trim();
+/** The command line the guest gets: the default (or the user's), the devices' and root's parameters, then extras. */
+export function effectiveCmdline(cfg: ResolvedConfig, deviceArgs: readonly string[] = []): string {
+  return [cfg.cmdline ?? X86_64_DEFAULT_CMDLINE, ...deviceArgs, cfg.extraCmdline ?? ''].join(' ').trim();
+}
+
+/** A virtio device planned for the VM: what the guest sees and where. */
+interface PlannedVirtio {
+  readonly info: VirtioDeviceInfo;
+  readonly params: VirtioParams;
+  readonly slot: layout.VirtioMmioSlot;
+  readonly wiring: VirtioDeviceWiring;
+}
+
+/**
+ * Opens the backends (disk images: their errors are the user's and come
+ * before anything touches KVM), makes each device's transport state and
+ * eventfds, and says what to add to the command line. `opened` collects what
+ * must be closed at the end, also on failure.
+ */
+function planVirtio(cfg: ResolvedConfig, opened: { disks: DiskImage[]; fds: number[] }): { devices: PlannedVirtio[]; cmdline: string[] } {
+  const wanted: { info: VirtioDeviceInfo; params: VirtioParams }[] = [];
+  const rootArgs: string[] = [];
+  cfg.drives.forEach((d, i) => {
+    const img = openDiskImage(d.path, { readOnly: d.readOnly, field: `drives[${i}].path` });
+    opened.disks.push(img);
+    const options = { sizeBytes: img.sizeBytes, readOnly: d.readOnly, serial: d.serial };
+    wanted.push({ info: BlockDevice.info(options), params: { kind: 'virtio-blk', fd: img.fd, options } });
+    // Drives are probed in command-line order, so drive i is /dev/vd<a+i>.
+    if (d.root) rootArgs.push(`root=/dev/vd${String.fromCharCode(97 + i)}`, d.readOnly ? 'ro' : 'rw');
+  });
+  if (cfg.rng) wanted.push({ info: RngDevice.info(), params: { kind: 'virtio-rng' } });
+  const devices = wanted.map((w, i): PlannedVirtio => {
+    const slot = layout.virtioMmioSlot(i);
+    const fd = () => { const f = createEventfd(); opened.fds.push(f); return f; };
+    const wiring: VirtioDeviceWiring = {
+      state: TransportState.create(w.info), controlFd: fd(), queueFds: w.info.queueMaxSizes.map(fd), irqFd: fd(), params: w.params,
+    };
+    return { ...w, slot, wiring };
+  });
+  // virtio_mmio.device=<size>@<base>:<irq> announces each device (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES);
+  // the kernel registers them in this order, which makes drive i /dev/vd<a+i>.
+  const cmdline = [...devices.map((d) => `virtio_mmio.device=${d.slot.size}@0x${d.slot.base.toString(16)}:${d.slot.irq}`), ...rootArgs];
+  return { devices, cmdline };
 }
 
 export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings; now: () => number }): Promise<BuiltVm> {
   const [kernel, initrd] = await Promise.all([readFile(cfg.kernel), cfg.initrd ? readFile(cfg.initrd) : Promise.resolve(undefined)]);
+  const opened = { disks: [] as DiskImage[], fds: [] as number[] };
+  const closeOpened = () => {
+    for (const d of opened.disks.splice(0)) d.close();
+    for (const f of opened.fds.splice(0)) closeFd(f);
+  };
+  try {
+    return await buildWith(cfg, kernel, initrd, hooks, opened, closeOpened);
+  } catch (e) {
+    closeOpened();
+    throw e;
+  }
+}
+
+async function buildWith(
+  cfg: ResolvedConfig, kernel: Uint8Array, initrd: Uint8Array | undefined, hooks: { timings: BootTimings; now: () => number },
+  opened: { disks: DiskImage[]; fds: number[] }, closeOpened: () => void,
+): Promise<BuiltVm> {
+  const virtio = planVirtio(cfg, opened);
   const kvm = Kvm.open();
   let maxVcpus: number;
   try {
@@ -63,7 +131,8 @@ export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings
     { space: 'pio', base: layout.I8042_DATA_PORT, length: layout.I8042_COMMAND_PORT - layout.I8042_DATA_PORT + 1, params: params({ kind: 'i8042', state: i8042State }) },
     { space: 'pio', base: layout.BOOT_TIMER_PORT, length: 2, params: params({ kind: 'guest-control' }) },
   ];
-  const cmdline = effectiveCmdline(cfg);
+  for (const v of virtio.devices) devices.push({ space: 'mmio', base: v.slot.base, length: v.slot.size, params: params({ kind: 'virtio-mmio', state: v.wiring.state, controlFd: v.wiring.controlFd, queueFds: v.wiring.queueFds }) });
+  const cmdline = effectiveCmdline(cfg, virtio.cmdline);
   debug('building: %d MiB, %d vCPUs, cmdline %s', cfg.memoryMiB, cfg.vcpus, cmdline);
 
   const machine = await Machine.create({
@@ -78,6 +147,11 @@ export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings
       vm.setIdentityMapAddr(layout.KVM_IDENTITY_MAP_ADDR);
       vm.createIrqchip();
       vm.createPit2(KVM_PIT_SPEAKER_DUMMY);
+      for (const v of virtio.devices) {
+        vm.irqfd(v.wiring.irqFd, v.slot.irq);
+        // Queue notifications go straight from KVM to the I/O worker's epoll, never through a vCPU worker.
+        v.wiring.queueFds.forEach((fd, q) => vm.ioeventfd(v.slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, fd, { datamatch: BigInt(q) }));
+      }
       hooks.timings.vmReady = hooks.now();
     },
     setupVcpus({ kvm: k, memory, vcpus }) {
@@ -102,6 +176,13 @@ export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings
       }
       hooks.timings.kernelLoaded = hooks.now();
     },
+    async startServices({ memory }) {
+      if (virtio.devices.length === 0) return { stop: async () => undefined };
+      const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring) };
+      const io = await IoWorker.start({ module: IO_MODULE, data });
+      return { stop: () => io.stop() };
+    },
+    cleanup: closeOpened,
   }, kvm);
   hooks.timings.workersReady = hooks.now();
 

@@ -11,11 +11,14 @@ import { I8042 } from '../devices/legacy/i8042.js';
 import { GuestControl } from '../devices/legacy/guest-control.js';
 import { ByteRing } from './io/byte-ring.js';
 import { performance } from 'node:perf_hooks';
+import { VirtioMmioTransport } from '../devices/virtio/transport/mmio.js';
+import { signalEventfd } from './io/epoll.js';
 
 export type DeviceParams =
   | { kind: 'serial8250'; state: SharedArrayBuffer; irq: number; output: SharedArrayBuffer }
   | { kind: 'i8042'; state: SharedArrayBuffer }
-  | { kind: 'guest-control' };
+  | { kind: 'guest-control' }
+  | { kind: 'virtio-mmio'; state: SharedArrayBuffer; controlFd: number; queueFds: readonly number[] };
 
 export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice {
   const p = params as DeviceParams;
@@ -30,6 +33,12 @@ export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice 
       return new GuestControl({
         onBootTimer: () => ctx.emit({ type: 'boot-timer', time: performance.timeOrigin + performance.now() }),
         onExitStatus: (status) => ctx.requestExit('guest-exit', { status }),
+      });
+    case 'virtio-mmio':
+      return new VirtioMmioTransport(p.state, {
+        kickControl: () => signalEventfd(p.controlFd),
+        // Only reached when KVM did not take the write through the ioeventfd.
+        notifyQueue: (i) => { const fd = p.queueFds[i]; if (fd !== undefined) signalEventfd(fd); },
       });
   }
 }
