@@ -84,3 +84,33 @@ test('several MicroVMs run at once in one process', async (t) => {
   t.deepEqual(exits.map((e) => e.exitStatus), [1, 2, 3, 4]);
   t.deepEqual(outs.map((o) => o()), ['vm1\n', 'vm2\n', 'vm3\n', 'vm4\n']);
 });
+
+test.serial('virtio devices: a VM with disks and rng starts its I/O worker and releases everything', async (t) => {
+  if (!requireKvm(t)) return;
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'flintvm-virtio-'));
+  const disk = join(dir, 'disk.img');
+  writeFileSync(disk, Buffer.alloc(1024 * 1024));
+  const kernel = writeTempKernel(printAndExitCode('ok\n', 0));
+  const spin = writeTempKernel(spinCode());
+  const fds0 = fdCount();
+  for (let i = 0; i < 5; i++) {
+    const vm = new MicroVM({ kernel: i % 2 ? spin : kernel, memoryMiB: 16, drives: [{ path: disk }], rng: true });
+    vm.console.resume();
+    await vm.start();
+    if (i % 2) {
+      // While it runs, the image is locked against a second writer.
+      await t.throwsAsync(new MicroVM({ kernel, memoryMiB: 16, drives: [{ path: disk }] }).start(), { message: /drives\[0\]\.path.*locked/ });
+      await vm.stop();
+    }
+    const e = await vm.wait();
+    t.is(e.reason, i % 2 ? 'stopped' : 'guest-exit');
+  }
+  t.is(fdCount(), fds0, 'eventfds, disk fds and the I/O worker are released');
+  // And the lock is gone with the VM.
+  const again = new MicroVM({ kernel, memoryMiB: 16, drives: [{ path: disk }] });
+  await again.start();
+  t.is((await again.wait()).reason, 'guest-exit');
+});
