@@ -27,6 +27,41 @@ export interface MicroVMConfig {
   drives?: DriveConfig[];
   /** A virtio-rng device fed by the host's getrandom (the guest's /dev/hwrng). */
   rng?: boolean;
+  /** virtio-net NICs on host TAP devices, in order (the guest's eth0, eth1, …). */
+  net?: NetConfig[];
+  /** A virtio-vsock device in Firecracker's "hybrid" style: guest AF_VSOCK <-> host Unix sockets. */
+  vsock?: VsockConfig;
+  /** Host directories shared with the guest over virtio-9p or virtio-fs. */
+  shares?: ShareConfig[];
+}
+
+/** One virtio-net NIC. */
+export interface NetConfig {
+  /** Name of the host TAP device: attached if it exists, created otherwise (needs CAP_NET_ADMIN). */
+  tap: string;
+  /** Guest MAC address `xx:xx:xx:xx:xx:xx`. Default: a locally administered address derived from the tap name. */
+  mac?: string;
+}
+
+/** The vsock device. */
+export interface VsockConfig {
+  /** The guest's context ID: 3 or more (0-2 are reserved). */
+  guestCid: number;
+  /**
+   * Host Unix socket path. Host-initiated connections: connect to `udsPath`, send `CONNECT <port>\n`.
+   * Guest-initiated connections to host port P go to the Unix socket `<udsPath>_P`.
+   */
+  udsPath: string;
+}
+
+/** One shared host directory. */
+export interface ShareConfig {
+  /** Mount tag the guest uses (`mount -t 9p TAG` / `mount -t virtiofs TAG`): 1-31 bytes. */
+  tag: string;
+  /** Host directory to share; nothing outside it is reachable. */
+  path: string;
+  readOnly?: boolean;
+  protocol: '9p' | 'virtiofs';
 }
 
 /** One virtio-blk disk. */

@@ -1,6 +1,6 @@
 /** flintvm: a pure-TypeScript virtual machine monitor for Linux KVM. */
 export { MicroVM, type MicroVMState, type VmExit, type BootTimings, type MicroVMEvents } from './microvm.js';
-export type { MicroVMConfig, ConsoleMode, DriveConfig } from './config.js';
+export type { MicroVMConfig, ConsoleMode, DriveConfig, NetConfig, VsockConfig, ShareConfig } from './config.js';
 export type { ExitReason, ExitInfo } from './vcpu/protocol.js';
 export { defaultGuestImages, type GuestImages } from './guest-images.js';
 export { guestCommandCmdline } from './guest-command.js';
