@@ -83,12 +83,19 @@ test.serial('virtio-blk: bad drives are refused before the VM starts', async (t)
   await holder.stop();
 });
 
-test.serial('virtio-rng: /dev/hwrng gives bytes from the host', async (t) => {
+test.serial('virtio-rng: /dev/hwrng gives bytes from the host, also after the driver is unbound and bound again (device reset)', async (t) => {
   if (!requireKvm(t)) return;
   const imgs = await defaultGuestImages({ quiet: true });
   const { exit, out } = await run({
     initrd: imgs.initrd, rng: true,
-    command: 'echo "rng=$(cat /sys/class/misc/hw_random/rng_current)"; echo "bytes=$(dd if=/dev/hwrng bs=64 count=1 2>/dev/null | od -An -tx1 | tr -d " \\n")"',
+    command: [
+      'echo "rng=$(cat /sys/class/misc/hw_random/rng_current)"',
+      'echo "bytes=$(dd if=/dev/hwrng bs=64 count=1 2>/dev/null | od -An -tx1 | tr -d " \\n")"',
+      // Unbinding resets the device (status 0); binding again re-runs feature negotiation and queue setup.
+      'drv=/sys/bus/virtio/drivers/virtio_rng; dev=$(basename $(ls -d $drv/virtio* | head -1))',
+      'echo $dev > $drv/unbind && echo $dev > $drv/bind && echo rebound=$dev',
+      'sleep 1; echo "again=$(dd if=/dev/hwrng bs=64 count=1 2>/dev/null | od -An -tx1 | tr -d " \\n")"',
+    ].join('; '),
   });
   t.is(exit.exitStatus, 0, out.slice(-3000));
   t.regex(out, /rng=virtio_rng\.0/, out.slice(-3000));
@@ -96,4 +103,8 @@ test.serial('virtio-rng: /dev/hwrng gives bytes from the host', async (t) => {
   t.truthy(m, out.slice(-3000));
   t.is(m![1]!.length, 128);
   t.notRegex(m![1]!, /^(00)+$/);
+  t.regex(out, /rebound=virtio\d+/, out.slice(-3000));
+  const again = /again=([0-9a-f]+)/.exec(out);
+  t.is(again?.[1]?.length, 128, out.slice(-3000));
+  t.not(again![1], m![1]);
 });
