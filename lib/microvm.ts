@@ -64,6 +64,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   private readonly exitPromise: Promise<VmExit>;
   private resolveExit!: (e: VmExit) => void;
   private consoleDone = false;
+  private stopRequested = false;
 
   constructor(config: MicroVMConfig) {
     super();
@@ -95,6 +96,10 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     try {
       this.built = await buildVm(this.config, { timings: this.timings, now });
     } catch (e) {
+      // Nothing was left running or open (buildVm cleans up); wait() reports the failure too.
+      const v: VmExit = { reason: 'error', vcpu: -1, detail: { message: (e as Error).message }, timings: { ...this.timings } };
+      this.exitValue = v;
+      this.resolveExit(v);
       this.setState('exited');
       this.console.push(null);
       throw e;
@@ -109,6 +114,11 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     machine.on('first-run', (t) => { this.timings.firstRun = t; });
     void machine.wait().then((e) => this.onExit(e));
     void this.pumpConsole();
+    if (this.stopRequested) {
+      // stop() was called while we were building: never run the guest.
+      void machine.stop();
+      return;
+    }
     machine.start();
     this.setState('running');
   }
@@ -139,6 +149,11 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       this.exitValue = e;
       this.resolveExit(e);
       return e;
+    }
+    if (this.stateValue === 'starting') {
+      this.stopRequested = true;
+      this.setState('stopping');
+      return this.exitPromise;
     }
     if (this.stateValue !== 'exited') this.setState('stopping');
     await this.built?.machine.stop();

@@ -38,7 +38,13 @@ export class Kvm {
       throw new KvmError(`open(${path})`, e, hint);
     }
     const kvm = new Kvm(fd);
-    const version = kvm.apiVersion();
+    let version: number;
+    try {
+      version = kvm.apiVersion();
+    } catch (e) {
+      kvm.close();
+      throw e;
+    }
     if (version !== io.KVM_API_VERSION) {
       kvm.close();
       throw new KvmError('KVM_GET_API_VERSION', 0, `unexpected KVM API version ${version} (want ${io.KVM_API_VERSION})`);

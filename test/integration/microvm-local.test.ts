@@ -114,3 +114,20 @@ test.serial('virtio devices: a VM with disks and rng starts its I/O worker and r
   await again.start();
   t.is((await again.wait()).reason, 'guest-exit');
 });
+
+test('stop() during start() never runs the guest and releases everything; a failed start() resolves wait()', async (t) => {
+  if (!requireKvm(t)) return;
+  const kernel = writeTempKernel(spinCode());
+  const vm = new MicroVM({ kernel, memoryMiB: 16 });
+  const starting = vm.start();
+  const stopped = vm.stop();
+  await starting;
+  const e = await stopped;
+  t.is(e.reason, 'stopped');
+  t.is(vm.state, 'exited');
+  t.is(e.timings.firstRun, undefined, 'the vCPU never entered KVM_RUN');
+
+  const bad = new MicroVM({ kernel, memoryMiB: 16, drives: [{ path: '/nonexistent/disk.img' }] });
+  await t.throwsAsync(bad.start(), { code: 'FLINTVM_E_CONFIG' });
+  t.is((await bad.wait()).reason, 'error');
+});
