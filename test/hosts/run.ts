@@ -2,12 +2,16 @@
 //
 // The local /dev/kvm cannot boot Linux (see ENVIRONMENT.md §1), so real-guest
 // tests run inside a Linux "L1" booted by QEMU's TCG CPU (-cpu max), which
-// emulates AMD SVM: the L1 has a real /dev/kvm from kvm_amd, and the project
-// runs there unchanged.
+// emulates AMD SVM (x86_64) or ARM EL2 (arm64, QEMU's virt board with
+// virtualization=on): the L1 has a real /dev/kvm, and the project runs there
+// unchanged.
 //
 // Per run:
-//   1. `bash test/hosts/x86_64-image.sh` gives the cached base image
-//      (vmlinuz + base.cpio: busybox, node, KVM modules, /init).
+//   1. `bash test/hosts/<arch>-image.sh` gives the cached base image
+//      (x86_64: vmlinuz + base.cpio: busybox, node, KVM modules, /init;
+//      arm64: Image + base.cpio: busybox, node for linux-arm64 and its
+//      libraries, /init, plus koffi's arm64 build, which goes into the
+//      overlay's node_modules/@koromix/).
 //   2. A second, uncompressed newc cpio archive is written after it (Linux
 //      accepts concatenated archives as one initramfs) with the project
 //      (/work/project: package.json, dist/, node_modules/, test/hosts/*.mjs),
@@ -25,13 +29,13 @@ import * as path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 
-export type TestHostArch = 'x86_64';
+export type TestHostArch = 'x86_64' | 'arm64';
 
 export interface TestHostOptions {
   arch: TestHostArch;
   /** An argv array (exec'd as is) or a shell script (run by busybox sh). Runs in /work/project. */
   command: string[] | string;
-  /** Kill the test host after this long. Default 15 minutes. */
+  /** Kill the test host after this long. Default 15 minutes (x86_64) or 30 minutes (arm64, a slower emulation). */
   timeoutMs?: number;
   /** Extra environment for the command inside. DEBUG is passed through from process.env unless set here. */
   env?: Record<string, string>;
@@ -84,7 +88,59 @@ export interface TestHostResult {
 
 const READY_RE = /^FLINTVM-HOST-READY ([0-9.]+)\s*$/;
 const EXIT_RE = /^FLINTVM-HOST-EXIT (\d+)\s*$/;
-const DEFAULT_TIMEOUT_MS = 15 * 60 * 1000;
+
+interface ArchConfig {
+  /** The image script, relative to the repository root. */
+  imageScript: string;
+  /** The kernel file in the image directory. */
+  kernel: string;
+  qemu: string;
+  /** The Debian package that has `qemu`. */
+  qemuPackage: string;
+  /** QEMU arguments before the common ones (machine, accelerator, CPU). */
+  machineArgs: (cpuModel: string, cpus: number) => string[];
+  /** CPU model unless $FLINTVM_HOST_QEMU_CPU says otherwise. */
+  defaultCpu: string;
+  console: string;
+  defaultTimeoutMs: number;
+  /** Directories of the image directory that the overlay adds to /work/project (same relative path). */
+  overlayTrees: string[];
+}
+
+const ARCHES: Record<TestHostArch, ArchConfig> = {
+  x86_64: {
+    imageScript: 'test/hosts/x86_64-image.sh',
+    kernel: 'vmlinuz',
+    qemu: 'qemu-system-x86_64',
+    qemuPackage: 'qemu-system-x86',
+    machineArgs: (cpu, cpus) => ['-accel', cpus > 1 ? 'tcg,thread=multi' : 'tcg', '-cpu', cpu],
+    defaultCpu: 'max',
+    console: 'ttyS0',
+    defaultTimeoutMs: 15 * 60 * 1000,
+    overlayTrees: [],
+  },
+  arm64: {
+    imageScript: 'test/hosts/arm64-image.sh',
+    kernel: 'Image',
+    qemu: 'qemu-system-aarch64',
+    qemuPackage: 'qemu-system-arm',
+    // virtualization=on: the CPU has EL2, so the kernel boots there and KVM (built into Debian's arm64
+    // kernel) comes up with VHE; gic-version=3 gives KVM a GICv3 to emulate for its guests.
+    machineArgs: (cpu, cpus) => ['-M', 'virt,virtualization=on,gic-version=3', '-accel', cpus > 1 ? 'tcg,thread=multi' : 'tcg', '-cpu', cpu],
+    // pauth-impdef: QEMU's own pointer-authentication hash instead of QARMA, which is costly to emulate
+    // and which Debian's kernel uses on every function return.
+    defaultCpu: 'max,pauth-impdef=on',
+    console: 'ttyAMA0',
+    defaultTimeoutMs: 30 * 60 * 1000,
+    overlayTrees: ['node_modules/@koromix/koffi-linux-arm64'],
+  },
+};
+
+function archConfig(arch: string): ArchConfig {
+  const a = arch === 'aarch64' ? 'arm64' : arch;
+  if (a !== 'x86_64' && a !== 'arm64') throw new Error(`unknown test host arch ${JSON.stringify(arch)} (x86_64 or arm64)`);
+  return ARCHES[a];
+}
 
 /** Find the repository root: the nearest ancestor holding package.json and test/hosts/x86_64-image.sh. */
 export function findProjectDir(start = path.dirname(fileURLToPath(import.meta.url))): string {
@@ -252,6 +308,8 @@ export interface OverlaySpec {
   env: Record<string, string>;
   command: string[] | string;
   extraPaths?: string[];
+  /** Directories from outside the repository to add, each at `dest` (relative to the archive root). */
+  extraTrees?: { src: string; dest: string }[];
 }
 
 const SKIP_NODE_MODULES = (rel: string): boolean => {
@@ -312,6 +370,10 @@ export function writeOverlay(fd: number, spec: OverlaySpec): number {
   for (const e of spec.extraPaths ?? []) {
     const rel = path.normalize(e).replace(/^(\.\.(\/|$))+/, '').replace(/^\/+/, '');
     addTree(w, path.join(root, rel), `${P}/${rel}`, root);
+  }
+  for (const t of spec.extraTrees ?? []) {
+    if (!fs.statSync(t.src, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${t.src} is not a directory`);
+    addTree(w, t.src, t.dest.replace(/^\/+/, ''), t.src);
   }
   if (spec.guestDir) {
     // Top-level regular files only (vmlinux, bzImage, initramfs.cpio.gz, disk images, ...).
@@ -424,30 +486,36 @@ function lastOutput(output: string): string {
 
 export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResult> {
   const t0 = performance.now();
-  if (opts.arch !== 'x86_64') throw new Error(`${String(opts.arch)} test host not implemented yet`);
+  const arch: TestHostArch = opts.arch === ('aarch64' as string) ? 'arm64' : opts.arch;
+  const cfg = archConfig(arch);
   const log = opts.onLog ?? ((l: string) => process.stderr.write(`flintvm-host: ${l}\n`));
   const onOutput = opts.onOutput ?? ((c: string) => process.stdout.write(c));
   const projectDir = opts.projectDir ? path.resolve(opts.projectDir) : findProjectDir();
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const timeoutMs = opts.timeoutMs ?? cfg.defaultTimeoutMs;
   const memoryMiB = opts.memoryMiB ?? (Number(process.env.FLINTVM_HOST_MEM) || 4096);
   // One vCPU by default: on the 2-core build machines, -smp 2 with multi-threaded TCG booted ~1-1.5 s
   // slower and ran two CPU-bound processes no faster than -smp 1 (measured; see the report).
   const cpus = opts.cpus ?? (Number(process.env.FLINTVM_HOST_CPUS) || 1);
   // Only for testing the harness itself (e.g. 'qemu64,-svm' to check the no-/dev/kvm path).
-  const cpuModel = process.env.FLINTVM_HOST_QEMU_CPU || 'max';
+  const cpuModel = process.env.FLINTVM_HOST_QEMU_CPU || cfg.defaultCpu;
 
   // (a) base image
   const tImg = performance.now();
-  const imageDir = await runForLastLine('bash', [path.join(projectDir, 'test/hosts/x86_64-image.sh')], projectDir, log);
+  const imageDir = await runForLastLine('bash', [path.join(projectDir, cfg.imageScript)], projectDir, log);
   const imageMs = performance.now() - tImg;
-  const kernel = path.join(imageDir, 'vmlinuz');
+  const kernel = path.join(imageDir, cfg.kernel);
   const base = path.join(imageDir, 'base.cpio');
+  const scriptName = path.basename(cfg.imageScript);
   if (!fs.existsSync(kernel) || !fs.existsSync(base)) {
-    throw new Error(`x86_64-image.sh printed ${JSON.stringify(imageDir)}, which has no vmlinuz and base.cpio`);
+    throw new Error(`${scriptName} printed ${JSON.stringify(imageDir)}, which has no ${cfg.kernel} and base.cpio`);
   }
-  const qemu = findOnPath('qemu-system-x86_64');
+  const extraTrees = cfg.overlayTrees.map((t) => ({ src: path.join(imageDir, t), dest: `work/project/${t}` }));
+  for (const t of extraTrees) {
+    if (!fs.existsSync(t.src)) throw new Error(`${scriptName} printed ${JSON.stringify(imageDir)}, which has no ${path.relative(imageDir, t.src)}`);
+  }
+  const qemu = findOnPath(cfg.qemu);
   if (!qemu) {
-    throw new Error('qemu-system-x86_64 not found on PATH: install the Debian package qemu-system-x86 (apt-get install qemu-system-x86)');
+    throw new Error(`${cfg.qemu} not found on PATH: install the Debian package ${cfg.qemuPackage} (apt-get install ${cfg.qemuPackage})`);
   }
 
   const guestDir = await resolveGuestDir(opts, projectDir, log);
@@ -482,6 +550,7 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
         env,
         command: opts.command,
         extraPaths: opts.extraPaths,
+        extraTrees,
       });
     } finally {
       fs.closeSync(fd);
@@ -493,13 +562,10 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
     );
 
     // (c) boot
-    const append = ['console=ttyS0', 'panic=-1'];
+    const append = [`console=${cfg.console}`, 'panic=-1'];
     if (!opts.verbose) append.push('quiet', 'loglevel=1');
     const args = [
-      '-accel',
-      cpus > 1 ? 'tcg,thread=multi' : 'tcg',
-      '-cpu',
-      cpuModel,
+      ...cfg.machineArgs(cpuModel, cpus),
       '-m',
       String(memoryMiB),
       '-smp',
@@ -518,7 +584,7 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
       '-append',
       append.join(' '),
     ];
-    log(`booting the x86_64 test host (${cpus} vCPU, ${memoryMiB} MiB, TCG -cpu ${cpuModel})`);
+    log(`booting the ${arch} test host (${cpus} vCPU, ${memoryMiB} MiB, TCG -cpu ${cpuModel})`);
     const tBoot = performance.now();
     const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     rec.child = child;
@@ -637,18 +703,19 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
   }
 }
 
-/** Whether QEMU for the x86_64 test host is installed (the image script installs it when run as root). */
-export function haveTestHostQemu(): boolean {
-  return findOnPath('qemu-system-x86_64') !== null;
+/** Whether QEMU for the test host of `arch` is installed (the image script installs it when run as root). */
+export function haveTestHostQemu(arch: TestHostArch = 'x86_64'): boolean {
+  return findOnPath(archConfig(arch).qemu) !== null;
 }
 
-/** Step (a) alone, synchronously: build or find the base image and return its directory. */
-export function imageDirSync(projectDir = findProjectDir()): string {
-  const r = spawnSync('bash', [path.join(projectDir, 'test/hosts/x86_64-image.sh')], {
+/** Step (a) alone, synchronously: build or find the base image of `arch` and return its directory. */
+export function imageDirSync(projectDir = findProjectDir(), arch: TestHostArch = 'x86_64'): string {
+  const script = archConfig(arch).imageScript;
+  const r = spawnSync('bash', [path.join(projectDir, script)], {
     cwd: projectDir,
     stdio: ['ignore', 'pipe', 'inherit'],
     encoding: 'utf8',
   });
-  if (r.status !== 0) throw new Error(`x86_64-image.sh failed (exit ${r.status})`);
+  if (r.status !== 0) throw new Error(`${path.basename(script)} failed (exit ${r.status})`);
   return r.stdout.trim().split('\n').pop()?.trim() ?? '';
 }
