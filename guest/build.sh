@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Build the default flintvm x86_64 guest: Linux 6.1 (vmlinux + bzImage) from
-# Debian's linux-source-6.1 and a busybox initramfs.
+# Debian's linux-source-6.1 and a busybox initramfs, plus a tools initramfs
+# (the busybox one with socat, fio and iperf3 from Debian appended; see
+# tools.list).
 #
 #   bash guest/build.sh [--force]     build if needed; print the output dir
 #   bash guest/build.sh --print-key   print the cache key only
 #
 # Results are cached in ${FLINTVM_CACHE:-$HOME/.cache/flintvm}/guest/x86_64-<key>/
-# with vmlinux, bzImage, initramfs.cpio.gz and manifest.json. The key hashes
-# everything the result depends on (see cache_key), so a cache hit is a no-op.
+# with vmlinux, bzImage, initramfs.cpio.gz, initramfs-tools.cpio.gz and
+# manifest.json. The key hashes everything the result depends on (see
+# cache_key), so a cache hit is a no-op.
 #
 # The LAST (and only) line on stdout is the absolute output directory, so
 # callers can do `dir=$(bash guest/build.sh)`. Progress goes to stderr.
@@ -21,6 +24,7 @@ GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FRAGMENT=$GUEST_DIR/microvm-x86_64.config
 INIT_SCRIPT=$GUEST_DIR/init
 SELF=$GUEST_DIR/build.sh
+TOOLS_LIST=$GUEST_DIR/tools.list
 
 ARCH=x86_64
 KSRC_PKG=linux-source-6.1
@@ -30,7 +34,10 @@ BUSYBOX=/bin/busybox
 # Everything the build needs, as Debian packages.
 DEPS=("$KSRC_PKG" "$BB_PKG" build-essential flex bison bc libelf-dev libssl-dev
       lz4 cpio xz-utils gzip binutils)
-OUTPUTS=(vmlinux bzImage initramfs.cpio.gz manifest.json)
+OUTPUTS=(vmlinux bzImage initramfs.cpio.gz initramfs-tools.cpio.gz manifest.json)
+# Every file of both initramfs archives gets this mtime (and cpio renumbers
+# inodes), so the archives are byte-identical for the same inputs.
+ARCHIVE_MTIME=@0
 
 CACHE=${FLINTVM_CACHE:-$HOME/.cache/flintvm}
 case $CACHE in /*) ;; *) CACHE=$PWD/$CACHE ;; esac
@@ -45,7 +52,7 @@ elapsed() { local s=$((SECONDS - T0)); printf '%dm%02ds' $((s / 60)) $((s % 60))
 phase() { log "$1 (elapsed $(elapsed))"; }
 
 usage() {
-    sed -n '2,13s/^# \{0,1\}//p' "$SELF" >&2
+    sed -n '2,16s/^# \{0,1\}//p' "$SELF" >&2
 }
 
 FORCE=0
@@ -100,15 +107,95 @@ if [ -z "$KSRC_VER" ] || [ -z "$BB_VER" ]; then
     [ -n "$KSRC_VER" ] && [ -n "$BB_VER" ] || die "$KSRC_PKG / $BB_PKG still not installed"
 fi
 
+# ------------------------------------------------------------------ tools: package closure
+# tools.list names Debian packages and the programs to take from them. Their
+# libraries come from the Depends/Pre-Depends closure of those packages
+# (first alternative; virtual packages and `exclude`d names not followed),
+# at the versions apt would install now. That closure, with versions, is
+# part of the cache key. Walking it takes a few seconds of apt-cache, so the
+# answer is memoized while the apt lists and tools.list are unchanged.
+
+[ -f "$TOOLS_LIST" ] || die "$TOOLS_LIST missing"
+TOOL_PKGS=()
+TOOL_PROGS=()
+TOOL_EXCL=' '
+while read -r first rest; do
+    case $first in
+        ''|'#'*) ;;
+        exclude) for w in $rest; do TOOL_EXCL+="$w "; done ;;
+        *) TOOL_PKGS+=("$first")
+           for w in $rest; do
+               case $w in /*) TOOL_PROGS+=("$w") ;; *) die "tools.list: program path must be absolute: $w" ;; esac
+           done ;;
+    esac
+done <"$TOOLS_LIST"
+[ ${#TOOL_PKGS[@]} -gt 0 ] || die "tools.list names no package"
+
+# Prints "package version" lines, sorted: the closure at the candidate versions.
+tools_closure() {
+    local -A seen=()
+    local level=("${TOOL_PKGS[@]}") new p
+    while [ ${#level[@]} -gt 0 ]; do
+        new=()
+        for p in "${level[@]}"; do
+            [ -n "${seen[$p]:-}" ] || { seen[$p]=1; new+=("$p"); }
+        done
+        [ ${#new[@]} -gt 0 ] || break
+        mapfile -t level < <(
+            apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks \
+                --no-replaces --no-enhances "${new[@]}" 2>/dev/null |
+            awk -v excl="$TOOL_EXCL" '
+                function take(n) { sub(/:any$/, "", n); if (n !~ /^</ && index(excl, " " n " ") == 0) print n }
+                /^[^ ]/                 { alt = 0; next }
+                /^  \|(Pre)?Depends: /  { if (!alt) take($2); alt = 1; next }
+                /^  (Pre)?Depends: /    { if (!alt) take($2); alt = 0; next }' |
+            LC_ALL=C sort -u)
+    done
+    apt-cache show --no-all-versions "${!seen[@]}" 2>/dev/null |
+        awk '/^Package: / { p = $2 } /^Version: / { print p, $2 }' | LC_ALL=C sort -u
+}
+
+apt_stamp() {
+    { ls -l --time-style=+%s /var/lib/apt/lists/ /etc/apt/sources.list* 2>/dev/null; sha256sum <"$TOOLS_LIST"; } |
+        sha256sum | cut -c1-32
+}
+
+# The memoized closure, computed (and apt-get update'd, as root, if apt
+# knows none of the packages) when needed.
+tools_versions() {
+    local memo=$CACHE/guest/.tools-closure stamp out p
+    mkdir -p "$CACHE/guest"
+    stamp=$(apt_stamp)
+    if [ -f "$memo" ] && [ "$(head -n1 "$memo")" = "$stamp" ]; then
+        tail -n +2 "$memo"
+        return 0
+    fi
+    if ! apt-cache show --no-all-versions "${TOOL_PKGS[@]}" >/dev/null 2>&1; then
+        [ "$(id -u)" -eq 0 ] || die "apt does not know ${TOOL_PKGS[*]}; run apt-get update (as root)"
+        log "apt does not know ${TOOL_PKGS[*]}: apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || die "apt-get update failed"
+        stamp=$(apt_stamp)
+    fi
+    log "tools: resolving the package closure of ${TOOL_PKGS[*]}"
+    out=$(tools_closure)
+    for p in "${TOOL_PKGS[@]}"; do
+        grep -q "^$p " <<<"$out" || die "tools: apt has no candidate version of $p"
+    done
+    printf '%s\n%s\n' "$stamp" "$out" >"$memo.$$" && mv "$memo.$$" "$memo"
+    printf '%s\n' "$out"
+}
+TOOLS_VERSIONS=$(tools_versions)
+
 cache_key() {
     {
         printf 'flintvm guest %s\n' "$ARCH"
         local f
-        for f in "$FRAGMENT" "$SELF" "$INIT_SCRIPT"; do
+        for f in "$FRAGMENT" "$SELF" "$INIT_SCRIPT" "$TOOLS_LIST"; do
             printf '\n== %s\n' "${f##*/}"
             cat "$f"
         done
         printf '\n== %s %s\n== %s %s\n' "$KSRC_PKG" "$KSRC_VER" "$BB_PKG" "$BB_VER"
+        printf '\n== tools closure\n%s\n' "$TOOLS_VERSIONS"
     } | sha256sum | cut -c1-16
 }
 KEY=$(cache_key)
@@ -269,6 +356,7 @@ fi
 # ------------------------------------------------------------------ initramfs
 
 phase "initramfs: busybox $BB_VER"
+umask 022
 ROOTFS=$STAGE/rootfs
 mkdir -p "$ROOTFS"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,etc,root,mnt}
 mkdir -m 1777 "$ROOTFS/tmp"
@@ -292,16 +380,158 @@ export HOME=/root
 PS1='flintvm:\w\$ '
 EOF
 
-# newc archive from a file list; -R 0:0 makes everything root-owned without
-# needing root here. No device nodes: /init mounts devtmpfs.
-(cd "$ROOTFS" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort |
-    cpio -o -H newc -R 0:0 --quiet) | gzip -9 -n >"$STAGE/initramfs.cpio.gz"
+# newc archive of a directory, gzip -9, reproducible: sorted names, -R 0:0
+# (root-owned without needing root here), one fixed mtime, renumbered inodes,
+# no device numbers (--reproducible), gzip -n. No device nodes: /init mounts
+# devtmpfs.
+make_cpio_gz() { # make_cpio_gz DIR OUT
+    find "$1" -exec touch -h -d "$ARCHIVE_MTIME" {} +
+    (cd "$1" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort |
+        cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -9 -n >"$2"
+}
+make_cpio_gz "$ROOTFS" "$STAGE/initramfs.cpio.gz"
 rm -rf "$ROOTFS"
+
+# ------------------------------------------------------------------ tools initramfs
+# initramfs-tools.cpio.gz = initramfs.cpio.gz followed by a second gzip'd
+# newc archive with the tools.list programs, their libraries and the ELF
+# interpreter. Linux unpacks concatenated (compressed) archives in order into
+# one rootfs, so the default archive stays as it is and small.
+#
+# Everything comes from Debian packages (apt-get download, dpkg-deb -x into
+# a scratch root), never from this machine's /lib: the scratch root's own
+# ld.so lists each program's libraries with --library-path pointing at the
+# scratch root only, and every library must resolve inside it.
+
+phase "tools initramfs: $(printf '%s ' "${TOOL_PKGS[@]}")($(wc -l <<<"$TOOLS_VERSIONS") packages with dependencies)"
+DEBS=$BUILD_ROOT/debs
+TROOT=$STAGE/tools-debroot
+TOOLFS=$STAGE/tools-rootfs
+mkdir -p "$DEBS" "$TROOT" "$TOOLFS"
+
+deb_of() { # deb_of PKG VERSION: the cached .deb, or nothing
+    local f
+    for f in "$DEBS/${1}_${2//:/%3a}_"*.deb; do [ -f "$f" ] && { printf '%s' "$f"; return 0; }; done
+    return 0
+}
+want=()
+while read -r p v; do
+    [ -n "$(deb_of "$p" "$v")" ] || want+=("$p=$v")
+done <<<"$TOOLS_VERSIONS"
+if [ ${#want[@]} -gt 0 ]; then
+    log "tools: apt-get download ${#want[@]} packages into $DEBS"
+    dl=$(mktemp -d "$BUILD_ROOT/.dl.XXXXXX")
+    chmod 0777 "$dl"    # apt's _apt sandbox user writes there when we run as root
+    sandbox=(); [ "$(id -u)" -ne 0 ] || sandbox=(-o APT::Sandbox::User=root)
+    (cd "$dl" && apt-get download -q "${sandbox[@]}" "${want[@]}" >&2) || { rm -rf "$dl"; die "apt-get download failed: ${want[*]}"; }
+    mv "$dl"/*.deb "$DEBS/"
+    rmdir "$dl"
+fi
+
+# Extract every package into the scratch root; remember which package owns
+# which path, for the copyright files and the manifest.
+OWNERS=$STAGE/tools-owners
+: >"$OWNERS"
+keep=()
+while read -r p v; do
+    deb=$(deb_of "$p" "$v")
+    [ -n "$deb" ] || die "tools: $p $v was not downloaded"
+    keep+=("$deb")
+    dpkg-deb -x "$deb" "$TROOT"
+    dpkg-deb -c "$deb" | awk -v p="$p" '{ f = $6; sub(/^\./, "", f); if (f != "/") print f " " p }' >>"$OWNERS"
+done <<<"$TOOLS_VERSIONS"
+chmod -R u+w "$TROOT"    # some package directories are read-only; keep the scratch root removable
+# Drop cached .debs of other versions.
+for f in "$DEBS"/*.deb; do
+    case " ${keep[*]} " in *" $f "*) ;; *) rm -f "$f" ;; esac
+done
+
+# Resolve symlinks of an absolute path inside the scratch root (absolute
+# link targets are taken as relative to it); prints the resolved guest path.
+in_root() {
+    local p=$1 t n=0
+    while [ -L "$TROOT$p" ]; do
+        t=$(readlink "$TROOT$p")
+        case $t in /*) p=$t ;; *) p=${p%/*}/$t ;; esac
+        n=$((n + 1))
+        [ $n -lt 40 ] || die "tools: symlink loop at $1"
+    done
+    realpath -m -s "$p"
+}
+owner_of() { awk -v f="$1" '$1 == f { print $2; exit }' "$OWNERS"; }
+
+# guest path -> copy it (a regular file) from the scratch root, and note the package.
+declare -A TOOL_FILES=() TOOL_OWNERS=()
+add_tool_file() {
+    local g=$1 real pkg
+    [ -n "${TOOL_FILES[$g]:-}" ] && return 0
+    real=$(in_root "$g")
+    [ -f "$TROOT$real" ] || die "tools: $g is not a file in the packages"
+    pkg=$(owner_of "$real")
+    [ -n "$pkg" ] || die "tools: no package owns $real"
+    mkdir -p "$TOOLFS${g%/*}"
+    cp "$TROOT$real" "$TOOLFS$g"
+    TOOL_FILES[$g]=1
+    TOOL_OWNERS[$pkg]=1
+}
+
+LIBPATH=$(find "$TROOT" \( -type f -o -type l \) -name '*.so*' -printf '%h\n' | LC_ALL=C sort -u | paste -sd:)
+for prog in "${TOOL_PROGS[@]}"; do
+    [ -f "$TROOT$prog" ] && [ ! -L "$TROOT$prog" ] || die "tools: $prog is not a program in ${TOOL_PKGS[*]}"
+    add_tool_file "$prog"
+    interp=$(readelf -l "$TROOT$prog" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
+    [ -n "$interp" ] || continue    # static: nothing to resolve
+    ldso=$(in_root "$interp")
+    [ -x "$TROOT$ldso" ] || die "tools: $prog wants the interpreter $interp, which is not in the packages"
+    add_tool_file "$ldso"
+    if [ "$ldso" != "$interp" ] && [ ! -e "$TOOLFS$interp" ]; then
+        mkdir -p "$TOOLFS${interp%/*}"
+        ln -s "$ldso" "$TOOLFS$interp"
+    fi
+    # What ldd prints, from the scratch root's loader and libraries only.
+    listing=$("$TROOT$ldso" --library-path "$LIBPATH" --list "$TROOT$prog") ||
+        die "tools: $ldso --list $prog failed: $listing"
+    while read -r name arrow path _; do
+        [ "$arrow" = "=>" ] || continue     # linux-vdso.so.1, the interpreter itself
+        case $path in
+            not) die "tools: $prog needs $name, which no package in the closure has (add its package to tools.list?)" ;;
+            "$TROOT"/*) add_tool_file "$(realpath -m -s "${path#"$TROOT"}")" ;;
+            *) die "tools: $prog's $name resolved outside the packages, to $path (add its package to tools.list?)" ;;
+        esac
+    done <<<"$listing"
+done
+
+# The Debian copyright file of every package something was taken from
+# (identical ones as symlinks to the first: boost's is 2 MB), and the list of
+# those packages with their versions.
+mkdir -p "$TOOLFS/usr/share/flintvm"
+declare -A COPYRIGHT_BY_SUM=()
+for pkg in $(printf '%s\n' "${!TOOL_OWNERS[@]}" | LC_ALL=C sort); do
+    c=$(in_root "/usr/share/doc/$pkg/copyright")
+    if [ -f "$TROOT$c" ]; then
+        mkdir -p "$TOOLFS/usr/share/doc/$pkg"
+        sum=$(sha256sum <"$TROOT$c" | cut -c1-64)
+        if [ -n "${COPYRIGHT_BY_SUM[$sum]:-}" ]; then
+            ln -s "../${COPYRIGHT_BY_SUM[$sum]}/copyright" "$TOOLFS/usr/share/doc/$pkg/copyright"
+        else
+            cp "$TROOT$c" "$TOOLFS/usr/share/doc/$pkg/copyright"
+            COPYRIGHT_BY_SUM[$sum]=$pkg
+        fi
+    fi
+    grep "^$pkg " <<<"$TOOLS_VERSIONS"
+done >"$TOOLFS/usr/share/flintvm/tools-packages.txt"
+
+make_cpio_gz "$TOOLFS" "$STAGE/tools.cpio.gz"
+cat "$STAGE/initramfs.cpio.gz" "$STAGE/tools.cpio.gz" >"$STAGE/initramfs-tools.cpio.gz"
+log "tools: $(wc -l <"$TOOLFS/usr/share/flintvm/tools-packages.txt") packages, ${#TOOL_FILES[@]} files, $(du -sh --apparent-size "$TOOLFS" | cut -f1) unpacked, $(du -h --apparent-size "$STAGE/tools.cpio.gz" | cut -f1) gzip'd"
+rm -rf "$TROOT" "$TOOLFS" "$OWNERS" "$STAGE/tools.cpio.gz"
 
 # ------------------------------------------------------------------ manifest + publish
 
-printf '{"kernelVersion":"%s","key":"%s","built":"%s","arch":"%s","linuxSource":"%s","busybox":"%s"}\n' \
-    "$KVERSION" "$KEY" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$ARCH" "$KSRC_VER" "$BB_VER" \
+tools_json=$(for p in "${TOOL_PKGS[@]}"; do grep "^$p " <<<"$TOOLS_VERSIONS"; done |
+    awk '{ printf "%s\"%s\":\"%s\"", (NR > 1 ? "," : ""), $1, $2 }')
+printf '{"kernelVersion":"%s","key":"%s","built":"%s","arch":"%s","linuxSource":"%s","busybox":"%s","tools":{%s}}\n' \
+    "$KVERSION" "$KEY" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$ARCH" "$KSRC_VER" "$BB_VER" "$tools_json" \
     >"$STAGE/manifest.json"
 
 complete "$STAGE" || die "internal error: staged outputs incomplete"

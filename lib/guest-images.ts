@@ -10,12 +10,24 @@ export interface GuestImages {
   readonly vmlinux: string;
   readonly bzImage: string;
   readonly initrd: string;
+  /**
+   * `initrd` with a second archive appended: socat, fio and iperf3 from Debian with their libraries
+   * (guest/tools.list). Much larger (~35 MB vs ~1 MB); for benchmarks and tests that need those tools.
+   * A `FLINTVM_GUEST_DIR` set built before it existed may lack this file.
+   */
+  readonly toolsInitrd: string;
 }
 
 const BUILD_SCRIPT = fileURLToPath(new URL('../../guest/build.sh', import.meta.url));
 
 function imagesIn(dir: string): GuestImages {
-  return { dir, vmlinux: join(dir, 'vmlinux'), bzImage: join(dir, 'bzImage'), initrd: join(dir, 'initramfs.cpio.gz') };
+  return {
+    dir,
+    vmlinux: join(dir, 'vmlinux'),
+    bzImage: join(dir, 'bzImage'),
+    initrd: join(dir, 'initramfs.cpio.gz'),
+    toolsInitrd: join(dir, 'initramfs-tools.cpio.gz'),
+  };
 }
 
 /**
