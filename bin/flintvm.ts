@@ -8,7 +8,7 @@ import { MicroVM, type VmExit } from '../lib/microvm.js';
 import { defaultGuestImages } from '../lib/guest-images.js';
 import { guestCommandCmdline } from '../lib/guest-command.js';
 import { FlintvmError } from '../lib/errors.js';
-import type { DriveConfig } from '../lib/config.js';
+import type { DriveConfig, NetConfig } from '../lib/config.js';
 
 const HELP = `Usage: flintvm run [options] [-- CMD [ARGS...]]
 
@@ -27,6 +27,8 @@ Options:
   --drive SPEC       add a virtio-blk disk (repeatable): path=IMG[,ro][,root][,serial=S]
                      the guest sees /dev/vda, /dev/vdb, ... in order; root boots from it
   --rng              add a virtio-rng device (the guest's /dev/hwrng)
+  --net SPEC         add a virtio-net NIC on a host TAP (repeatable): tap=NAME[,mac=MAC]
+                     (attached if NAME exists, created otherwise; needs CAP_NET_ADMIN)
   -i, --interactive  with a command: also pass this terminal's input to it
   -v, --verbose      with a command: show the kernel's boot messages
   -h, --help         show this help
@@ -59,7 +61,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' }, append: { type: 'string' },
       mem: { type: 'string' }, cpus: { type: 'string' }, pvh: { type: 'boolean' },
-      drive: { type: 'string', multiple: true }, rng: { type: 'boolean' },
+      drive: { type: 'string', multiple: true }, rng: { type: 'boolean' }, net: { type: 'string', multiple: true },
       interactive: { type: 'boolean', short: 'i' }, verbose: { type: 'boolean', short: 'v' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -90,7 +92,7 @@ async function main(argv: string[]): Promise<number> {
   const vm = new MicroVM({
     kernel, initrd, cmdline: values.cmdline, extraCmdline: extra.join(' ').trim() || undefined,
     memoryMiB: num('mem', values.mem), vcpus: num('cpus', values.cpus), bootProtocol: values.pvh ? 'pvh' : 'linux64',
-    drives: (values.drive ?? []).map(parseDrive), rng: values.rng ?? false,
+    drives: (values.drive ?? []).map(parseDrive), rng: values.rng ?? false, net: (values.net ?? []).map(parseNet),
   });
 
   const interactive = command.length === 0 || values.interactive === true;
@@ -129,12 +131,31 @@ async function main(argv: string[]): Promise<number> {
   return exitCode(exit, command.length > 0);
 }
 
+/** Splits `k=v,flag,k2=v2` into [key, value | undefined] pairs. */
+function specParts(spec: string): [string, string | undefined][] {
+  return spec.split(',').map((part) => {
+    const eq = part.indexOf('=');
+    return eq < 0 ? [part, undefined] : [part.slice(0, eq), part.slice(eq + 1)];
+  });
+}
+
+/** `tap=NAME[,mac=MAC]`. */
+export function parseNet(spec: string): NetConfig {
+  const net: NetConfig = { tap: '' };
+  for (const [k, v] of specParts(spec)) {
+    if (k === 'tap' && v) net.tap = v;
+    else if (k === 'mac' && v) net.mac = v;
+    else throw new FlintvmError('FLINTVM_E_CONFIG', `--net: unknown option '${k}${v === undefined ? '' : `=${v}`}' (use tap=NAME[,mac=MAC])`);
+  }
+  if (!net.tap) throw new FlintvmError('FLINTVM_E_CONFIG', `--net ${spec}: missing tap=NAME`);
+  return net;
+}
+
 /** `path=IMG[,ro][,root][,serial=S]` (a bare first word is taken as the path). */
 export function parseDrive(spec: string): DriveConfig {
   const drive: DriveConfig = { path: '' };
-  spec.split(',').forEach((part, i) => {
-    const eq = part.indexOf('=');
-    const [k, v] = eq < 0 ? [part, undefined] : [part.slice(0, eq), part.slice(eq + 1)];
+  specParts(spec).forEach(([k, v], i) => {
+    const part = v === undefined ? k : `${k}=${v}`;
     if (k === 'path' && v !== undefined) drive.path = v;
     else if (i === 0 && v === undefined) drive.path = k;
     else if (k === 'ro' && v === undefined) drive.readOnly = true;

@@ -25,7 +25,9 @@ import type { VirtioDeviceInfo } from '../devices/virtio/device.js';
 import { TransportState } from '../devices/virtio/transport/state.js';
 import { BlockDevice } from '../devices/virtio/block/device.js';
 import { RngDevice } from '../devices/virtio/rng/device.js';
-import { openDiskImage, type DiskImage } from '../devices/virtio/backends/file.js';
+import { openDiskImage } from '../devices/virtio/backends/file.js';
+import { NetDevice } from '../devices/virtio/net/device.js';
+import { openTap } from '../devices/virtio/backends/tap.js';
 import { createEventfd, closeFd } from './io/epoll.js';
 import { IoWorker } from './io/io-worker.js';
 import type { IoWorkerSetup, VirtioDeviceWiring, VirtioParams } from './io-wiring.js';
@@ -49,6 +51,12 @@ export function effectiveCmdline(cfg: ResolvedConfig, deviceArgs: readonly strin
   return [cfg.cmdline ?? X86_64_DEFAULT_CMDLINE, ...deviceArgs, cfg.extraCmdline ?? ''].join(' ').trim();
 }
 
+/** Host resources a VM's devices hold (image fds, taps, eventfds): closed after the I/O worker has stopped, or on a failed build. */
+interface OpenedResources {
+  readonly closers: (() => void)[];
+  readonly fds: number[];
+}
+
 /** A virtio device planned for the VM: what the guest sees and where. */
 interface PlannedVirtio {
   readonly info: VirtioDeviceInfo;
@@ -63,18 +71,23 @@ interface PlannedVirtio {
  * eventfds, and says what to add to the command line. `opened` collects what
  * must be closed at the end, also on failure.
  */
-function planVirtio(cfg: ResolvedConfig, opened: { disks: DiskImage[]; fds: number[] }): { devices: PlannedVirtio[]; cmdline: string[] } {
+function planVirtio(cfg: ResolvedConfig, opened: OpenedResources): { devices: PlannedVirtio[]; cmdline: string[] } {
   const wanted: { info: VirtioDeviceInfo; params: VirtioParams }[] = [];
   const rootArgs: string[] = [];
   cfg.drives.forEach((d, i) => {
     const img = openDiskImage(d.path, { readOnly: d.readOnly, field: `drives[${i}].path` });
-    opened.disks.push(img);
+    opened.closers.push(img.close);
     const options = { sizeBytes: img.sizeBytes, readOnly: d.readOnly, serial: d.serial };
     wanted.push({ info: BlockDevice.info(options), params: { kind: 'virtio-blk', fd: img.fd, options } });
     // Drives are probed in command-line order, so drive i is /dev/vd<a+i>.
     if (d.root) rootArgs.push(`root=/dev/vd${String.fromCharCode(97 + i)}`, d.readOnly ? 'ro' : 'rw');
   });
   if (cfg.rng) wanted.push({ info: RngDevice.info(), params: { kind: 'virtio-rng' } });
+  cfg.net.forEach((n, i) => {
+    const tap = openTap(n, `net[${i}]`);
+    opened.closers.push(tap.close);
+    wanted.push({ info: NetDevice.info({ mac: tap.params.mac }), params: { kind: 'virtio-net', ...tap.params } });
+  });
   const devices = wanted.map((w, i): PlannedVirtio => {
     const slot = layout.virtioMmioSlot(i);
     const fd = () => { const f = createEventfd(); opened.fds.push(f); return f; };
@@ -91,9 +104,9 @@ function planVirtio(cfg: ResolvedConfig, opened: { disks: DiskImage[]; fds: numb
 
 export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings; now: () => number }): Promise<BuiltVm> {
   const [kernel, initrd] = await Promise.all([readFile(cfg.kernel), cfg.initrd ? readFile(cfg.initrd) : Promise.resolve(undefined)]);
-  const opened = { disks: [] as DiskImage[], fds: [] as number[] };
+  const opened: OpenedResources = { closers: [], fds: [] };
   const closeOpened = () => {
-    for (const d of opened.disks.splice(0)) d.close();
+    for (const close of opened.closers.splice(0)) close();
     for (const f of opened.fds.splice(0)) closeFd(f);
   };
   try {
@@ -106,7 +119,7 @@ export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings
 
 async function buildWith(
   cfg: ResolvedConfig, kernel: Uint8Array, initrd: Uint8Array | undefined, hooks: { timings: BootTimings; now: () => number },
-  opened: { disks: DiskImage[]; fds: number[] }, closeOpened: () => void,
+  opened: OpenedResources, closeOpened: () => void,
 ): Promise<BuiltVm> {
   const virtio = planVirtio(cfg, opened);
   const kvm = Kvm.open();

@@ -88,6 +88,7 @@ export interface ResolvedConfig {
   readonly bootProtocol: 'linux64' | 'pvh';
   readonly drives: readonly Required<DriveConfig>[];
   readonly rng: boolean;
+  readonly net: readonly NetConfig[];
 }
 
 export const DEFAULT_MEMORY_MIB = 256;
@@ -152,13 +153,32 @@ export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
 
   return {
     kernel, initrd, cmdline: config.cmdline, extraCmdline: config.extraCmdline, memoryMiB, vcpus, console: consoleMode, bootProtocol,
-    drives, rng: config.rng ?? false,
+    drives, rng: config.rng ?? false, net: resolveNet(config.net),
   };
 }
 
 /** Largest number of virtio devices the x86 layout has IRQs for. */
 export const MAX_VIRTIO_DEVICES = 16;
 const MAX_SERIAL_BYTES = 20;
+
+function resolveNet(net: unknown): NetConfig[] {
+  if (net === undefined) return [];
+  if (!Array.isArray(net)) throw new ConfigError('net', 'must be an array of { tap, mac? }', net);
+  const out = net.map((n: unknown, i): NetConfig => {
+    const field = `net[${i}]`;
+    if (n === null || typeof n !== 'object') throw new ConfigError(field, 'must be an object like { tap: "tap0" }', n);
+    const { tap, mac } = n as NetConfig;
+    if (typeof tap !== 'string' || tap.length === 0) throw new ConfigError(`${field}.tap`, 'must be the name of a TAP interface, e.g. "tap0"', tap);
+    if (mac !== undefined && typeof mac !== 'string') throw new ConfigError(`${field}.mac`, 'must be a MAC address string like 02:00:00:12:34:56', mac);
+    return mac === undefined ? { tap } : { tap, mac };
+  });
+  const taps = new Set<string>();
+  for (const [i, n] of out.entries()) {
+    if (taps.has(n.tap)) throw new ConfigError(`net[${i}].tap`, `${n.tap} is already used by another NIC`, n.tap);
+    taps.add(n.tap);
+  }
+  return out;
+}
 
 function resolveDrives(drives: unknown): Required<DriveConfig>[] {
   if (drives === undefined) return [];

@@ -16,10 +16,12 @@ import { FileBackend } from '../devices/virtio/backends/file.js';
 import { EventfdWakeup } from '../devices/virtio/backends/wakeup.js';
 import { RngDevice } from '../devices/virtio/rng/device.js';
 import { GetrandomSource } from '../devices/virtio/rng/backend.js';
+import { createNetDevice, type NetDeviceParams } from '../devices/virtio/net/index.js';
 
 export type VirtioParams =
   | { kind: 'virtio-blk'; fd: number; options: BlockDeviceOptions }
-  | { kind: 'virtio-rng' };
+  | { kind: 'virtio-rng' }
+  | ({ kind: 'virtio-net' } & NetDeviceParams);
 
 /** One virtio device as the I/O worker sees it: its transport state and the fds KVM signals/listens on. */
 export interface VirtioDeviceWiring {
@@ -42,6 +44,7 @@ function createDevice(p: VirtioParams): VirtioDevice {
   switch (p.kind) {
     case 'virtio-blk': return new BlockDevice(p.options, new FileBackend(p.fd), new EventfdWakeup());
     case 'virtio-rng': return new RngDevice(new GetrandomSource(), new EventfdWakeup());
+    case 'virtio-net': return createNetDevice(p);
   }
 }
 
