@@ -8,7 +8,7 @@ import { MicroVM, type VmExit } from '../lib/microvm.js';
 import { defaultGuestImages } from '../lib/guest-images.js';
 import { guestCommandCmdline } from '../lib/guest-command.js';
 import { FlintvmError } from '../lib/errors.js';
-import type { DriveConfig, NetConfig } from '../lib/config.js';
+import type { DriveConfig, NetConfig, ShareConfig } from '../lib/config.js';
 
 const HELP = `Usage: flintvm run [options] [-- CMD [ARGS...]]
 
@@ -27,6 +27,9 @@ Options:
   --drive SPEC       add a virtio-blk disk (repeatable): path=IMG[,ro][,root][,serial=S]
                      the guest sees /dev/vda, /dev/vdb, ... in order; root boots from it
   --rng              add a virtio-rng device (the guest's /dev/hwrng)
+  --share SPEC       share a host directory (repeatable):
+                     tag=T,path=DIR[,ro][,proto=9p|virtiofs][,mount]
+                     (default proto 9p; with mount, the default guest mounts it at /mnt/T)
   --net SPEC         add a virtio-net NIC on a host TAP (repeatable): tap=NAME[,mac=MAC]
                      (attached if NAME exists, created otherwise; needs CAP_NET_ADMIN)
   -i, --interactive  with a command: also pass this terminal's input to it
@@ -61,7 +64,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' }, append: { type: 'string' },
       mem: { type: 'string' }, cpus: { type: 'string' }, pvh: { type: 'boolean' },
-      drive: { type: 'string', multiple: true }, rng: { type: 'boolean' }, net: { type: 'string', multiple: true },
+      drive: { type: 'string', multiple: true }, rng: { type: 'boolean' }, net: { type: 'string', multiple: true }, share: { type: 'string', multiple: true },
       interactive: { type: 'boolean', short: 'i' }, verbose: { type: 'boolean', short: 'v' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -84,7 +87,8 @@ async function main(argv: string[]): Promise<number> {
     kernel = imgs.vmlinux;
     initrd ??= imgs.initrd;
   }
-  const extra = [values.append ?? ''];
+  const shares = (values.share ?? []).map(parseShare);
+  const extra = [values.append ?? '', ...shares.filter((s) => s.mount).map((s) => `flintvm.mount=${s.share.protocol}:${s.share.tag}`)];
   if (command.length) {
     extra.push(guestCommandCmdline(command));
     if (!values.verbose) extra.push('quiet');
@@ -93,6 +97,7 @@ async function main(argv: string[]): Promise<number> {
     kernel, initrd, cmdline: values.cmdline, extraCmdline: extra.join(' ').trim() || undefined,
     memoryMiB: num('mem', values.mem), vcpus: num('cpus', values.cpus), bootProtocol: values.pvh ? 'pvh' : 'linux64',
     drives: (values.drive ?? []).map(parseDrive), rng: values.rng ?? false, net: (values.net ?? []).map(parseNet),
+    shares: shares.map((s) => s.share),
   });
 
   const interactive = command.length === 0 || values.interactive === true;
@@ -137,6 +142,23 @@ function specParts(spec: string): [string, string | undefined][] {
     const eq = part.indexOf('=');
     return eq < 0 ? [part, undefined] : [part.slice(0, eq), part.slice(eq + 1)];
   });
+}
+
+/** `tag=T,path=DIR[,ro][,proto=9p|virtiofs][,mount]`. */
+export function parseShare(spec: string): { share: ShareConfig; mount: boolean } {
+  const share: ShareConfig = { tag: '', path: '', protocol: '9p' };
+  let mount = false;
+  for (const [k, v] of specParts(spec)) {
+    if (k === 'tag' && v) share.tag = v;
+    else if (k === 'path' && v) share.path = v;
+    else if (k === 'ro' && v === undefined) share.readOnly = true;
+    else if (k === 'proto' && (v === '9p' || v === 'virtiofs')) share.protocol = v;
+    else if (k === 'mount' && v === undefined) mount = true;
+    else throw new FlintvmError('FLINTVM_E_CONFIG', `--share: unknown option '${k}${v === undefined ? '' : `=${v}`}' (use tag=T,path=DIR[,ro][,proto=9p|virtiofs][,mount])`);
+  }
+  if (!share.tag || !share.path) throw new FlintvmError('FLINTVM_E_CONFIG', `--share ${spec}: needs tag=T and path=DIR`);
+  if (mount && !/^[A-Za-z0-9_.-]+$/.test(share.tag)) throw new FlintvmError('FLINTVM_E_CONFIG', `--share ${spec}: with mount, the tag may only use letters, digits, '_', '.', '-'`);
+  return { share, mount };
 }
 
 /** `tap=NAME[,mac=MAC]`. */

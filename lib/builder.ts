@@ -28,6 +28,9 @@ import { RngDevice } from '../devices/virtio/rng/device.js';
 import { openDiskImage } from '../devices/virtio/backends/file.js';
 import { NetDevice } from '../devices/virtio/net/device.js';
 import { openTap } from '../devices/virtio/backends/tap.js';
+import { Virtio9pDevice } from '../devices/virtio/9p/device.js';
+import { openShareBackend } from '../devices/virtio/9p/index.js';
+import { VirtioFsDevice, openFsShareBackend } from '../devices/virtio/fs/index.js';
 import { createEventfd, closeFd } from './io/epoll.js';
 import { IoWorker } from './io/io-worker.js';
 import type { IoWorkerSetup, VirtioDeviceWiring, VirtioParams } from './io-wiring.js';
@@ -87,6 +90,17 @@ function planVirtio(cfg: ResolvedConfig, opened: OpenedResources): { devices: Pl
     const tap = openTap(n, `net[${i}]`);
     opened.closers.push(tap.close);
     wanted.push({ info: NetDevice.info({ mac: tap.params.mac }), params: { kind: 'virtio-net', ...tap.params } });
+  });
+  cfg.shares.forEach((s, i) => {
+    if (s.protocol === '9p') {
+      const share = openShareBackend(s, `shares[${i}]`);
+      opened.closers.push(share.close);
+      wanted.push({ info: Virtio9pDevice.info({ tag: s.tag }), params: { kind: 'virtio-9p', params: share.params } });
+    } else {
+      const share = openFsShareBackend(s, `shares[${i}]`);
+      opened.closers.push(share.close);
+      wanted.push({ info: VirtioFsDevice.info({ tag: s.tag }), params: { kind: 'virtio-fs', params: share.params } });
+    }
   });
   const devices = wanted.map((w, i): PlannedVirtio => {
     const slot = layout.virtioMmioSlot(i);

@@ -56,7 +56,7 @@ export interface VsockConfig {
 
 /** One shared host directory. */
 export interface ShareConfig {
-  /** Mount tag the guest uses (`mount -t 9p TAG` / `mount -t virtiofs TAG`): 1-31 bytes. */
+  /** Mount tag the guest uses (`mount -t 9p TAG` / `mount -t virtiofs TAG`): 1-31 bytes for 9p, 1-36 for virtiofs. */
   tag: string;
   /** Host directory to share; nothing outside it is reachable. */
   path: string;
@@ -89,6 +89,7 @@ export interface ResolvedConfig {
   readonly drives: readonly Required<DriveConfig>[];
   readonly rng: boolean;
   readonly net: readonly NetConfig[];
+  readonly shares: readonly ShareConfig[];
 }
 
 export const DEFAULT_MEMORY_MIB = 256;
@@ -153,13 +154,34 @@ export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
 
   return {
     kernel, initrd, cmdline: config.cmdline, extraCmdline: config.extraCmdline, memoryMiB, vcpus, console: consoleMode, bootProtocol,
-    drives, rng: config.rng ?? false, net: resolveNet(config.net),
+    drives, rng: config.rng ?? false, net: resolveNet(config.net), shares: resolveShares(config.shares),
   };
 }
 
 /** Largest number of virtio devices the x86 layout has IRQs for. */
 export const MAX_VIRTIO_DEVICES = 16;
 const MAX_SERIAL_BYTES = 20;
+
+/**
+ * Shape checks for shares; the tag's length limit, the directory and openat2
+ * support are checked when the share's backend opens it (before KVM is touched).
+ */
+function resolveShares(shares: unknown): ShareConfig[] {
+  if (shares === undefined) return [];
+  if (!Array.isArray(shares)) throw new ConfigError('shares', "must be an array of { tag, path, protocol: '9p' | 'virtiofs', readOnly? }", shares);
+  const tags = new Set<string>();
+  return shares.map((s: unknown, i): ShareConfig => {
+    const field = `shares[${i}]`;
+    if (s === null || typeof s !== 'object') throw new ConfigError(field, "must be an object like { tag: 'data', path: '/srv/data', protocol: '9p' }", s);
+    const share = s as ShareConfig;
+    if (share.protocol !== '9p' && share.protocol !== 'virtiofs') throw new ConfigError(`${field}.protocol`, "must be '9p' or 'virtiofs'", share.protocol);
+    if (typeof share.tag !== 'string' || share.tag.length === 0) throw new ConfigError(`${field}.tag`, 'must be a non-empty mount tag', share.tag);
+    if (typeof share.path !== 'string' || share.path.length === 0) throw new ConfigError(`${field}.path`, 'must be the path of a host directory', share.path);
+    if (tags.has(share.tag)) throw new ConfigError(`${field}.tag`, `${share.tag} is already the tag of another share`, share.tag);
+    tags.add(share.tag);
+    return { ...share };
+  });
+}
 
 function resolveNet(net: unknown): NetConfig[] {
   if (net === undefined) return [];

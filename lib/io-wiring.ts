@@ -17,11 +17,15 @@ import { EventfdWakeup } from '../devices/virtio/backends/wakeup.js';
 import { RngDevice } from '../devices/virtio/rng/device.js';
 import { GetrandomSource } from '../devices/virtio/rng/backend.js';
 import { createNetDevice, type NetDeviceParams } from '../devices/virtio/net/index.js';
+import { create9pDevice, type Virtio9pParams } from '../devices/virtio/9p/index.js';
+import { createFsDevice, type VirtioFsParams } from '../devices/virtio/fs/index.js';
 
 export type VirtioParams =
   | { kind: 'virtio-blk'; fd: number; options: BlockDeviceOptions }
   | { kind: 'virtio-rng' }
-  | ({ kind: 'virtio-net' } & NetDeviceParams);
+  | ({ kind: 'virtio-net' } & NetDeviceParams)
+  | { kind: 'virtio-9p'; params: Virtio9pParams }
+  | { kind: 'virtio-fs'; params: VirtioFsParams };
 
 /** One virtio device as the I/O worker sees it: its transport state and the fds KVM signals/listens on. */
 export interface VirtioDeviceWiring {
@@ -45,6 +49,8 @@ function createDevice(p: VirtioParams): VirtioDevice {
     case 'virtio-blk': return new BlockDevice(p.options, new FileBackend(p.fd), new EventfdWakeup());
     case 'virtio-rng': return new RngDevice(new GetrandomSource(), new EventfdWakeup());
     case 'virtio-net': return createNetDevice(p);
+    case 'virtio-9p': return create9pDevice(p.params);
+    case 'virtio-fs': return createFsDevice(p.params);
   }
 }
 

@@ -1,0 +1,71 @@
+/**
+ * The fid table of one 9P session: what each fid number the guest chose
+ * stands for. Bounded (P9_MAX_FIDS): a guest cannot grow it without limit.
+ *
+ * A fid is one of:
+ * - `node`: a file or directory (a backend node reference), possibly opened
+ *   (Tlopen / Tlcreate) for I/O;
+ * - `xattr-read`: the value (or name list) a Txattrwalk fetched, read with Tread;
+ * - `xattr-write`: a value being assembled by Twrite after Txattrcreate, set on Tclunk.
+ */
+import type { HostDir, Node, OpenFile } from '../backends/hostdir/index.js';
+import { P9_MAX_FIDS } from './constants.js';
+
+/** The uid a fid acts for (Tattach's n_uname), or null when the attach gave none. */
+export type FidUid = number | null;
+
+export type Fid =
+  | { kind: 'node'; node: Node; file: OpenFile | null; uid: FidUid }
+  | { kind: 'xattr-read'; data: Uint8Array; uid: FidUid }
+  | { kind: 'xattr-write'; node: Node; name: Uint8Array; flags: number; value: Uint8Array; written: number; uid: FidUid };
+
+export class FidTable {
+  private readonly fids = new Map<number, Fid>();
+
+  constructor(private readonly fs: HostDir, readonly max = P9_MAX_FIDS) {}
+
+  get size(): number {
+    return this.fids.size;
+  }
+
+  get(fid: number): Fid | undefined {
+    return this.fids.get(fid);
+  }
+
+  has(fid: number): boolean {
+    return this.fids.has(fid);
+  }
+
+  /** True when one more fid fits. */
+  get full(): boolean {
+    return this.fids.size >= this.max;
+  }
+
+  /** Binds `fid` (the caller checked it is free and the table not full), taking over the state's references. */
+  set(fid: number, state: Fid): void {
+    this.fids.set(fid, state);
+  }
+
+  /** Unbinds `fid` and returns its state (the caller now owns its references). */
+  take(fid: number): Fid | undefined {
+    const s = this.fids.get(fid);
+    if (s) this.fids.delete(fid);
+    return s;
+  }
+
+  /** Gives back a state's host resources (open file, node reference). */
+  dispose(state: Fid): void {
+    if (state.kind === 'node') {
+      if (state.file) this.fs.close(state.file);
+      this.fs.release(state.node);
+    } else if (state.kind === 'xattr-write') {
+      this.fs.release(state.node);
+    }
+  }
+
+  /** Clunks every fid without side effects (pending xattr writes are dropped): Tversion and device reset. */
+  clear(): void {
+    for (const s of this.fids.values()) this.dispose(s);
+    this.fids.clear();
+  }
+}

@@ -1,0 +1,294 @@
+/**
+ * 9P2000.L messages on one file or directory: open/create, read/write (zero
+ * copy), readdir, fsync, locks, getattr/setattr, statfs, readlink. Message
+ * layouts are in each function's comment (9P2000.L, Linux net/9p/client.c).
+ * Each op reads its whole body first, checks the reply fits, then acts.
+ */
+import type { OpenMode, SetAttr, Stat, Timespec } from '../backends/hostdir/index.js';
+import { readChain, sliceSegments, segmentsLength } from '../queue/chain-io.js';
+import * as P from './constants.js';
+import type { Op, P9Server, ReplyContext, ReplyInfo } from './server.js';
+import type { MessageReader, ReplyWriter } from './wire.js';
+
+/** Rgetattr: valid[8] qid[13] mode[4] uid[4] gid[4] nlink[8] rdev[8] size[8] blksize[8] blocks[8] 8 times[8] gen[8] data_version[8]. */
+const RGETATTR_SIZE = P.P9_HEADER_SIZE + 8 + P.P9_QID_SIZE + 4 * 3 + 8 * 6 + 8 * 8 + 8 * 2;
+/** Rstatfs: type[4] bsize[4] blocks[8] bfree[8] bavail[8] files[8] ffree[8] fsid[8] namelen[4]. */
+const RSTATFS_SIZE = P.P9_HEADER_SIZE + 4 + 4 + 8 * 6 + 4;
+/** Rlopen / Rlcreate: qid[13] iounit[4]. */
+const ROPEN_SIZE = P.P9_HEADER_SIZE + P.P9_QID_SIZE + 4;
+/** A Rreaddir entry without its name: qid[13] offset[8] type[1] name-length[2]. */
+const DIRENT_FIXED = P.P9_QID_SIZE + 8 + 1 + 2;
+/** iounit 0: "use msize - P9_IOHDRSZ". */
+const IOUNIT = 0;
+const PERM_MASK = 0o7777;
+const DT_DIR = 4;
+const DT_LNK = 10;
+
+/** The OpenMode of Tlopen/Tlcreate flags. CREATE/EXCL are Tlcreate's business; NONBLOCK, DIRECT, NOATIME, ASYNC, CLOEXEC, NOCTTY are dropped. */
+export function openModeOf(s: P9Server, flags: number): OpenMode {
+  const acc = flags & P.P9_DOTL_ACCMODE;
+  if (acc === P.P9_DOTL_NOACCESS) s.fail(P.EINVAL, 'open flags with access mode 3');
+  return {
+    access: acc === P.P9_DOTL_RDONLY ? 'read' : acc === P.P9_DOTL_WRONLY ? 'write' : 'readwrite',
+    truncate: (flags & P.P9_DOTL_TRUNC) !== 0,
+    append: (flags & P.P9_DOTL_APPEND) !== 0,
+    ...((flags & P.P9_DOTL_SYNC) !== 0 ? { sync: 'full' as const } : (flags & P.P9_DOTL_DSYNC) !== 0 ? { sync: 'data' as const } : {}),
+    directory: (flags & P.P9_DOTL_DIRECTORY) !== 0,
+  };
+}
+
+/** Tlopen: fid[4] flags[4] -> Rlopen: qid[13] iounit[4]. */
+function lopen(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
+  const fid = r.u32();
+  const flags = r.u32();
+  const state = s.unopenedFid(fid);
+  const mode = openModeOf(s, flags);
+  s.needRoom(ctx, ROPEN_SIZE);
+  state.file = s.fs.open(state.node, mode);
+  w.qid(s.qid(state.node)).u32(IOUNIT);
+  return P.P9_RLOPEN;
+}
+
+/** Tlcreate: fid[4] name[s] flags[4] mode[4] gid[4] -> Rlcreate: qid[13] iounit[4]. The directory fid becomes the new open file. */
+function lcreate(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
+  const fid = r.u32();
+  const name = r.str();
+  const flags = r.u32();
+  const perm = r.u32();
+  const gid = r.u32();
+  const state = s.unopenedFid(fid);
+  const mode = openModeOf(s, flags);
+  s.needRoom(ctx, ROPEN_SIZE);
+  const { node, file } = s.fs.create(state.node, name, mode, perm & PERM_MASK, s.owner(state.uid, gid), (flags & P.P9_DOTL_EXCL) !== 0);
+  s.fs.release(state.node);
+  state.node = node;
+  state.file = file;
+  w.qid(s.qid(node)).u32(IOUNIT);
+  return P.P9_RLCREATE;
+}
+
+/**
+ * Tread: fid[4] offset[8] count[4] -> Rread: count[4] data[count]. File data goes
+ * straight from preadv into the chain's writable buffers after the 11-byte header.
+ * count is cut to what the chain and msize hold.
+ */
+function read(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number | ReplyInfo {
+  const fid = r.u32();
+  const offset = r.u64();
+  const count = r.u32();
+  const room = Math.min(count, ctx.room - P.P9_IOHDR_REPLY);
+  const state = s.fid(fid);
+  if (state.kind === 'xattr-read') {
+    const start = offset > BigInt(state.data.length) ? state.data.length : Number(offset);
+    const chunk = state.data.subarray(start, start + room);
+    w.u32(chunk.length).raw(chunk);
+    return P.P9_RREAD;
+  }
+  const file = s.openFile(fid);
+  const n = s.fs.readv(file, offset, ctx.memory, ctx.dataSegments(room));
+  w.u32(n);
+  return { type: P.P9_RREAD, inline: n };
+}
+
+/**
+ * Twrite: fid[4] offset[8] count[4] data[count] -> Rwrite: count[4]. The data is
+ * written from the chain's readable buffers (zero copy); count must not exceed
+ * what the message carries.
+ */
+function write(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
+  const fid = r.u32();
+  const offset = r.u64();
+  const count = r.u32();
+  if (count > segmentsLength(ctx.writeData)) s.fail(P.EINVAL, `Twrite count ${count} exceeds the ${segmentsLength(ctx.writeData)} data bytes sent`);
+  const data = sliceSegments(ctx.writeData, 0, count);
+  const state = s.fid(fid);
+  if (state.kind === 'xattr-write') {
+    if (offset > BigInt(state.value.length - count)) s.fail(P.ENOSPC, `xattr write of ${count} bytes at ${offset} past its declared size ${state.value.length}`);
+    state.value.set(readChain(ctx.memory, data, 0, count), Number(offset));
+    state.written += count;
+    w.u32(count);
+    return P.P9_RWRITE;
+  }
+  const file = s.openFile(fid);
+  w.u32(s.fs.writev(file, offset, ctx.memory, data));
+  return P.P9_RWRITE;
+}
+
+/**
+ * Treaddir: fid[4] offset[8] count[4] -> Rreaddir: count[4] then entries
+ * qid[13] offset[8] type[1] name[s], as many as fit in count (and the chain).
+ * offset is 0 or an entry's offset: the host's getdents64 d_off cookie.
+ */
+function readdir(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
+  const fid = r.u32();
+  const offset = r.u64();
+  const count = r.u32();
+  const file = s.openFile(fid);
+  const limit = Math.min(count, ctx.room - P.P9_IOHDR_REPLY);
+  const countAt = w.length;
+  w.u32(0);
+  let used = 0;
+  let cutShort = false;
+  s.fs.readdir(file, offset, (e) => {
+    const size = DIRENT_FIXED + e.name.length;
+    if (used + size > limit) {
+      cutShort = true;
+      return false;
+    }
+    const type = e.type === DT_DIR ? P.P9_QTDIR : e.type === DT_LNK ? P.P9_QTSYMLINK : P.P9_QTFILE;
+    w.qid({ type, version: 0, path: e.id }).u64(e.offset).u8(e.type).str(e.name);
+    used += size;
+    return true;
+  });
+  // An empty reply means "end of directory": say EINVAL instead when count cannot hold the next entry.
+  if (used === 0 && cutShort) s.fail(P.EINVAL, `Treaddir count ${count} holds no entry`);
+  w.patchU32(countAt, used);
+  return P.P9_RREADDIR;
+}
+
+/** Tfsync: fid[4] datasync[4] -> Rfsync. */
+function fsync(s: P9Server, r: MessageReader): number {
+  const fid = r.u32();
+  const datasync = r.u32();
+  s.fs.fsync(s.openFile(fid), datasync !== 0);
+  return P.P9_RFSYNC;
+}
+
+/** The host lock type (F_RDLCK 0, F_WRLCK 1, F_UNLCK 2) of a 9P lock type. */
+function lockType(s: P9Server, type: number): number {
+  if (type !== P.P9_LOCK_TYPE_RDLCK && type !== P.P9_LOCK_TYPE_WRLCK && type !== P.P9_LOCK_TYPE_UNLCK) s.fail(P.EINVAL, `lock type ${type}`);
+  return type;
+}
+
+/**
+ * Tlock: fid[4] type[1] flags[4] start[8] length[8] proc_id[4] client_id[s] -> Rlock: status[1].
+ * An open-file-description lock on the fid's open file, never waiting: a conflict answers
+ * P9_LOCK_BLOCKED (Linux retries a blocking lock itself).
+ */
+function lock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
+  const fid = r.u32();
+  const type = r.u8();
+  r.u32(); // flags: BLOCK is the client's to honour; we never wait.
+  const start = r.u64();
+  const length = r.u64();
+  r.u32(); // proc_id
+  r.str(); // client_id
+  const file = s.openFile(fid);
+  s.needRoom(ctx, P.P9_HEADER_SIZE + 1);
+  const ok = s.fs.setlk(file, { type: lockType(s, type), start, length });
+  w.u8(ok ? P.P9_LOCK_SUCCESS : P.P9_LOCK_BLOCKED);
+  return P.P9_RLOCK;
+}
+
+/**
+ * Tgetlock: fid[4] type[1] start[8] length[8] proc_id[4] client_id[s] ->
+ * Rgetlock: type[1] start[8] length[8] proc_id[4] client_id[s]: the conflicting lock
+ * (proc_id is the host's, -1 for another fid's lock), or the request back with type UNLCK.
+ */
+function getlock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
+  const fid = r.u32();
+  const type = r.u8();
+  const start = r.u64();
+  const length = r.u64();
+  const procId = r.u32();
+  const clientId = r.str();
+  const file = s.openFile(fid);
+  s.needRoom(ctx, P.P9_HEADER_SIZE + 1 + 8 + 8 + 4 + 2 + clientId.length);
+  const got = s.fs.getlk(file, { type: lockType(s, type), start, length });
+  if (got.type === P.P9_LOCK_TYPE_UNLCK) w.u8(P.P9_LOCK_TYPE_UNLCK).u64(start).u64(length).u32(procId);
+  else w.u8(got.type).u64(got.start).u64(got.length).u32(got.pid);
+  w.str(clientId);
+  return P.P9_RGETLOCK;
+}
+
+/** Tgetattr: fid[4] request_mask[8] -> Rgetattr. Every basic field (and btime when known) is sent whatever the mask. */
+function getattr(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
+  const fid = r.u32();
+  r.u64(); // request_mask
+  const state = s.nodeFid(fid);
+  s.needRoom(ctx, RGETATTR_SIZE);
+  const st = s.fs.stat(state.node);
+  writeGetattr(w, st, s.qid(state.node));
+  return P.P9_RGETATTR;
+}
+
+function writeGetattr(w: ReplyWriter, st: Stat, qid: ReturnType<P9Server['qid']>): void {
+  const time = (t: Timespec) => w.u64(t.sec).u64(BigInt(t.nsec));
+  w.u64(P.P9_GETATTR_BASIC | (st.btime ? P.P9_GETATTR_BTIME : 0n)).qid(qid)
+    .u32(st.mode).u32(st.uid).u32(st.gid)
+    .u64(BigInt(st.nlink)).u64(encodeDev(st.rdevMajor, st.rdevMinor)).u64(st.size).u64(BigInt(st.blksize)).u64(st.blocks);
+  time(st.atime);
+  time(st.mtime);
+  time(st.ctime);
+  time(st.btime ?? { sec: 0n, nsec: 0 });
+  w.u64(0n).u64(0n); // gen, data_version
+}
+
+/**
+ * Tsetattr: fid[4] valid[4] mode[4] uid[4] gid[4] size[8] atime_sec[8] atime_nsec[8]
+ * mtime_sec[8] mtime_nsec[8] -> Rsetattr. ATIME/MTIME without *_SET mean "now";
+ * CTIME alone changes nothing the host would not change anyway.
+ */
+function setattr(s: P9Server, r: MessageReader): number {
+  const fid = r.u32();
+  const valid = r.u32();
+  const mode = r.u32();
+  const uid = r.u32();
+  const gid = r.u32();
+  const size = r.u64();
+  const atime = { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) };
+  const mtime = { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) };
+  const state = s.nodeFid(fid);
+  const attrs: { -readonly [K in keyof SetAttr]: SetAttr[K] } = {};
+  if (valid & P.P9_ATTR_MODE) attrs.mode = mode & PERM_MASK;
+  if (valid & P.P9_ATTR_UID) attrs.uid = uid;
+  if (valid & P.P9_ATTR_GID) attrs.gid = gid;
+  if (valid & P.P9_ATTR_SIZE) attrs.size = size;
+  if (valid & P.P9_ATTR_ATIME) attrs.atime = valid & P.P9_ATTR_ATIME_SET ? atime : 'now';
+  if (valid & P.P9_ATTR_MTIME) attrs.mtime = valid & P.P9_ATTR_MTIME_SET ? mtime : 'now';
+  s.fs.setattr(state.node, attrs, state.file ?? undefined);
+  return P.P9_RSETATTR;
+}
+
+/** Tstatfs: fid[4] -> Rstatfs: type[4] bsize[4] blocks[8] bfree[8] bavail[8] files[8] ffree[8] fsid[8] namelen[4]. */
+function statfs(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
+  const fid = r.u32();
+  const state = s.nodeFid(fid);
+  s.needRoom(ctx, RSTATFS_SIZE);
+  const st = s.fs.statfs(state.node);
+  w.u32(Number(BigInt.asUintN(32, st.type))).u32(Number(BigInt.asUintN(32, st.bsize)))
+    .u64(st.blocks).u64(st.bfree).u64(st.bavail).u64(st.files).u64(st.ffree).u64(st.fsid)
+    .u32(Number(BigInt.asUintN(32, st.namelen)));
+  return P.P9_RSTATFS;
+}
+
+/** Treadlink: fid[4] -> Rreadlink: target[s]. */
+function readlink(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
+  const fid = r.u32();
+  const target = s.fs.readlink(s.nodeFid(fid).node);
+  s.needRoom(ctx, P.P9_HEADER_SIZE + 2 + target.length);
+  w.str(target);
+  return P.P9_RREADLINK;
+}
+
+/** The 64-bit dev_t of a major/minor pair (glibc makedev; Linux's client decodes it with new_decode_dev). */
+export function encodeDev(major: number, minor: number): bigint {
+  const ma = BigInt(major >>> 0);
+  const mi = BigInt(minor >>> 0);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
+export const FILE_OPS: ReadonlyArray<readonly [number, Op]> = [
+  [P.P9_TLOPEN, lopen],
+  [P.P9_TLCREATE, lcreate],
+  [P.P9_TREAD, read],
+  [P.P9_TWRITE, write],
+  [P.P9_TREADDIR, readdir],
+  [P.P9_TFSYNC, fsync],
+  [P.P9_TLOCK, lock],
+  [P.P9_TGETLOCK, getlock],
+  [P.P9_TGETATTR, getattr],
+  [P.P9_TSETATTR, setattr],
+  [P.P9_TSTATFS, statfs],
+  [P.P9_TREADLINK, readlink],
+];

@@ -1,0 +1,255 @@
+/**
+ * virtio-fs with the guest's own FUSE client (Linux fs/fuse/virtio_fs.c):
+ * mount a host directory with `mount -t virtiofs TAG /mnt` and run a file
+ * workload in the guest, checking each step from the host side too. Runs
+ * inside the real-KVM test host (`npm run test:linux`).
+ *
+ * The share is configured as `shares: [{ tag, path, protocol: 'virtiofs' }]`.
+ */
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MicroVM, defaultGuestImages, guestCommandCmdline, type MicroVMConfig, type VmExit } from '../../lib/index.js';
+import { requireKvm } from '../helpers/kvm.js';
+
+const TIMEOUT_MS = 5 * 60_000;
+const TAG = 'hostshare';
+const SECRET = 'HOST-ONLY-SECRET-7f3a9c';
+const MANY = 1000;
+const MOUNT = `mount -t virtiofs ${TAG} /mnt`;
+
+interface Run {
+  exit: VmExit;
+  out: string;
+}
+
+/**
+ * Boots the default guest with `config` and runs `script` (sh). When the guest prints a
+ * line `HOST-STEP <name>`, `steps[name]` runs on the host (the guest waits for its effect).
+ */
+async function run(config: Omit<MicroVMConfig, 'kernel'>, script: string, steps: Record<string, () => void> = {}): Promise<Run> {
+  const imgs = await defaultGuestImages({ quiet: true });
+  const vm = new MicroVM({
+    kernel: imgs.vmlinux, initrd: imgs.initrd, memoryMiB: 256, ...config,
+    extraCmdline: guestCommandCmdline(['sh', '-c', script]),
+  });
+  let out = '';
+  const done = new Set<string>();
+  vm.console.on('data', (c: Buffer) => {
+    out += c.toString();
+    for (const m of out.matchAll(/HOST-STEP (\S+)/g)) {
+      const name = m[1]!;
+      if (done.has(name)) continue;
+      done.add(name);
+      steps[name]?.();
+    }
+  });
+  await vm.start();
+  const timer = setTimeout(() => { void vm.stop(); }, TIMEOUT_MS);
+  const exit = await vm.wait();
+  clearTimeout(timer);
+  return { exit, out };
+}
+
+/** The value of `R:key=value` lines the guest printed. */
+function results(out: string): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of out.split(/\r?\n/)) {
+    const r = /^R:([\w-]+)=(.*)$/.exec(line.trim());
+    if (r) m.set(r[1]!, r[2]!);
+  }
+  return m;
+}
+
+/** A share with host-made content, and a sibling the guest must never see. */
+function makeShare(): { dir: string; share: string; outside: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'flintvm-fs-linux-'));
+  const share = join(dir, 'share');
+  const outside = join(dir, 'outside');
+  mkdirSync(share);
+  mkdirSync(outside);
+  writeFileSync(join(outside, 'secret'), `${SECRET}\n`);
+  writeFileSync(join(share, 'host-file.txt'), 'written-by-the-host\n');
+  mkdirSync(join(share, 'many'));
+  for (let i = 0; i < MANY; i++) writeFileSync(join(share, 'many', `entry-${i}`), '');
+  // Host-made links pointing out of the share: the guest resolves them in its own namespace.
+  symlinkSync(outside, join(share, 'host-link-out'));
+  symlinkSync(join(outside, 'secret'), join(share, 'host-link-secret'));
+  return { dir, share, outside };
+}
+
+/**
+ * The guest command: mount the share, then run the script the host put in it (the kernel command line holds 2 KiB).
+ * The script is copied off the share first: a shell reading it from /mnt would keep the mount busy at umount.
+ */
+const MOUNT_AND_RUN = `mkdir -p /mnt && ${MOUNT} && echo R:mount=done && cp /mnt/.workload.sh /workload.sh && exec sh /workload.sh || echo R:mount=failed`;
+
+const WORKLOAD = (outside: string) => `
+set -u
+ok() { echo "R:$1=$2"; }
+grep " /mnt " /proc/mounts | head -1 | sed 's/^/R:proc-mounts=/'
+cd /mnt
+ok host-file "$(cat host-file.txt)"
+
+# create / write / append / read
+echo hello > a.txt && echo world >> a.txt
+ok append "$(cat a.txt | tr '\\n' '+')"
+# truncate
+truncate -s 3 a.txt
+ok truncate "$(cat a.txt)"
+# rename
+mv a.txt b.txt && ok rename "$([ -e a.txt ] && echo a-still-there || cat b.txt)"
+# hard link
+ln b.txt hard.txt && ok nlink "$(stat -c %h b.txt)"
+# symlink
+ln -s b.txt sym && ok readlink "$(readlink sym)" && ok via-symlink "$(cat sym)"
+# chmod
+chmod 0741 b.txt && ok mode "$(stat -c %a b.txt)"
+# utimes
+touch -d "2001-02-03 04:05:06" b.txt && ok mtime "$(stat -c %Y b.txt)"
+# mkdir / rmdir
+mkdir -p d1/d2/d3 && rmdir d1/d2/d3 && ok dirs "$(ls d1)"
+mkdir gone && rmdir gone && ok rmdir "$([ -e gone ] && echo present || echo removed)"
+# readdir of ${MANY} host-made entries
+ok many "$(ls many | wc -l)"
+ok many-last "$(ls many | grep -c '^entry-999$')"
+# files made in the guest, listed back
+mkdir made && for i in $(seq 1 200); do echo "$i" > made/f$i; done && ok made "$(ls made | wc -l)"
+# unlink
+rm made/f1 && ok unlink "$(ls made | wc -l)"
+# xattrs, when this busybox has the tools
+if command -v setfattr >/dev/null 2>&1; then
+  setfattr -n user.color -v blue b.txt && ok xattr "$(getfattr -n user.color --only-values b.txt)"
+else
+  ok xattr skipped-no-setfattr
+fi
+# a 32 MiB file
+dd if=/dev/urandom of=big bs=1M count=32 2>/dev/null && sync
+ok big-size "$(stat -c %s big)"
+ok big-md5 "$(md5sum big | cut -d' ' -f1)"
+# a file written by the host while the guest runs
+echo HOST-STEP late-file
+i=0; while [ ! -e late.txt ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+ok late "$(cat late.txt 2>/dev/null)"
+# a file the host changes while the guest runs
+echo HOST-STEP change-file
+i=0; while [ "$(cat host-file.txt)" = written-by-the-host ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+ok changed "$(cat host-file.txt)"
+
+# escape attempts: a symlink to / and .. resolve in the GUEST's namespace
+ln -s / root
+ok esc-root-link "$(cat /mnt/root/${outside.slice(1)}/secret 2>/dev/null || echo blocked)"
+ok esc-dotdot "$(cat /mnt/../${outside.slice(1)}/secret 2>/dev/null || echo blocked)"
+ok esc-dotdot-many "$(cat /mnt/../../../../../../${outside.slice(1)}/secret 2>/dev/null || echo blocked)"
+ok esc-host-link "$(cat /mnt/host-link-out/secret 2>/dev/null || echo blocked)"
+ok esc-host-link-file "$(cat /mnt/host-link-secret 2>/dev/null || echo blocked)"
+ok esc-abs-link "$(ln -s ${outside}/secret abs && cat abs 2>/dev/null || echo blocked)"
+ok esc-mknod "$(mknod /mnt/mem c 1 1 2>/dev/null && echo created || echo refused)"
+ok esc-proc "$(ln -s /proc/self/root pr && cat /mnt/pr/${outside.slice(1)}/secret 2>/dev/null || echo blocked)"
+
+cd /
+sync
+umount /mnt && ok umount done
+`;
+
+test.serial('virtio-fs: the guest mounts a host directory and runs a file workload', async (t) => {
+  if (!requireKvm(t)) return;
+  const { share, outside } = makeShare();
+  writeFileSync(join(share, '.workload.sh'), WORKLOAD(outside));
+  const { exit, out } = await run({ shares: [{ tag: TAG, path: share, protocol: 'virtiofs' }] }, MOUNT_AND_RUN, {
+    'late-file': () => writeFileSync(join(share, 'late.txt'), 'made-on-the-host-meanwhile\n'),
+    'change-file': () => writeFileSync(join(share, 'host-file.txt'), 'changed-by-the-host\n'),
+  });
+  const tail = out.slice(-4000);
+  const r = results(out);
+  t.is(r.get('mount'), 'done', tail);
+  t.log(`mounted: ${r.get('proc-mounts') ?? '?'}`);
+  t.is(exit.reason, 'guest-exit', tail);
+  t.is(exit.exitStatus, 0, tail);
+  t.is(r.get('host-file'), 'written-by-the-host');
+  t.is(r.get('append'), 'hello+world+');
+  t.is(r.get('truncate'), 'hel');
+  t.is(r.get('rename'), 'hel');
+  t.is(r.get('nlink'), '2');
+  t.is(r.get('readlink'), 'b.txt');
+  t.is(r.get('via-symlink'), 'hel');
+  t.is(r.get('mode'), '741');
+  t.is(r.get('mtime'), '981173106');
+  t.is(r.get('dirs'), 'd2');
+  t.is(r.get('rmdir'), 'removed');
+  t.is(r.get('many'), String(MANY));
+  t.is(r.get('many-last'), '1');
+  t.is(r.get('made'), '200');
+  t.is(r.get('unlink'), '199');
+  if (r.get('xattr') === 'skipped-no-setfattr') t.log('xattrs: skipped, the guest busybox has no setfattr');
+  else t.is(r.get('xattr'), 'blue');
+  t.is(r.get('big-size'), String(32 * 1024 * 1024));
+  t.is(r.get('late'), 'made-on-the-host-meanwhile', 'a file the host wrote while the guest ran');
+  t.is(r.get('changed'), 'changed-by-the-host', 'host changes are seen (1 s attribute timeout)');
+  t.is(r.get('umount'), 'done');
+
+  // The host side of the same workload.
+  t.is(readFileSync(join(share, 'b.txt'), 'utf8'), 'hel');
+  t.false(existsSync(join(share, 'a.txt')));
+  t.is(statSync(join(share, 'b.txt')).ino, statSync(join(share, 'hard.txt')).ino);
+  t.is(readlinkSync(join(share, 'sym')), 'b.txt');
+  t.is(statSync(join(share, 'b.txt')).mode & 0o7777, 0o741);
+  t.is(Math.floor(statSync(join(share, 'b.txt')).mtimeMs / 1000), 981173106);
+  t.true(statSync(join(share, 'd1')).isDirectory());
+  t.is(readFileSync(join(share, 'made/f200'), 'utf8'), '200\n');
+  const md5 = createHash('md5').update(readFileSync(join(share, 'big'))).digest('hex');
+  t.is(r.get('big-md5'), md5, '32 MiB written by the guest: same bytes on the host');
+
+  // Escapes: nothing of the outside directory reached the guest.
+  t.false(out.includes(SECRET), 'the secret never appears on the console');
+  for (const k of ['esc-root-link', 'esc-dotdot', 'esc-dotdot-many', 'esc-host-link', 'esc-host-link-file', 'esc-abs-link', 'esc-proc']) t.is(r.get(k), 'blocked', k);
+  t.is(r.get('esc-mknod'), 'refused', 'no device node on the host');
+  t.false(existsSync(join(share, 'mem')));
+  t.true(lstatSync(join(share, 'root')).isSymbolicLink(), 'the guest made its symlink to / ...');
+  t.is(readFileSync(join(outside, 'secret'), 'utf8'), `${SECRET}\n`, '... and the outside is untouched');
+});
+
+test.serial('virtio-fs: a read-only share can be read but not changed', async (t) => {
+  if (!requireKvm(t)) return;
+  const { share } = makeShare();
+  const before = readFileSync(join(share, 'host-file.txt'), 'utf8');
+  const { exit, out } = await run({ shares: [{ tag: TAG, path: share, readOnly: true, protocol: 'virtiofs' }] }, `
+${MOUNT} || { echo "R:mount=failed"; exit 1; }
+echo "R:read=$(cat /mnt/host-file.txt)"
+echo "R:write=$(echo x 2>/dev/null > /mnt/new.txt && echo accepted || echo refused)"
+echo "R:overwrite=$(echo x 2>/dev/null > /mnt/host-file.txt && echo accepted || echo refused)"
+echo "R:rm=$(rm -f /mnt/host-file.txt 2>/dev/null && [ ! -e /mnt/host-file.txt ] && echo accepted || echo refused)"
+echo "R:mkdir=$(mkdir /mnt/d 2>/dev/null && echo accepted || echo refused)"
+echo "R:chmod=$(chmod 777 /mnt/host-file.txt 2>/dev/null && echo accepted || echo refused)"
+echo "R:errno=$(touch /mnt/t 2>&1 | grep -o 'Read-only file system' | head -1)"
+umount /mnt
+`);
+  const r = results(out);
+  t.is(exit.exitStatus, 0, out.slice(-3000));
+  t.is(r.get('read'), 'written-by-the-host');
+  for (const k of ['write', 'overwrite', 'rm', 'mkdir', 'chmod']) t.is(r.get(k), 'refused', k);
+  t.is(r.get('errno'), 'Read-only file system');
+  t.is(readFileSync(join(share, 'host-file.txt'), 'utf8'), before);
+  t.false(existsSync(join(share, 'new.txt')));
+  t.false(existsSync(join(share, 'd')));
+});
+
+test.serial('virtio-fs: two shares with their own tags', async (t) => {
+  if (!requireKvm(t)) return;
+  const a = makeShare();
+  const b = makeShare();
+  writeFileSync(join(a.share, 'which'), 'share-a');
+  writeFileSync(join(b.share, 'which'), 'share-b');
+  const { exit, out } = await run({ shares: [{ tag: 'first', path: a.share, protocol: 'virtiofs' }, { tag: 'second', path: b.share, protocol: 'virtiofs' }] }, `
+mkdir -p /m1 /m2
+mount -t virtiofs first /m1 && mount -t virtiofs second /m2 || exit 1
+echo "R:first=$(cat /m1/which)"
+echo "R:second=$(cat /m2/which)"
+`);
+  const r = results(out);
+  t.is(exit.exitStatus, 0, out.slice(-3000));
+  t.is(r.get('first'), 'share-a');
+  t.is(r.get('second'), 'share-b');
+});
