@@ -213,6 +213,11 @@ export class P9Server {
     const src = this.nodeFid(fid);
     if (newfid !== fid) this.newFid(newfid);
     this.needRoom(ctx, P.P9_HEADER_SIZE + 2 + P.P9_QID_SIZE * nwname);
+    if (nwname === 0 && newfid === fid) {
+      // A clone onto itself changes nothing (and keeps an open fid open).
+      writeQids(w, []);
+      return P.P9_RWALK;
+    }
 
     let cur = this.fs.ref(src.node);
     const qids: Qid[] = [];

@@ -86,8 +86,12 @@ test('Twalk: clone, multi-name walk, "..", and partial walks', withHarness({}, (
   const ups = h.walk(ROOT_FID, up, ['a', 'b', '..', '..', 'a']);
   t.is(ups[2]!.path, BigInt(statSync(join(h.share, 'a')).ino));
   t.is(ups[3]!.path, BigInt(statSync(h.share).ino));
-  // newfid == fid replaces the fid in place.
+  // newfid == fid replaces the fid in place; with no names it changes nothing (an open fid stays open).
   h.walk(up, up, ['b']);
+  const o = h.walkTo('a/b/c/f'.split('/')[0]!, 'b', 'c', 'f');
+  h.lopen(o, P.P9_DOTL_RDONLY);
+  t.deepEqual(h.walk(o, o, []), []);
+  t.is(text(h.read(o, 0, 10)), 'x');
   t.is(h.getattr(up).qid.path, BigInt(statSync(join(h.share, 'a/b')).ino));
   // Clone (no names) of the root.
   const c = h.fid();
