@@ -132,7 +132,8 @@ async function main(argv: string[]): Promise<number> {
   if (tty) process.stdin.setRawMode(false);
   process.stdin.off('data', onInput);
   process.stdin.pause();
-  process.stdin.unref();
+  // A TTY or pipe stdin keeps the process alive; a file or /dev/null stdin has no unref.
+  (process.stdin as { unref?: () => void }).unref?.();
   return exitCode(exit, command.length > 0);
 }
 

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { Machine } from './machine.js';
 import { Kvm } from './kvm/kvm.js';
 import { KVM_PIT_SPEAKER_DUMMY } from './kvm/structs.js';
+import { KVM_CAP_TSC_DEADLINE_TIMER } from './kvm/ioctls.js';
 import type { ResolvedConfig } from './config.js';
 import { ConfigError } from './errors.js';
 import { ByteRing } from './io/byte-ring.js';
@@ -185,8 +186,9 @@ async function buildWith(
       const supported = k.supportedCpuid();
       const boot = prepareX86Boot(memory, { kernel, initrd, cmdline, vcpus: cfg.vcpus, bootProtocol: cfg.bootProtocol, cpuid: supported });
       const msrIndices = new Set(k.msrIndexList());
+      const tscDeadline = k.checkExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
       for (const v of vcpus) {
-        v.setCpuid2(buildCpuid(supported, v.id, cfg.vcpus));
+        v.setCpuid2(buildCpuid(supported, v.id, cfg.vcpus, { tscDeadline }));
         const { entries } = bootMsrs(msrIndices);
         const n = v.setMsrs(entries);
         if (n < entries.length) debug('vcpu %d: KVM took %d of %d boot MSRs (first refused: 0x%s)', v.id, n, entries.length, entries[n]?.index.toString(16));

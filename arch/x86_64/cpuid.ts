@@ -31,6 +31,19 @@ const BYTE_MASK = 0xff;
 export const CLFLUSH_LINE_UNITS = 8;
 /** Leaf 1 ECX bit 31: running under a hypervisor. */
 export const CPUID_ECX_HYPERVISOR = 1 << 31;
+/** Leaf 1 ECX bit 24: the LAPIC timer has TSC-deadline mode. */
+export const CPUID_ECX_TSC_DEADLINE = 1 << 24;
+
+/** Host facts that change the table but are not in KVM_GET_SUPPORTED_CPUID. */
+export interface CpuidOptions {
+  /**
+   * KVM_CAP_TSC_DEADLINE_TIMER: the in-kernel LAPIC emulates TSC-deadline mode.
+   * KVM leaves this bit out of the supported list because it depends on the
+   * irqchip, so the VMM sets it; without it Linux calibrates the LAPIC timer
+   * against the PIT at boot, which is slow.
+   */
+  tscDeadline?: boolean;
+}
 /** Leaf 1 EDX bit 28: the logical processor count field is valid (HTT). */
 export const CPUID_EDX_HTT = 1 << 28;
 
@@ -120,7 +133,7 @@ function cacheEntry(e: CpuidEntry, count: number, coresField: boolean): CpuidEnt
  * …) are copied unchanged; leaves absent from `supported` are not added.
  *
  * - 1: EBX APIC id = vcpuId, logical count = vcpuCount, CLFLUSH 64 bytes;
- *   ECX hypervisor bit set (TSC-deadline left as KVM reports it); EDX HTT when vcpuCount > 1.
+ *   ECX hypervisor bit set, TSC-deadline set when `opts.tscDeadline`; EDX HTT when vcpuCount > 1.
  * - 4 (and AMD 0x8000001D): L1/L2 per core, L3 shared by all; cores per package = vcpuCount.
  * - 6: cleared except ARAT, so the guest does not drive thermal/power MSRs.
  * - 0xB, 0x1F: SMT level 1 thread, core level vcpuCount, x2APIC id = vcpuId.
@@ -128,7 +141,7 @@ function cacheEntry(e: CpuidEntry, count: number, coresField: boolean): CpuidEnt
  *
  * Throws {@link ConfigError} (`vcpus`) unless 0 <= vcpuId < vcpuCount <= 255.
  */
-export function buildCpuid(supported: readonly CpuidEntry[], vcpuId: number, vcpuCount: number): CpuidEntry[] {
+export function buildCpuid(supported: readonly CpuidEntry[], vcpuId: number, vcpuCount: number, opts: CpuidOptions = {}): CpuidEntry[] {
   if (!Number.isInteger(vcpuCount) || vcpuCount < 1 || vcpuCount > MAX_XAPIC_ID + 1) {
     throw new ConfigError('vcpus', `must be 1..${MAX_XAPIC_ID + 1} (8-bit APIC ids)`, vcpuCount);
   }
@@ -144,7 +157,7 @@ export function buildCpuid(supported: readonly CpuidEntry[], vcpuId: number, vcp
         let ebx = setField(e.ebx, L1_EBX_APIC_ID_SHIFT, BYTE_MASK, vcpuId);
         ebx = setField(ebx, L1_EBX_LOGICAL_COUNT_SHIFT, BYTE_MASK, vcpuCount);
         ebx = setField(ebx, L1_EBX_CLFLUSH_SHIFT, BYTE_MASK, CLFLUSH_LINE_UNITS);
-        const ecx = (e.ecx | CPUID_ECX_HYPERVISOR) >>> 0;
+        const ecx = (e.ecx | CPUID_ECX_HYPERVISOR | (opts.tscDeadline ? CPUID_ECX_TSC_DEADLINE : 0)) >>> 0;
         const edx = (vcpuCount > 1 ? e.edx | CPUID_EDX_HTT : e.edx & ~CPUID_EDX_HTT) >>> 0;
         return { ...e, ebx, ecx, edx };
       }

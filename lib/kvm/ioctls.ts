@@ -70,6 +70,7 @@ export const KVM_CAP_PIT2 = 33;
 export const KVM_CAP_IOEVENTFD = 36;
 export const KVM_CAP_SET_IDENTITY_MAP_ADDR = 37;
 export const KVM_CAP_MAX_VCPUS = 66;
+export const KVM_CAP_TSC_DEADLINE_TIMER = 72;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 
 /** The KVM API version every kernel since 2.6.22 reports. */

@@ -130,3 +130,12 @@ test('bad vCPU ids and counts are ConfigErrors', (t) => {
     t.throws(() => buildCpuid(intelSupported(), id, count), { instanceOf: ConfigError });
   }
 });
+
+test('TSC-deadline is advertised only when KVM emulates it (KVM_CAP_TSC_DEADLINE_TIMER)', (t) => {
+  const supported = [{ function: 1, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 }];
+  const leaf1 = (opts?: { tscDeadline?: boolean }) => buildCpuid(supported, 0, 1, opts).find((e) => e.function === 1)!;
+  t.is(leaf1().ecx & (1 << 24), 0);
+  t.is(leaf1({ tscDeadline: false }).ecx & (1 << 24), 0);
+  t.not(leaf1({ tscDeadline: true }).ecx & (1 << 24), 0);
+  t.not(leaf1({ tscDeadline: true }).ecx & (1 << 31), 0, 'hypervisor bit still set');
+});

@@ -1,0 +1,255 @@
+/**
+ * Runs every benchmark, each in its own node process (so one bench's modules,
+ * workers and heap do not colour the next one's figures, and each has its own
+ * 10-minute limit), then writes:
+ * - bench/results/latest.json: every figure with its peer's figure, the ratio,
+ *   n and median/min/max, plus the git commit, the machine and the load;
+ * - bench/results/boot.svg: the boot breakdown, flintvm vs QEMU;
+ * and prints the per-bench reports and a summary table.
+ *
+ * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot] [--skip linux-boot] [--out DIR] [--merge]
+ *
+ * --merge keeps the other benches of the existing latest.json and replaces only the ones run now (to
+ * re-run a noisy or failed bench); each bench's entry under `runs` records when, at which commit and
+ * under which load it ran.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { gitCommit, loadInfo, machineInfo, monoMs, round, type LoadInfo } from './common.js';
+import type { Summary } from './stats.js';
+import type { ExitsResult } from './exits.js';
+import { formatBoot, type BootResult } from './boot.js';
+import { formatMemory, type MemoryResult } from './memory.js';
+import { formatDensity, type DensityResult } from './density.js';
+import { formatLinuxBoot, type LinuxBootResult } from './linux-boot.js';
+import { bootSvg } from './svg.js';
+import { findProjectDir } from '../test/hosts/run.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const BENCH_TIMEOUT_MS = 10 * 60_000;
+
+/** The benches, in run order: script, node flags, arguments. */
+const BENCHES = {
+  exits: { script: 'exits.js', flags: [] as string[], args: ['--runs', '5'] },
+  boot: { script: 'boot.js', flags: [], args: ['--runs', '10'] },
+  memory: { script: 'memory.js', flags: ['--expose-gc'], args: ['--counts', '1,8,32', '--reps', '3'] },
+  density: { script: 'density.js', flags: [], args: ['--counts', '8,32', '--reps', '5'] },
+  'linux-boot': { script: 'linux-boot.js', flags: [], args: ['--runs', '5'] },
+} as const;
+type BenchName = keyof typeof BENCHES;
+
+/** One row of the summary: a flintvm figure, its peer's, and flintvm/peer. */
+export interface Figure {
+  bench: BenchName;
+  name: string;
+  unit: string;
+  /** Which way is better: for 'lower', a ratio above 1 means flintvm is slower/bigger. */
+  better: 'lower' | 'higher';
+  flintvm: { median: number; min?: number; max?: number; n: number };
+  peer?: { name: string; median: number; min?: number; max?: number; n: number };
+  /** flintvm median / peer median. */
+  ratio?: number;
+  note?: string;
+}
+
+const sum = (s: Summary) => ({ median: s.median, min: s.min, max: s.max, n: s.n });
+
+function runBench(name: BenchName, log: (s: string) => void): Promise<{ json?: unknown; error?: string; seconds: number; load: { before: LoadInfo; after: LoadInfo } }> {
+  const b = BENCHES[name];
+  const before = loadInfo();
+  const t0 = monoMs();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...b.flags, join(HERE, b.script), ...b.args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      for (const l of d.toString().split('\n')) if (l.trim()) log(`  ${l}`);
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), BENCH_TIMEOUT_MS);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const seconds = round((monoMs() - t0) / 1000, 1);
+      const load = { before, after: loadInfo() };
+      if (code === 0) {
+        // The JSON is the whole stdout (exits.js pretty-prints it) or its last line.
+        for (const text of [out.trim(), out.trim().split('\n').pop() ?? '']) {
+          try {
+            return resolve({ json: JSON.parse(text), seconds, load });
+          } catch { /* try the next form */ }
+        }
+      }
+      resolve({ error: `${name} exited ${code ?? signal}${signal === 'SIGKILL' ? ' (10-minute limit)' : ''}: ${(err + out).trim().slice(-1500)}`, seconds, load });
+    });
+  });
+}
+
+function figures(r: { exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult }): Figure[] {
+  const f: Figure[] = [];
+  const QEMU = 'QEMU 7.2 microvm';
+  if (r.exits) {
+    const e = r.exits;
+    f.push({ bench: 'exits', name: 'PIO exit round trip', unit: 'us', better: 'lower',
+      flintvm: { ...sum(e.flintvmNsPerExit), median: round(e.flintvmNsPerExit.median / 1000, 2), min: round(e.flintvmNsPerExit.min / 1000, 2), max: round(e.flintvmNsPerExit.max / 1000, 2) },
+      peer: { name: 'C KVM_RUN loop', n: e.cNsPerExit.n, median: round(e.cNsPerExit.median / 1000, 2), min: round(e.cNsPerExit.min / 1000, 2), max: round(e.cNsPerExit.max / 1000, 2) },
+      ratio: round(e.ratio, 3), note: `${e.exitsPerRun} exits per run` });
+  }
+  if (r.boot) {
+    const b = r.boot;
+    const q = 'error' in b.qemuCold ? undefined : b.qemuCold;
+    f.push({ bench: 'boot', name: 'tiny guest cold: spawn -> first guest output', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmCold.toFirstOutput),
+      ...(q ? { peer: { name: QEMU, ...sum(q.toFirstOutput) }, ratio: b.ratios.coldToFirstOutput } : {}), note: 'same ELF, PVH entry; the COM1 byte seen on the child\'s stdout' });
+    f.push({ bench: 'boot', name: 'tiny guest cold: spawn -> process exit', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmCold.total),
+      ...(q ? { peer: { name: QEMU, ...sum(q.total) }, ratio: b.ratios.coldTotal } : {}) });
+    f.push({ bench: 'boot', name: 'tiny guest cold: spawn -> boot timer (worker stamp)', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmCold.toGuestInit) });
+    for (const [k, s] of Object.entries(b.flintvmCold.phases)) f.push({ bench: 'boot', name: `  cold phase: ${k}`, unit: 'ms', better: 'lower', flintvm: sum(s) });
+    f.push({ bench: 'boot', name: 'tiny guest warm: start() -> first KVM_RUN', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.pvh.toFirstRun) });
+    f.push({ bench: 'boot', name: 'tiny guest warm: start() -> boot timer', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.pvh.toGuestInit),
+      ...(q ? { peer: { name: `${QEMU} (cold: no warm mode)`, ...sum(q.toFirstOutput) }, ratio: b.ratios.warmToGuestInitVsQemuCold } : {}) });
+    f.push({ bench: 'boot', name: 'tiny guest warm: start() -> released', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.pvh.total) });
+    f.push({ bench: 'boot', name: 'tiny guest warm (linux64 entry): start() -> boot timer', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.linux64.toGuestInit) });
+  }
+  const li = r['linux-boot']?.inner;
+  if (li) {
+    const q = 'error' in li.qemuCold ? undefined : li.qemuCold;
+    const x = r['linux-boot']!.ratios;
+    if (!('error' in li.flintvmCold)) {
+      f.push({ bench: 'linux-boot', name: 'Linux (TCG host) cold: spawn -> init banner', unit: 'ms', better: 'lower', flintvm: sum(li.flintvmCold.toBanner),
+        ...(q ? { peer: { name: QEMU, ...sum(q.toBanner) }, ratio: x.coldToBanner } : {}), note: 'inside the TCG test host: ratio distorted by TCG' });
+      f.push({ bench: 'linux-boot', name: 'Linux (TCG host) cold: spawn -> exit', unit: 'ms', better: 'lower', flintvm: sum(li.flintvmCold.total),
+        ...(q ? { peer: { name: QEMU, ...sum(q.total) }, ratio: x.coldTotal } : {}) });
+      f.push({ bench: 'linux-boot', name: 'Linux (TCG host) cold: guest uptime at its command', unit: 'ms', better: 'lower', flintvm: sum(li.flintvmCold.guestUptime),
+        ...(q ? { peer: { name: QEMU, ...sum(q.guestUptime) }, ratio: x.guestUptime } : {}), note: 'by the guest clock: kernel start to userspace command' });
+    }
+    const w = li.flintvmWarm.pvh;
+    if (!('error' in w)) {
+      f.push({ bench: 'linux-boot', name: 'Linux (TCG host) warm PVH: start() -> init banner', unit: 'ms', better: 'lower', flintvm: sum(w.toBanner),
+        ...(q ? { peer: { name: `${QEMU} (cold: no warm mode)`, ...sum(q.toBanner) }, ratio: x.warmToBannerVsQemuCold } : {}) });
+      f.push({ bench: 'linux-boot', name: 'Linux (TCG host) warm PVH: start() -> first KVM_RUN', unit: 'ms', better: 'lower', flintvm: sum(w.toFirstRun) });
+      f.push({ bench: 'linux-boot', name: 'Linux (TCG host) warm PVH: guest first KVM_RUN -> boot timer', unit: 'ms', better: 'lower', flintvm: sum(w.phases['guest kernel to init']!) });
+    }
+    const w64 = li.flintvmWarm.linux64;
+    if (!('error' in w64)) f.push({ bench: 'linux-boot', name: 'Linux (TCG host) warm linux64: start() -> init banner', unit: 'ms', better: 'lower', flintvm: sum(w64.toBanner) });
+  }
+  if (r.memory) {
+    const m = r.memory;
+    const qp = 'points' in m.qemu ? m.qemu.points : [];
+    for (const p of m.flintvm.points) {
+      const q = qp.find((x) => x.vms === p.vms);
+      const ratio = m.ratios.find((x) => x.vms === p.vms);
+      f.push({ bench: 'memory', name: `memory per VM, ${p.vms} running: PSS`, unit: 'MiB', better: 'lower', flintvm: { median: p.pssPerVmMiB, min: p.pssPerVmRange[0], max: p.pssPerVmRange[1], n: p.reps },
+        ...(q ? { peer: { name: `${QEMU} (${p.vms} processes)`, median: q.pssPerVmMiB, min: q.pssPerVmRange[0], max: q.pssPerVmRange[1], n: q.reps }, ratio: ratio?.pss } : {}),
+        note: 'flintvm: growth of one process (anon+shmem PSS); QEMU: whole PSS / k' });
+      f.push({ bench: 'memory', name: `memory per VM, ${p.vms} running: RSS`, unit: 'MiB', better: 'lower', flintvm: { median: p.rssPerVmMiB, n: p.reps },
+        ...(q ? { peer: { name: `${QEMU} (${p.vms} processes)`, median: q.rssPerVmMiB, n: q.reps }, ratio: ratio?.rss } : {}) });
+    }
+    const p1 = m.flintvm.fresh1;
+    const q1 = qp.find((x) => x.vms === 1);
+    if (p1) {
+      f.push({ bench: 'memory', name: 'whole process with 1 VM: RSS', unit: 'MiB', better: 'lower', flintvm: { median: p1.rssTotalMiB, n: 1 },
+        ...(q1 ? { peer: { name: QEMU, median: q1.rssTotalMiB, n: q1.reps }, ratio: m.singleProcessRatio?.rss } : {}), note: 'node + flintvm + 1 VM (fresh process) vs one QEMU process' });
+    }
+  }
+  if (r.density) {
+    for (const p of r.density.points) {
+      const q = p.qemu;
+      f.push({ bench: 'density', name: `density ${p.vms} at once: VMs/s to boot timer`, unit: 'VMs/s', better: 'higher', flintvm: sum(p.flintvm.vmsPerSecond),
+        ...(q ? { peer: { name: `${QEMU} (${p.vms} processes)`, ...sum(q.vmsPerSecond) }, ratio: p.ratios!.vmsPerSecond } : {}) });
+      f.push({ bench: 'density', name: `density ${p.vms} at once: p50 start -> first KVM_RUN`, unit: 'ms', better: 'lower', flintvm: { median: p.flintvm.firstRunMs.p50, n: p.vms * p.reps } });
+      f.push({ bench: 'density', name: `density ${p.vms} at once: p99 start -> first KVM_RUN`, unit: 'ms', better: 'lower', flintvm: { median: p.flintvm.firstRunMs.p99, n: p.vms * p.reps } });
+      f.push({ bench: 'density', name: `density ${p.vms} at once: p50 start -> boot timer`, unit: 'ms', better: 'lower', flintvm: { median: p.flintvm.guestInitMs.p50, n: p.vms * p.reps },
+        ...(q ? { peer: { name: `${QEMU}: spawn -> first output`, median: q.firstOutputMs.p50, n: p.vms * p.reps }, ratio: p.ratios!.p50ToGuest } : {}) });
+      f.push({ bench: 'density', name: `density ${p.vms} at once: p99 start -> boot timer`, unit: 'ms', better: 'lower', flintvm: { median: p.flintvm.guestInitMs.p99, n: p.vms * p.reps },
+        ...(q ? { peer: { name: `${QEMU}: spawn -> first output`, median: q.firstOutputMs.p99, n: p.vms * p.reps }, ratio: p.ratios!.p99ToGuest } : {}) });
+    }
+  }
+  return f;
+}
+
+/** The summary table, one line per figure. */
+export function formatTable(fs: Figure[]): string[] {
+  const num = (x: number | undefined) => (x === undefined ? '' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+  const range = (v: { median: number; min?: number; max?: number }) => `${num(v.median)}${v.min !== undefined && v.max !== undefined && v.min !== v.max ? ` [${num(v.min)}..${num(v.max)}]` : ''}`;
+  const rows = fs.map((f) => [f.name, f.unit, range(f.flintvm), String(f.flintvm.n), f.peer ? range(f.peer) : '-', f.peer?.name ?? '', f.ratio !== undefined ? f.ratio.toFixed(2) : '']);
+  const head = ['figure', 'unit', 'flintvm median [min..max]', 'n', 'peer median', 'peer', 'flintvm/peer'];
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 1 || i === 3 ? c.padStart(w[i]!) : c.padEnd(w[i]!))).join('  ').trimEnd();
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { only: { type: 'string' }, skip: { type: 'string' }, out: { type: 'string' }, merge: { type: 'boolean' } } });
+  const projectDir = findProjectDir(HERE);
+  const outDir = values.out ?? join(projectDir, 'bench/results');
+  const all = Object.keys(BENCHES) as BenchName[];
+  const only = values.only ? values.only.split(',') : all;
+  const skip = (values.skip ?? '').split(',');
+  const chosen = all.filter((n) => only.includes(n) && !skip.includes(n));
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  const startLoad = loadInfo();
+  log(`bench: running ${chosen.join(', ')} (load ${startLoad.loadavg.join(' ')} on ${startLoad.nproc} CPUs)`);
+
+  type RunInfo = { seconds: number; commit: string; load: { before: LoadInfo; after: LoadInfo }; error?: string };
+  const results: Record<string, unknown> = {};
+  const runs: Record<string, RunInfo> = {};
+  const latestPath = join(outDir, 'latest.json');
+  if (values.merge && existsSync(latestPath)) {
+    const old = JSON.parse(readFileSync(latestPath, 'utf8')) as { benches?: Record<string, unknown>; runs?: Record<string, RunInfo> };
+    for (const [k, v] of Object.entries(old.benches ?? {})) if (!chosen.includes(k as BenchName)) results[k] = v;
+    for (const [k, v] of Object.entries(old.runs ?? {})) if (!chosen.includes(k as BenchName)) runs[k] = v;
+    log(`bench: merging with ${latestPath} (keeping ${Object.keys(results).join(', ') || 'nothing'})`);
+  }
+  const commit = gitCommit(projectDir);
+  for (const name of chosen) {
+    log(`bench: ${name} ...`);
+    const r = await runBench(name, log);
+    runs[name] = { seconds: r.seconds, commit, load: r.load, ...(r.error ? { error: r.error } : {}) };
+    if (r.json !== undefined) results[name] = r.json;
+    log(`bench: ${name} ${r.error ? 'FAILED' : 'done'} in ${r.seconds} s${r.error ? `: ${r.error.slice(0, 400)}` : ''}`);
+  }
+
+  const typed = results as { exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult };
+  const figs = figures(typed);
+  const machine = machineInfo();
+  const latest = {
+    generated: new Date().toISOString(),
+    commit,
+    machine: {
+      local: machine,
+      ...(typed['linux-boot']?.inner ? { testHost: typed['linux-boot'].inner.machine } : {}),
+    },
+    load: { start: startLoad, end: loadInfo() },
+    ratioConvention: 'ratio = flintvm median / peer median; for times and memory above 1 means flintvm is slower/bigger, for VMs/s above 1 means flintvm is faster',
+    figures: figs,
+    runs,
+    benches: results,
+  };
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(latestPath, JSON.stringify(latest, null, 2) + '\n');
+  if (typed.boot) {
+    const lb = typed.boot.load;
+    const ll = typed['linux-boot']?.outsideLoad;
+    const sub = `commit ${(runs.boot?.commit ?? latest.commit).slice(0, 12)}, ${latest.generated}; ${machine.nproc} x ${machine.model}; ` +
+      `1-min load ${lb.before.loadavg[0]}..${lb.after.loadavg[0]} (tiny guest)${ll ? `, ${ll.before.loadavg[0]}..${ll.after.loadavg[0]} (Linux)` : ''}; stacked medians of each phase`;
+    writeFileSync(join(outDir, 'boot.svg'), bootSvg(typed.boot, typed['linux-boot'], sub));
+  }
+
+  const out: string[] = [];
+  if (typed.boot) out.push(...formatBoot(typed.boot), '');
+  if (typed.memory) out.push(...formatMemory(typed.memory), '');
+  if (typed.density) out.push(...formatDensity(typed.density), '');
+  if (typed['linux-boot']) out.push(...formatLinuxBoot(typed['linux-boot']), '');
+  out.push(`Summary (commit ${latest.commit.slice(0, 12)}; ${machine.nproc} CPUs ${machine.model}; kernel ${machine.kernel}; KVM ${machine.kvm})`);
+  out.push(`1-min load before..after each bench: ${Object.entries(runs).map(([n, r]) => `${n} ${r.load.before.loadavg[0]}..${r.load.after.loadavg[0]}`).join(', ')} (${machine.nproc} CPUs)`);
+  out.push(...formatTable(figs));
+  for (const [n, r] of Object.entries(runs)) if (r.error) out.push(`${n}: FAILED: ${r.error.slice(0, 600)}`);
+  out.push('', `wrote ${join(outDir, 'latest.json')}${typed.boot ? ` and ${join(outDir, 'boot.svg')}` : ''}`);
+  console.log(out.join('\n'));
+  if (Object.values(runs).some((r) => r.error)) process.exitCode = 1;
+}
+
+await main();
