@@ -8,7 +8,7 @@ import { MicroVM, type VmExit } from '../lib/microvm.js';
 import { defaultGuestImages } from '../lib/guest-images.js';
 import { guestCommandCmdline } from '../lib/guest-command.js';
 import { FlintvmError } from '../lib/errors.js';
-import type { DriveConfig, NetConfig, ShareConfig } from '../lib/config.js';
+import type { DriveConfig, NetConfig, ShareConfig, VsockConfig } from '../lib/config.js';
 
 const HELP = `Usage: flintvm run [options] [-- CMD [ARGS...]]
 
@@ -30,6 +30,9 @@ Options:
   --share SPEC       share a host directory (repeatable):
                      tag=T,path=DIR[,ro][,proto=9p|virtiofs][,mount]
                      (default proto 9p; with mount, the default guest mounts it at /mnt/T)
+  --vsock SPEC       add a virtio-vsock device: cid=N,uds=PATH (host clients connect to
+                     PATH and send "CONNECT <port>"; guest connections to host port P
+                     go to PATH_P)
   --net SPEC         add a virtio-net NIC on a host TAP (repeatable): tap=NAME[,mac=MAC]
                      (attached if NAME exists, created otherwise; needs CAP_NET_ADMIN)
   -i, --interactive  with a command: also pass this terminal's input to it
@@ -64,7 +67,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' }, append: { type: 'string' },
       mem: { type: 'string' }, cpus: { type: 'string' }, pvh: { type: 'boolean' },
-      drive: { type: 'string', multiple: true }, rng: { type: 'boolean' }, net: { type: 'string', multiple: true }, share: { type: 'string', multiple: true },
+      drive: { type: 'string', multiple: true }, rng: { type: 'boolean' }, net: { type: 'string', multiple: true }, share: { type: 'string', multiple: true }, vsock: { type: 'string' },
       interactive: { type: 'boolean', short: 'i' }, verbose: { type: 'boolean', short: 'v' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -98,6 +101,7 @@ async function main(argv: string[]): Promise<number> {
     memoryMiB: num('mem', values.mem), vcpus: num('cpus', values.cpus), bootProtocol: values.pvh ? 'pvh' : 'linux64',
     drives: (values.drive ?? []).map(parseDrive), rng: values.rng ?? false, net: (values.net ?? []).map(parseNet),
     shares: shares.map((s) => s.share),
+    ...(values.vsock ? { vsock: parseVsock(values.vsock) } : {}),
   });
 
   const interactive = command.length === 0 || values.interactive === true;
@@ -160,6 +164,19 @@ export function parseShare(spec: string): { share: ShareConfig; mount: boolean }
   if (!share.tag || !share.path) throw new FlintvmError('FLINTVM_E_CONFIG', `--share ${spec}: needs tag=T and path=DIR`);
   if (mount && !/^[A-Za-z0-9_.-]+$/.test(share.tag)) throw new FlintvmError('FLINTVM_E_CONFIG', `--share ${spec}: with mount, the tag may only use letters, digits, '_', '.', '-'`);
   return { share, mount };
+}
+
+/** `cid=N,uds=PATH`. */
+export function parseVsock(spec: string): VsockConfig {
+  let guestCid = NaN;
+  let udsPath = '';
+  for (const [k, v] of specParts(spec)) {
+    if (k === 'cid' && v !== undefined) guestCid = Number(v);
+    else if ((k === 'uds' || k === 'path') && v) udsPath = v;
+    else throw new FlintvmError('FLINTVM_E_CONFIG', `--vsock: unknown option '${k}${v === undefined ? '' : `=${v}`}' (use cid=N,uds=PATH)`);
+  }
+  if (!Number.isInteger(guestCid) || !udsPath) throw new FlintvmError('FLINTVM_E_CONFIG', `--vsock ${spec}: needs cid=N (>= 3) and uds=PATH`);
+  return { guestCid, udsPath };
 }
 
 /** `tap=NAME[,mac=MAC]`. */

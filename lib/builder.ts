@@ -32,6 +32,7 @@ import { openTap } from '../devices/virtio/backends/tap.js';
 import { Virtio9pDevice } from '../devices/virtio/9p/device.js';
 import { openShareBackend } from '../devices/virtio/9p/index.js';
 import { VirtioFsDevice, openFsShareBackend } from '../devices/virtio/fs/index.js';
+import { VsockDevice, openVsockBackend } from '../devices/virtio/vsock/index.js';
 import { createEventfd, closeFd } from './io/epoll.js';
 import { IoWorker } from './io/io-worker.js';
 import type { IoWorkerSetup, VirtioDeviceWiring, VirtioParams } from './io-wiring.js';
@@ -92,6 +93,11 @@ function planVirtio(cfg: ResolvedConfig, opened: OpenedResources): { devices: Pl
     opened.closers.push(tap.close);
     wanted.push({ info: NetDevice.info({ mac: tap.params.mac }), params: { kind: 'virtio-net', ...tap.params } });
   });
+  if (cfg.vsock) {
+    const vsock = openVsockBackend(cfg.vsock, 'vsock');
+    opened.closers.push(vsock.close);
+    wanted.push({ info: VsockDevice.info(vsock.params), params: { kind: 'virtio-vsock', params: vsock.params } });
+  }
   cfg.shares.forEach((s, i) => {
     if (s.protocol === '9p') {
       const share = openShareBackend(s, `shares[${i}]`);

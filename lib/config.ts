@@ -90,6 +90,7 @@ export interface ResolvedConfig {
   readonly rng: boolean;
   readonly net: readonly NetConfig[];
   readonly shares: readonly ShareConfig[];
+  readonly vsock: VsockConfig | undefined;
 }
 
 export const DEFAULT_MEMORY_MIB = 256;
@@ -155,6 +156,7 @@ export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
   return {
     kernel, initrd, cmdline: config.cmdline, extraCmdline: config.extraCmdline, memoryMiB, vcpus, console: consoleMode, bootProtocol,
     drives, rng: config.rng ?? false, net: resolveNet(config.net), shares: resolveShares(config.shares),
+    vsock: resolveVsock(config.vsock),
   };
 }
 
@@ -181,6 +183,16 @@ function resolveShares(shares: unknown): ShareConfig[] {
     tags.add(share.tag);
     return { ...share };
   });
+}
+
+/** Shape checks; the CID range and the socket path are checked when the backend opens (before KVM is touched). */
+function resolveVsock(v: unknown): VsockConfig | undefined {
+  if (v === undefined) return undefined;
+  if (v === null || typeof v !== 'object') throw new ConfigError('vsock', 'must be an object like { guestCid: 3, udsPath: "/tmp/vm.sock" }', v);
+  const { guestCid, udsPath } = v as VsockConfig;
+  if (!Number.isInteger(guestCid)) throw new ConfigError('vsock.guestCid', 'must be an integer >= 3', guestCid);
+  if (typeof udsPath !== 'string' || udsPath.length === 0) throw new ConfigError('vsock.udsPath', 'must be the path of the host Unix socket', udsPath);
+  return { guestCid, udsPath };
 }
 
 function resolveNet(net: unknown): NetConfig[] {

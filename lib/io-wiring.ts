@@ -19,13 +19,15 @@ import { GetrandomSource } from '../devices/virtio/rng/backend.js';
 import { createNetDevice, type NetDeviceParams } from '../devices/virtio/net/index.js';
 import { create9pDevice, type Virtio9pParams } from '../devices/virtio/9p/index.js';
 import { createFsDevice, type VirtioFsParams } from '../devices/virtio/fs/index.js';
+import { createVsockDevice, type VsockDeviceParams } from '../devices/virtio/vsock/index.js';
 
 export type VirtioParams =
   | { kind: 'virtio-blk'; fd: number; options: BlockDeviceOptions }
   | { kind: 'virtio-rng' }
   | ({ kind: 'virtio-net' } & NetDeviceParams)
   | { kind: 'virtio-9p'; params: Virtio9pParams }
-  | { kind: 'virtio-fs'; params: VirtioFsParams };
+  | { kind: 'virtio-fs'; params: VirtioFsParams }
+  | { kind: 'virtio-vsock'; params: VsockDeviceParams };
 
 /** One virtio device as the I/O worker sees it: its transport state and the fds KVM signals/listens on. */
 export interface VirtioDeviceWiring {
@@ -51,6 +53,7 @@ function createDevice(p: VirtioParams): VirtioDevice {
     case 'virtio-net': return createNetDevice(p);
     case 'virtio-9p': return create9pDevice(p.params);
     case 'virtio-fs': return createFsDevice(p.params);
+    case 'virtio-vsock': return createVsockDevice(p.params);
   }
 }
 
