@@ -17,10 +17,10 @@
  * a VM is "running" (vCPU in KVM_RUN) without burning a CPU on this shared
  * 2-core machine. `--guest spin` uses `jmp $` instead (same memory, busy CPUs).
  *
- * Each figure is the median of `--reps` repetitions (default 3; memory is
+ * Each figure is the median of `--reps` repetitions (default 5; memory is
  * steady, the spread is printed).
  *
- * Usage: node [--expose-gc] dist/bench/memory.js [--counts 1,8,32] [--reps 3] [--guest halt|spin] [--json]
+ * Usage: node [--expose-gc] dist/bench/memory.js [--counts 1,8,32] [--reps 5] [--guest halt|spin] [--json]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
@@ -190,7 +190,7 @@ function medianPoints(reps: MemoryPoint[][]): MemoryPoint[] {
   });
 }
 
-export async function benchMemory(counts = [1, 8, 32], guest: 'halt' | 'spin' = 'halt', reps = 3, log: (s: string) => void = () => undefined): Promise<MemoryResult> {
+export async function benchMemory(counts = [1, 8, 32], guest: 'halt' | 'spin' = 'halt', reps = 5, log: (s: string) => void = () => undefined): Promise<MemoryResult> {
   const before = loadInfo();
   const g = writeTinyGuests();
   const kernel = guest === 'halt' ? g.bootHalt : g.bootSpin;
@@ -247,7 +247,7 @@ if (isMain(import.meta.url)) {
   const { values } = parseArgs({ options: { counts: { type: 'string' }, guest: { type: 'string' }, reps: { type: 'string' }, json: { type: 'boolean' } } });
   const counts = (values.counts ?? '1,8,32').split(',').map(Number);
   const guest = values.guest === 'spin' ? 'spin' : 'halt';
-  const r = await benchMemory(counts, guest, Number(values.reps ?? 3), (s) => process.stderr.write(`memory: ${s}\n`));
+  const r = await benchMemory(counts, guest, Number(values.reps ?? 5), (s) => process.stderr.write(`memory: ${s}\n`));
   if (values.json) console.log(JSON.stringify(r));
   else console.log(formatMemory(r).join('\n'));
 }

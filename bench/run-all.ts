@@ -35,7 +35,7 @@ const BENCH_TIMEOUT_MS = 10 * 60_000;
 const BENCHES = {
   exits: { script: 'exits.js', flags: [] as string[], args: ['--runs', '5'] },
   boot: { script: 'boot.js', flags: [], args: ['--runs', '10'] },
-  memory: { script: 'memory.js', flags: ['--expose-gc'], args: ['--counts', '1,8,32', '--reps', '3'] },
+  memory: { script: 'memory.js', flags: ['--expose-gc'], args: ['--counts', '1,8,32', '--reps', '5'] },
   density: { script: 'density.js', flags: [], args: ['--counts', '8,32', '--reps', '5'] },
   'linux-boot': { script: 'linux-boot.js', flags: [], args: ['--runs', '5'] },
 } as const;
