@@ -15,6 +15,7 @@
  * I/O worker thread only. Never throws out of process().
  */
 import { log } from '../../../lib/log.js';
+import { RateLimitedLog } from '../../../lib/rate-log.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { segmentsLength, sliceSegments, writeChain } from '../queue/chain-io.js';
 import type { SplitQueue } from '../queue/split-queue.js';
@@ -47,35 +48,13 @@ export interface P9HandlerStats {
   malformed: number;
 }
 
-/** A debug log that says the first few things per window and counts the rest. */
-class RateLimitedLog {
-  private windowStart = 0;
-  private inWindow = 0;
-  private suppressed = 0;
-
-  constructor(private readonly what: string, private readonly burst = 5, private readonly windowMs = 10_000) {}
-
-  note(fmt: string, ...args: unknown[]): void {
-    if (!debug.enabled) return;
-    const now = Date.now();
-    if (now - this.windowStart >= this.windowMs) {
-      if (this.suppressed > 0) debug('%s: %d more not logged', this.what, this.suppressed);
-      this.windowStart = now;
-      this.inWindow = 0;
-      this.suppressed = 0;
-    }
-    if (this.inWindow++ < this.burst) debug(`${this.what}: ${fmt}`, ...args);
-    else this.suppressed++;
-  }
-}
-
 export class P9Handler {
   readonly stats: P9HandlerStats = { completed: 0, dropped: 0, malformed: 0 };
   private broken = false;
   /** The message being served (msize at most; a Twrite's data is never copied). */
   private readonly message = new Uint8Array(P.P9_MAX_MSIZE);
   private readonly writer = new ReplyWriter();
-  private readonly guestLog = new RateLimitedLog('guest error');
+  private readonly guestLog = new RateLimitedLog(debug, 'guest error');
 
   constructor(private readonly ctx: P9QueueContext, private readonly server: P9Server) {}
 

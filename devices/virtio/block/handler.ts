@@ -16,6 +16,7 @@ import { writeChain } from '../queue/chain-io.js';
 import type { BlockBackend } from './backend.js';
 import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK } from './constants.js';
 import { parseRequest, type BlockRequest, type DiskLimits } from './request.js';
+import { RateLimitedLog } from '../../../lib/rate-log.js';
 
 const debug = log('virtio:block');
 
@@ -39,37 +40,11 @@ export interface BlockStats {
   ioErrors: number;
 }
 
-/** At most this many messages per kind are logged per window; the rest are counted. */
-const LOG_BURST = 5;
-const LOG_WINDOW_MS = 10_000;
-
-/** A debug log that says the first few things per window and counts the rest (guests can repeat a mistake forever). */
-export class RateLimitedLog {
-  private windowStart = 0;
-  private inWindow = 0;
-  private suppressed = 0;
-
-  constructor(private readonly what: string) {}
-
-  note(fmt: string, ...args: unknown[]): void {
-    if (!debug.enabled) return;
-    const now = Date.now();
-    if (now - this.windowStart >= LOG_WINDOW_MS) {
-      if (this.suppressed > 0) debug('%s: %d more not logged', this.what, this.suppressed);
-      this.windowStart = now;
-      this.inWindow = 0;
-      this.suppressed = 0;
-    }
-    if (this.inWindow++ < LOG_BURST) debug(`${this.what}: ${fmt}`, ...args);
-    else this.suppressed++;
-  }
-}
-
 export class BlockHandler {
   readonly stats: BlockStats = { completed: 0, guestErrors: 0, ioErrors: 0 };
   private broken = false;
-  private readonly guestLog = new RateLimitedLog('guest error');
-  private readonly ioLog = new RateLimitedLog('I/O error');
+  private readonly guestLog = new RateLimitedLog(debug, 'guest error');
+  private readonly ioLog = new RateLimitedLog(debug, 'I/O error');
 
   /** @param id the GET_ID answer: exactly 20 bytes (the serial, NUL-padded). */
   constructor(

@@ -29,7 +29,7 @@ import { QueueError, type DescriptorChain, type Segment } from '../queue/types.j
 import type { NetBackend, NetOffloads } from './backend.js';
 import * as N from './constants.js';
 import { rxHeaderVerdict } from './packet.js';
-import { RateLimitedLog } from './rate-log.js';
+import { RateLimitedLog } from '../../../lib/rate-log.js';
 import type { NetQueueContext } from './tx-handler.js';
 
 const debug = log('virtio:net');

@@ -14,7 +14,7 @@ import type { SplitQueue } from '../queue/split-queue.js';
 import { QueueError, type DescriptorChain } from '../queue/types.js';
 import type { NetBackend, NetOffloads } from './backend.js';
 import { txProblem } from './packet.js';
-import { RateLimitedLog } from './rate-log.js';
+import { RateLimitedLog } from '../../../lib/rate-log.js';
 
 const debug = log('virtio:net');
 

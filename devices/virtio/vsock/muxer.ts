@@ -26,7 +26,8 @@ import {
   CTL_CREDIT_REQUEST, CTL_CREDIT_UPDATE, CTL_REQUEST, CTL_RESPONSE, CTL_RST, CTL_SHUTDOWN, VsockConnection, connKey,
 } from './connection.js';
 import { Handshakes } from './handshakes.js';
-import { debug, RateLimitedLog } from './log.js';
+import { debug } from './log.js';
+import { RateLimitedLog } from '../../../lib/rate-log.js';
 import { parseTxPacket, writeRxHeader, type VsockHeader } from './packet.js';
 import { newVsockStats, VsockStreams, type VsockStats } from './streams.js';
 
@@ -74,7 +75,7 @@ export class VsockMuxer {
   private readonly guestCid: bigint;
   private readonly now: () => number;
   private readonly scratch = new Uint8Array(HDR);
-  private readonly guestLog = new RateLimitedLog('guest error');
+  private readonly guestLog = new RateLimitedLog(debug, 'guest error');
 
   constructor(
     private readonly q: VsockQueues,

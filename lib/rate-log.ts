@@ -1,8 +1,9 @@
 /**
- * A debug log that says the first few things per window and counts the rest:
+ * A debug log that says the first few things per window and counts the rest,
+ * shared by every device:
  * a guest can repeat a mistake (or a host error can recur) once per packet.
  */
-import type { log } from '../../../lib/log.js';
+import type { log } from './log.js';
 
 type Debugger = ReturnType<typeof log>;
 
