@@ -12,6 +12,7 @@ import * as C from '../constants.js';
 import { DeviceNeedsReset, type ActivationContext, type VirtioDevice, type VirtioDeviceInfo } from '../device.js';
 import type { Wakeup } from '../backends/wakeup.js';
 import type { SplitQueue } from '../queue/split-queue.js';
+import { serveQueue } from '../queue/serve.js';
 import * as F from './constants.js';
 import type { FuseServer } from './server.js';
 
@@ -68,27 +69,8 @@ export class VirtioFsDevice implements VirtioDevice {
     if (!ctx || this.broken) return;
     const queue: SplitQueue | null | undefined = ctx.queues[index];
     if (!queue) return;
-    let done = 0;
     try {
-      queue.disableNotifications();
-      for (;;) {
-        if (done > 0 && done % queue.size === 0) {
-          if (queue.needsInterrupt()) ctx.signalUsed();
-          if (this.wakeup) {
-            this.wakeup.arm();
-            return;
-          }
-        }
-        const chain = queue.pop();
-        if (chain === null) {
-          if (!queue.enableNotifications()) break;
-          queue.disableNotifications();
-          continue;
-        }
-        queue.pushUsed(chain.head, this.server.serve(ctx.memory, chain));
-        done++;
-      }
-      if (queue.needsInterrupt()) ctx.signalUsed();
+      serveQueue(queue, () => ctx.signalUsed(), this.wakeup, (chain) => this.server.serve(ctx.memory, chain));
     } catch (e) {
       this.broken = true;
       debug('queue %d broken, device needs reset: %s', index, (e as Error).message);

@@ -13,6 +13,7 @@ import * as C from '../constants.js';
 import { DeviceNeedsReset, type ActivationContext, type VirtioDevice, type VirtioDeviceInfo } from '../device.js';
 import type { Wakeup } from '../backends/wakeup.js';
 import type { SplitQueue } from '../queue/split-queue.js';
+import { serveQueue } from '../queue/serve.js';
 import type { EntropySource } from './backend.js';
 
 const debug = log('virtio:rng');
@@ -73,24 +74,8 @@ export class RngDevice implements VirtioDevice {
     const ctx = this.ctx;
     const queue = this.queue;
     if (!ctx || !queue || this.broken) return;
-    let done = 0;
     try {
-      queue.disableNotifications();
-      for (;;) {
-        if (done > 0 && done % queue.size === 0) {
-          if (queue.needsInterrupt()) ctx.signalUsed();
-          if (this.wakeup) {
-            this.wakeup.arm();
-            return;
-          }
-        }
-        const chain = queue.pop();
-        if (chain === null) {
-          // §2.7.10: re-enable kicks, then look once more for buffers published meanwhile.
-          if (!queue.enableNotifications()) break;
-          queue.disableNotifications();
-          continue;
-        }
+      serveQueue(queue, () => ctx.signalUsed(), this.wakeup, (chain) => {
         let written = 0;
         try {
           written = this.source.fill(ctx.memory, chain.writable, RNG_MAX_BYTES_PER_REQUEST);
@@ -99,10 +84,8 @@ export class RngDevice implements VirtioDevice {
           debug('entropy source failed: %s', (e as Error).message);
         }
         this.bytesServed += written;
-        queue.pushUsed(chain.head, written);
-        done++;
-      }
-      if (queue.needsInterrupt()) ctx.signalUsed();
+        return written;
+      });
     } catch (e) {
       this.broken = true;
       debug('request queue broken, device needs reset: %s', (e as Error).message);
