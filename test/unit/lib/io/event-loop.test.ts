@@ -108,7 +108,7 @@ test.serial('a stop requested before run() makes it return at once; bad timer pe
   t.pass();
 });
 
-test.serial('eventfds written from the main thread: callbacks in write order, once per write batch', async (t) => {
+test.serial('eventfds written from the main thread: callbacks in ready order, once per write batch', async (t) => {
   const h = await harness(t);
   await h.next((m) => m.kind === 'setup');
   const fds = [E.createEventfd(), E.createEventfd(), E.createEventfd()] as const;
@@ -137,11 +137,15 @@ test.serial('eventfds written from the main thread: callbacks in write order, on
   const batch = [await h.next(anyFd), await h.next(anyFd), await h.next(anyFd)];
   t.deepEqual(batch.map((m) => [m.fd, m.value]), [[b, 5], [c, 3], [a, 1]]);
 
-  // Back-to-back writes a, b, c: every round gives exactly one callback per fd, in write order.
+  // Back-to-back writes a, b, c: every round gives exactly one callback per fd, reading 1.
+  // The order is epoll's ready-list order, which is not the write order when an fd from the
+  // previous round is still queued on that list (level-triggered entries are re-queued after
+  // they are reported), so it is not asserted here.
+  const byFd = (x: [unknown, unknown], y: [unknown, unknown]): number => (x[0] as number) - (y[0] as number);
   for (let round = 0; round < 200; round++) {
     for (const fd of fds) E.signalEventfd(fd);
     const got = [await h.next(anyFd), await h.next(anyFd), await h.next(anyFd)];
-    t.deepEqual(got.map((m) => [m.fd, m.value]), fds.map((fd) => [fd, 1]), `round ${round}`);
+    t.deepEqual(got.map((m): [unknown, unknown] => [m.fd, m.value]).sort(byFd), fds.map((fd): [unknown, unknown] => [fd, 1]).sort(byFd), `round ${round}`);
   }
   await h.command(T.OP_STATS); // a round trip through the loop: nothing else is queued
   await sleep(30);
