@@ -87,7 +87,7 @@ async function main(argv: string[]): Promise<number> {
   let initrd = values.initrd;
   if (!kernel) {
     const imgs = await defaultGuestImages();
-    kernel = imgs.vmlinux;
+    kernel = imgs.kernel;
     initrd ??= imgs.initrd;
   }
   const shares = (values.share ?? []).map(parseShare);

@@ -8,7 +8,7 @@ import { MicroVM, defaultGuestImages, guestCommandCmdline } from '../lib/index.j
 const n = Number(process.argv[2] ?? 4);
 const guest = await defaultGuestImages();
 const vms = Array.from({ length: n }, (_, i) => new MicroVM({
-  kernel: guest.vmlinux, initrd: guest.initrd, memoryMiB: 128,
+  kernel: guest.kernel, initrd: guest.initrd, memoryMiB: 128,
   extraCmdline: `quiet ${guestCommandCmdline(['sh', '-c', `echo "hello from VM ${i}"; exit ${i}`])}`,
 }));
 const outputs = vms.map((vm) => {

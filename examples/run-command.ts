@@ -7,7 +7,7 @@ import { MicroVM, defaultGuestImages, guestCommandCmdline } from '../lib/index.j
 const argv = process.argv.slice(2);
 const guest = await defaultGuestImages();
 const vm = new MicroVM({
-  kernel: guest.vmlinux, initrd: guest.initrd, memoryMiB: 128, vcpus: 1,
+  kernel: guest.kernel, initrd: guest.initrd, memoryMiB: 128, vcpus: 1,
   extraCmdline: `quiet ${guestCommandCmdline(argv.length ? argv : ['uname', '-a'])}`,
 });
 vm.console.pipe(process.stdout);

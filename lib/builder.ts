@@ -1,26 +1,23 @@
 /**
  * The one place that knows every layer: turns a validated MicroVMConfig into
- * a Machine (KVM VM, memory, vCPUs, devices) ready to start, for x86-64 Linux.
+ * a Machine (KVM VM, memory, vCPUs, devices) ready to start. The arch-neutral
+ * part lives here (backends, virtio transports, the I/O worker, the console);
+ * the host's platform (lib/platform) supplies memory, legacy devices and
+ * VM/vCPU setup.
  */
 import { readFile } from 'node:fs/promises';
 import { Machine } from './machine.js';
 import { Kvm } from './kvm/kvm.js';
-import { KVM_PIT_SPEAKER_DUMMY } from './kvm/structs.js';
-import { KVM_CAP_TSC_DEADLINE_TIMER } from './kvm/ioctls.js';
+import type { Vm } from './kvm/vm.js';
 import type { ResolvedConfig } from './config.js';
 import { ConfigError } from './errors.js';
 import { ByteRing } from './io/byte-ring.js';
-import type { DeviceSpec } from './vcpu/protocol.js';
-import type { DeviceParams } from './wiring.js';
 import type { BootTimings } from './microvm.js';
 import { log } from './log.js';
+import { hostPlatform, type Platform, type VirtioSlot } from './platform/index.js';
+import type { DeviceParams } from './wiring.js';
+import type { DeviceSpec } from './vcpu/protocol.js';
 import { Serial8250 } from '../devices/legacy/serial-8250.js';
-import { I8042 } from '../devices/legacy/i8042.js';
-import * as layout from '../arch/x86_64/layout.js';
-import { prepareX86Boot, X86_64_DEFAULT_CMDLINE } from '../arch/x86_64/boot.js';
-import { buildCpuid } from '../arch/x86_64/cpuid.js';
-import { bootMsrs } from '../arch/x86_64/msr.js';
-import { configureLapicLint } from '../arch/x86_64/lapic.js';
 import { VIRTIO_MMIO_QUEUE_NOTIFY } from '../devices/virtio/constants.js';
 import type { VirtioDeviceInfo } from '../devices/virtio/device.js';
 import { TransportState } from '../devices/virtio/transport/state.js';
@@ -52,8 +49,8 @@ export interface BuiltVm {
 }
 
 /** The command line the guest gets: the default (or the user's), the devices' and root's parameters, then extras. */
-export function effectiveCmdline(cfg: ResolvedConfig, deviceArgs: readonly string[] = []): string {
-  return [cfg.cmdline ?? X86_64_DEFAULT_CMDLINE, ...deviceArgs, cfg.extraCmdline ?? ''].join(' ').trim();
+export function effectiveCmdline(cfg: ResolvedConfig, deviceArgs: readonly string[] = [], platform: Platform = hostPlatform()): string {
+  return [cfg.cmdline ?? platform.defaultCmdline, ...deviceArgs, cfg.extraCmdline ?? ''].join(' ').trim();
 }
 
 /** Host resources a VM's devices hold (image fds, taps, eventfds): closed after the I/O worker has stopped, or on a failed build. */
@@ -66,7 +63,7 @@ interface OpenedResources {
 interface PlannedVirtio {
   readonly info: VirtioDeviceInfo;
   readonly params: VirtioParams;
-  readonly slot: layout.VirtioMmioSlot;
+  readonly slot: VirtioSlot;
   readonly wiring: VirtioDeviceWiring;
 }
 
@@ -76,7 +73,7 @@ interface PlannedVirtio {
  * eventfds, and says what to add to the command line. `opened` collects what
  * must be closed at the end, also on failure.
  */
-function planVirtio(cfg: ResolvedConfig, opened: OpenedResources): { devices: PlannedVirtio[]; cmdline: string[] } {
+function planVirtio(cfg: ResolvedConfig, opened: OpenedResources, platform: Platform): { devices: PlannedVirtio[]; cmdline: string[] } {
   const wanted: { info: VirtioDeviceInfo; params: VirtioParams }[] = [];
   const rootArgs: string[] = [];
   cfg.drives.forEach((d, i) => {
@@ -110,16 +107,14 @@ function planVirtio(cfg: ResolvedConfig, opened: OpenedResources): { devices: Pl
     }
   });
   const devices = wanted.map((w, i): PlannedVirtio => {
-    const slot = layout.virtioMmioSlot(i);
+    const slot = platform.virtioSlot(i);
     const fd = () => { const f = createEventfd(); opened.fds.push(f); return f; };
     const wiring: VirtioDeviceWiring = {
       state: TransportState.create(w.info), controlFd: fd(), queueFds: w.info.queueMaxSizes.map(fd), irqFd: fd(), params: w.params,
     };
     return { ...w, slot, wiring };
   });
-  // virtio_mmio.device=<size>@<base>:<irq> announces each device (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES);
-  // the kernel registers them in this order, which makes drive i /dev/vd<a+i>.
-  const cmdline = [...devices.map((d) => `virtio_mmio.device=${d.slot.size}@0x${d.slot.base.toString(16)}:${d.slot.irq}`), ...rootArgs];
+  const cmdline = [...platform.virtioCmdline(devices.map((d) => d.slot)), ...rootArgs];
   return { devices, cmdline };
 }
 
@@ -142,75 +137,49 @@ async function buildWith(
   cfg: ResolvedConfig, kernel: Uint8Array, initrd: Uint8Array | undefined, hooks: { timings: BootTimings; now: () => number },
   opened: OpenedResources, closeOpened: () => void,
 ): Promise<BuiltVm> {
-  const virtio = planVirtio(cfg, opened);
+  const platform = hostPlatform();
+  const virtio = planVirtio(cfg, opened, platform);
   const kvm = Kvm.open();
   let maxVcpus: number;
   try {
-    maxVcpus = kvm.maxVcpus();
+    maxVcpus = Math.min(kvm.maxVcpus(), platform.maxVcpus);
   } catch (e) {
     kvm.close();
     throw e;
   }
   if (cfg.vcpus > maxVcpus) {
     kvm.close();
-    throw new ConfigError('vcpus', `${cfg.vcpus} is more than this host's KVM maximum of ${maxVcpus}`, cfg.vcpus);
+    throw new ConfigError('vcpus', `${cfg.vcpus} is more than this host's maximum of ${maxVcpus}`, cfg.vcpus);
   }
 
   const ring = ByteRing.create(CONSOLE_RING_BYTES);
   const serialState = Serial8250.createState();
-  const i8042State = I8042.createState();
-  const params = (p: DeviceParams) => p;
-  const devices: DeviceSpec[] = [
-    { space: 'pio', base: layout.COM1_PORT, length: layout.COM_PORT_COUNT, params: params({ kind: 'serial8250', state: serialState, irq: layout.COM1_IRQ, output: ring.sab }) },
-    { space: 'pio', base: layout.I8042_DATA_PORT, length: layout.I8042_COMMAND_PORT - layout.I8042_DATA_PORT + 1, params: params({ kind: 'i8042', state: i8042State }) },
-    { space: 'pio', base: layout.BOOT_TIMER_PORT, length: 2, params: params({ kind: 'guest-control' }) },
-  ];
-  for (const v of virtio.devices) devices.push({ space: 'mmio', base: v.slot.base, length: v.slot.size, params: params({ kind: 'virtio-mmio', state: v.wiring.state, controlFd: v.wiring.controlFd, queueFds: v.wiring.queueFds }) });
-  const cmdline = effectiveCmdline(cfg, virtio.cmdline);
-  debug('building: %d MiB, %d vCPUs, cmdline %s', cfg.memoryMiB, cfg.vcpus, cmdline);
-
-  const machine = await Machine.create({
-    memory: layout.ramRegions(cfg.memoryMiB * layout.MiB),
-    vcpus: cfg.vcpus,
-    devices,
-    deviceModule: DEVICE_MODULE,
-    setupVm(vm) {
-      // Intel VMX needs three private pages for its real-mode TSS and one for
-      // the identity map; AMD ignores them. Both sit in the MMIO hole.
-      vm.setTssAddr(layout.KVM_TSS_ADDR);
-      vm.setIdentityMapAddr(layout.KVM_IDENTITY_MAP_ADDR);
-      vm.createIrqchip();
-      vm.createPit2(KVM_PIT_SPEAKER_DUMMY);
+  const cmdline = effectiveCmdline(cfg, virtio.cmdline, platform);
+  debug('building (%s): %d MiB, %d vCPUs, cmdline %s', platform.arch, cfg.memoryMiB, cfg.vcpus, cmdline);
+  const plan = platform.plan({
+    cfg, kernel, initrd, cmdline, serialState, consoleOutput: ring.sab,
+    virtio: virtio.devices.map((v) => v.slot),
+    wireVirtio(vm: Vm) {
       for (const v of virtio.devices) {
         vm.irqfd(v.wiring.irqFd, v.slot.irq);
         // Queue notifications go straight from KVM to the I/O worker's epoll, never through a vCPU worker.
         v.wiring.queueFds.forEach((fd, q) => vm.ioeventfd(v.slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, fd, { datamatch: BigInt(q) }));
       }
-      hooks.timings.vmReady = hooks.now();
     },
-    setupVcpus({ kvm: k, memory, vcpus }) {
-      const supported = k.supportedCpuid();
-      const boot = prepareX86Boot(memory, { kernel, initrd, cmdline, vcpus: cfg.vcpus, bootProtocol: cfg.bootProtocol, cpuid: supported });
-      const msrIndices = new Set(k.msrIndexList());
-      const tscDeadline = k.checkExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
-      for (const v of vcpus) {
-        v.setCpuid2(buildCpuid(supported, v.id, cfg.vcpus, { tscDeadline }));
-        const { entries } = bootMsrs(msrIndices);
-        const n = v.setMsrs(entries);
-        if (n < entries.length) debug('vcpu %d: KVM took %d of %d boot MSRs (first refused: 0x%s)', v.id, n, entries.length, entries[n]?.index.toString(16));
-        const lapic = v.getLapic();
-        configureLapicLint(lapic);
-        v.setLapic(lapic);
-        v.setFpu(boot.fpu);
-        // Only the bootstrap processor starts at the kernel entry; the others
-        // wait for INIT/SIPI from the guest through the in-kernel LAPIC.
-        if (v.id === 0) {
-          v.setSregs(boot.sregsFor(v.getSregs()));
-          v.setRegs(boot.regs);
-        }
-      }
-      hooks.timings.kernelLoaded = hooks.now();
-    },
+    adoptFd: (fd) => { opened.fds.push(fd); },
+    mark: (what) => { hooks.timings[what] = hooks.now(); },
+  });
+  const params = (p: DeviceParams) => p;
+  const devices: DeviceSpec[] = [...plan.devices];
+  for (const v of virtio.devices) devices.push({ space: 'mmio', base: v.slot.base, length: v.slot.size, params: params({ kind: 'virtio-mmio', state: v.wiring.state, controlFd: v.wiring.controlFd, queueFds: v.wiring.queueFds }) });
+
+  const machine = await Machine.create({
+    memory: plan.memory,
+    vcpus: cfg.vcpus,
+    devices,
+    deviceModule: DEVICE_MODULE,
+    setupVm: (vm, k) => plan.setupVm(vm, k),
+    setupVcpus: (ctx) => plan.setupVcpus(ctx),
     async startServices({ memory }) {
       if (virtio.devices.length === 0) return { stop: async () => undefined };
       const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring) };
@@ -228,8 +197,8 @@ async function buildWith(
       trigger: () => {
         // Input can race with the VM's exit; a closed VM fd just means nobody is listening.
         try {
-          vmForIrq.irqLine(layout.COM1_IRQ, 1);
-          vmForIrq.irqLine(layout.COM1_IRQ, 0);
+          vmForIrq.irqLine(plan.consoleIrqLine, 1);
+          vmForIrq.irqLine(plan.consoleIrqLine, 0);
         } catch (e) {
           debug('console input interrupt dropped: %s', (e as Error).message);
         }

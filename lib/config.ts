@@ -7,7 +7,7 @@ export type ConsoleMode = 'pipe' | 'none';
 
 /** Public configuration of a {@link MicroVM}. */
 export interface MicroVMConfig {
-  /** Path of the guest kernel: an ELF `vmlinux` or a `bzImage`. Required. */
+  /** Path of the guest kernel: an ELF `vmlinux` or a `bzImage` on x86_64, an `Image` (or `Image.gz`) on arm64. Required. */
   kernel: string;
   /** Path of an initramfs (cpio, optionally compressed). */
   initrd?: string;
@@ -21,7 +21,7 @@ export interface MicroVMConfig {
   vcpus?: number;
   /** 'pipe' (default): `vm.console` is a Duplex on the guest's ttyS0. 'none': output is discarded. */
   console?: ConsoleMode;
-  /** Boot protocol for an ELF vmlinux: 'linux64' (default) or 'pvh'. */
+  /** Boot protocol for an ELF vmlinux on x86_64: 'linux64' (default) or 'pvh'. Ignored on arm64. */
   bootProtocol?: 'linux64' | 'pvh';
   /** virtio-blk disks backed by raw image files, in order: the guest sees /dev/vda, /dev/vdb, … */
   drives?: DriveConfig[];
@@ -122,7 +122,7 @@ function readableFile(field: string, path: unknown, what: string): string {
  */
 export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
   if (config === null || typeof config !== 'object') throw new ConfigError('config', 'must be an object like { kernel, memoryMiB, vcpus }', config);
-  const kernel = readableFile('kernel', config.kernel, 'a vmlinux or bzImage');
+  const kernel = readableFile('kernel', config.kernel, process.arch === 'arm64' ? 'an arm64 Image (or Image.gz)' : 'a vmlinux or bzImage');
   const initrd = config.initrd === undefined ? undefined : readableFile('initrd', config.initrd, 'an initramfs');
 
   const memoryMiB = config.memoryMiB ?? DEFAULT_MEMORY_MIB;
@@ -160,7 +160,7 @@ export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
   };
 }
 
-/** Largest number of virtio devices the x86 layout has IRQs for. */
+/** Largest number of virtio devices flintvm places (the x86 layout has IRQs for 16; arm64 has room for 32). */
 export const MAX_VIRTIO_DEVICES = 16;
 const MAX_SERIAL_BYTES = 20;
 

@@ -7,6 +7,8 @@ import { FlintvmError } from './errors.js';
 /** The default guest: a minimal kernel and a busybox initramfs built by guest/build.sh. */
 export interface GuestImages {
   readonly dir: string;
+  /** The kernel for this host's architecture: `vmlinux` on x86_64, `Image` on arm64. */
+  readonly kernel: string;
   readonly vmlinux: string;
   readonly bzImage: string;
   readonly initrd: string;
@@ -23,6 +25,7 @@ const BUILD_SCRIPT = fileURLToPath(new URL('../../guest/build.sh', import.meta.u
 function imagesIn(dir: string): GuestImages {
   return {
     dir,
+    kernel: join(dir, process.arch === 'arm64' ? 'Image' : 'vmlinux'),
     vmlinux: join(dir, 'vmlinux'),
     bzImage: join(dir, 'bzImage'),
     initrd: join(dir, 'initramfs.cpio.gz'),
@@ -31,7 +34,7 @@ function imagesIn(dir: string): GuestImages {
 }
 
 /**
- * Returns the default guest images, building them on first use (minutes; the
+ * Returns the default guest images for this host's architecture, building them on first use (minutes; the
  * script prints its progress on stderr, which is passed through).
  * `FLINTVM_GUEST_DIR` points at a prebuilt set instead.
  */
@@ -39,13 +42,14 @@ export async function defaultGuestImages(opts: { quiet?: boolean } = {}): Promis
   const env = process.env.FLINTVM_GUEST_DIR;
   if (env) {
     const imgs = imagesIn(env);
-    for (const f of [imgs.vmlinux, imgs.initrd]) {
+    for (const f of [imgs.kernel, imgs.initrd]) {
       if (!existsSync(f)) throw new FlintvmError('FLINTVM_E_GUEST_IMAGES', `FLINTVM_GUEST_DIR=${env} has no ${f}; unset it or run guest/build.sh`);
     }
     return imgs;
   }
   const dir = await new Promise<string>((resolve, reject) => {
-    const child = spawn('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'pipe', opts.quiet ? 'ignore' : 'inherit'] });
+    const args = process.arch === 'arm64' ? ['--arch', 'arm64'] : [];
+    const child = spawn('bash', [BUILD_SCRIPT, ...args], { stdio: ['ignore', 'pipe', opts.quiet ? 'ignore' : 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.on('error', reject);

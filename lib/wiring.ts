@@ -9,6 +9,7 @@ import type { DeviceContext } from './vcpu/protocol.js';
 import { Serial8250 } from '../devices/legacy/serial-8250.js';
 import { I8042 } from '../devices/legacy/i8042.js';
 import { GuestControl } from '../devices/legacy/guest-control.js';
+import { Pl031 } from '../devices/legacy/pl031.js';
 import { ByteRing } from './io/byte-ring.js';
 import { performance } from 'node:perf_hooks';
 import { VirtioMmioTransport } from '../devices/virtio/transport/mmio.js';
@@ -18,6 +19,7 @@ export type DeviceParams =
   | { kind: 'serial8250'; state: SharedArrayBuffer; irq: number; output: SharedArrayBuffer }
   | { kind: 'i8042'; state: SharedArrayBuffer }
   | { kind: 'guest-control' }
+  | { kind: 'pl031'; state: SharedArrayBuffer }
   | { kind: 'virtio-mmio'; state: SharedArrayBuffer; controlFd: number; queueFds: readonly number[] };
 
 export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice {
@@ -34,6 +36,8 @@ export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice 
         onBootTimer: () => ctx.emit({ type: 'boot-timer', time: performance.timeOrigin + performance.now() }),
         onExitStatus: (status) => ctx.requestExit('guest-exit', { status }),
       });
+    case 'pl031':
+      return new Pl031(p.state);
     case 'virtio-mmio':
       return new VirtioMmioTransport(p.state, {
         kickControl: () => signalEventfd(p.controlFd),

@@ -1,7 +1,7 @@
 /**
  * KVM ioctl request numbers, grouped by the fd they are issued on, with the
  * capability each one needs. Values are _IO/_IOR/_IOW/_IOWR(KVMIO = 0xAE, nr,
- * size) for x86-64 (linux/kvm.h); unit tests check them against the encoding.
+ * size) from linux/kvm.h; the generic _IOC encoding is the same on x86-64 and arm64; unit tests check them against the encoding.
  */
 export const KVMIO = 0xae;
 
@@ -56,6 +56,11 @@ export const KVM_SET_LAPIC = iow(0x8f, 1024);
 export const KVM_SET_CPUID2 = iow(0x90, 8);
 export const KVM_GET_MP_STATE = ior(0x98, 4); // KVM_CAP_MP_STATE
 export const KVM_SET_MP_STATE = iow(0x99, 4);
+export const KVM_GET_ONE_REG = iow(0xab, 16); // KVM_CAP_ONE_REG; struct kvm_one_reg
+export const KVM_SET_ONE_REG = iow(0xac, 16);
+// arm64 only (struct kvm_vcpu_init: u32 target, u32 features[7])
+export const KVM_ARM_VCPU_INIT = iow(0xae, 32); // vCPU ioctl
+export const KVM_ARM_PREFERRED_TARGET = ior(0xaf, 32); // VM ioctl
 
 // --- capabilities (KVM_CHECK_EXTENSION arguments) ---
 export const KVM_CAP_IRQCHIP = 0;
@@ -71,6 +76,8 @@ export const KVM_CAP_IOEVENTFD = 36;
 export const KVM_CAP_SET_IDENTITY_MAP_ADDR = 37;
 export const KVM_CAP_MAX_VCPUS = 66;
 export const KVM_CAP_TSC_DEADLINE_TIMER = 72;
+export const KVM_CAP_ONE_REG = 70;
+export const KVM_CAP_ARM_PSCI_0_2 = 102;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 
 /** The KVM API version every kernel since 2.6.22 reports. */
@@ -87,5 +94,5 @@ const NAMED: Record<string, number> = {
   KVM_CREATE_IRQCHIP, KVM_IRQ_LINE, KVM_IRQFD, KVM_CREATE_PIT2, KVM_IOEVENTFD, KVM_ENABLE_CAP, KVM_CREATE_DEVICE,
   KVM_SET_DEVICE_ATTR, KVM_GET_DEVICE_ATTR, KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS,
   KVM_GET_MSRS, KVM_SET_MSRS, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_SET_CPUID2,
-  KVM_GET_MP_STATE, KVM_SET_MP_STATE,
+  KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_ONE_REG, KVM_SET_ONE_REG, KVM_ARM_VCPU_INIT, KVM_ARM_PREFERRED_TARGET,
 };

@@ -8,6 +8,7 @@ import {
 } from './structs.js';
 import type { CpuidEntry, KvmFpu, KvmRegs, KvmSregs, MsrEntry } from './types.js';
 import { KvmError } from '../errors.js';
+import { encodeOneReg, encodeVcpuInit, type ArmVcpuInit } from './arm64.js';
 
 /** KVM_MP_STATE values (x86). */
 export const KVM_MP_STATE_RUNNABLE = 0;
@@ -125,6 +126,25 @@ export class Vcpu {
     const b = new Uint8Array(4);
     new DataView(b.buffer).setUint32(0, state, true);
     ioctlPtr(this.fd, io.KVM_SET_MP_STATE, b);
+  }
+
+  /** KVM_GET_ONE_REG for a 64-bit register (arm64 core and system registers; see lib/kvm/arm64.ts). */
+  getOneReg(id: bigint): bigint {
+    const value = new Uint8Array(8);
+    ioctlPtr(this.fd, io.KVM_GET_ONE_REG, encodeOneReg(id, ffi.addressOf(value)));
+    return new DataView(value.buffer).getBigUint64(0, true);
+  }
+
+  /** KVM_SET_ONE_REG for a 64-bit register. */
+  setOneReg(id: bigint, v: bigint): void {
+    const value = new Uint8Array(8);
+    new DataView(value.buffer).setBigUint64(0, BigInt.asUintN(64, v), true);
+    ioctlPtr(this.fd, io.KVM_SET_ONE_REG, encodeOneReg(id, ffi.addressOf(value)));
+  }
+
+  /** KVM_ARM_VCPU_INIT (arm64): resets the vCPU to the target's state with the given features. */
+  armInit(init: ArmVcpuInit): void {
+    ioctlPtr(this.fd, io.KVM_ARM_VCPU_INIT, encodeVcpuInit(init));
   }
 
   /** Unmaps the run page and closes the fd (owning handles only). No view of the run page may be used afterwards. */

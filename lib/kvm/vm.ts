@@ -8,6 +8,7 @@ import {
   KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO, KVM_IRQFD_FLAG_DEASSIGN,
 } from './structs.js';
 import { Vcpu } from './vcpu.js';
+import { decodeVcpuInit, KVM_VCPU_INIT_SIZE, type ArmVcpuInit } from './arm64.js';
 
 /**
  * A KVM VM fd. One method per ioctl, no policy. Methods may be called from
@@ -87,6 +88,13 @@ export class Vm {
   }
 
   /** KVM_CREATE_VCPU and mmap of its kvm_run page. */
+  /** KVM_ARM_PREFERRED_TARGET (arm64): the vCPU target (and default features) for KVM_ARM_VCPU_INIT. */
+  armPreferredTarget(): ArmVcpuInit {
+    const b = new Uint8Array(KVM_VCPU_INIT_SIZE);
+    ioctlPtr(this.fd, io.KVM_ARM_PREFERRED_TARGET, b);
+    return decodeVcpuInit(b);
+  }
+
   createVcpu(id: number): Vcpu {
     if (!this.kvm) throw new KvmError('KVM_CREATE_VCPU', 0, 'attached VM handles cannot create vCPUs');
     const fd = ioctlValue(this.fd, io.KVM_CREATE_VCPU, id);

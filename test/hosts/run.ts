@@ -448,7 +448,7 @@ function uninstallHandlers(): void {
 
 // ---------------------------------------------------------------------------
 
-async function resolveGuestDir(opts: TestHostOptions, projectDir: string, log: (l: string) => void): Promise<string | null> {
+async function resolveGuestDir(opts: TestHostOptions, arch: TestHostArch, projectDir: string, log: (l: string) => void): Promise<string | null> {
   if (opts.guestDir !== undefined) {
     if (!opts.guestDir) return null;
     if (!fs.statSync(opts.guestDir, { throwIfNoEntry: false })?.isDirectory()) {
@@ -468,8 +468,9 @@ async function resolveGuestDir(opts: TestHostOptions, projectDir: string, log: (
     return null;
   }
   try {
-    log('getting guest images: bash guest/build.sh');
-    const dir = await runForLastLine('bash', [script], projectDir, (l) => log(`  ${l}`));
+    const args = arch === 'arm64' ? ['--arch', 'arm64'] : [];
+    log(`getting guest images: bash guest/build.sh ${args.join(' ')}`.trim());
+    const dir = await runForLastLine('bash', [script, ...args], projectDir, (l) => log(`  ${l}`));
     if (dir && fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) return dir;
     log(`guest/build.sh printed ${JSON.stringify(dir)}, not a directory; running without guest images`);
   } catch (e) {
@@ -518,7 +519,7 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
     throw new Error(`${cfg.qemu} not found on PATH: install the Debian package ${cfg.qemuPackage} (apt-get install ${cfg.qemuPackage})`);
   }
 
-  const guestDir = await resolveGuestDir(opts, projectDir, log);
+  const guestDir = await resolveGuestDir(opts, arch, projectDir, log);
   if (!fs.existsSync(path.join(projectDir, 'dist'))) log('warning: dist/ does not exist; run `npx tsc` first');
 
   const env: Record<string, string> = {};

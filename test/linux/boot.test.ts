@@ -1,7 +1,9 @@
 /**
- * Real Linux boots. These run inside the real-KVM test host (test/hosts/),
- * where /dev/kvm is kvm_amd on a TCG-emulated CPU; the local nested KVM
- * cannot boot Linux (ENVIRONMENT.md §1). `npm test` runs them there.
+ * Real Linux boots. These run inside the real-KVM test hosts (test/hosts/),
+ * where /dev/kvm is kvm_amd (x86_64) or arm64 KVM with a GICv3 vgic on a
+ * TCG-emulated CPU; the local nested KVM cannot boot Linux (ENVIRONMENT.md §1).
+ * `npm test` runs them in both hosts. The kernels are the host arch's:
+ * vmlinux and bzImage on x86_64, Image on arm64.
  */
 import test from 'ava';
 import { MicroVM, defaultGuestImages, guestCommandCmdline, type VmExit } from '../../lib/index.js';
@@ -9,11 +11,16 @@ import { requireKvm } from '../helpers/kvm.js';
 
 const BOOT_TIMEOUT_MS = 2 * 60_000;
 
-async function runGuest(opts: { kernel: 'vmlinux' | 'bzImage'; vcpus: number; command?: string[]; input?: string[]; pvh?: boolean }) {
+type KernelKind = 'vmlinux' | 'bzImage' | 'Image';
+const ARM64 = process.arch === 'arm64';
+const KERNELS: readonly KernelKind[] = ARM64 ? ['Image'] : ['vmlinux', 'bzImage'];
+const DEFAULT_KERNEL: KernelKind = KERNELS[0]!;
+
+async function runGuest(opts: { kernel: KernelKind; vcpus: number; command?: string[]; input?: string[]; pvh?: boolean }) {
   const imgs = await defaultGuestImages({ quiet: true });
   const extra = opts.command ? guestCommandCmdline(opts.command) : undefined;
   const vm = new MicroVM({
-    kernel: opts.kernel === 'vmlinux' ? imgs.vmlinux : imgs.bzImage, initrd: imgs.initrd, memoryMiB: 256, vcpus: opts.vcpus,
+    kernel: opts.kernel === 'bzImage' ? imgs.bzImage : imgs.kernel, initrd: imgs.initrd, memoryMiB: 256, vcpus: opts.vcpus,
     extraCmdline: extra, bootProtocol: opts.pvh ? 'pvh' : 'linux64',
   });
   let out = '';
@@ -32,7 +39,7 @@ async function runGuest(opts: { kernel: 'vmlinux' | 'bzImage'; vcpus: number; co
   return { exit, out, ms: performance.now() - t0 };
 }
 
-for (const kernel of ['vmlinux', 'bzImage'] as const) {
+for (const kernel of KERNELS) {
   for (const vcpus of [1, 2]) {
     test.serial(`${kernel}, ${vcpus} vCPU: the default guest boots to userspace and runs a command`, async (t) => {
       if (!requireKvm(t)) return;
@@ -47,16 +54,30 @@ for (const kernel of ['vmlinux', 'bzImage'] as const) {
   }
 }
 
-test.serial('vmlinux via the PVH entry point boots too', async (t) => {
-  if (!requireKvm(t)) return;
-  const { exit, out } = await runGuest({ kernel: 'vmlinux', vcpus: 1, pvh: true, command: ['uname', '-r'] });
-  t.regex(out, /6\.1\.\S+-microvm/, out.slice(-2000));
-  t.is(exit.exitStatus, 0, out.slice(-2000));
-});
+if (!ARM64) {
+  test.serial('vmlinux via the PVH entry point boots too', async (t) => {
+    if (!requireKvm(t)) return;
+    const { exit, out } = await runGuest({ kernel: 'vmlinux', vcpus: 1, pvh: true, command: ['uname', '-r'] });
+    t.regex(out, /6\.1\.\S+-microvm/, out.slice(-2000));
+    t.is(exit.exitStatus, 0, out.slice(-2000));
+  });
+}
+
+if (ARM64) {
+  test.serial('arm64: poweroff is a PSCI SYSTEM_OFF and ends the VM as a poweroff; the PL031 RTC tells the host time', async (t) => {
+    if (!requireKvm(t)) return;
+    const { exit, out } = await runGuest({ kernel: 'Image', vcpus: 2, command: ['sh', '-c', 'echo "rtc=$(cat /sys/class/rtc/rtc0/name) epoch=$(cat /sys/class/rtc/rtc0/since_epoch)"; poweroff -f'] });
+    const hostNow = Date.now() / 1000;
+    t.regex(out, /rtc=\S*pl031/, out.slice(-2000));
+    const epoch = Number(/epoch=(\d+)/.exec(out)?.[1]);
+    t.true(Math.abs(hostNow - epoch) < BOOT_TIMEOUT_MS / 1000, `guest RTC ${epoch} vs host ${hostNow.toFixed(0)}`);
+    t.is(exit.reason, 'poweroff', out.slice(-2000));
+  });
+}
 
 test.serial('interactive shell: console input reaches the guest and exit reboots the VM', async (t) => {
   if (!requireKvm(t)) return;
-  const { exit, out } = await runGuest({ kernel: 'vmlinux', vcpus: 1, input: ['echo sum-$((40+2))\n', 'exit\n'] });
+  const { exit, out } = await runGuest({ kernel: DEFAULT_KERNEL, vcpus: 1, input: ['echo sum-$((40+2))\n', 'exit\n'] });
   t.regex(out, /sum-42/, out.slice(-2000));
   t.is(exit.reason, 'reset', out.slice(-2000));
 });
@@ -66,7 +87,7 @@ test.serial('boot wall time, 5 runs (start() to guest init, and to exit)', async
   const init: number[] = [];
   const total: number[] = [];
   for (let i = 0; i < 5; i++) {
-    const { exit, ms } = await runGuest({ kernel: 'vmlinux', vcpus: 1, command: ['true'] });
+    const { exit, ms } = await runGuest({ kernel: DEFAULT_KERNEL, vcpus: 1, command: ['true'] });
     t.is(exit.exitStatus, 0);
     init.push(exit.timings.guestInit! - exit.timings.startCalled!);
     total.push(ms);

@@ -16,7 +16,7 @@ async function run(config: Omit<MicroVMConfig, 'kernel'> & { command?: string })
   const imgs = await defaultGuestImages({ quiet: true });
   const { command, ...rest } = config;
   const vm = new MicroVM({
-    kernel: imgs.vmlinux, memoryMiB: 256, ...rest,
+    kernel: imgs.kernel, memoryMiB: 256, ...rest,
     extraCmdline: [rest.extraCmdline, command ? guestCommandCmdline(['sh', '-c', command]) : ''].join(' ').trim(),
   });
   let out = '';
@@ -76,10 +76,10 @@ test.serial('virtio-blk: bad drives are refused before the VM starts', async (t)
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-blk-'));
   const a = join(dir, 'a.img');
   writeFileSync(a, Buffer.alloc(1024 * 1024));
-  await t.throwsAsync(new MicroVM({ kernel: imgs.vmlinux, drives: [{ path: join(dir, 'missing.img') }] }).start(), { message: /drives\[0\]\.path/ });
-  const holder = new MicroVM({ kernel: imgs.vmlinux, initrd: imgs.initrd, drives: [{ path: a }], extraCmdline: guestCommandCmdline(['sleep', '30']) });
+  await t.throwsAsync(new MicroVM({ kernel: imgs.kernel, drives: [{ path: join(dir, 'missing.img') }] }).start(), { message: /drives\[0\]\.path/ });
+  const holder = new MicroVM({ kernel: imgs.kernel, initrd: imgs.initrd, drives: [{ path: a }], extraCmdline: guestCommandCmdline(['sleep', '30']) });
   await holder.start();
-  await t.throwsAsync(new MicroVM({ kernel: imgs.vmlinux, drives: [{ path: a }] }).start(), { message: /locked/ });
+  await t.throwsAsync(new MicroVM({ kernel: imgs.kernel, drives: [{ path: a }] }).start(), { message: /locked/ });
   await holder.stop();
 });
 

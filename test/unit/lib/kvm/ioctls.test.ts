@@ -43,6 +43,11 @@ const HEADER_IOCTLS: Record<string, number> = {
   KVM_SET_CPUID2: 0x4008ae90,
   KVM_GET_MP_STATE: 0x8004ae98,
   KVM_SET_MP_STATE: 0x4004ae99,
+  KVM_GET_ONE_REG: 0x4010aeab,
+  KVM_SET_ONE_REG: 0x4010aeac,
+  // arm64's struct kvm_vcpu_init (32 bytes) declared by hand, as the x86 header only names it.
+  KVM_ARM_VCPU_INIT: 0x4020aeae,
+  KVM_ARM_PREFERRED_TARGET: 0x8020aeaf,
 };
 
 /** The capability numbers and constants from the same header. */
@@ -60,6 +65,8 @@ const HEADER_CONSTANTS: Record<string, number> = {
   KVM_CAP_SET_IDENTITY_MAP_ADDR: 37,
   KVM_CAP_MAX_VCPUS: 66,
   KVM_CAP_TSC_DEADLINE_TIMER: 72,
+  KVM_CAP_ONE_REG: 70,
+  KVM_CAP_ARM_PSCI_0_2: 102,
   KVM_CAP_IMMEDIATE_EXIT: 136,
   KVM_API_VERSION: 12,
   KVMIO: 0xae,

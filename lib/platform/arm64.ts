@@ -1,0 +1,54 @@
+/**
+ * The arm64 platform: a device-tree machine with an in-kernel GICv3, PSCI,
+ * a 16550A UART and a PL031 RTC on MMIO, and virtio-mmio devices the FDT
+ * announces (arch/arm64/layout.ts has the map).
+ */
+import { randomBytes } from 'node:crypto';
+import type { DeviceSpec } from '../vcpu/protocol.js';
+import type { DeviceParams } from '../wiring.js';
+import { spiIrqLine } from '../kvm/arm64.js';
+import { Pl031 } from '../../devices/legacy/pl031.js';
+import * as layout from '../../arch/arm64/layout.js';
+import { ARM64_DEFAULT_CMDLINE, prepareArm64Boot } from '../../arch/arm64/boot.js';
+import { createGicV3, initVcpus, setBootRegisters } from '../../arch/arm64/cpu.js';
+import type { Platform, PlatformInputs, PlatformPlan } from './platform.js';
+
+const params = (p: DeviceParams) => p;
+/** Bytes of /chosen/rng-seed: enough to initialize the guest's CRNG without waiting for virtio-rng. */
+const RNG_SEED_BYTES = 64;
+
+function plan(p: PlatformInputs): PlatformPlan {
+  const devices: DeviceSpec[] = [
+    { space: 'mmio', base: layout.UART_BASE, length: layout.UART_SIZE, params: params({ kind: 'serial8250', state: p.serialState, irq: spiIrqLine(layout.UART_SPI), output: p.consoleOutput }) },
+    { space: 'mmio', base: layout.RTC_BASE, length: layout.RTC_SIZE, params: params({ kind: 'pl031', state: Pl031.createState() }) },
+    { space: 'mmio', base: layout.GUEST_CONTROL_BASE, length: layout.GUEST_CONTROL_SIZE, params: params({ kind: 'guest-control' }) },
+  ];
+  return {
+    memory: layout.ramRegions(p.cfg.memoryMiB * layout.MiB),
+    devices,
+    consoleIrqLine: spiIrqLine(layout.UART_SPI),
+    setupVm() {
+      p.mark('vmReady');
+    },
+    setupVcpus({ vm, memory, vcpus }) {
+      const mpidrs = initVcpus(vm, vcpus);
+      // The GIC needs every vCPU (one redistributor each); irqfds need the GIC.
+      p.adoptFd(createGicV3(vm));
+      p.wireVirtio(vm);
+      const boot = prepareArm64Boot(memory, {
+        kernel: p.kernel, initrd: p.initrd, cmdline: p.cmdline, mpidrs, virtio: p.virtio, rngSeed: randomBytes(RNG_SEED_BYTES),
+      });
+      setBootRegisters(vcpus[0]!, boot.entry, boot.fdtAddr);
+      p.mark('kernelLoaded');
+    },
+  };
+}
+
+export const arm64Platform: Platform = {
+  arch: 'arm64',
+  defaultCmdline: ARM64_DEFAULT_CMDLINE,
+  maxVcpus: layout.MAX_VCPUS,
+  virtioSlot: layout.virtioMmioSlot,
+  virtioCmdline: () => [],
+  plan,
+};

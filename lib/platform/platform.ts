@@ -1,0 +1,61 @@
+/**
+ * What the VM builder asks of an architecture: where virtio devices go, the
+ * default command line, and a plan (memory, bus devices, VM and vCPU setup)
+ * for one VM. lib/builder.ts does everything arch-neutral (backends, virtio
+ * transports, the I/O worker, the console) and picks the host's platform.
+ * Part of the builder layer: platforms know devices and arch code both.
+ */
+import type { Kvm } from '../kvm/kvm.js';
+import type { Vm } from '../kvm/vm.js';
+import type { Vcpu } from '../kvm/vcpu.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import type { DeviceSpec } from '../vcpu/protocol.js';
+import type { ResolvedConfig } from '../config.js';
+
+/** A virtio-mmio window and its interrupt (the irqfd GSI; on arm64 an SPI number). */
+export interface VirtioSlot {
+  readonly base: number;
+  readonly size: number;
+  readonly irq: number;
+}
+
+export interface PlatformInputs {
+  readonly cfg: ResolvedConfig;
+  readonly kernel: Uint8Array;
+  readonly initrd: Uint8Array | undefined;
+  /** The final command line. */
+  readonly cmdline: string;
+  /** The virtio slots in use, in device order. */
+  readonly virtio: readonly VirtioSlot[];
+  /** Shared state of the console UART (Serial8250.createState()). */
+  readonly serialState: SharedArrayBuffer;
+  /** The console output ring's buffer. */
+  readonly consoleOutput: SharedArrayBuffer;
+  /** Registers the virtio irqfds and ioeventfds; call once the interrupt controller exists. */
+  wireVirtio(vm: Vm): void;
+  /** Fds to close after the VM (e.g. an interrupt controller device). */
+  adoptFd(fd: number): void;
+  /** Timing marks. */
+  mark(what: 'vmReady' | 'kernelLoaded'): void;
+}
+
+export interface PlatformPlan {
+  readonly memory: ReadonlyArray<{ gpa: number; size: number }>;
+  readonly devices: readonly DeviceSpec[];
+  setupVm(vm: Vm, kvm: Kvm): void;
+  setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void;
+  /** The `irq` value of KVM_IRQ_LINE for the console UART (pulsed for console input). */
+  readonly consoleIrqLine: number;
+}
+
+export interface Platform {
+  readonly arch: 'x86_64' | 'arm64';
+  readonly defaultCmdline: string;
+  /** Most vCPUs the layout has room for. */
+  readonly maxVcpus: number;
+  /** Virtio slot `index`; throws ConfigError past the last one. */
+  virtioSlot(index: number): VirtioSlot;
+  /** Command-line parameters that announce the virtio devices (x86: virtio_mmio.device=; arm64: none, the FDT does). */
+  virtioCmdline(slots: readonly VirtioSlot[]): string[];
+  plan(inputs: PlatformInputs): PlatformPlan;
+}
