@@ -15,15 +15,17 @@ const HELP = `Usage: flintvm run [options] [-- CMD [ARGS...]]
 Boot a Linux microVM on KVM with its serial console on this terminal.
 
 Options:
-  --kernel PATH      guest kernel (ELF vmlinux or bzImage). Default: the default
-                     guest, built on first use into ~/.cache/flintvm (minutes).
+  --kernel PATH      guest kernel: ELF vmlinux or bzImage on x86_64, Image or
+                     Image.gz on arm64. Default: the default guest, built on
+                     first use into ~/.cache/flintvm (minutes).
   --initrd PATH      initramfs. Default: the default guest's, when --kernel is not given.
   --cmdline STRING   replace the kernel command line
-                     (default: console=ttyS0 reboot=k panic=1 ... for x86_64)
+                     (default: console=ttyS0 reboot=k panic=1 ... on x86_64,
+                     console=ttyS0 earlycon panic=1 on arm64)
   --append STRING    append to the kernel command line
   --mem MIB          guest memory in MiB, a multiple of 2 (default 256)
   --cpus N           number of vCPUs (default 1)
-  --pvh              boot an ELF vmlinux through its PVH entry point
+  --pvh              x86_64: boot an ELF vmlinux through its PVH entry point
   --drive SPEC       add a virtio-blk disk (repeatable): path=IMG[,ro][,root][,serial=S]
                      the guest sees /dev/vda, /dev/vdb, ... in order; root boots from it
   --rng              add a virtio-rng device (the guest's /dev/hwrng)
