@@ -31,6 +31,15 @@ export const REG_SP = coreRegId(8 * 31);
 export const REG_PC = coreRegId(8 * 32);
 export const REG_PSTATE = coreRegId(8 * 33);
 
+/** The arm64 general registers a vCPU exit reports (struct user_pt_regs). */
+export interface ArmCoreRegs {
+  /** X0..X30. */
+  readonly x: readonly bigint[];
+  readonly sp: bigint;
+  readonly pc: bigint;
+  readonly pstate: bigint;
+}
+
 /** Id of a system register, from its encoding in the Arm ARM (MRS/MSR operands). */
 export function sysRegId(op0: number, op1: number, crn: number, crm: number, op2: number): bigint {
   const fields: [number, number][] = [[op0, 3], [op1, 7], [crn, 15], [crm, 15], [op2, 7]];

@@ -8,7 +8,7 @@ import {
 } from './structs.js';
 import type { CpuidEntry, KvmFpu, KvmRegs, KvmSregs, MsrEntry } from './types.js';
 import { KvmError } from '../errors.js';
-import { encodeOneReg, encodeVcpuInit, type ArmVcpuInit } from './arm64.js';
+import { encodeOneReg, encodeVcpuInit, REG_PC, REG_PSTATE, REG_SP, xRegId, type ArmCoreRegs, type ArmVcpuInit } from './arm64.js';
 
 /** KVM_MP_STATE values (x86). */
 export const KVM_MP_STATE_RUNNABLE = 0;
@@ -140,6 +140,12 @@ export class Vcpu {
     const value = new Uint8Array(8);
     new DataView(value.buffer).setBigUint64(0, BigInt.asUintN(64, v), true);
     ioctlPtr(this.fd, io.KVM_SET_ONE_REG, encodeOneReg(id, ffi.addressOf(value)));
+  }
+
+  /** arm64: X0..X30, SP, PC and PSTATE through KVM_GET_ONE_REG (arm64 has no KVM_GET_REGS). */
+  getArmCoreRegs(): ArmCoreRegs {
+    const x = Array.from({ length: 31 }, (_, n) => this.getOneReg(xRegId(n)));
+    return { x, sp: this.getOneReg(REG_SP), pc: this.getOneReg(REG_PC), pstate: this.getOneReg(REG_PSTATE) };
   }
 
   /** KVM_ARM_VCPU_INIT (arm64): resets the vCPU to the target's state with the given features. */

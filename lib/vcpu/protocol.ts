@@ -6,6 +6,7 @@ import type { Trigger } from '../interrupt/trigger.js';
 import type { RegionDescriptor } from '../memory/guest-memory.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { BusDevice } from '../bus/device.js';
+import type { ArmCoreRegs } from '../kvm/arm64.js';
 import type { KvmRegs } from '../kvm/types.js';
 
 /** Slots of the per-vCPU control Int32Array. */
@@ -65,8 +66,10 @@ export interface ExitInfo {
   readonly vcpu: number;
   /** Reason-specific numbers: suberror/data, hardware reason, exit status, errno… */
   readonly detail?: Record<string, number | bigint | string | readonly bigint[]>;
-  /** Registers of that vCPU at the exit, when they could be read. */
+  /** Registers of that vCPU at the exit, when they could be read (x86_64). */
   readonly regs?: KvmRegs;
+  /** The same on arm64: X0..X30, SP, PC, PSTATE. */
+  readonly armRegs?: ArmCoreRegs;
 }
 
 export type VcpuMessage =

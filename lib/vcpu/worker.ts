@@ -160,7 +160,7 @@ function waitWhilePaused(): boolean {
 
 /** Turns a terminal exit into an ExitInfo with the registers. */
 function describeExit(e: VcpuExit, vcpu: Vcpu): ExitInfo {
-  const base = { vcpu: data.vcpuId, regs: safeRegs(vcpu) };
+  const base = { vcpu: data.vcpuId, ...safeRegs(vcpu) };
   switch (e.kind) {
     case 'hlt': return { ...base, reason: 'halt' };
     case 'shutdown': return { ...base, reason: 'triple-fault' };
@@ -175,11 +175,11 @@ function describeExit(e: VcpuExit, vcpu: Vcpu): ExitInfo {
   }
 }
 
-function safeRegs(vcpu: Vcpu): ExitInfo['regs'] {
+function safeRegs(vcpu: Vcpu): Pick<ExitInfo, 'regs' | 'armRegs'> {
   try {
-    return vcpu.getRegs();
+    return process.arch === 'arm64' ? { armRegs: vcpu.getArmCoreRegs() } : { regs: vcpu.getRegs() };
   } catch {
-    return undefined;
+    return {};
   }
 }
 

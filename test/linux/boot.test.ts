@@ -72,6 +72,9 @@ if (ARM64) {
     const epoch = Number(/epoch=(\d+)/.exec(out)?.[1]);
     t.true(Math.abs(hostNow - epoch) < BOOT_TIMEOUT_MS / 1000, `guest RTC ${epoch} vs host ${hostNow.toFixed(0)}`);
     t.is(exit.reason, 'poweroff', out.slice(-2000));
+    // The exit carries the vCPU's registers (through KVM_GET_ONE_REG): a kernel-space PC at EL1.
+    t.true((exit.armRegs?.pc ?? 0n) >= 0xffff000000000000n, `pc ${exit.armRegs?.pc?.toString(16)}`);
+    t.is(Number((exit.armRegs?.pstate ?? 0n) & 0xcn), 0x4, 'EL1');
   });
 }
 
