@@ -23,15 +23,16 @@
  *          [--no-qemu] [--out bench/results/blk.json] [--timeout-min 90] [--json]
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir, cpus } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaultGuestImages } from '../lib/guest-images.js';
 import { runInTestHost, findProjectDir } from '../test/hosts/run.js';
 import { summarize, type Summary } from './stats.js';
 import { RESULT_MARKER, type BlkInnerResult, type JobResult } from './blk-inner.js';
+import { findQemu, qemuBundle } from './test-host-bench.js';
 
 const METRICS = ['bwKiBs', 'iops', 'clatUs', 'latUs'] as const;
 type Metric = (typeof METRICS)[number];
@@ -51,39 +52,6 @@ export interface BlkResult {
   outerHost: { loadavgBefore: number[]; loadavgAfter: number[]; uptimeBefore: string; uptimeAfter: string; cpus: number; qemu: string | null };
   testHostRun: { totalMs: number; bootMs: number; overlayBytes: number };
   notes: string[];
-}
-
-function findQemu(): string | null {
-  for (const d of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
-    const p = join(d, 'qemu-system-x86_64');
-    if (d && existsSync(p)) return p;
-  }
-  return null;
-}
-
-/** qemu-system-x86_64 + every library ldd lists + the microvm firmware, as an uncompressed tar. */
-function qemuBundle(qemu: string, stage: string): string {
-  const root = join(stage, 'qemu-root');
-  mkdirSync(join(root, 'bin'), { recursive: true });
-  mkdirSync(join(root, 'lib'), { recursive: true });
-  mkdirSync(join(root, 'share/qemu'), { recursive: true });
-  copyFileSync(qemu, join(root, 'bin/qemu-system-x86_64'));
-  const ldd = execFileSync('ldd', [qemu], { encoding: 'utf8' });
-  for (const line of ldd.split('\n')) {
-    const m = /=>\s+(\/\S+)/.exec(line);
-    if (m) copyFileSync(m[1]!, join(root, 'lib', basename(m[1]!))); // copyFileSync follows symlinks
-    else if (/not found/.test(line)) throw new Error(`ldd ${qemu}: ${line.trim()}`);
-  }
-  // microvm's default BIOS (qboot) and the small ROMs a PVH/bzImage boot may ask for.
-  for (const f of ['bios-microvm.bin', 'qboot.rom', 'pvh.bin', 'linuxboot_dma.bin', 'kvmvapic.bin']) {
-    const src = join('/usr/share/qemu', f);
-    if (existsSync(src)) copyFileSync(src, join(root, 'share/qemu', f));
-  }
-  if (!existsSync(join(root, 'share/qemu/bios-microvm.bin'))) throw new Error('/usr/share/qemu/bios-microvm.bin missing (package qemu-system-data)');
-  const tar = join(stage, 'qemu-bundle.tar');
-  execFileSync('tar', ['-cf', tar, '-C', root, '.']);
-  rmSync(root, { recursive: true, force: true });
-  return tar;
 }
 
 function fmt(v: number, digits: number): string {

@@ -7,7 +7,10 @@
  * - bench/results/boot.svg: the boot breakdown, flintvm vs QEMU;
  * and prints the per-bench reports and a summary table.
  *
- * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot] [--skip linux-boot] [--out DIR] [--merge]
+ * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot,net,vsock,share] [--all] [--skip linux-boot] [--out DIR] [--merge]
+ *
+ * The test-host I/O benches (net, vsock, share) run only when named in --only, or with --all: each boots
+ * guests for many minutes inside the TCG test host (share alone takes about an hour).
  *
  * --merge keeps the other benches of the existing latest.json and replaces only the ones run now (to
  * re-run a noisy or failed bench); each bench's entry under `runs` records when, at which commit and
@@ -25,20 +28,37 @@ import { formatBoot, type BootResult } from './boot.js';
 import { formatMemory, type MemoryResult } from './memory.js';
 import { formatDensity, type DensityResult } from './density.js';
 import { formatLinuxBoot, type LinuxBootResult } from './linux-boot.js';
+import { formatNet, type NetResult } from './net.js';
+import { formatVsock, type VsockResult } from './vsock.js';
+import { formatShare, type ShareResult } from './share.js';
+import type { Comparison } from './vmm-compare.js';
 import { bootSvg } from './svg.js';
 import { findProjectDir } from '../test/hosts/run.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const BENCH_TIMEOUT_MS = 10 * 60_000;
+/** A bench's time limit unless it names its own (the test-host I/O benches boot a guest per repetition). */
+const BENCH_TIMEOUT_MIN = 10;
 
-/** The benches, in run order: script, node flags, arguments. */
+/** How run-all runs one bench: its script, node flags and arguments, its time limit (minutes), and whether it needs --only/--all. */
+interface BenchSpec {
+  script: string;
+  flags: string[];
+  args: string[];
+  timeoutMin?: number;
+  optIn?: boolean;
+}
+
+/** The benches, in run order. */
 const BENCHES = {
-  exits: { script: 'exits.js', flags: [] as string[], args: ['--runs', '5'] },
+  exits: { script: 'exits.js', flags: [], args: ['--runs', '5'] },
   boot: { script: 'boot.js', flags: [], args: ['--runs', '10'] },
   memory: { script: 'memory.js', flags: ['--expose-gc'], args: ['--counts', '1,8,32', '--reps', '5'] },
   density: { script: 'density.js', flags: [], args: ['--counts', '8,32', '--reps', '5'] },
   'linux-boot': { script: 'linux-boot.js', flags: [], args: ['--runs', '5'] },
-} as const;
+  net: { script: 'net.js', flags: [], args: ['--reps', '5', '--seconds', '5', '--rtts', '500'], timeoutMin: 30, optIn: true },
+  vsock: { script: 'vsock.js', flags: [], args: ['--reps', '5', '--mib', '32', '--connects', '200'], timeoutMin: 20, optIn: true },
+  share: { script: 'share.js', flags: [], args: ['--reps', '5', '--mib', '1024'], timeoutMin: 150, optIn: true },
+} satisfies Record<string, BenchSpec>;
 type BenchName = keyof typeof BENCHES;
 
 /** One row of the summary: a flintvm figure, its peer's, and flintvm/peer. */
@@ -58,7 +78,7 @@ export interface Figure {
 const sum = (s: Summary) => ({ median: s.median, min: s.min, max: s.max, n: s.n });
 
 function runBench(name: BenchName, log: (s: string) => void): Promise<{ json?: unknown; error?: string; seconds: number; load: { before: LoadInfo; after: LoadInfo } }> {
-  const b = BENCHES[name];
+  const b: BenchSpec = BENCHES[name];
   const before = loadInfo();
   const t0 = monoMs();
   return new Promise((resolve) => {
@@ -70,7 +90,8 @@ function runBench(name: BenchName, log: (s: string) => void): Promise<{ json?: u
       err += d.toString();
       for (const l of d.toString().split('\n')) if (l.trim()) log(`  ${l}`);
     });
-    const timer = setTimeout(() => child.kill('SIGKILL'), BENCH_TIMEOUT_MS);
+    const limitMin = b.timeoutMin ?? BENCH_TIMEOUT_MIN;
+    const timer = setTimeout(() => child.kill('SIGKILL'), limitMin * 60_000);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       const seconds = round((monoMs() - t0) / 1000, 1);
@@ -83,12 +104,23 @@ function runBench(name: BenchName, log: (s: string) => void): Promise<{ json?: u
           } catch { /* try the next form */ }
         }
       }
-      resolve({ error: `${name} exited ${code ?? signal}${signal === 'SIGKILL' ? ' (10-minute limit)' : ''}: ${(err + out).trim().slice(-1500)}`, seconds, load });
+      resolve({ error: `${name} exited ${code ?? signal}${signal === 'SIGKILL' ? ` (${limitMin}-minute limit)` : ''}: ${(err + out).trim().slice(-1500)}`, seconds, load });
     });
   });
 }
 
-function figures(r: { exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult }): Figure[] {
+type Results = { exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult; net?: NetResult; vsock?: VsockResult; share?: ShareResult };
+
+/** Figures of a flintvm-vs-peer comparison (vmm-compare.ts), named `prefix: <figure>`. */
+function comparisonFigures(bench: BenchName, prefix: string, cs: readonly Comparison[], peer: string, note?: string): Figure[] {
+  return cs.filter((c) => c.flintvm).map((c, i) => ({
+    bench, name: `${prefix}: ${c.name}`, unit: c.unit, better: c.better, flintvm: sum(c.flintvm!),
+    ...(c.qemu ? { peer: { name: peer, ...sum(c.qemu) }, ratio: round(c.ratio!, 3) } : {}),
+    ...(i === 0 && note ? { note } : {}),
+  }));
+}
+
+function figures(r: Results): Figure[] {
   const f: Figure[] = [];
   const QEMU = 'QEMU 7.2 microvm';
   if (r.exits) {
@@ -154,6 +186,19 @@ function figures(r: { exits?: ExitsResult; boot?: BootResult; memory?: MemoryRes
         ...(q1 ? { peer: { name: QEMU, median: q1.rssTotalMiB, n: q1.reps }, ratio: m.singleProcessRatio?.rss } : {}), note: 'node + flintvm + 1 VM (fresh process) vs one QEMU process' });
     }
   }
+  const TCG = 'inside the TCG test host: read the ratio, not the absolute figure';
+  if (r.net) f.push(...comparisonFigures('net', 'net (TCG host)', r.net.figures, `${QEMU} virtio-net-device, tap, vhost=off`, TCG));
+  if (r.vsock) {
+    const v = r.vsock;
+    const note = `${TCG}; flintvm only (no hybrid vsock in QEMU)`;
+    if (v.hostToGuestMiBs) f.push({ bench: 'vsock', name: `vsock (TCG host): host -> guest, ${v.inner.mib} MiB`, unit: 'MiB/s', better: 'higher', flintvm: sum(v.hostToGuestMiBs), note });
+    if (v.guestToHostMiBs) f.push({ bench: 'vsock', name: `vsock (TCG host): guest -> host, ${v.inner.mib} MiB`, unit: 'MiB/s', better: 'higher', flintvm: sum(v.guestToHostMiBs) });
+    if (v.connectUs) f.push({ bench: 'vsock', name: 'vsock (TCG host): host CONNECT -> OK', unit: 'us', better: 'lower', flintvm: sum(v.connectUs) });
+  }
+  if (r.share) {
+    f.push(...comparisonFigures('share', 'share 9p (TCG host)', r.share.ninep, `${QEMU} virtio-9p-device`, `${TCG}; tarball ${r.share.package}`));
+    f.push(...comparisonFigures('share', 'share virtio-fs (TCG host)', r.share.virtiofs, `${QEMU} virtio-9p-device`, 'flintvm virtio-fs against QEMU 9p (QEMU 7.2 has no built-in virtio-fs)'));
+  }
   if (r.density) {
     for (const p of r.density.points) {
       const q = p.qemu;
@@ -182,11 +227,11 @@ export function formatTable(fs: Figure[]): string[] {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { only: { type: 'string' }, skip: { type: 'string' }, out: { type: 'string' }, merge: { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { only: { type: 'string' }, all: { type: 'boolean' }, skip: { type: 'string' }, out: { type: 'string' }, merge: { type: 'boolean' } } });
   const projectDir = findProjectDir(HERE);
   const outDir = values.out ?? join(projectDir, 'bench/results');
   const all = Object.keys(BENCHES) as BenchName[];
-  const only = values.only ? values.only.split(',') : all;
+  const only = values.only ? values.only.split(',') : all.filter((n) => values.all || !(BENCHES[n] as BenchSpec).optIn);
   const skip = (values.skip ?? '').split(',');
   const chosen = all.filter((n) => only.includes(n) && !skip.includes(n));
   const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -212,7 +257,7 @@ async function main(): Promise<void> {
     log(`bench: ${name} ${r.error ? 'FAILED' : 'done'} in ${r.seconds} s${r.error ? `: ${r.error.slice(0, 400)}` : ''}`);
   }
 
-  const typed = results as { exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult };
+  const typed = results as Results;
   const figs = figures(typed);
   const machine = machineInfo();
   const latest = {
@@ -243,6 +288,9 @@ async function main(): Promise<void> {
   if (typed.memory) out.push(...formatMemory(typed.memory), '');
   if (typed.density) out.push(...formatDensity(typed.density), '');
   if (typed['linux-boot']) out.push(...formatLinuxBoot(typed['linux-boot']), '');
+  if (typed.net) out.push(...formatNet(typed.net), '');
+  if (typed.vsock) out.push(...formatVsock(typed.vsock), '');
+  if (typed.share) out.push(...formatShare(typed.share), '');
   out.push(`Summary (commit ${latest.commit.slice(0, 12)}; ${machine.nproc} CPUs ${machine.model}; kernel ${machine.kernel}; KVM ${machine.kvm})`);
   out.push(`1-min load before..after each bench: ${Object.entries(runs).map(([n, r]) => `${n} ${r.load.before.loadavg[0]}..${r.load.after.loadavg[0]}`).join(', ')} (${machine.nproc} CPUs)`);
   out.push(...formatTable(figs));

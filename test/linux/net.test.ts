@@ -9,14 +9,15 @@
  * way with matching MD5s (host -> guest first; the guest keeps the data in
  * tmpfs and sends it back).
  *
- * Transfer size: FLINTVM_NET_TEST_MIB, default 64. The test host emulates
- * its single CPU with TCG and the guest runs nested in it, so the guest's own
- * copies are the bottleneck (there, `head -c 64M /dev/zero | tee f | md5sum`
- * alone takes ~17 s), and ava runs two test files at once on that CPU.
- * Measured on an otherwise idle test host: 128 MiB each way, ~66 s for the
- * whole test (host -> guest ~5 MiB/s, guest -> host ~12 MiB/s), 256 MiB
- * ~2.5 min; next to another test file, 128 MiB took ~4 min. 64 MiB keeps the
- * test near 2 minutes in the full suite.
+ * Transfer size: FLINTVM_NET_TEST_MIB, default 256 (the issue asks for at
+ * least 256 MiB each way). The test host emulates its single CPU with TCG
+ * and the guest runs nested in it, so the guest's own copies are a large part
+ * of the time (there, `head -c 64M /dev/zero | tee f | md5sum` alone takes
+ * ~17 s), and ava runs two test files at once on that CPU. Measured alone in
+ * the test host (build machine load ~5): 256 MiB each way, 193 s for the
+ * whole file (host -> guest 14 MiB/s in 18 s, guest -> host 2.0 MiB/s in
+ * 128 s). Earlier, 128 MiB took ~66 s alone and ~4 min next to another test
+ * file; set FLINTVM_NET_TEST_MIB=64 for a quicker run.
  */
 import test from 'ava';
 import { execFile, execFileSync } from 'node:child_process';
@@ -39,7 +40,7 @@ const GUEST_MAC = '02:fc:00:00:00:0f';
 const HOST_PORT = 5001;
 /** host -> guest: the guest listens here. */
 const GUEST_PORT = 5002;
-const SIZE_MIB = Number(process.env.FLINTVM_NET_TEST_MIB ?? 64);
+const SIZE_MIB = Number(process.env.FLINTVM_NET_TEST_MIB ?? 256);
 
 /** Seconds since guest boot, from /proc/uptime, as a shell expression. */
 const UPTIME = '$(cut -d" " -f1 /proc/uptime)';

@@ -11,8 +11,9 @@ import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MicroVM, defaultGuestImages, guestCommandCmdline, type MicroVMConfig, type VmExit } from '../../lib/index.js';
+import type { MicroVMConfig } from '../../lib/index.js';
 import { requireKvm } from '../helpers/kvm.js';
+import { results, runGuest } from './share-helpers.js';
 
 /** Under the test host's emulated CPU, urandom + md5sum of 64 MiB alone take minutes. */
 const TIMEOUT_MS = 9 * 60_000;
@@ -21,48 +22,8 @@ const SECRET = 'HOST-ONLY-SECRET-7f3a9c';
 const MANY = 10_000;
 const MOUNT = `mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 ${TAG} /mnt`;
 
-interface Run {
-  exit: VmExit;
-  out: string;
-}
-
-/**
- * Boots the default guest with `config` and runs `script` (sh). When the guest prints a
- * line `HOST-STEP <name>`, `steps[name]` runs on the host (the guest waits for its effect).
- */
-async function run(config: Omit<MicroVMConfig, 'kernel'>, script: string, steps: Record<string, () => void> = {}): Promise<Run> {
-  const imgs = await defaultGuestImages({ quiet: true });
-  const vm = new MicroVM({
-    kernel: imgs.vmlinux, initrd: imgs.initrd, memoryMiB: 256, ...config,
-    extraCmdline: guestCommandCmdline(['sh', '-c', script]),
-  });
-  let out = '';
-  const done = new Set<string>();
-  vm.console.on('data', (c: Buffer) => {
-    out += c.toString();
-    for (const m of out.matchAll(/HOST-STEP (\S+)/g)) {
-      const name = m[1]!;
-      if (done.has(name)) continue;
-      done.add(name);
-      steps[name]?.();
-    }
-  });
-  await vm.start();
-  const timer = setTimeout(() => { void vm.stop(); }, TIMEOUT_MS);
-  const exit = await vm.wait();
-  clearTimeout(timer);
-  return { exit, out };
-}
-
-/** The value of `R:key=value` lines the guest printed. */
-function results(out: string): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const line of out.split(/\r?\n/)) {
-    const r = /^R:([\w-]+)=(.*)$/.exec(line.trim());
-    if (r) m.set(r[1]!, r[2]!);
-  }
-  return m;
-}
+/** Boots the default guest with `config` and runs `script`; see share-helpers.ts. */
+const run = (config: Omit<MicroVMConfig, 'kernel'>, script: string, steps: Record<string, () => void> = {}) => runGuest(config, script, steps, TIMEOUT_MS);
 
 /** A share with host-made content, and a sibling the guest must never see. */
 function makeShare(): { dir: string; share: string; outside: string } {
@@ -123,12 +84,7 @@ mkdir made && for i in $(seq 1 200); do echo "$i" > made/f$i; done && ok made "$
 at made-done
 # unlink
 rm made/f1 && ok unlink "$(ls made | wc -l)"
-# xattrs, when this busybox has the tools
-if command -v setfattr >/dev/null 2>&1; then
-  setfattr -n user.color -v blue b.txt && ok xattr "$(getfattr -n user.color --only-values b.txt)"
-else
-  ok xattr skipped-no-setfattr
-fi
+# xattrs: share-xattr.test.ts (they need the tools initramfs and a host filesystem with user xattrs)
 # a 64 MiB file
 at big-start
 dd if=/dev/urandom of=big bs=1M count=64 2>/dev/null && sync
@@ -192,8 +148,6 @@ test.serial('virtio-9p: the guest mounts a host directory and runs a file worklo
   t.is(r.get('many-last'), '1');
   t.is(r.get('made'), '200');
   t.is(r.get('unlink'), '199');
-  if (r.get('xattr') === 'skipped-no-setfattr') t.log('xattrs: skipped, the guest busybox has no setfattr');
-  else t.is(r.get('xattr'), 'blue');
   t.is(r.get('big-size'), String(64 * 1024 * 1024));
   t.is(r.get('late'), 'made-on-the-host-meanwhile', 'a file the host wrote while the guest ran');
   t.is(r.get('changed'), 'changed-by-the-host', 'host changes are seen (no caching by default)');

@@ -1,0 +1,196 @@
+/**
+ * The inner half of bench/share.ts. It runs INSIDE the real-KVM test host:
+ * per boot, the default (busybox) guest mounts one shared directory on the
+ * test host's /tmp (tmpfs) and, timed by its own clock (/proc/uptime):
+ *
+ * 1. `tar -xf` of a real tarball (a Debian package's data archive, already
+ *    in the guest's RAM) onto the share, plus `sync`;
+ * 2. `dd if=/dev/zero of=/mnt/big bs=1M count=N conv=fsync`, plus `sync`;
+ * 3. after `echo 3 > /proc/sys/vm/drop_caches`, `dd if=/mnt/big of=/dev/null bs=1M`.
+ *
+ * The caches are dropped before each step. Three configurations, in a
+ * rotating order per repetition: flintvm's 9p share, flintvm's virtio-fs
+ * share, and QEMU microvm's `-fsdev local,security_model=none -device
+ * virtio-9p-device` (QEMU 7.2 microvm has no virtio-fs without an external
+ * virtiofsd). Both 9p mounts use `trans=virtio,version=9p2000.L,msize=262144`
+ * with the default cache mode (none); virtio-fs mounts with its defaults.
+ *
+ * Prints one line `FLINTVM-SHARE-RESULT <json>` (ShareInnerResult).
+ *
+ * Usage: node dist/bench/share-inner.js [--reps 5] [--mib 1024] [--memory-mib 256] [--configs flintvm-9p,flintvm-virtiofs,qemu-9p]
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  consoleTail, flintvmExtraCmdline, guestFiles, qemuGuestArgs, runMain, startFlintvm, startQemu, testHostInfo, unpackQemu,
+  type GuestHandle, type QemuBin, type Vmm,
+} from './guest-run.js';
+
+export const SHARE_MARKER = 'FLINTVM-SHARE-RESULT ';
+/** The tarball, as the outer half stages it in the guest directory. */
+export const SHARE_BENCH_TARBALL = 'share-bench.tar';
+
+export const SHARE_CONFIGS = ['flintvm-9p', 'flintvm-virtiofs', 'qemu-9p'] as const;
+export type ShareConfigName = (typeof SHARE_CONFIGS)[number];
+
+const TAG = 'benchshare';
+const BASE = '/tmp/flintvm-share-bench';
+
+export interface ShareRun {
+  config: ShareConfigName;
+  vmm: Vmm;
+  rep: number;
+  wallMs: number;
+  ok: boolean;
+  error?: string;
+  /** Guest seconds: tar -x + sync; dd write + sync; dd read. */
+  tarS?: number;
+  writeS?: number;
+  readS?: number;
+  /** Entries the guest found under the extraction directory (find | wc -l), for a sanity check. */
+  entries?: number;
+}
+
+export interface ShareInnerResult {
+  reps: number;
+  mib: number;
+  memoryMiB: number;
+  tarball: { bytes: number; entries: number };
+  qemu: { argv: string[]; version: string } | null;
+  runs: ShareRun[];
+  testHost: ReturnType<typeof testHostInfo>;
+}
+
+function mountCommand(config: ShareConfigName): string {
+  return config.endsWith('-9p') ? `mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 ${TAG} /mnt` : `mount -t virtiofs ${TAG} /mnt`;
+}
+
+/** The workload, read from the share (the kernel command line is too short for it). */
+export function shareWorkload(mib: number): string {
+  return `
+up() { cut -d' ' -f1 /proc/uptime; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+cp /mnt/.t.tar /tmp/t.tar && mkdir /mnt/x || exit 3
+drop; a=$(up); tar -xf /tmp/t.tar -C /mnt/x || exit 4; sync; echo "SHRES tar $a $(up)"
+echo "SHRES entries $(find /mnt/x | wc -l)"
+rm /tmp/t.tar
+drop; a=$(up); dd if=/dev/zero of=/mnt/big bs=1M count=${mib} conv=fsync 2>/dev/null || exit 5; sync; echo "SHRES write $a $(up)"
+drop; a=$(up); dd if=/mnt/big of=/dev/null bs=1M 2>/dev/null || exit 6; echo "SHRES read $a $(up)"
+cd / && umount /mnt && echo SHDONE
+`;
+}
+
+/** SHRES lines -> seconds per step and the entry count. */
+export function parseShareRes(out: string): Pick<ShareRun, 'tarS' | 'writeS' | 'readS' | 'entries'> {
+  const r: Pick<ShareRun, 'tarS' | 'writeS' | 'readS' | 'entries'> = {};
+  for (const m of out.replace(/\r/g, '').matchAll(/^SHRES (tar|write|read) ([\d.]+) ([\d.]+)\s*$/gm)) {
+    r[`${m[1] as 'tar' | 'write' | 'read'}S`] = Number(m[3]) - Number(m[2]);
+  }
+  const e = /^SHRES entries (\d+)/m.exec(out.replace(/\r/g, ''));
+  if (e) r.entries = Number(e[1]);
+  return r;
+}
+
+interface Ctx {
+  kernel: string;
+  initrd: string;
+  memoryMiB: number;
+  mib: number;
+  tarball: string;
+  qemu: QemuBin | null;
+  timeoutS: number;
+}
+
+function qemuShareArgs(c: Ctx, dir: string, guestCommand: string): string[] {
+  return [
+    ...qemuGuestArgs({ kernel: c.kernel, initrd: c.initrd, memoryMiB: c.memoryMiB, vcpus: 1, dataDir: c.qemu!.dataDir, guestCommand }),
+    '-fsdev', `local,id=f0,path=${dir},security_model=none`,
+    '-device', `virtio-9p-device,fsdev=f0,mount_tag=${TAG}`,
+  ];
+}
+
+async function oneRun(config: ShareConfigName, rep: number, c: Ctx): Promise<ShareRun> {
+  const dir = join(BASE, `${config}-${rep}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(c.tarball, join(dir, '.t.tar'));
+  writeFileSync(join(dir, '.bench.sh'), shareWorkload(c.mib));
+  const cmd = `mkdir -p /mnt && ${mountCommand(config)} && cp /mnt/.bench.sh /tmp/b.sh && exec sh /tmp/b.sh || exit 2`;
+  const vmm: Vmm = config.startsWith('qemu') ? 'qemu' : 'flintvm';
+  const g: GuestHandle = vmm === 'flintvm'
+    ? await startFlintvm({
+      kernel: c.kernel, initrd: c.initrd, memoryMiB: c.memoryMiB, vcpus: 1,
+      shares: [{ tag: TAG, path: dir, protocol: config === 'flintvm-9p' ? '9p' : 'virtiofs' }],
+      extraCmdline: flintvmExtraCmdline(cmd),
+    }, c.timeoutS)
+    : startQemu(c.qemu!, qemuShareArgs(c, dir, cmd), c.timeoutS);
+  const end = await g.end;
+  const out = g.output();
+  const run: ShareRun = { config, vmm, rep, wallMs: end.wallMs, ok: false, ...parseShareRes(out) };
+  const big = join(dir, 'big');
+  const errs = [
+    end.error,
+    /^SHDONE/m.test(out.replace(/\r/g, '')) ? undefined : 'no SHDONE from the guest',
+    existsSync(big) && statSync(big).size === c.mib * 1048576 ? undefined : `${big} is not ${c.mib} MiB on the host`,
+  ].filter(Boolean);
+  run.ok = errs.length === 0;
+  if (errs.length) {
+    run.error = errs.join('; ');
+    console.log(`share: ${config} rep ${rep} FAILED: ${run.error}\n--- guest console tail ---\n${consoleTail(out)}\n---`);
+  }
+  rmSync(dir, { recursive: true, force: true });
+  const s = (x?: number) => (x === undefined ? '-' : `${x.toFixed(2)} s`);
+  console.log(`share: ${config} rep ${rep}: ${(run.wallMs / 1000).toFixed(1)} s; tar ${s(run.tarS)} (${run.entries ?? '?'} entries), write ${c.mib} MiB ${s(run.writeS)}, read ${s(run.readS)}`);
+  return run;
+}
+
+/** Entries (files, links, directories and the top directory) of the tarball, as `find x | wc -l` counts them after extraction. */
+function tarEntries(tar: string): number {
+  const dir = join(BASE, 'count');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  // The test host's busybox tar and find: the same tools as the guest's.
+  const out = execFileSync('sh', ['-c', 'tar -xf "$1" -C "$2" && find "$2" | wc -l', 'sh', tar, dir], { encoding: 'utf8' });
+  rmSync(dir, { recursive: true, force: true });
+  return Number(out.trim());
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      reps: { type: 'string', default: '5' },
+      mib: { type: 'string', default: '1024' },
+      'memory-mib': { type: 'string', default: '256' },
+      configs: { type: 'string', default: SHARE_CONFIGS.join(',') },
+    },
+  });
+  const reps = Number(values.reps);
+  const mib = Number(values.mib);
+  const memoryMiB = Number(values['memory-mib']);
+  const configs = values.configs.split(',') as ShareConfigName[];
+  for (const c of configs) if (!SHARE_CONFIGS.includes(c)) throw new Error(`unknown config ${c} (${SHARE_CONFIGS.join(', ')})`);
+  const { dir, kernel, busyboxInitrd } = guestFiles();
+  const tarball = join(dir, SHARE_BENCH_TARBALL);
+  if (!existsSync(tarball)) throw new Error(`${tarball} missing (bench/share.ts stages it)`);
+  const loadavgStart = readFileSync('/proc/loadavg', 'utf8').trim();
+  const qemu = configs.some((x) => x.startsWith('qemu')) ? unpackQemu(dir) : null;
+  const entries = tarEntries(tarball);
+  const c: Ctx = { kernel, initrd: busyboxInitrd, memoryMiB, mib, tarball, qemu, timeoutS: 900 + mib };
+  console.log(`share: ${reps} reps of ${configs.join(', ')}; tarball ${(statSync(tarball).size / 1048576).toFixed(1)} MiB, ${entries} entries; ${mib} MiB write/read`);
+  const runs: ShareRun[] = [];
+  for (let rep = 0; rep < reps; rep++) {
+    // Rotate the order, so slow drift of the host hits every configuration alike.
+    const order = configs.map((_, i) => configs[(i + rep) % configs.length]!);
+    for (const config of order) runs.push(await oneRun(config, rep, c));
+  }
+  const result: ShareInnerResult = {
+    reps, mib, memoryMiB, tarball: { bytes: statSync(tarball).size, entries },
+    qemu: qemu ? { argv: ['qemu-system-x86_64', ...qemuShareArgs(c, join(BASE, 'DIR'), '<command>')], version: qemu.version } : null,
+    runs, testHost: testHostInfo(loadavgStart),
+  };
+  console.log(SHARE_MARKER + JSON.stringify(result));
+}
+
+runMain(import.meta.url, 'share-inner', main);
