@@ -76,6 +76,12 @@ if (ARM64) {
     t.true((exit.armRegs?.pc ?? 0n) >= 0xffff000000000000n, `pc ${exit.armRegs?.pc?.toString(16)}`);
     t.is(Number((exit.armRegs?.pstate ?? 0n) & 0xcn), 0x4, 'EL1');
   });
+
+  test.serial('arm64: reboot is a PSCI SYSTEM_RESET and ends the VM as a reset', async (t) => {
+    if (!requireKvm(t)) return;
+    const { exit, out } = await runGuest({ kernel: 'Image', vcpus: 1, command: ['reboot', '-f'] });
+    t.is(exit.reason, 'reset', out.slice(-2000));
+  });
 }
 
 test.serial('interactive shell: console input reaches the guest and exit ends the VM (x86: reboot, arm64: PSCI poweroff)', async (t) => {
