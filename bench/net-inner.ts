@@ -11,11 +11,12 @@
  *   test host (the same Debian build, carried in from the tools initramfs);
  *   the figure is iperf3's receiver-side rate over `--seconds`, after 1 s
  *   omitted (`-O 1`, slow start);
- * - TCP round-trip latency: the guest runs `socat TCP-LISTEN:5202 PIPE` (an
- *   in-process echo), and a node client here sends one byte, waits for it to
- *   come back, `--rtts` times (after 20 warm-up rounds), with Nagle off on
- *   both sides... as far as socat goes: it writes each byte as it reads it.
- *   The figure is the per-boot median round trip.
+ * - TCP round-trip latency: the guest runs `socat TCP-LISTEN:5202,nodelay
+ *   PIPE` (an in-process echo that writes back what it reads), and a node
+ *   client here (TCP_NODELAY too) sends one byte and waits for it to come
+ *   back, `--rtts` times after 20 warm-up rounds. The figure is the per-boot
+ *   median (and p99) round trip; it includes node's event loop on the host
+ *   side, the same for both VMMs.
  *
  * The host side of the tap is 10.0.2.1/24, the guest 10.0.2.15/24.
  * Prints progress, then one line `FLINTVM-NET-RESULT <json>` (NetInnerResult).

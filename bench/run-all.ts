@@ -243,9 +243,16 @@ async function main(): Promise<void> {
   const runs: Record<string, RunInfo> = {};
   const latestPath = join(outDir, 'latest.json');
   if (values.merge && existsSync(latestPath)) {
-    const old = JSON.parse(readFileSync(latestPath, 'utf8')) as { benches?: Record<string, unknown>; runs?: Record<string, RunInfo> };
-    for (const [k, v] of Object.entries(old.benches ?? {})) if (!chosen.includes(k as BenchName)) results[k] = v;
-    for (const [k, v] of Object.entries(old.runs ?? {})) if (!chosen.includes(k as BenchName)) runs[k] = v;
+    const old = JSON.parse(readFileSync(latestPath, 'utf8')) as {
+      commit?: string; load?: { start: LoadInfo; end: LoadInfo }; benches?: Record<string, unknown>; runs?: Record<string, RunInfo>;
+    };
+    for (const [k, v] of Object.entries(old.benches ?? {})) {
+      if (chosen.includes(k as BenchName)) continue;
+      results[k] = v;
+      // Older files have no `runs` entry, or one without its commit: the bench ran at the file's commit.
+      const r = old.runs?.[k];
+      runs[k] = r ? { ...r, commit: r.commit ?? old.commit ?? 'unknown' } : { seconds: NaN, commit: old.commit ?? 'unknown', load: { before: old.load!.start, after: old.load!.end } };
+    }
     log(`bench: merging with ${latestPath} (keeping ${Object.keys(results).join(', ') || 'nothing'})`);
   }
   const commit = gitCommit(projectDir);

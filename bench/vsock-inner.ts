@@ -10,7 +10,9 @@
  *   the Unix socket to the `OK` line, i.e. device accept, REQUEST to the
  *   guest, the guest kernel's RESPONSE and the OK back. Each connection is
  *   closed and its guest side gone before the next one starts;
- * - throughput, `--reps` times each way, alternating: host -> guest `--mib`
+ * - throughput, `--reps` times each way (after one uncounted warm-up round:
+ *   the first transfers run while node's JIT is still compiling the device's
+ *   hot path), alternating: host -> guest `--mib`
  *   MiB written after OK until the guest's socat (sink: /dev/null) has read
  *   EOF and closed; guest -> host `socat -u OPEN:/dev/zero,readbytes=N
  *   VSOCK-CONNECT:2:5000`, timed here from the accepted connection to EOF.
@@ -56,13 +58,14 @@ export interface VsockInnerResult {
   testHost: ReturnType<typeof testHostInfo>;
 }
 
-export function vsockGuestScript(reps: number, mib: number): string {
+/** The guest's side: the connect listener, then `rounds` rounds of one transfer each way. */
+export function vsockGuestScript(rounds: number, mib: number): string {
   return [
     `socat -u VSOCK-LISTEN:${PORT_CONNECT},reuseaddr,fork OPEN:/dev/null & l=$!`,
     'sleep 1; echo VS-READY',
     // Blocks until the host has finished its connects and connects here once.
     `socat -u VSOCK-LISTEN:${PORT_BARRIER} OPEN:/dev/null; kill $l`,
-    `i=0; while [ $i -lt ${reps} ]; do`,
+    `i=0; while [ $i -lt ${rounds} ]; do`,
     `  socat -u VSOCK-LISTEN:${PORT_SINK} OPEN:/dev/null || exit 3`,
     `  socat -u OPEN:/dev/zero,readbytes=${mib * MIB} VSOCK-CONNECT:2:${HOST_PORT} || exit 4`,
     '  i=$((i+1)); done',
@@ -154,7 +157,7 @@ async function main(): Promise<void> {
   });
   await new Promise<void>((r) => server.listen(`${uds}_${HOST_PORT}`, () => r()));
 
-  const script = vsockGuestScript(reps, mib);
+  const script = vsockGuestScript(reps + 1, mib);
   console.log(`vsock: ${connects} connects, ${reps} x ${mib} MiB each way`);
   const t0 = performance.now();
   const g = await startFlintvm({ kernel, initrd, memoryMiB, vcpus: 1, vsock: { guestCid: GUEST_CID, udsPath: uds }, extraCmdline: flintvmExtraCmdline(script) }, 600);
@@ -177,16 +180,18 @@ async function main(): Promise<void> {
     console.log(`vsock: connect -> OK median ${percentile(connectUs, 50).toFixed(0)} us over ${connects} (${((performance.now() - tc) / 1000).toFixed(1)} s in all)`);
     await finish((await connectWhenListening(uds, PORT_BARRIER, 60_000)).s);
     const data = Buffer.alloc(mib * MIB, 0x5a);
-    for (let i = 0; i < reps; i++) {
+    // Round 0 is the warm-up.
+    for (let i = 0; i <= reps; i++) {
       const c = await connectWhenListening(uds, PORT_SINK, 60_000);
       const t0 = performance.now();
       await finish(c.s, data);
-      h2g.push(mib / ((performance.now() - t0) / 1000));
+      const toGuest = mib / ((performance.now() - t0) / 1000);
       await new Promise<void>((r) => { if (fromGuest.length > i) r(); else fromGuestWaiter = r; });
       const f = fromGuest[i]!;
       if (f.bytes !== mib * MIB) throw new Error(`guest -> host transfer ${i}: ${f.bytes} bytes, not ${mib * MIB}`);
-      g2h.push(mib / (f.ms / 1000));
-      console.log(`vsock: rep ${i}: host->guest ${h2g[i]!.toFixed(1)} MiB/s, guest->host ${g2h[i]!.toFixed(1)} MiB/s`);
+      const toHost = mib / (f.ms / 1000);
+      if (i > 0) { h2g.push(toGuest); g2h.push(toHost); }
+      console.log(`vsock: ${i ? `rep ${i - 1}` : 'warm-up'}: host->guest ${toGuest.toFixed(1)} MiB/s, guest->host ${toHost.toFixed(1)} MiB/s`);
     }
   } catch (e) {
     error = (e as Error).message;

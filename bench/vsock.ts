@@ -41,7 +41,7 @@ export async function benchVsock(o: { reps: number; mib: number; connects: numbe
     connectUs: maybe(i.connectUs),
     notes: [
       'Inside the real-KVM test host (Linux on QEMU TCG, 1 vCPU); flintvm only (QEMU has no hybrid vsock).',
-      `Guest 1 vCPU, ${i.memoryMiB} MiB, socat: ${i.reps} x ${i.mib} MiB each way (host -> guest into /dev/null; guest -> host from /dev/zero), ` +
+      `Guest 1 vCPU, ${i.memoryMiB} MiB, socat: ${i.reps} x ${i.mib} MiB each way after one uncounted warm-up round (host -> guest into /dev/null; guest -> host from /dev/zero), ` +
         `${i.connects} connects to a forking VSOCK-LISTEN (connect(2) on the Unix socket -> OK line).`,
       ...(i.error ? [`failed: ${i.error}`] : []),
     ],
