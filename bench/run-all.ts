@@ -7,7 +7,7 @@
  * - bench/results/boot.svg: the boot breakdown, flintvm vs QEMU;
  * and prints the per-bench reports and a summary table.
  *
- * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot,net,vsock,share] [--all] [--skip linux-boot] [--out DIR] [--merge]
+ * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot,net,vsock,share,linux-boot-arm64] [--all] [--skip linux-boot] [--out DIR] [--merge]
  *
  * The test-host I/O benches (net, vsock, share) run only when named in --only, or with --all: each boots
  * guests for many minutes inside the TCG test host (share alone takes about an hour).
@@ -31,6 +31,7 @@ import { formatLinuxBoot, type LinuxBootResult } from './linux-boot.js';
 import { formatNet, type NetResult } from './net.js';
 import { formatVsock, type VsockResult } from './vsock.js';
 import { formatShare, type ShareResult } from './share.js';
+import type { LinuxBootArm64Result } from './linux-boot-arm64.js';
 import type { Comparison } from './vmm-compare.js';
 import { bootSvg } from './svg.js';
 import { findProjectDir } from '../test/hosts/run.js';
@@ -58,6 +59,7 @@ const BENCHES = {
   net: { script: 'net.js', flags: [], args: ['--reps', '5', '--seconds', '5', '--rtts', '500'], timeoutMin: 30, optIn: true },
   vsock: { script: 'vsock.js', flags: [], args: ['--reps', '5', '--mib', '32', '--connects', '200'], timeoutMin: 20, optIn: true },
   share: { script: 'share.js', flags: [], args: ['--reps', '5', '--mib', '1024'], timeoutMin: 150, optIn: true },
+  'linux-boot-arm64': { script: 'linux-boot-arm64.js', flags: [], args: ['--reps', '5'], timeoutMin: 20, optIn: true },
 } satisfies Record<string, BenchSpec>;
 type BenchName = keyof typeof BENCHES;
 
@@ -109,7 +111,10 @@ function runBench(name: BenchName, log: (s: string) => void): Promise<{ json?: u
   });
 }
 
-type Results = { exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult; net?: NetResult; vsock?: VsockResult; share?: ShareResult };
+type Results = {
+  exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult;
+  net?: NetResult; vsock?: VsockResult; share?: ShareResult; 'linux-boot-arm64'?: LinuxBootArm64Result;
+};
 
 /** Figures of a flintvm-vs-peer comparison (vmm-compare.ts), named `prefix: <figure>`. */
 function comparisonFigures(bench: BenchName, prefix: string, cs: readonly Comparison[], peer: string, note?: string): Figure[] {
@@ -194,6 +199,19 @@ function figures(r: Results): Figure[] {
     if (v.hostToGuestMiBs) f.push({ bench: 'vsock', name: `vsock (TCG host): host -> guest, ${v.inner.mib} MiB`, unit: 'MiB/s', better: 'higher', flintvm: sum(v.hostToGuestMiBs), note });
     if (v.guestToHostMiBs) f.push({ bench: 'vsock', name: `vsock (TCG host): guest -> host, ${v.inner.mib} MiB`, unit: 'MiB/s', better: 'higher', flintvm: sum(v.guestToHostMiBs) });
     if (v.connectUs) f.push({ bench: 'vsock', name: 'vsock (TCG host): host CONNECT -> OK', unit: 'us', better: 'lower', flintvm: sum(v.connectUs) });
+  }
+  const a = r['linux-boot-arm64']?.inner;
+  if (a && !('error' in a.flintvmRun) && !('error' in a.qemu)) {
+    const x = r['linux-boot-arm64']!.ratios;
+    const QA = 'QEMU 7.2 virt, -accel kvm';
+    f.push({ bench: 'linux-boot-arm64', name: 'arm64 Linux (TCG host): flintvm run spawn -> command output', unit: 'ms', better: 'lower', flintvm: sum(a.flintvmRun.toMark),
+      peer: { name: QA, ...sum(a.qemu.toMark) }, ...(x.runToMark !== undefined ? { ratio: x.runToMark } : {}), note: 'inside the arm64 TCG test host: node start and worker spawn are slow there' });
+    f.push({ bench: 'linux-boot-arm64', name: 'arm64 Linux (TCG host): guest uptime at its command', unit: 'ms', better: 'lower', flintvm: sum(a.flintvmRun.guestUptime),
+      peer: { name: QA, ...sum(a.qemu.guestUptime) }, ...(x.guestUptime !== undefined ? { ratio: x.guestUptime } : {}) });
+    if (!('error' in a.flintvmWarm)) {
+      f.push({ bench: 'linux-boot-arm64', name: 'arm64 Linux (TCG host) warm: start() -> command output', unit: 'ms', better: 'lower', flintvm: sum(a.flintvmWarm.toMark),
+        peer: { name: `${QA} (spawn; no warm mode)`, ...sum(a.qemu.toMark) }, ...(x.warmToMarkVsQemu !== undefined ? { ratio: x.warmToMarkVsQemu } : {}) });
+    }
   }
   if (r.share) {
     f.push(...comparisonFigures('share', 'share 9p (TCG host)', r.share.ninep, `${QEMU} virtio-9p-device`, `${TCG}; tarball ${r.share.package}`));
