@@ -178,12 +178,13 @@ async function buildWith(
     vcpus: cfg.vcpus,
     devices,
     deviceModule: DEVICE_MODULE,
+    ...(cfg.workerPool ? { workerPool: cfg.workerPool } : {}),
     setupVm: (vm, k) => plan.setupVm(vm, k),
     setupVcpus: (ctx) => plan.setupVcpus(ctx),
     async startServices({ memory }) {
       if (virtio.devices.length === 0) return { stop: async () => undefined };
       const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring) };
-      const io = await IoWorker.start({ module: IO_MODULE, data });
+      const io = await IoWorker.start({ module: IO_MODULE, data, ...(cfg.workerPool ? { pool: cfg.workerPool } : {}) });
       return { stop: () => io.stop() };
     },
     cleanup: closeOpened,

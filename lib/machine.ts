@@ -5,6 +5,7 @@ import type { Vcpu } from './kvm/vcpu.js';
 import { mapGuestMemory, type HostGuestMemory } from './memory/host-memory.js';
 import type { GuestMemory } from './memory/guest-memory.js';
 import { VcpuHandle } from './vcpu/handle.js';
+import type { WorkerPool } from './worker-pool.js';
 import type { DeviceEvent, DeviceSpec, ExitInfo } from './vcpu/protocol.js';
 import { StateError } from './errors.js';
 import { log } from './log.js';
@@ -20,6 +21,8 @@ export interface MachineSpec {
   readonly devices: readonly DeviceSpec[];
   /** Module URL exporting the device factory (see lib/vcpu/protocol.ts). */
   readonly deviceModule: string;
+  /** Where vCPU workers come from when it has them ready (see WorkerPool). */
+  readonly workerPool?: WorkerPool;
   /** VM-wide setup before memory and vCPUs exist (irqchip, TSS…). */
   setupVm?(vm: Vm, kvm: Kvm): void;
   /** Loads images and sets every vCPU's registers. Runs after memory and vCPUs exist, before workers start. */
@@ -104,7 +107,7 @@ export class Machine extends EventEmitter<MachineEvents> {
       spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
       for (const v of vcpus) handles.push(new VcpuHandle(v));
       const common = { vmFd: vm.fd, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule };
-      await Promise.all(handles.map((h) => h.spawn(common)));
+      await Promise.all(handles.map((h) => h.spawn(common, spec.workerPool)));
       if (spec.startServices) service = await spec.startServices({ vm, memory: mem.memory });
       return new Machine(kvm, vm, mem, handles, service, spec.cleanup);
     } catch (e) {

@@ -5,16 +5,17 @@
  * returns it runs the setup's teardown, closes the loop's fds and reports
  * 'closed', so the main thread can terminate the worker without leaking fds.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import * as ffi from '../kvm/ffi.js';
 import { installKickHandler } from '../vcpu/kick.js';
+import { entryData } from '../worker-data.js';
 import { EventLoop } from './event-loop.js';
 import type { IoWorkerContext, IoWorkerData, IoWorkerMessage, SetupIoWorker } from './io-worker.js';
 
 // debug output from this thread: see lib/log.ts (written synchronously to fd 2 on workers).
 import '../log.js';
 
-const data = workerData as IoWorkerData;
+const data = entryData<IoWorkerData>();
 const port = parentPort!;
 const post = (m: IoWorkerMessage): void => port.postMessage(m);
 

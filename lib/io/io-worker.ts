@@ -12,13 +12,14 @@
  * }
  * ```
  */
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { EventEmitter } from 'node:events';
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { log } from '../log.js';
 import { ConfigError } from '../errors.js';
 import { installKickHandler, kickThread } from '../vcpu/kick.js';
+import { startWorker, type WorkerPool } from '../worker-pool.js';
 import { CTL_LOOP_STATE, EventLoop, LOOP_RETURNED, type StopSignal } from './event-loop.js';
 
 const debug = log('io');
@@ -54,6 +55,8 @@ export interface IoWorkerOptions {
   readonly module: string | URL;
   /** Passed to `setupIoWorker`; structured-cloneable (SharedArrayBuffers are shared, fd numbers stay valid). */
   readonly data: unknown;
+  /** Take the worker from this pool when it has one ready. */
+  readonly pool?: WorkerPool;
 }
 
 /** Worker -> main messages. */
@@ -163,7 +166,7 @@ export class IoWorker extends EventEmitter<IoWorkerEvents> {
     const wd: IoWorkerData = { module, data: opts.data, stop };
     let worker: Worker;
     try {
-      worker = new Worker(ENTRY_URL, { workerData: wd, stdout: false, stderr: false });
+      worker = startWorker(ENTRY_URL, wd, opts.pool);
     } catch (e) {
       EventLoop.closeStopSignal(stop);
       throw e;

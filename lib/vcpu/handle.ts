@@ -1,8 +1,9 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { EventEmitter } from 'node:events';
 import type { Vcpu } from '../kvm/vcpu.js';
 import { log } from '../log.js';
 import { installKickHandler, kickThread } from './kick.js';
+import { startWorker, type WorkerPool } from '../worker-pool.js';
 import {
   CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_STATE, CTL_WORDS, STATE_EXITED, STATE_PAUSED, STATE_RUNNING,
   type DeviceEvent, type ExitInfo, type VcpuMessage, type VcpuWorkerData,
@@ -38,14 +39,14 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
     this.exitedPromise = new Promise((r) => { this.resolveExited = r; });
   }
 
-  /** Starts the worker and resolves once it is ready to run (devices built, tid known). */
-  async spawn(data: Omit<VcpuWorkerData, 'control' | 'vcpuFd' | 'vcpuId' | 'runAddr' | 'runSize'>): Promise<void> {
+  /** Starts the worker (a standby from `pool` when one is ready) and resolves once it is ready to run (devices built, tid known). */
+  async spawn(data: Omit<VcpuWorkerData, 'control' | 'vcpuFd' | 'vcpuId' | 'runAddr' | 'runSize'>, pool?: WorkerPool): Promise<void> {
     installKickHandler();
     const wd: VcpuWorkerData = {
       ...data, control: this.control.buffer as SharedArrayBuffer, vcpuFd: this.vcpu.fd, vcpuId: this.vcpu.id,
       runAddr: this.vcpu.runAddr, runSize: this.vcpu.runSize,
     };
-    const worker = new Worker(WORKER_URL, { workerData: wd, stdout: false, stderr: false });
+    const worker: Worker = startWorker(WORKER_URL, wd, pool);
     this.worker = worker;
     await new Promise<void>((resolve, reject) => {
       worker.on('message', (m: VcpuMessage) => {

@@ -5,7 +5,7 @@
  * exit to another thread would cost ~90 us. Every other exit ends the loop
  * and is reported to the main thread as an `exit` message with the registers.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { Bus } from '../bus/bus.js';
 import { Vcpu } from '../kvm/vcpu.js';
@@ -14,13 +14,14 @@ import * as ffi from '../kvm/ffi.js';
 import { KVM_EXIT_IO, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_INTR, RUN_EXIT_REASON, RUN_MMIO_DATA, type VcpuExit } from '../kvm/exit.js';
 import { attachGuestMemory } from '../memory/host-memory.js';
 import { installKickHandler } from './kick.js';
+import { entryData } from '../worker-data.js';
 import {
   CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_STATE, CTL_TID, STATE_EXITED, STATE_PAUSED, STATE_RUNNING,
   type DeviceContext, type DeviceFactory, type ExitInfo, type ExitReason, type VcpuMessage, type VcpuWorkerData,
 } from './protocol.js';
 import type { Trigger } from '../interrupt/trigger.js';
 
-const data = workerData as VcpuWorkerData;
+const data = entryData<VcpuWorkerData>();
 const port = parentPort!;
 const post = (m: VcpuMessage) => port.postMessage(m);
 const control = new Int32Array(data.control);

@@ -30,7 +30,7 @@ function refused(t: import('ava').ExecutionContext, config: unknown, field: stri
 test('a minimal config resolves with every default filled', (t) => {
   t.deepEqual(resolveConfig({ kernel }), {
     kernel, initrd: undefined, cmdline: undefined, extraCmdline: undefined, memoryMiB: DEFAULT_MEMORY_MIB, vcpus: 1,
-    console: 'pipe', bootProtocol: 'linux64', drives: [], rng: false, net: [], shares: [], vsock: undefined,
+    console: 'pipe', bootProtocol: 'linux64', drives: [], rng: false, net: [], shares: [], vsock: undefined, workerPool: undefined,
   });
   const full = resolveConfig({ kernel, initrd, cmdline: 'console=ttyS0', extraCmdline: 'quiet', memoryMiB: 64, vcpus: 2, console: 'none', bootProtocol: 'pvh' });
   t.is(full.initrd, initrd);

@@ -1,0 +1,182 @@
+/**
+ * Standby workers, so that a VM's start() does not wait for worker threads to
+ * boot. Starting a worker_thread and importing koffi and the KVM bindings in
+ * it is most of a warm start() (about 45 ms of 55 on the build machine, over
+ * a second in the emulated test hosts). A pool starts that work ahead of time:
+ *
+ * ```ts
+ * const pool = new WorkerPool({ size: 2 });
+ * const vm = new MicroVM({ kernel, workerPool: pool });   // its vCPU and I/O workers come from the pool
+ * ...
+ * await pool.close();                                      // ends the idle standbys
+ * ```
+ *
+ * The pool belongs to whoever made it (there is no process-wide pool). Each
+ * standby runs one job and is never reused: a VM terminates the workers it
+ * took when it stops, exactly like the ones it would have spawned, and the
+ * pool starts a replacement in the background. When the pool is empty (or
+ * closed) a VM spawns its own workers, so a pool only ever makes starts
+ * faster. Ready standbys are unref'd: they do not keep the process alive.
+ * Main thread only.
+ */
+import { Worker } from 'node:worker_threads';
+import { ConfigError } from './errors.js';
+import { log } from './log.js';
+import { STANDBY_TAG } from './worker-data.js';
+import type { StandbyAssignment, StandbyData, StandbyMessage } from './worker-standby.js';
+
+const debug = log('pool');
+const STANDBY_URL = new URL('./worker-standby.js', import.meta.url);
+/** What every flintvm worker imports: loading these is the slow part of a worker's start. */
+const DEFAULT_PRELOAD = ['./kvm/vcpu.js', './kvm/vm.js', './memory/host-memory.js', './bus/bus.js', './io/event-loop.js', './wiring.js', './io-wiring.js']
+  .map((p) => new URL(p, import.meta.url).href);
+const MAX_SIZE = 64;
+/** After this many standbys in a row fail to start, the pool stops refilling (and says why). */
+const MAX_CONSECUTIVE_FAILURES = 3;
+
+export interface WorkerPoolOptions {
+  /** How many ready workers to keep: 1-64. A VM takes one per vCPU, plus one if it has virtio devices. Default 2. */
+  readonly size?: number;
+}
+
+export interface WorkerPoolStats {
+  /** Workers handed out ready (imports done). */
+  readonly taken: number;
+  /** Times a VM asked while no standby was ready, and spawned its own. */
+  readonly missed: number;
+  /** Standbys started so far, including those still starting. */
+  readonly started: number;
+}
+
+/** Options every flintvm worker is started with: its output goes through lib/log.ts, not worker stdio. */
+const WORKER_OPTIONS = { stdout: false, stderr: false } as const;
+
+/** A pool of standby worker threads for MicroVMs. */
+export class WorkerPool {
+  readonly size: number;
+  private readonly ready: Worker[] = [];
+  /** The pool's own listeners on each standby, removed when it is taken. */
+  private readonly listeners = new Map<Worker, () => void>();
+  private readonly starting = new Set<Worker>();
+  private closed = false;
+  private failures = 0;
+  private counts = { taken: 0, missed: 0, started: 0 };
+  private readonly settled = new Set<Promise<void>>();
+
+  constructor(options: WorkerPoolOptions = {}) {
+    const size = options.size ?? 2;
+    if (!Number.isInteger(size) || size < 1 || size > MAX_SIZE) {
+      throw new ConfigError('workerPool.size', `must be an integer from 1 to ${MAX_SIZE} (workers kept ready)`, size);
+    }
+    this.size = size;
+    this.fill();
+  }
+
+  /** Standbys ready to be taken now. */
+  get idle(): number {
+    return this.ready.length;
+  }
+
+  get stats(): WorkerPoolStats {
+    return { ...this.counts };
+  }
+
+  /** Resolves once `size` standbys are ready (or the pool gave up or closed). Handy before a timed start. */
+  async warm(): Promise<void> {
+    while (!this.closed && this.ready.length < this.size && this.starting.size > 0) {
+      await Promise.race([...this.settled]);
+    }
+  }
+
+  /**
+   * Starts `entry` with `data` on a ready standby, or returns null when none
+   * is ready (the caller spawns its own). The caller owns the worker from now
+   * on and must attach its listeners before the current macrotask ends.
+   */
+  take(entry: URL, data: unknown): Worker | null {
+    const w = this.closed ? undefined : this.ready.shift();
+    if (!w) {
+      this.counts.missed++;
+      return null;
+    }
+    this.counts.taken++;
+    // Only ours: Node's own 'newListener'/'removeListener' hooks on a Worker start and stop its message port.
+    this.listeners.get(w)?.();
+    this.listeners.delete(w);
+    w.ref();
+    w.postMessage({ type: 'flintvm-assign', entry: entry.href, data } satisfies StandbyAssignment);
+    setImmediate(() => this.fill());
+    return w;
+  }
+
+  /** Terminates every idle or starting standby. Workers already taken belong to their VMs. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.ready.splice(0), ...this.starting];
+    this.starting.clear();
+    await Promise.all(all.map((w) => w.terminate()));
+    debug('closed (%d standbys ended)', all.length);
+  }
+
+  private fill(): void {
+    while (!this.closed && this.failures < MAX_CONSECUTIVE_FAILURES && this.ready.length + this.starting.size < this.size) {
+      this.startOne();
+    }
+  }
+
+  private startOne(): void {
+    const wd: StandbyData = { tag: STANDBY_TAG, preload: DEFAULT_PRELOAD };
+    const w = new Worker(STANDBY_URL, { ...WORKER_OPTIONS, workerData: wd });
+    this.counts.started++;
+    this.starting.add(w);
+    let settle!: () => void;
+    const settled = new Promise<void>((r) => { settle = r; });
+    this.settled.add(settled);
+    const done = (ok: boolean, why?: string) => {
+      if (!this.starting.delete(w)) return;
+      this.settled.delete(settled);
+      settle();
+      if (ok && !this.closed) {
+        this.failures = 0;
+        this.ready.push(w);
+        // Idle, it must not keep the process alive (starting, it does: warm() may be waiting on it).
+        w.unref();
+        return;
+      }
+      if (!ok) {
+        this.failures++;
+        debug('a standby worker failed to start: %s%s', why, this.failures >= MAX_CONSECUTIVE_FAILURES ? ' (pool stops refilling)' : '');
+      }
+      void w.terminate();
+      this.fill();
+    };
+    const onMessage = (m: StandbyMessage) => {
+      if (m.type === 'flintvm-standby-ready') done(true);
+      else if (m.type === 'flintvm-standby-failed') done(false, m.message);
+    };
+    const onError = (e: Error) => done(false, e.message);
+    // A ready standby that dies while idle leaves the pool (and is replaced).
+    const onExit = (code: number) => {
+      this.listeners.delete(w);
+      const i = this.ready.indexOf(w);
+      if (i >= 0) {
+        this.ready.splice(i, 1);
+        this.fill();
+      }
+      done(false, `exited with code ${code}`);
+    };
+    w.on('message', onMessage);
+    w.on('error', onError);
+    w.on('exit', onExit);
+    this.listeners.set(w, () => {
+      w.off('message', onMessage);
+      w.off('error', onError);
+      w.off('exit', onExit);
+    });
+  }
+}
+
+/** A worker running `entry` with `data`: a standby from `pool` when one is ready, else a new one. */
+export function startWorker(entry: URL, data: unknown, pool?: WorkerPool): Worker {
+  return pool?.take(entry, data) ?? new Worker(entry, { ...WORKER_OPTIONS, workerData: data });
+}
