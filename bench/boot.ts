@@ -6,6 +6,9 @@
  * - cold: a fresh `node` process per boot (bench/boot-child.js), timed from the
  *   spawn call in this process, with flintvm's own phase stamps in between;
  * - warm: the 2nd..(N+1)th MicroVM in this one process (the 1st is reported apart);
+ * - warm + pool: the same, with the VM's vCPU worker taken from a WorkerPool whose
+ *   standbys are ready (pool.warm() before each start, outside the timing): an
+ *   embedder that starts VMs now and then, and keeps a pool;
  * - QEMU: `qemu-system-x86_64 -M microvm ... -enable-kvm -kernel tiny.elf` (PVH
  *   entry), timed from spawn to the guest's COM1 byte on its stdout, and to exit.
  * Cold flintvm and QEMU runs are interleaved, so both see the same machine noise.
@@ -17,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { summarize, type Summary } from './stats.js';
 import { isMain, loadInfo, monoMs, parseMarkedJson, round, runTimed, which, type LoadInfo } from './common.js';
 import { qemuTinyArgs, SERIAL_MARKER, writeTinyGuests } from './tiny-guest.js';
-import { MicroVM, type BootTimings } from '../lib/index.js';
+import { MicroVM, WorkerPool, type BootTimings } from '../lib/index.js';
 
 const CHILD = fileURLToPath(new URL('./boot-child.js', import.meta.url));
 const MEMORY_MIB = 128;
@@ -62,7 +65,7 @@ export interface BootResult {
     total: Summary;
   };
   qemuCold: { toFirstOutput: Summary; total: Summary; command: string } | { error: string };
-  flintvmWarm: Record<'pvh' | 'linux64', PhaseTable & { toGuestInit: Summary; toFirstRun: Summary; total: Summary }> & {
+  flintvmWarm: Record<'pvh' | 'linux64' | 'pooled', PhaseTable & { toGuestInit: Summary; toFirstRun: Summary; total: Summary }> & {
     /** The first VM of the process (lazy module and koffi set-up land on it), PVH. */
     first: { toGuestInit: number; total: number };
   };
@@ -73,6 +76,8 @@ export interface BootResult {
     coldTotal?: number;
     /** flintvm warm start() -> boot timer / QEMU spawn -> first output: what an embedder that keeps node running sees. */
     warmToGuestInitVsQemuCold?: number;
+    /** The same with a WorkerPool (PVH). */
+    warmPooledToGuestInitVsQemuCold?: number;
   };
   load: { before: LoadInfo; after: LoadInfo };
 }
@@ -103,8 +108,10 @@ async function coldQemu(qemu: string, kernel: string): Promise<{ toFirstOutput: 
   return { toFirstOutput: r.markerAt - r.spawnAt, total: r.exitAt - r.spawnAt };
 }
 
-async function warmFlintvm(kernel: string, protocol: 'pvh' | 'linux64'): Promise<Stamps> {
-  const vm = new MicroVM({ kernel, memoryMiB: MEMORY_MIB, vcpus: 1, bootProtocol: protocol, console: 'none' });
+/** `settle`: a pool whose refill must finish first, so no run shares the CPU with a standby booting. */
+async function warmFlintvm(kernel: string, protocol: 'pvh' | 'linux64', workerPool?: WorkerPool, settle?: WorkerPool): Promise<Stamps> {
+  await (workerPool ?? settle)?.warm();
+  const vm = new MicroVM({ kernel, memoryMiB: MEMORY_MIB, vcpus: 1, bootProtocol: protocol, console: 'none', ...(workerPool ? { workerPool } : {}) });
   await vm.start();
   const e = await vm.wait();
   if (e.reason !== 'guest-exit' || e.exitStatus !== 0) throw new Error(`warm flintvm guest ended ${e.reason}`);
@@ -118,12 +125,19 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
 
   // Warm first, in this process: one throw-away VM, then N measured per protocol (interleaved).
   const firstStamps = await warmFlintvm(g.bootExit, 'pvh');
-  const warm: Record<'pvh' | 'linux64', Stamps[]> = { pvh: [], linux64: [] };
-  for (let i = 0; i < runs; i++) {
-    warm.pvh.push(await warmFlintvm(g.bootExit, 'pvh'));
-    warm.linux64.push(await warmFlintvm(g.bootExit, 'linux64'));
+  const warm: Record<'pvh' | 'linux64' | 'pooled', Stamps[]> = { pvh: [], linux64: [], pooled: [] };
+  const pool = new WorkerPool({ size: 1 });
+  try {
+    for (let i = 0; i < runs; i++) {
+      warm.pvh.push(await warmFlintvm(g.bootExit, 'pvh', undefined, pool));
+      warm.linux64.push(await warmFlintvm(g.bootExit, 'linux64', undefined, pool));
+      warm.pooled.push(await warmFlintvm(g.bootExit, 'pvh', pool));
+    }
+  } finally {
+    await pool.close();
   }
-  log(`warm: ${runs} x 2 protocols done`);
+  if (pool.stats.missed > 0) throw new Error(`warm + pool: ${pool.stats.missed} starts found no ready standby`);
+  log(`warm: ${runs} x (2 protocols + pooled) done`);
 
   const cold: Array<Stamps & { markerAt?: number }> = [];
   const q: Array<{ toFirstOutput: number; total: number }> = [];
@@ -140,7 +154,7 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
   }
   log(`cold: ${runs} flintvm + ${q.length} QEMU boots done`);
 
-  const warmTable = (p: 'pvh' | 'linux64') => ({
+  const warmTable = (p: 'pvh' | 'linux64' | 'pooled') => ({
     ...phaseTable(warm[p], WARM_PHASES),
     toGuestInit: summarize(warm[p].map((s) => round(s.guestInit! - s.startCalled!, 3))),
     toFirstRun: summarize(warm[p].map((s) => round(s.firstRun! - s.startCalled!, 3))),
@@ -156,11 +170,13 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
     ? { error: qemuError ?? 'no QEMU runs' }
     : { toFirstOutput: summarize(q.map((x) => round(x.toFirstOutput, 3))), total: summarize(q.map((x) => round(x.total, 3))), command: `qemu-system-x86_64 ${qemuTinyArgs('tiny.elf', MEMORY_MIB).join(' ')}` };
   const warmPvh = warmTable('pvh');
+  const warmPooled = warmTable('pooled');
   const ratios: BootResult['ratios'] = {};
   if (!('error' in qemuCold)) {
     ratios.coldToFirstOutput = round(flintvmCold.toFirstOutput.median / qemuCold.toFirstOutput.median, 3);
     ratios.coldTotal = round(flintvmCold.total.median / qemuCold.total.median, 3);
     ratios.warmToGuestInitVsQemuCold = round(warmPvh.toGuestInit.median / qemuCold.toFirstOutput.median, 3);
+    ratios.warmPooledToGuestInitVsQemuCold = round(warmPooled.toGuestInit.median / qemuCold.toFirstOutput.median, 3);
   }
   return {
     runs,
@@ -171,6 +187,7 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
     flintvmWarm: {
       pvh: warmPvh,
       linux64: warmTable('linux64'),
+      pooled: warmPooled,
       first: { toGuestInit: round(firstStamps.guestInit! - firstStamps.startCalled!, 3), total: round(firstStamps.released! - firstStamps.startCalled!, 3) },
     },
     ratios,
@@ -192,8 +209,9 @@ export function formatBoot(r: BootResult): string[] {
     lines.push(`  QEMU spawn -> first guest output        ${f(r.qemuCold.toFirstOutput)}`);
     lines.push(`  QEMU spawn -> process exit              ${f(r.qemuCold.total)}`);
   }
-  for (const p of ['pvh', 'linux64'] as const) {
+  for (const p of ['pvh', 'linux64', 'pooled'] as const) {
     const w = r.flintvmWarm[p];
+    if (!w) continue; // results from before the pooled series
     lines.push(`  flintvm warm (${p}) start() -> first KVM_RUN ${f(w.toFirstRun)}, -> boot timer ${f(w.toGuestInit)}, -> released ${f(w.total)}`);
   }
   lines.push(`  flintvm first VM in process: -> boot timer ${r.flintvmWarm.first.toGuestInit.toFixed(1)}, -> released ${r.flintvmWarm.first.total.toFixed(1)}`);
@@ -202,6 +220,7 @@ export function formatBoot(r: BootResult): string[] {
     lines.push(`  ratio flintvm/QEMU cold, spawn -> first guest output: ${x.coldToFirstOutput.toFixed(2)}`);
     lines.push(`  ratio flintvm/QEMU cold, spawn -> exit:               ${x.coldTotal!.toFixed(2)}`);
     lines.push(`  ratio flintvm warm start()->boot timer / QEMU cold spawn->output: ${x.warmToGuestInitVsQemuCold!.toFixed(2)}`);
+    if (x.warmPooledToGuestInitVsQemuCold !== undefined) lines.push(`  ratio flintvm warm + WorkerPool start()->boot timer / QEMU cold spawn->output: ${x.warmPooledToGuestInitVsQemuCold.toFixed(2)}`);
   }
   lines.push(`  load before ${r.load.before.loadavg.join(' ')}, after ${r.load.after.loadavg.join(' ')} (${r.load.after.nproc} CPUs)`);
   return lines;

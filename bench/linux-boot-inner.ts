@@ -8,7 +8,8 @@
  *   kernel, initrd, memory, vCPUs and command line (the guest's exit-port write
  *   ends it through isa-debug-exit on port 0x601, as it ends flintvm);
  * - flintvm warm: MicroVM after MicroVM in this process (one throw-away first),
- *   with the PVH and the Linux 64-bit entry.
+ *   with the PVH and the Linux 64-bit entry, and PVH with the vCPU worker
+ *   from a WorkerPool (`pooled`).
  * Both cold kinds are timed from spawn to the init's banner line on the console
  * (`flintvm guest: ...`, printed right after init writes the boot timer) and to
  * process exit. The guest's own uptime when its command runs (the guest-side
@@ -24,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { summarize, type Summary } from './stats.js';
 import { loadInfo, machineInfo, monoMs, round, runTimed, wallToMonoOffset } from './common.js';
-import { MicroVM, guestCommandCmdline, type BootTimings } from '../lib/index.js';
+import { MicroVM, WorkerPool, guestCommandCmdline, type BootTimings } from '../lib/index.js';
 
 /** The one command line both VMMs get (flintvm's default, with reboot=t, which ends a VM on any VMM). */
 export const LINUX_BENCH_CMDLINE = 'console=ttyS0 reboot=t panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable';
@@ -75,7 +76,11 @@ export interface LinuxInnerResult {
   machine: ReturnType<typeof machineInfo>;
   flintvmCold: { toBanner: Summary; total: Summary; guestUptime: Summary } | { error: string };
   qemuCold: { toBanner: Summary; total: Summary; guestUptime: Summary; command: string } | { error: string };
-  flintvmWarm: Record<'pvh' | 'linux64', WarmLinux | { error: string }> & { first?: { toBanner: number; total: number } };
+  flintvmWarm: Record<'pvh' | 'linux64', WarmLinux | { error: string }> & {
+    /** PVH with the vCPU worker from a WorkerPool (absent in results from before it existed). */
+    pooled?: WarmLinux | { error: string };
+    first?: { toBanner: number; total: number };
+  };
   load: { before: ReturnType<typeof loadInfo>; after: ReturnType<typeof loadInfo> };
 }
 
@@ -94,11 +99,13 @@ function qemuArgs(vmlinux: string, initrd: string, shareDir: string): string[] {
 
 type WarmStamps = BootTimings & { banner?: number; guestUptime?: number };
 
-async function warmBoot(vmlinux: string, initrd: string, protocol: 'pvh' | 'linux64'): Promise<WarmStamps> {
+/** `pool`: take the vCPU worker from it. Either way the pool's refill has finished first, so no boot shares the CPU with a standby starting. */
+async function warmBoot(vmlinux: string, initrd: string, protocol: 'pvh' | 'linux64', pool: WorkerPool, usePool = false): Promise<WarmStamps> {
+  await pool.warm();
   const offset = wallToMonoOffset();
   const vm = new MicroVM({
     kernel: vmlinux, initrd, memoryMiB: LINUX_MEMORY_MIB, vcpus: LINUX_VCPUS, bootProtocol: protocol,
-    cmdline: LINUX_BENCH_CMDLINE, extraCmdline: LINUX_BENCH_EXTRA,
+    cmdline: LINUX_BENCH_CMDLINE, extraCmdline: LINUX_BENCH_EXTRA, ...(usePool ? { workerPool: pool } : {}),
   });
   let out = '';
   let banner: number | undefined;
@@ -142,26 +149,29 @@ async function main(): Promise<void> {
   const log = (s: string) => console.log(`linux-boot: ${s}`);
 
   // Warm (in this process) first: one throw-away boot, then N of each protocol, interleaved.
-  const warm: Record<'pvh' | 'linux64', WarmStamps[]> = { pvh: [], linux64: [] };
-  const warmErr: Partial<Record<'pvh' | 'linux64', string>> = {};
+  const warm: Record<'pvh' | 'linux64' | 'pooled', WarmStamps[]> = { pvh: [], linux64: [], pooled: [] };
+  const warmErr: Partial<Record<'pvh' | 'linux64' | 'pooled', string>> = {};
   let first: { toBanner: number; total: number } | undefined;
+  const pool = new WorkerPool({ size: 1 });
   try {
-    const f = await warmBoot(vmlinux, initrd, 'pvh');
+    const f = await warmBoot(vmlinux, initrd, 'pvh', pool);
     first = { toBanner: round(f.banner! - f.startCalled!, 1), total: round(f.released! - f.startCalled!, 1) };
   } catch (e) {
     warmErr.pvh = (e as Error).message;
   }
   for (let i = 0; i < runs; i++) {
-    for (const p of ['pvh', 'linux64'] as const) {
+    for (const p of ['pvh', 'linux64', 'pooled'] as const) {
       if (warmErr[p]) continue;
       try {
-        warm[p].push(await warmBoot(vmlinux, initrd, p));
+        warm[p].push(await warmBoot(vmlinux, initrd, p === 'pooled' ? 'pvh' : p, pool, p === 'pooled'));
       } catch (e) {
         warmErr[p] = (e as Error).message;
       }
     }
   }
-  log(`warm done (${warm.pvh.length} pvh, ${warm.linux64.length} linux64)`);
+  await pool.close();
+  if (pool.stats.missed > 0) warmErr.pooled ??= `${pool.stats.missed} pooled starts found no ready standby`;
+  log(`warm done (${warm.pvh.length} pvh, ${warm.linux64.length} linux64, ${warm.pooled.length} pooled)`);
 
   // Cold, interleaved.
   const fCold: Array<{ toBanner: number; total: number; guestUptime: number }> = [];
@@ -201,6 +211,7 @@ async function main(): Promise<void> {
     flintvmWarm: {
       pvh: warmErr.pvh ? { error: warmErr.pvh } : summarizeWarm(warm.pvh),
       linux64: warmErr.linux64 ? { error: warmErr.linux64 } : summarizeWarm(warm.linux64),
+      pooled: warmErr.pooled ? { error: warmErr.pooled } : summarizeWarm(warm.pooled),
       ...(first ? { first } : {}),
     },
     load: { before, after: loadInfo() },

@@ -41,6 +41,8 @@ export interface LinuxBootResult {
     coldTotal?: number;
     /** flintvm warm (PVH) start() -> banner / QEMU cold spawn -> banner. */
     warmToBannerVsQemuCold?: number;
+    /** The same with the vCPU worker from a WorkerPool. */
+    warmPooledToBannerVsQemuCold?: number;
     /** The guest's own uptime at its command, flintvm cold / QEMU cold: guest-side boot speed. */
     guestUptime?: number;
   };
@@ -103,6 +105,10 @@ export async function benchLinuxBoot(runs = 5, log: (s: string) => void = (s) =>
     if (!('error' in i.flintvmWarm.pvh) && !('error' in i.qemuCold)) {
       res.ratios.warmToBannerVsQemuCold = round(i.flintvmWarm.pvh.toBanner.median / i.qemuCold.toBanner.median, 3);
     }
+    const pooled = i.flintvmWarm.pooled;
+    if (pooled && !('error' in pooled) && !('error' in i.qemuCold)) {
+      res.ratios.warmPooledToBannerVsQemuCold = round(pooled.toBanner.median / i.qemuCold.toBanner.median, 3);
+    }
     return res;
   } finally {
     rmSync(bundle, { recursive: true, force: true });
@@ -119,8 +125,9 @@ export function formatLinuxBoot(r: LinuxBootResult): string[] {
   else lines.push(`  flintvm cold (flintvm run --pvh -- cat /proc/uptime): spawn -> banner ${f(i.flintvmCold.toBanner)}, -> exit ${f(i.flintvmCold.total)}; guest uptime at its command ${f(i.flintvmCold.guestUptime)}`);
   if ('error' in i.qemuCold) lines.push(`  QEMU cold: failed: ${i.qemuCold.error.slice(-300)}`);
   else lines.push(`  QEMU microvm cold:                                    spawn -> banner ${f(i.qemuCold.toBanner)}, -> exit ${f(i.qemuCold.total)}; guest uptime at its command ${f(i.qemuCold.guestUptime)}`);
-  for (const p of ['pvh', 'linux64'] as const) {
+  for (const p of ['pvh', 'linux64', 'pooled'] as const) {
     const w = i.flintvmWarm[p];
+    if (!w) continue;
     if ('error' in w) lines.push(`  flintvm warm ${p}: failed: ${w.error.slice(-300)}`);
     else lines.push(`  flintvm warm ${p.padEnd(7)} start() -> first KVM_RUN ${f(w.toFirstRun)}, -> boot timer ${f(w.toGuestInit)}, -> banner ${f(w.toBanner)}, -> exit ${f(w.toExit)}, -> released ${f(w.total)}; guest uptime at command ${f(w.guestUptime)}`);
   }
@@ -132,6 +139,7 @@ export function formatLinuxBoot(r: LinuxBootResult): string[] {
   const x = r.ratios;
   if (x.coldToBanner !== undefined) lines.push(`  ratio flintvm/QEMU cold (in the TCG host): spawn -> banner ${x.coldToBanner.toFixed(2)}, spawn -> exit ${x.coldTotal!.toFixed(2)}, guest uptime at command ${x.guestUptime!.toFixed(2)}`);
   if (x.warmToBannerVsQemuCold !== undefined) lines.push(`  ratio flintvm warm start()->banner / QEMU cold spawn->banner: ${x.warmToBannerVsQemuCold.toFixed(2)}`);
+  if (x.warmPooledToBannerVsQemuCold !== undefined) lines.push(`  ratio flintvm warm + WorkerPool start()->banner / QEMU cold spawn->banner: ${x.warmPooledToBannerVsQemuCold.toFixed(2)}`);
   lines.push(`  test host: ${r.testHost.cpus} vCPU TCG, boot ${(r.testHost.bootMs / 1000).toFixed(1)} s, whole call ${(r.testHost.totalMs / 1000).toFixed(1)} s; load inside ${i.load.before.loadavg[0]} -> ${i.load.after.loadavg[0]}, outside ${r.outsideLoad.before.loadavg[0]} -> ${r.outsideLoad.after.loadavg[0]}`);
   return lines;
 }

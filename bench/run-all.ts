@@ -147,6 +147,8 @@ function figures(r: Results): Figure[] {
     f.push({ bench: 'boot', name: 'tiny guest warm: start() -> first KVM_RUN', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.pvh.toFirstRun) });
     f.push({ bench: 'boot', name: 'tiny guest warm: start() -> boot timer', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.pvh.toGuestInit),
       ...(q ? { peer: { name: `${QEMU} (cold: no warm mode)`, ...sum(q.toFirstOutput) }, ratio: b.ratios.warmToGuestInitVsQemuCold } : {}) });
+    f.push({ bench: 'boot', name: 'tiny guest warm + WorkerPool: start() -> boot timer', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.pooled.toGuestInit),
+      ...(q ? { peer: { name: `${QEMU} (cold: no warm mode)`, ...sum(q.toFirstOutput) }, ratio: b.ratios.warmPooledToGuestInitVsQemuCold } : {}) });
     f.push({ bench: 'boot', name: 'tiny guest warm: start() -> released', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.pvh.total) });
     f.push({ bench: 'boot', name: 'tiny guest warm (linux64 entry): start() -> boot timer', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.linux64.toGuestInit) });
   }
@@ -168,6 +170,11 @@ function figures(r: Results): Figure[] {
         ...(q ? { peer: { name: `${QEMU} (cold: no warm mode)`, ...sum(q.toBanner) }, ratio: x.warmToBannerVsQemuCold } : {}) });
       f.push({ bench: 'linux-boot', name: 'Linux (TCG host) warm PVH: start() -> first KVM_RUN', unit: 'ms', better: 'lower', flintvm: sum(w.toFirstRun) });
       f.push({ bench: 'linux-boot', name: 'Linux (TCG host) warm PVH: guest first KVM_RUN -> boot timer', unit: 'ms', better: 'lower', flintvm: sum(w.phases['guest kernel to init']!) });
+    }
+    const wp = li.flintvmWarm.pooled;
+    if (wp && !('error' in wp)) {
+      f.push({ bench: 'linux-boot', name: 'Linux (TCG host) warm PVH + WorkerPool: start() -> init banner', unit: 'ms', better: 'lower', flintvm: sum(wp.toBanner),
+        ...(q ? { peer: { name: `${QEMU} (cold: no warm mode)`, ...sum(q.toBanner) }, ratio: x.warmPooledToBannerVsQemuCold } : {}) });
     }
     const w64 = li.flintvmWarm.linux64;
     if (!('error' in w64)) f.push({ bench: 'linux-boot', name: 'Linux (TCG host) warm linux64: start() -> init banner', unit: 'ms', better: 'lower', flintvm: sum(w64.toBanner) });
