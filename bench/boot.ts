@@ -7,7 +7,8 @@
  *   spawn call in this process, with flintvm's own phase stamps in between;
  * - warm: the 2nd..(N+1)th MicroVM in this one process (the 1st is reported apart);
  * - warm + pool: the same, with the VM's vCPU worker taken from a WorkerPool whose
- *   standbys are ready (pool.warm() before each start, outside the timing): an
+ *   standby is ready (the pool refills only in pool.warm(), before each run and
+ *   outside the timing, so no run shares the CPU with a standby starting): an
  *   embedder that starts VMs now and then, and keeps a pool;
  * - QEMU: `qemu-system-x86_64 -M microvm ... -enable-kvm -kernel tiny.elf` (PVH
  *   entry), timed from spawn to the guest's COM1 byte on its stdout, and to exit.
@@ -126,7 +127,7 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
   // Warm first, in this process: one throw-away VM, then N measured per protocol (interleaved).
   const firstStamps = await warmFlintvm(g.bootExit, 'pvh');
   const warm: Record<'pvh' | 'linux64' | 'pooled', Stamps[]> = { pvh: [], linux64: [], pooled: [] };
-  const pool = new WorkerPool({ size: 1 });
+  const pool = new WorkerPool({ size: 1, refillDelayMs: 600_000 });
   try {
     for (let i = 0; i < runs; i++) {
       warm.pvh.push(await warmFlintvm(g.bootExit, 'pvh', undefined, pool));

@@ -152,7 +152,7 @@ async function main(): Promise<void> {
   const warm: Record<'pvh' | 'linux64' | 'pooled', WarmStamps[]> = { pvh: [], linux64: [], pooled: [] };
   const warmErr: Partial<Record<'pvh' | 'linux64' | 'pooled', string>> = {};
   let first: { toBanner: number; total: number } | undefined;
-  const pool = new WorkerPool({ size: 1 });
+  const pool = new WorkerPool({ size: 1, refillDelayMs: 600_000 });
   try {
     const f = await warmBoot(vmlinux, initrd, 'pvh', pool);
     first = { toBanner: round(f.banner! - f.startCalled!, 1), total: round(f.released! - f.startCalled!, 1) };

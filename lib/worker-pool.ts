@@ -13,10 +13,17 @@
  *
  * The pool belongs to whoever made it (there is no process-wide pool). Each
  * standby runs one job and is never reused: a VM terminates the workers it
- * took when it stops, exactly like the ones it would have spawned, and the
- * pool starts a replacement in the background. When the pool is empty (or
- * closed) a VM spawns its own workers, so a pool only ever makes starts
- * faster. Ready standbys are unref'd: they do not keep the process alive.
+ * took when it stops, exactly like the ones it would have spawned. When the
+ * pool is empty (or closed) a VM spawns its own workers. Ready standbys are
+ * unref'd: they do not keep the process alive.
+ *
+ * After a take, the pool starts a replacement: at once by default, or
+ * `refillDelayMs` later; `warm()` starts missing standbys at once. A standby
+ * starting keeps a CPU busy for a while (45 ms on the build machine, about a
+ * second in the 1-CPU emulated test host). With spare CPUs that is free; on
+ * one CPU an immediate refill competes with the VM that just started, and in
+ * the test host it slowed that VM's Linux boot by more than the pool saved.
+ * There, set `refillDelayMs` and call `warm()` when the process is idle.
  * Main thread only.
  */
 import { Worker } from 'node:worker_threads';
@@ -37,6 +44,8 @@ const MAX_CONSECUTIVE_FAILURES = 3;
 export interface WorkerPoolOptions {
   /** How many ready workers to keep: 1-64. A VM takes one per vCPU, plus one if it has virtio devices. Default 2. */
   readonly size?: number;
+  /** How long after a worker is taken the pool starts its replacement, in ms (0-600000). `warm()` starts it at once. Default 0. */
+  readonly refillDelayMs?: number;
 }
 
 export interface WorkerPoolStats {
@@ -62,6 +71,8 @@ export class WorkerPool {
   private failures = 0;
   private counts = { taken: 0, missed: 0, started: 0 };
   private readonly settled = new Set<Promise<void>>();
+  private readonly refillDelayMs: number;
+  private refillTimer: NodeJS.Timeout | undefined;
 
   constructor(options: WorkerPoolOptions = {}) {
     const size = options.size ?? 2;
@@ -69,6 +80,11 @@ export class WorkerPool {
       throw new ConfigError('workerPool.size', `must be an integer from 1 to ${MAX_SIZE} (workers kept ready)`, size);
     }
     this.size = size;
+    const delay = options.refillDelayMs ?? 0;
+    if (!Number.isInteger(delay) || delay < 0 || delay > 600_000) {
+      throw new ConfigError('workerPool.refillDelayMs', 'must be an integer number of ms from 0 to 600000', delay);
+    }
+    this.refillDelayMs = delay;
     this.fill();
   }
 
@@ -81,8 +97,9 @@ export class WorkerPool {
     return { ...this.counts };
   }
 
-  /** Resolves once `size` standbys are ready (or the pool gave up or closed). Handy before a timed start. */
+  /** Starts any missing standbys now and resolves once `size` are ready (or the pool gave up or closed). */
   async warm(): Promise<void> {
+    this.fill();
     while (!this.closed && this.ready.length < this.size && this.starting.size > 0) {
       await Promise.race([...this.settled]);
     }
@@ -105,17 +122,29 @@ export class WorkerPool {
     this.listeners.delete(w);
     w.ref();
     w.postMessage({ type: 'flintvm-assign', entry: entry.href, data } satisfies StandbyAssignment);
-    setImmediate(() => this.fill());
+    this.scheduleFill();
     return w;
   }
 
   /** Terminates every idle or starting standby. Workers already taken belong to their VMs. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.refillTimer);
     const all = [...this.ready.splice(0), ...this.starting];
     this.starting.clear();
     await Promise.all(all.map((w) => w.terminate()));
     debug('closed (%d standbys ended)', all.length);
+  }
+
+  private scheduleFill(): void {
+    if (this.refillDelayMs === 0) return void setImmediate(() => this.fill());
+    if (this.refillTimer) return;
+    this.refillTimer = setTimeout(() => {
+      this.refillTimer = undefined;
+      this.fill();
+    }, this.refillDelayMs);
+    // A pending refill must not keep the process alive.
+    this.refillTimer.unref();
   }
 
   private fill(): void {

@@ -21,6 +21,10 @@ test('WorkerPool and workerPool are validated', (t) => {
     const e = t.throws(() => new WorkerPool({ size }), { instanceOf: ConfigError });
     t.regex(e!.message, /workerPool\.size/);
   }
+  for (const refillDelayMs of [-1, 0.5, 600_001]) {
+    const e = t.throws(() => new WorkerPool({ refillDelayMs }), { instanceOf: ConfigError });
+    t.regex(e!.message, /workerPool\.refillDelayMs/);
+  }
   const kernel = writeTempKernel(printAndExitCode('x', 0));
   const e = t.throws(() => new MicroVM({ kernel, workerPool: {} as WorkerPool }), { instanceOf: ConfigError });
   t.regex(e!.message, /workerPool.*WorkerPool/);
@@ -81,6 +85,26 @@ test.serial('VMs take their vCPU and I/O workers from the pool; every worker and
   t.is(pool.idle, 0);
   t.is(await settled(threads, threads0), threads0, 'no thread left: taken workers ended with their VMs, standbys with close()');
   t.is(fds(), fds0, 'no fd left');
+});
+
+test.serial('refillDelayMs: no replacement before the delay; warm() starts it at once', async (t) => {
+  if (!requireKvm(t)) return;
+  const kernel = writeTempKernel(printAndExitCode('x', 0));
+  const pool = new WorkerPool({ size: 1, refillDelayMs: 600_000 });
+  try {
+    await pool.warm();
+    const vm = new MicroVM({ kernel, memoryMiB: 16, console: 'none', workerPool: pool });
+    await vm.start();
+    t.is((await vm.wait()).reason, 'guest-exit');
+    await new Promise((r) => setTimeout(r, 300));
+    t.is(pool.stats.started, 1, 'no refill yet');
+    t.is(pool.idle, 0);
+    await pool.warm();
+    t.is(pool.idle, 1);
+    t.is(pool.stats.started, 2);
+  } finally {
+    await pool.close();
+  }
 });
 
 test('idle standbys do not keep the process alive', async (t) => {
