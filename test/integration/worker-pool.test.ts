@@ -10,6 +10,18 @@ import { printAndExitCode, spinCode, writeTempKernel } from '../helpers/tiny-elf
 const threads = () => readdirSync('/proc/self/task').length;
 const fds = () => readdirSync('/proc/self/fd').length;
 
+/** A thread count that has not changed for 200 ms: a terminated worker's thread is joined a little after terminate() resolves. */
+async function stableThreads(): Promise<number> {
+  let n = threads();
+  for (let same = 0, i = 0; same < 10 && i < 200; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    const m = threads();
+    same = m === n ? same + 1 : 0;
+    n = m;
+  }
+  return n;
+}
+
 /** Thread counts settle a little after terminate() resolves (the thread is joined asynchronously). */
 async function settled(read: () => number, want: number): Promise<number> {
   for (let i = 0; i < 100 && read() !== want; i++) await new Promise((r) => setTimeout(r, 20));
@@ -41,13 +53,13 @@ test.serial('VMs take their vCPU and I/O workers from the pool; every worker and
   const first = new MicroVM({ kernel, memoryMiB: 16, console: 'none' });
   await first.start();
   await first.wait();
-  const threads0 = await settled(threads, threads());
+  const threads0 = await stableThreads();
   const fds0 = fds();
 
   const pool = new WorkerPool({ size: 2 });
   await pool.warm();
   t.is(pool.idle, 2);
-  t.is(threads(), threads0 + 2, 'two standby threads');
+  t.is(await settled(threads, threads0 + 2), threads0 + 2, 'two standby threads');
 
   // A guest that exits by itself, one that is stopped, one with a virtio device (an I/O worker too).
   const out: string[] = [];
