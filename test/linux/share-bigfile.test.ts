@@ -1,11 +1,13 @@
 /**
  * A 512 MiB file through each shared-directory protocol (the issue's size).
  * The host writes 512 MiB of random bytes into the share; the guest copies
- * the file to a new one on the same share with busybox `cp` (reading it
+ * the file to a new one on the same share with `dd bs=1M` (reading it
  * through the protocol, writing the copy back through it), syncs, and reports
  * the sizes it sees; the host then compares the copy with the original byte
  * for byte. Random data makes any misplaced or dropped chunk show; the guest
  * needs no md5 of its own (md5sum over 512 MiB takes minutes under TCG).
+ * busybox `cp` moves 4 KiB per request: 91 s for 512 MiB over 9p in the
+ * test host, against about 17 s for 1 MiB requests.
  *
  * Size: FLINTVM_SHARE_BIG_MIB, default 512. Peak tmpfs use in the test host
  * is twice that; the files are removed after each protocol.
@@ -69,7 +71,7 @@ for (const protocol of ['9p', 'virtiofs'] as const satisfies readonly ShareProto
         'set -e',
         `${mountCommand(protocol, TAG)}`,
         'a=$(cut -d" " -f1 /proc/uptime)',
-        'cp /mnt/big /mnt/copy',
+        'dd if=/mnt/big of=/mnt/copy bs=1M 2>/dev/null',
         'sync',
         'b=$(cut -d" " -f1 /proc/uptime)',
         'echo "R:size-big=$(stat -c %s /mnt/big)"',
@@ -87,7 +89,7 @@ for (const protocol of ['9p', 'virtiofs'] as const satisfies readonly ShareProto
       t.is(r.get('size-big'), String(SIZE_MIB * MiB), 'the guest sees the host file whole');
       t.is(r.get('size-copy'), String(SIZE_MIB * MiB));
       const [a, b] = (r.get('copy-s') ?? '0 0').split(' ').map(Number);
-      t.log(`${protocol}: cp of ${SIZE_MIB} MiB + sync ${(b! - a!).toFixed(1)} s by the guest clock; whole VM ${(ms / 1000).toFixed(1)} s`);
+      t.log(`${protocol}: dd copy of ${SIZE_MIB} MiB + sync ${(b! - a!).toFixed(1)} s by the guest clock; whole VM ${(ms / 1000).toFixed(1)} s`);
       t.is(firstDifference(join(share, 'big'), join(share, 'copy')), -1, 'the copy the guest wrote equals the original');
     } finally {
       rmSync(share, { recursive: true, force: true });
