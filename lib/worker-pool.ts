@@ -66,7 +66,8 @@ export class WorkerPool {
   private readonly ready: Worker[] = [];
   /** The pool's own listeners on each standby, removed when it is taken. */
   private readonly listeners = new Map<Worker, () => void>();
-  private readonly starting = new Set<Worker>();
+  /** Standbys still importing, each with the settle of the promise `warm()` waits on. */
+  private readonly starting = new Map<Worker, () => void>();
   private closed = false;
   private failures = 0;
   private counts = { taken: 0, missed: 0, started: 0 };
@@ -130,7 +131,9 @@ export class WorkerPool {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.refillTimer);
-    const all = [...this.ready.splice(0), ...this.starting];
+    const all = [...this.ready.splice(0), ...this.starting.keys()];
+    // Let a pending warm() return.
+    for (const settle of this.starting.values()) settle();
     this.starting.clear();
     await Promise.all(all.map((w) => w.terminate()));
     debug('closed (%d standbys ended)', all.length);
@@ -157,13 +160,13 @@ export class WorkerPool {
     const wd: StandbyData = { tag: STANDBY_TAG, preload: DEFAULT_PRELOAD };
     const w = new Worker(STANDBY_URL, { ...WORKER_OPTIONS, workerData: wd });
     this.counts.started++;
-    this.starting.add(w);
     let settle!: () => void;
     const settled = new Promise<void>((r) => { settle = r; });
     this.settled.add(settled);
+    void settled.then(() => this.settled.delete(settled));
+    this.starting.set(w, settle);
     const done = (ok: boolean, why?: string) => {
       if (!this.starting.delete(w)) return;
-      this.settled.delete(settled);
       settle();
       if (ok && !this.closed) {
         this.failures = 0;

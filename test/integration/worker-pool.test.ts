@@ -119,6 +119,15 @@ test.serial('refillDelayMs: no replacement before the delay; warm() starts it at
   }
 });
 
+test('close() while standbys are still starting ends them and lets a pending warm() return', async (t) => {
+  const pool = new WorkerPool({ size: 3 });
+  const warming = pool.warm();
+  await pool.close();
+  await warming;
+  t.is(pool.idle, 0);
+  t.is(pool.stats.started, 3);
+});
+
 test('idle standbys do not keep the process alive', async (t) => {
   const url = new URL('../../lib/index.js', import.meta.url).href;
   const script = `import { WorkerPool } from ${JSON.stringify(url)}; const p = new WorkerPool({ size: 2 }); await p.warm(); console.log('idle', p.idle);`;
