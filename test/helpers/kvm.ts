@@ -12,16 +12,39 @@ export function haveKvm(): boolean {
   }
 }
 
+/** True in a CI run (`CI=true`, as CI systems and `.ci/run` set it), where a skipped test is a failure. */
+export function inCi(): boolean {
+  const v = process.env.CI;
+  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
+}
+
 /**
- * For tests that need /dev/kvm: returns false (after logging why, and passing
- * the test as not applicable) on a machine without it. On a machine with
- * /dev/kvm it returns true and the test runs for real.
+ * The one way a test says "I cannot run here": outside CI it passes the test
+ * as not applicable and prints a `[skip]` line that `npm test` counts in its
+ * summary (`N skipped: ...`); in CI (see {@link inCi}) it FAILS the test,
+ * because there a skipped test would hide a regression. Returns false in both
+ * cases, so callers write `if (!skipUnlessCi(...)) return;`-style guards through
+ * {@link requireKvm} and friends.
+ */
+export function skipOrFail(t: ExecutionContext, why: string): false {
+  if (inCi()) {
+    t.fail(`cannot run in CI: ${why} (a skip is a failure when CI is set)`);
+    return false;
+  }
+  t.log(`SKIPPED: ${why}`);
+  console.log(`[skip] ${t.title}: ${why}`);
+  t.pass();
+  return false;
+}
+
+/**
+ * For tests that need /dev/kvm: true on a machine with a usable /dev/kvm (the
+ * test runs for real). Without one, see {@link skipOrFail}: skipped and
+ * counted outside CI, failed in CI. `npm test` never gets here without KVM:
+ * it runs the KVM tiers inside the test hosts (test/run-tests.ts).
  */
 export function requireKvm(t: ExecutionContext): boolean {
   if (haveKvm()) return true;
   const why = existsSync('/dev/kvm') ? '/dev/kvm exists but is not accessible' : 'no /dev/kvm on this machine';
-  t.log(`SKIPPED (needs KVM): ${why}`);
-  console.log(`[skip] ${t.title}: ${why}`);
-  t.pass();
-  return false;
+  return skipOrFail(t, `needs KVM: ${why}`);
 }

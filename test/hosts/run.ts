@@ -530,6 +530,8 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
 
   const env: Record<string, string> = {};
   if (process.env.DEBUG !== undefined) env.DEBUG = process.env.DEBUG;
+  // CI=true makes a test that would skip for lack of KVM (or of a tool) fail, inside the host as outside.
+  if (process.env.CI !== undefined) env.CI = process.env.CI;
   env.FLINTVM_IN_TEST_HOST = '1';
   env.HOME = '/root';
   if (guestDir) env.FLINTVM_GUEST_DIR = '/work/guest';

@@ -1,0 +1,211 @@
+#!/usr/bin/env node
+/**
+ * `npm test`'s runner (after test/setup.sh and the build): every test tier,
+ * each where the KVM it needs is.
+ *
+ * | tier | what | where |
+ * |---|---|---|
+ * | unit | dist/test/unit | here |
+ * | integration | dist/test/integration: tiny hand-assembled x86 guests against KVM | here when this is an x86_64 machine with a usable /dev/kvm, else inside the x86_64 test host |
+ * | linux-x86_64 | dist/test/linux: real Linux guests | inside the x86_64 test host |
+ * | linux-arm64 | the arm64 subset of dist/test/linux | inside the arm64 test host |
+ *
+ * The unit tier runs first. Then the two test hosts run side by side (each is
+ * one single-threaded TCG process, so two of them fill a 2-core machine):
+ * one chain runs the integration tier and then linux-x86_64, the other runs
+ * linux-arm64. Each tier boots its host once, for all of its files.
+ *
+ * Every line a tier prints is passed through with its tier's name in front.
+ * At the end one line per tier says where it ran and what it counted, and the
+ * last line is the total, `tests: N passed, N failed, N skipped`. A test that
+ * cannot run here says so through test/helpers/kvm.ts's skipOrFail: a
+ * `[skip]` line, counted as skipped; in CI (CI=true) that is a failure
+ * instead.
+ *
+ *   node dist/test/run-tests.js [--tiers unit,integration,linux-x86_64,linux-arm64]
+ *
+ * Exit status: 0 when every tier passed (and, in CI, nothing was skipped), else 1.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { haveKvm, inCi } from './helpers/kvm.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const AVA = join(ROOT, 'node_modules', '.bin', 'ava');
+const HOST_CLI = join(ROOT, 'dist', 'test', 'hosts', 'cli.js');
+
+/** The Linux test files that run in the arm64 test host (the others need x86-only guest tools or set-up). */
+export const ARM64_LINUX_FILES = ['dist/test/linux/boot.test.js', 'dist/test/linux/virtio.test.js'];
+
+type TierName = 'unit' | 'integration' | 'linux-x86_64' | 'linux-arm64';
+const ALL_TIERS: readonly TierName[] = ['unit', 'integration', 'linux-x86_64', 'linux-arm64'];
+
+interface Tier {
+  name: TierName;
+  /** Where it runs, in words, for the summary. */
+  where: string;
+  cmd: string[];
+}
+
+/** What one tier's ava run counted. */
+export interface TierCounts {
+  passed: number;
+  failed: number;
+  skipped: number;
+}
+
+/**
+ * Reads the counts out of ava's output (its closing `N tests passed` / `N
+ * tests failed` / `N known failures` / `N tests skipped` lines) and the
+ * `[skip]` lines of skipOrFail. A test that skipped itself passed in ava's
+ * eyes, so it moves from passed to skipped.
+ */
+export function countTier(output: string): TierCounts {
+  const num = (re: RegExp) => {
+    let n = 0;
+    for (const m of output.matchAll(re)) n += Number(m[1]);
+    return n;
+  };
+  const skippedBySelf = (output.match(/^(?:\S+\s+)?\[skip\] /gm) ?? []).length;
+  const passed = num(/^(?:\S+\s+)?\s*(\d+) tests? passed\s*$/gm);
+  const failed =
+    num(/^(?:\S+\s+)?\s*(\d+) tests? failed\s*$/gm) +
+    num(/^(?:\S+\s+)?\s*(\d+) (?:uncaught exceptions?|unhandled rejections?)\s*$/gm) +
+    num(/^(?:\S+\s+)?\s*(\d+) tests? remained pending/gm);
+  const avaSkipped = num(/^(?:\S+\s+)?\s*(\d+) tests? skipped\s*$/gm) + num(/^(?:\S+\s+)?\s*(\d+) tests? todo\s*$/gm);
+  return { passed: Math.max(0, passed - skippedBySelf), failed, skipped: skippedBySelf + avaSkipped };
+}
+
+function plan(names: readonly TierName[]): Tier[] {
+  const localKvm = haveKvm() && process.arch === 'x64';
+  const host = (arch: string, timeoutSec: number, files: string[]) => [
+    process.execPath, HOST_CLI, '--arch', arch, '--timeout', String(timeoutSec), ...files.flatMap((f) => ['--files', f]),
+  ];
+  const tiers: Record<TierName, Tier> = {
+    unit: { name: 'unit', where: 'here', cmd: [AVA, 'dist/test/unit/**/*.test.js'] },
+    integration: localKvm
+      ? { name: 'integration', where: 'here (local /dev/kvm)', cmd: [AVA, 'dist/test/integration/**/*.test.js'] }
+      : {
+          name: 'integration',
+          where: `inside the x86_64 test host (${process.arch !== 'x64' ? 'its tiny guests are x86 code' : 'no usable /dev/kvm here'})`,
+          cmd: host('x86_64', 1800, ['dist/test/integration/**/*.test.js']),
+        },
+    'linux-x86_64': { name: 'linux-x86_64', where: 'inside the x86_64 test host', cmd: host('x86_64', 2700, ['dist/test/linux/**/*.test.js']) },
+    'linux-arm64': { name: 'linux-arm64', where: 'inside the arm64 test host', cmd: host('arm64', 2700, ARM64_LINUX_FILES) },
+  };
+  return names.map((n) => tiers[n]);
+}
+
+interface TierResult extends TierCounts {
+  tier: Tier;
+  code: number;
+  seconds: number;
+}
+
+/** Runs one tier, passing each line through with the tier's name in front. */
+function runTier(tier: Tier): Promise<TierResult> {
+  const t0 = Date.now();
+  const tag = `[${tier.name}]`;
+  process.stdout.write(`${tag} running ${tier.where}\n`);
+  return new Promise((resolve) => {
+    const child = spawn(tier.cmd[0]!, tier.cmd.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let all = '';
+    const pass = (stream: NodeJS.ReadableStream) => {
+      let partial = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (d: string) => {
+        const lines = (partial + d).split('\n');
+        partial = lines.pop() ?? '';
+        for (const l of lines) {
+          all += `${l}\n`;
+          process.stdout.write(`${tag} ${l}\n`);
+        }
+      });
+      stream.on('end', () => {
+        if (partial) {
+          all += `${partial}\n`;
+          process.stdout.write(`${tag} ${partial}\n`);
+        }
+      });
+    };
+    pass(child.stdout!);
+    pass(child.stderr!);
+    child.on('close', (code, signal) => {
+      const counts = countTier(all);
+      resolve({ tier, code: code ?? (signal ? 128 : 1), seconds: Math.round((Date.now() - t0) / 1000), ...counts });
+    });
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  let names: TierName[] = [...ALL_TIERS];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--tiers' || a.startsWith('--tiers=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i] ?? '';
+      const want = v.split(',').filter(Boolean);
+      const bad = want.filter((w) => !ALL_TIERS.includes(w as TierName));
+      if (bad.length || !want.length) {
+        process.stderr.write(`run-tests: --tiers takes a comma-separated list of ${ALL_TIERS.join(', ')}; got '${v}'\n`);
+        return 2;
+      }
+      names = ALL_TIERS.filter((n) => want.includes(n));
+    } else {
+      process.stderr.write(`run-tests: unknown argument '${a}' (usage: --tiers ${ALL_TIERS.join(',')})\n`);
+      return 2;
+    }
+  }
+  if (!existsSync(AVA)) {
+    process.stderr.write('run-tests: node_modules/.bin/ava is missing: run `npm install` first\n');
+    return 2;
+  }
+  const tiers = plan(names);
+  const results: TierResult[] = [];
+  const byName = (n: TierName) => tiers.find((t) => t.name === n);
+  const chain = async (list: (Tier | undefined)[]) => {
+    for (const t of list) if (t) results.push(await runTier(t));
+  };
+  // The unit tier alone first: it uses both cores. Then the two test hosts side by side.
+  await chain([byName('unit')]);
+  const localIntegration = byName('integration')?.where.startsWith('here');
+  if (localIntegration) await chain([byName('integration')]);
+  await Promise.all([
+    chain([localIntegration ? undefined : byName('integration'), byName('linux-x86_64')]),
+    chain([byName('linux-arm64')]),
+  ]);
+
+  const ci = inCi();
+  const total: TierCounts = { passed: 0, failed: 0, skipped: 0 };
+  let ok = true;
+  process.stdout.write('\n');
+  for (const r of ALL_TIERS.map((n) => results.find((x) => x.tier.name === n)).filter((x): x is TierResult => !!x)) {
+    total.passed += r.passed;
+    total.failed += r.failed;
+    total.skipped += r.skipped;
+    // A tier whose runner failed without a failed test (a host that did not come up, a time-out) still fails.
+    const tierOk = r.code === 0 && r.failed === 0 && !(ci && r.skipped > 0) && r.passed + r.skipped > 0;
+    if (!tierOk) ok = false;
+    process.stdout.write(
+      `[test] ${r.tier.name}: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped; ran ${r.tier.where}; ` +
+        `${r.seconds} s${r.code !== 0 ? `; exit status ${r.code}` : ''}${tierOk ? '' : ' -- FAILED'}\n`,
+    );
+  }
+  if (total.skipped > 0) {
+    process.stdout.write(`[test] ${total.skipped} skipped: no /dev/kvm or a missing host tool (see the [skip] lines)${ci ? '; CI=true, so this fails' : ''}\n`);
+  }
+  process.stdout.write(`tests: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped\n`);
+  return ok ? 0 : 1;
+}
+
+const isMain = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain) main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`run-tests: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

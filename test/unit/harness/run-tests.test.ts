@@ -1,0 +1,25 @@
+import test from 'ava';
+import { countTier } from '../../run-tests.js';
+
+test('countTier: ava closing lines, with tier prefixes and [skip] lines moved from passed to skipped', (t) => {
+  const out = [
+    '[unit]   ✔ a › b',
+    '[skip] x: needs KVM: no /dev/kvm on this machine',
+    '[skip] y: needs KVM: no /dev/kvm on this machine',
+    '  ─',
+    '',
+    '  12 tests passed',
+    '  1 test failed',
+    '  3 tests skipped',
+  ].join('\n');
+  t.deepEqual(countTier(out), { passed: 10, failed: 1, skipped: 5 });
+});
+
+test('countTier: uncaught exceptions and unhandled rejections count as failures; nothing printed counts nothing', (t) => {
+  t.deepEqual(countTier('  4 tests passed\n  1 uncaught exception\n  2 unhandled rejections\n'), { passed: 4, failed: 3, skipped: 0 });
+  t.deepEqual(countTier('flintvm-host: test host setup failed\n'), { passed: 0, failed: 0, skipped: 0 });
+});
+
+test('countTier: a test whose title mentions "tests passed" is not a summary line', (t) => {
+  t.deepEqual(countTier('  ✔ unit › 3 tests passed yesterday\n  2 tests passed\n'), { passed: 2, failed: 0, skipped: 0 });
+});
