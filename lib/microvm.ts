@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { resolveConfig, type MicroVMConfig, type ResolvedConfig } from './config.js';
-import { buildVm, type BuiltVm } from './builder.js';
+import { buildVm, type BuiltVm } from './vm/builder.js';
 import type { ExitInfo, ExitReason } from './vcpu/protocol.js';
 import { StateError } from './errors.js';
 import { log } from './log.js';

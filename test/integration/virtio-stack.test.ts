@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { mapGuestMemory } from '../../lib/memory/host-memory.js';
 import { IoWorker } from '../../lib/io/io-worker.js';
 import { closeFd, createEventfd, readEventfd, signalEventfd } from '../../lib/io/epoll.js';
-import type { IoWorkerSetup } from '../../lib/io-wiring.js';
+import type { IoWorkerSetup } from '../../lib/vm/io-wiring.js';
 import * as C from '../../devices/virtio/constants.js';
 import { TransportState } from '../../devices/virtio/transport/state.js';
 import { VirtioMmioTransport } from '../../devices/virtio/transport/mmio.js';
@@ -20,7 +20,7 @@ import * as B from '../../devices/virtio/block/constants.js';
 import { openDiskImage } from '../../devices/virtio/backends/file.js';
 import { VirtqDriver } from '../helpers/virtq-driver.js';
 
-const IO_MODULE = new URL('../../lib/io-wiring.js', import.meta.url).href;
+const IO_MODULE = new URL('../../lib/vm/io-wiring.js', import.meta.url).href;
 const RING = { descAddr: 0x10000, availAddr: 0x11000, usedAddr: 0x12000 };
 const HDR = 0x20000;
 const DATA = 0x30000;

@@ -1,15 +1,15 @@
 /** The x86_64 platform: PC-style legacy ports, IOAPIC/PIT in KVM, Linux 64-bit or PVH boot. */
-import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/structs.js';
-import { KVM_CAP_TSC_DEADLINE_TIMER } from '../kvm/ioctls.js';
-import type { DeviceSpec } from '../vcpu/protocol.js';
+import { KVM_PIT_SPEAKER_DUMMY } from '../../kvm/structs.js';
+import { KVM_CAP_TSC_DEADLINE_TIMER } from '../../kvm/ioctls.js';
+import type { DeviceSpec } from '../../vcpu/protocol.js';
 import type { DeviceParams } from '../wiring.js';
-import { log } from '../log.js';
-import { I8042 } from '../../devices/legacy/i8042.js';
-import * as layout from '../../arch/x86_64/layout.js';
-import { prepareX86Boot, X86_64_DEFAULT_CMDLINE } from '../../arch/x86_64/boot.js';
-import { buildCpuid } from '../../arch/x86_64/cpuid.js';
-import { bootMsrs } from '../../arch/x86_64/msr.js';
-import { configureLapicLint } from '../../arch/x86_64/lapic.js';
+import { log } from '../../log.js';
+import { I8042 } from '../../../devices/legacy/i8042.js';
+import * as layout from '../../../arch/x86_64/layout.js';
+import { prepareX86Boot, X86_64_DEFAULT_CMDLINE } from '../../../arch/x86_64/boot.js';
+import { buildCpuid } from '../../../arch/x86_64/cpuid.js';
+import { bootMsrs } from '../../../arch/x86_64/msr.js';
+import { configureLapicLint } from '../../../arch/x86_64/lapic.js';
 import type { Platform, PlatformInputs, PlatformPlan } from './platform.js';
 
 const debug = log('builder');

@@ -4,16 +4,16 @@
  * instances on the worker, wired to that worker's interrupt lines and to the
  * main thread. Part of the builder layer: the one place that knows every device.
  */
-import type { BusDevice } from './bus/device.js';
-import type { DeviceContext } from './vcpu/protocol.js';
-import { Serial8250 } from '../devices/legacy/serial-8250.js';
-import { I8042 } from '../devices/legacy/i8042.js';
-import { GuestControl } from '../devices/legacy/guest-control.js';
-import { Pl031 } from '../devices/legacy/pl031.js';
-import { ByteRing } from './io/byte-ring.js';
+import type { BusDevice } from '../bus/device.js';
+import type { DeviceContext } from '../vcpu/protocol.js';
+import { Serial8250 } from '../../devices/legacy/serial-8250.js';
+import { I8042 } from '../../devices/legacy/i8042.js';
+import { GuestControl } from '../../devices/legacy/guest-control.js';
+import { Pl031 } from '../../devices/legacy/pl031.js';
+import { ByteRing } from '../io/byte-ring.js';
 import { performance } from 'node:perf_hooks';
-import { VirtioMmioTransport } from '../devices/virtio/transport/mmio.js';
-import { signalEventfd } from './io/epoll.js';
+import { VirtioMmioTransport } from '../../devices/virtio/transport/mmio.js';
+import { signalEventfd } from '../io/epoll.js';
 
 export type DeviceParams =
   | { kind: 'serial8250'; state: SharedArrayBuffer; irq: number; output: SharedArrayBuffer }

@@ -5,21 +5,21 @@
  * ioeventfds on the epoll loop. Part of the builder layer: the one place on
  * the I/O side that knows every device type.
  */
-import type { EventLoop } from './io/event-loop.js';
-import { EPOLLIN, readEventfd, signalEventfd } from './io/epoll.js';
-import { attachGuestMemory } from './memory/host-memory.js';
-import type { RegionDescriptor } from './memory/guest-memory.js';
-import { VirtioMmioSlot } from '../devices/virtio/transport/slot.js';
-import type { VirtioDevice } from '../devices/virtio/device.js';
-import { BlockDevice, type BlockDeviceOptions } from '../devices/virtio/block/device.js';
-import { FileBackend } from '../devices/virtio/backends/file.js';
-import { EventfdWakeup } from '../devices/virtio/backends/wakeup.js';
-import { RngDevice } from '../devices/virtio/rng/device.js';
-import { GetrandomSource } from '../devices/virtio/rng/backend.js';
-import { createNetDevice, type NetDeviceParams } from '../devices/virtio/net/index.js';
-import { create9pDevice, type Virtio9pParams } from '../devices/virtio/9p/index.js';
-import { createFsDevice, type VirtioFsParams } from '../devices/virtio/fs/index.js';
-import { createVsockDevice, type VsockDeviceParams } from '../devices/virtio/vsock/index.js';
+import type { EventLoop } from '../io/event-loop.js';
+import { EPOLLIN, readEventfd, signalEventfd } from '../io/epoll.js';
+import { attachGuestMemory } from '../memory/host-memory.js';
+import type { RegionDescriptor } from '../memory/guest-memory.js';
+import { VirtioMmioSlot } from '../../devices/virtio/transport/slot.js';
+import type { VirtioDevice } from '../../devices/virtio/device.js';
+import { BlockDevice, type BlockDeviceOptions } from '../../devices/virtio/block/device.js';
+import { FileBackend } from '../../devices/virtio/backends/file.js';
+import { EventfdWakeup } from '../../devices/virtio/backends/wakeup.js';
+import { RngDevice } from '../../devices/virtio/rng/device.js';
+import { GetrandomSource } from '../../devices/virtio/rng/backend.js';
+import { createNetDevice, type NetDeviceParams } from '../../devices/virtio/net/index.js';
+import { create9pDevice, type Virtio9pParams } from '../../devices/virtio/9p/index.js';
+import { createFsDevice, type VirtioFsParams } from '../../devices/virtio/fs/index.js';
+import { createVsockDevice, type VsockDeviceParams } from '../../devices/virtio/vsock/index.js';
 
 export type VirtioParams =
   | { kind: 'virtio-blk'; fd: number; options: BlockDeviceOptions }

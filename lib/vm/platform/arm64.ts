@@ -4,13 +4,13 @@
  * announces (arch/arm64/layout.ts has the map).
  */
 import { randomBytes } from 'node:crypto';
-import type { DeviceSpec } from '../vcpu/protocol.js';
+import type { DeviceSpec } from '../../vcpu/protocol.js';
 import type { DeviceParams } from '../wiring.js';
-import { spiIrqLine } from '../kvm/arm64.js';
-import { Pl031 } from '../../devices/legacy/pl031.js';
-import * as layout from '../../arch/arm64/layout.js';
-import { ARM64_DEFAULT_CMDLINE, prepareArm64Boot } from '../../arch/arm64/boot.js';
-import { createGicV3, initVcpus, setBootRegisters } from '../../arch/arm64/cpu.js';
+import { spiIrqLine } from '../../kvm/arm64.js';
+import { Pl031 } from '../../../devices/legacy/pl031.js';
+import * as layout from '../../../arch/arm64/layout.js';
+import { ARM64_DEFAULT_CMDLINE, prepareArm64Boot } from '../../../arch/arm64/boot.js';
+import { createGicV3, initVcpus, setBootRegisters } from '../../../arch/arm64/cpu.js';
 import type { Platform, PlatformInputs, PlatformPlan } from './platform.js';
 
 const params = (p: DeviceParams) => p;
