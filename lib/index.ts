@@ -1,5 +1,5 @@
 /** flintvm: a pure-TypeScript virtual machine monitor for Linux KVM. */
-export { MicroVM, type MicroVMState, type VmExit, type BootTimings, type MicroVMEvents } from './microvm.js';
+export { MicroVM, type MicroVMState, type VmExit, type BootTimings, type MicroVMEvents, type VmDescription } from './microvm.js';
 export type { MicroVMConfig, ConsoleMode, DriveConfig, NetConfig, VsockConfig, ShareConfig } from './config.js';
 export type { ExitReason, ExitInfo } from './vcpu/protocol.js';
 export { WorkerPool, type WorkerPoolOptions, type WorkerPoolStats } from './worker-pool.js';

@@ -3,6 +3,7 @@ import { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { resolveConfig, type MicroVMConfig, type ResolvedConfig } from './config.js';
 import { buildVm, type BuiltVm } from './vm/builder.js';
+import { describeDevices } from './vm/registry.js';
 import type { ExitInfo, ExitReason } from './vcpu/protocol.js';
 import { StateError } from './errors.js';
 import { log } from './log.js';
@@ -53,6 +54,15 @@ const now = () => performance.timeOrigin + performance.now();
  * Many MicroVMs can run in one process; each owns its fds, memory and workers,
  * and releases all of them when it exits or is stopped. Main thread only.
  */
+/** {@link MicroVM.describe}'s answer. */
+export interface VmDescription {
+  readonly state: MicroVMState;
+  readonly memoryMiB: number;
+  readonly vcpus: number;
+  /** One per virtio device, in slot order: `kind` ('virtio-blk'...), `field` (`drives[0]`...) and the kind's own description. */
+  readonly devices: readonly { kind: string; field: string; [key: string]: unknown }[];
+}
+
 export class MicroVM extends EventEmitter<MicroVMEvents> {
   readonly config: ResolvedConfig;
   /** The guest's serial console (ttyS0): read guest output, write guest input. */
@@ -121,6 +131,16 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     }
     machine.start();
     this.setState('running');
+  }
+
+  /**
+   * What this VM is made of, as JSON-able data for APIs and tools: its state,
+   * memory, vCPUs, and each virtio device from the device registry (its kind,
+   * config path and the kind's description; lib/vm/registry.ts), in the order
+   * of their transport slots. Any thread that owns the handle may call it.
+   */
+  describe(): VmDescription {
+    return { state: this.stateValue, memoryMiB: this.config.memoryMiB, vcpus: this.config.vcpus, devices: describeDevices(this.config) };
   }
 
   /** Resolves with how the VM ended (after every resource is released). */

@@ -21,18 +21,10 @@ import { Serial8250 } from '../../devices/legacy/serial-8250.js';
 import { VIRTIO_MMIO_QUEUE_NOTIFY } from '../../devices/virtio/constants.js';
 import type { VirtioDeviceInfo } from '../../devices/virtio/device.js';
 import { TransportState } from '../../devices/virtio/transport/state.js';
-import { BlockDevice } from '../../devices/virtio/block/device.js';
-import { RngDevice } from '../../devices/virtio/rng/device.js';
-import { openDiskImage } from '../../devices/virtio/backends/file.js';
-import { NetDevice } from '../../devices/virtio/net/device.js';
-import { openTap } from '../../devices/virtio/backends/tap.js';
-import { Virtio9pDevice } from '../../devices/virtio/9p/device.js';
-import { openShareBackend } from '../../devices/virtio/9p/index.js';
-import { VirtioFsDevice, openFsShareBackend } from '../../devices/virtio/fs/index.js';
-import { VsockDevice, openVsockBackend } from '../../devices/virtio/vsock/index.js';
 import { createEventfd, closeFd } from '../io/epoll.js';
 import { IoWorker } from '../io/io-worker.js';
-import type { IoWorkerSetup, VirtioDeviceWiring, VirtioParams } from './io-wiring.js';
+import type { IoWorkerSetup, VirtioDeviceWiring } from './io-wiring.js';
+import { configuredDevices } from './registry.js';
 
 const debug = log('builder');
 const DEVICE_MODULE = new URL('./wiring.js', import.meta.url).href;
@@ -62,59 +54,33 @@ interface OpenedResources {
 /** A virtio device planned for the VM: what the guest sees and where. */
 interface PlannedVirtio {
   readonly info: VirtioDeviceInfo;
-  readonly params: VirtioParams;
   readonly slot: VirtioSlot;
   readonly wiring: VirtioDeviceWiring;
 }
 
 /**
- * Opens the backends (disk images: their errors are the user's and come
- * before anything touches KVM), makes each device's transport state and
+ * Opens every configured virtio device through its kind in the registry
+ * (disk images, taps, sockets and share roots: their errors are the user's and
+ * come before anything touches KVM), makes each device's transport state and
  * eventfds, and says what to add to the command line. `opened` collects what
  * must be closed at the end, also on failure.
  */
 function planVirtio(cfg: ResolvedConfig, opened: OpenedResources, platform: Platform): { devices: PlannedVirtio[]; cmdline: string[] } {
-  const wanted: { info: VirtioDeviceInfo; params: VirtioParams }[] = [];
-  const rootArgs: string[] = [];
-  cfg.drives.forEach((d, i) => {
-    const img = openDiskImage(d.path, { readOnly: d.readOnly, field: `drives[${i}].path` });
-    opened.closers.push(img.close);
-    const options = { sizeBytes: img.sizeBytes, readOnly: d.readOnly, serial: d.serial };
-    wanted.push({ info: BlockDevice.info(options), params: { kind: 'virtio-blk', fd: img.fd, options } });
-    // Drives are probed in command-line order, so drive i is /dev/vd<a+i>.
-    if (d.root) rootArgs.push(`root=/dev/vd${String.fromCharCode(97 + i)}`, d.readOnly ? 'ro' : 'rw');
-  });
-  if (cfg.rng) wanted.push({ info: RngDevice.info(), params: { kind: 'virtio-rng' } });
-  cfg.net.forEach((n, i) => {
-    const tap = openTap(n, `net[${i}]`);
-    opened.closers.push(tap.close);
-    wanted.push({ info: NetDevice.info({ mac: tap.params.mac }), params: { kind: 'virtio-net', ...tap.params } });
-  });
-  if (cfg.vsock) {
-    const vsock = openVsockBackend(cfg.vsock, 'vsock');
-    opened.closers.push(vsock.close);
-    wanted.push({ info: VsockDevice.info(vsock.params), params: { kind: 'virtio-vsock', params: vsock.params } });
-  }
-  cfg.shares.forEach((s, i) => {
-    if (s.protocol === '9p') {
-      const share = openShareBackend(s, `shares[${i}]`);
-      opened.closers.push(share.close);
-      wanted.push({ info: Virtio9pDevice.info({ tag: s.tag }), params: { kind: 'virtio-9p', params: share.params } });
-    } else {
-      const share = openFsShareBackend(s, `shares[${i}]`);
-      opened.closers.push(share.close);
-      wanted.push({ info: VirtioFsDevice.info({ tag: s.tag }), params: { kind: 'virtio-fs', params: share.params } });
-    }
-  });
-  const devices = wanted.map((w, i): PlannedVirtio => {
+  const devices: PlannedVirtio[] = [];
+  const deviceArgs: string[] = [];
+  for (const [i, d] of configuredDevices(cfg).entries()) {
     const slot = platform.virtioSlot(i);
+    const dev = d.kind.open(d.entry, { field: d.field, index: d.index, slot: i });
+    opened.closers.push(dev.close);
+    deviceArgs.push(...(dev.cmdline ?? []));
     const fd = () => { const f = createEventfd(); opened.fds.push(f); return f; };
     const wiring: VirtioDeviceWiring = {
-      state: TransportState.create(w.info), controlFd: fd(), queueFds: w.info.queueMaxSizes.map(fd), irqFd: fd(), params: w.params,
+      state: TransportState.create(dev.info), controlFd: fd(), queueFds: dev.info.queueMaxSizes.map(fd), irqFd: fd(),
+      kind: d.kind.name, params: dev.params,
     };
-    return { ...w, slot, wiring };
-  });
-  const cmdline = [...platform.virtioCmdline(devices.map((d) => d.slot)), ...rootArgs];
+    devices.push({ info: dev.info, slot, wiring });
+  }
+  const cmdline = [...platform.virtioCmdline(devices.map((d) => d.slot)), ...deviceArgs];
   return { devices, cmdline };
 }
 

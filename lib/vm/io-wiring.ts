@@ -11,23 +11,7 @@ import { attachGuestMemory } from '../memory/host-memory.js';
 import type { RegionDescriptor } from '../memory/guest-memory.js';
 import { VirtioMmioSlot } from '../../devices/virtio/transport/slot.js';
 import type { VirtioDevice } from '../../devices/virtio/device.js';
-import { BlockDevice, type BlockDeviceOptions } from '../../devices/virtio/block/device.js';
-import { FileBackend } from '../../devices/virtio/backends/file.js';
-import { EventfdWakeup } from '../../devices/virtio/backends/wakeup.js';
-import { RngDevice } from '../../devices/virtio/rng/device.js';
-import { GetrandomSource } from '../../devices/virtio/rng/backend.js';
-import { createNetDevice, type NetDeviceParams } from '../../devices/virtio/net/index.js';
-import { create9pDevice, type Virtio9pParams } from '../../devices/virtio/9p/index.js';
-import { createFsDevice, type VirtioFsParams } from '../../devices/virtio/fs/index.js';
-import { createVsockDevice, type VsockDeviceParams } from '../../devices/virtio/vsock/index.js';
-
-export type VirtioParams =
-  | { kind: 'virtio-blk'; fd: number; options: BlockDeviceOptions }
-  | { kind: 'virtio-rng' }
-  | ({ kind: 'virtio-net' } & NetDeviceParams)
-  | { kind: 'virtio-9p'; params: Virtio9pParams }
-  | { kind: 'virtio-fs'; params: VirtioFsParams }
-  | { kind: 'virtio-vsock'; params: VsockDeviceParams };
+import { virtioKind } from './registry.js';
 
 /** One virtio device as the I/O worker sees it: its transport state and the fds KVM signals/listens on. */
 export interface VirtioDeviceWiring {
@@ -38,7 +22,10 @@ export interface VirtioDeviceWiring {
   readonly queueFds: readonly number[];
   /** Registered with KVM_IRQFD on the device's interrupt line. */
   readonly irqFd: number;
-  readonly params: VirtioParams;
+  /** The device's kind in the registry (lib/vm/registry.ts), e.g. 'virtio-blk'. */
+  readonly kind: string;
+  /** The kind's params from its `open` on the main thread. */
+  readonly params: unknown;
 }
 
 export interface IoWorkerSetup {
@@ -46,15 +33,11 @@ export interface IoWorkerSetup {
   readonly devices: readonly VirtioDeviceWiring[];
 }
 
-function createDevice(p: VirtioParams): VirtioDevice {
-  switch (p.kind) {
-    case 'virtio-blk': return new BlockDevice(p.options, new FileBackend(p.fd), new EventfdWakeup());
-    case 'virtio-rng': return new RngDevice(new GetrandomSource(), new EventfdWakeup());
-    case 'virtio-net': return createNetDevice(p);
-    case 'virtio-9p': return create9pDevice(p.params);
-    case 'virtio-fs': return createFsDevice(p.params);
-    case 'virtio-vsock': return createVsockDevice(p.params);
-  }
+/** The device model of one wiring, built by its kind. */
+function createDevice(d: VirtioDeviceWiring): VirtioDevice {
+  const kind = virtioKind(d.kind);
+  if (!kind) throw new Error(`unknown virtio device kind '${d.kind}' (not in lib/vm/registry.ts)`);
+  return kind.create(d.params);
 }
 
 /** Called on the I/O worker before its loop runs; returns the teardown run after the loop stops. */
@@ -63,7 +46,7 @@ export function setupIoWorker(data: unknown, loop: EventLoop): () => void {
   const memory = attachGuestMemory(setup.memory);
   const slots: VirtioMmioSlot[] = [];
   for (const d of setup.devices) {
-    const slot = new VirtioMmioSlot(d.state, createDevice(d.params), memory, () => signalEventfd(d.irqFd), loop);
+    const slot = new VirtioMmioSlot(d.state, createDevice(d), memory, () => signalEventfd(d.irqFd), loop);
     slots.push(slot);
     loop.watch(d.controlFd, EPOLLIN, () => {
       readEventfd(d.controlFd);

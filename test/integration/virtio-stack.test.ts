@@ -46,7 +46,7 @@ test('virtio-blk end to end through transport, I/O worker, eventfds and a real i
   const controlFd = createEventfd();
   const queueFd = createEventfd();
   const irqFd = createEventfd();
-  const data: IoWorkerSetup = { memory: mem.describe(), devices: [{ state, controlFd, queueFds: [queueFd], irqFd, params: { kind: 'virtio-blk', fd: img.fd, options } }] };
+  const data: IoWorkerSetup = { memory: mem.describe(), devices: [{ state, controlFd, queueFds: [queueFd], irqFd, kind: 'virtio-blk', params: { fd: img.fd, ...options } }] };
   const io = await IoWorker.start({ module: IO_MODULE, data });
   const tr = new VirtioMmioTransport(state, { kickControl: () => signalEventfd(controlFd), notifyQueue: () => signalEventfd(queueFd) });
   const w = (off: number, v: number) => tr.write(off, 4, v);

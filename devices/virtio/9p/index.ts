@@ -6,7 +6,7 @@
  * 2. main thread: `Virtio9pDevice.info({ tag })`;
  * 3. I/O worker: `create9pDevice(params)`.
  */
-import type { ShareConfig } from '../../../lib/config.js';
+import type { ShareEntry as ShareConfig } from '../backends/hostdir/index.js';
 import { ConfigError } from '../../../lib/errors.js';
 import { HostDir, openHostDir } from '../backends/hostdir/index.js';
 import { EventfdWakeup } from '../backends/wakeup.js';

@@ -9,3 +9,13 @@ export { Node, type NodeKind } from './nodes.js';
 export { openHostDir, type HostDirHandle } from './open.js';
 export { componentBytes, type NameInput } from './names.js';
 export * from './types.js';
+
+/** One shared directory as the user configures it (lib/config.ts's ShareConfig has this shape; devices do not import lib/config). */
+export interface ShareEntry {
+  /** Mount tag the guest uses: 1-31 bytes for 9p, 1-36 for virtiofs. */
+  readonly tag: string;
+  /** Host directory to share; nothing outside it is reachable. */
+  readonly path: string;
+  readonly readOnly?: boolean | undefined;
+  readonly protocol: '9p' | 'virtiofs';
+}

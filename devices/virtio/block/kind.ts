@@ -1,0 +1,25 @@
+/** The virtio-blk kind: one device per `drives[]` entry, on a raw image opened (and locked) on the main thread. */
+import { defineVirtioKind } from '../kind.js';
+import { BlockDevice, createBlockDevice, openDiskImage, type BlockDeviceParams } from './index.js';
+
+/** One `drives[]` entry (the shape of lib/config.ts's DriveConfig, which this layer does not import). */
+export interface DriveEntry {
+  readonly path: string;
+  readonly readOnly: boolean;
+  readonly root?: boolean;
+  readonly serial?: string | undefined;
+}
+
+export const blockKind = defineVirtioKind<DriveEntry, BlockDeviceParams>({
+  name: 'virtio-blk',
+  configKey: 'drives',
+  open(d, place) {
+    const img = openDiskImage(d.path, { readOnly: d.readOnly, field: `${place.field}.path` });
+    const options = { sizeBytes: img.sizeBytes, readOnly: d.readOnly, serial: d.serial };
+    // Drives are probed in command-line order, so drive i is /dev/vd<a+i>.
+    const cmdline = d.root ? [`root=/dev/vd${String.fromCharCode(0x61 /* 'a' */ + place.index)}`, d.readOnly ? 'ro' : 'rw'] : [];
+    return { info: BlockDevice.info(options), params: { fd: img.fd, ...options }, close: img.close, cmdline };
+  },
+  create: (params) => createBlockDevice(params),
+  describe: (d) => ({ path: d.path, readOnly: d.readOnly, root: d.root ?? false, ...(d.serial !== undefined ? { serial: d.serial } : {}) }),
+});
