@@ -57,8 +57,8 @@ export interface TierCounts {
 }
 
 /**
- * Reads the counts out of ava's output (its closing `N tests passed` / `N
- * tests failed` / `N known failures` / `N tests skipped` lines) and the
+ * Reads the counts out of ava's output (its per-test ✔/✘ lines and its
+ * closing `N tests passed` / `N tests failed` / `N tests skipped` lines) and the
  * `[skip]` lines of skipOrFail. A test that skipped itself passed in ava's
  * eyes, so it moves from passed to skipped.
  */
@@ -68,10 +68,12 @@ export function countTier(output: string): TierCounts {
     for (const m of output.matchAll(re)) n += Number(m[1]);
     return n;
   };
-  const skippedBySelf = (output.match(/^(?:\S+\s+)?\[skip\] /gm) ?? []).length;
-  const passed = num(/^(?:\S+\s+)?\s*(\d+) tests? passed\s*$/gm);
+  const lines = (re: RegExp) => (output.match(re) ?? []).length;
+  const skippedBySelf = lines(/^(?:\S+\s+)?\[skip\] /gm);
+  // ava prints `N tests passed` only when nothing failed, so passes are counted from its per-test ✔ lines.
+  const passed = Math.max(lines(/^(?:\S+\s+)?\s*✔ /gm), num(/^(?:\S+\s+)?\s*(\d+) tests? passed\s*$/gm));
   const failed =
-    num(/^(?:\S+\s+)?\s*(\d+) tests? failed\s*$/gm) +
+    Math.max(lines(/^(?:\S+\s+)?\s*✘ /gm), num(/^(?:\S+\s+)?\s*(\d+) tests? failed\s*$/gm)) +
     num(/^(?:\S+\s+)?\s*(\d+) (?:uncaught exceptions?|unhandled rejections?)\s*$/gm) +
     num(/^(?:\S+\s+)?\s*(\d+) tests? remained pending/gm);
   const avaSkipped = num(/^(?:\S+\s+)?\s*(\d+) tests? skipped\s*$/gm) + num(/^(?:\S+\s+)?\s*(\d+) tests? todo\s*$/gm);

@@ -20,6 +20,11 @@ test('countTier: uncaught exceptions and unhandled rejections count as failures;
   t.deepEqual(countTier('flintvm-host: test host setup failed\n'), { passed: 0, failed: 0, skipped: 0 });
 });
 
+test('countTier: with failures ava prints no passed total, so the ✔ lines count', (t) => {
+  const out = ['[integration]   ✔ a › one', '[integration]   ✔ a › two (3s)', '[integration]   ✘ [fail]: a › three', '[integration]   1 test failed'].join('\n');
+  t.deepEqual(countTier(out), { passed: 2, failed: 1, skipped: 0 });
+});
+
 test('countTier: a test whose title mentions "tests passed" is not a summary line', (t) => {
   t.deepEqual(countTier('  ✔ unit › 3 tests passed yesterday\n  2 tests passed\n'), { passed: 2, failed: 0, skipped: 0 });
 });
