@@ -29,7 +29,10 @@ export type FcInstanceState = 'Not started' | 'Running' | 'Paused';
 export interface VmController {
   /** The current state. 'Not started' until {@link start} resolved. */
   readonly state: FcInstanceState;
-  /** Builds and boots the VM. A rejection's message becomes the 400 fault_message. */
+  /**
+   * Builds and boots the VM. A rejection's message becomes the 400 fault_message; if the state is then
+   * still 'Not started' (nothing was built), InstanceStart may be sent again.
+   */
   start(config: MicroVMConfig, firecracker: Readonly<FirecrackerVmConfig>): Promise<void>;
   pause(): Promise<void>;
   resume(): Promise<void>;
@@ -57,6 +60,8 @@ export interface ApiResponse {
 
 /** Largest request body accepted (Firecracker's default payload limit is 51200 bytes). */
 export const MAX_BODY_BYTES = 51_200;
+/** How long close() waits for answers in flight. */
+const CLOSE_GRACE_MS = 1000;
 const HTTP_OK = 200;
 const HTTP_NO_CONTENT = 204;
 const HTTP_BAD_REQUEST = 400;
@@ -95,7 +100,9 @@ export class FirecrackerApi {
     try {
       await this.vm.start(mc, this.config);
     } catch (e) {
-      // Nothing is left half-built (the controller's promise); a failed start cannot be retried, as in Firecracker.
+      // The controller leaves nothing half-built. If no VM was created (a config error), the user may fix the
+      // resources and retry; a VM that failed to boot has exited, and so does the process.
+      if (this.vm.state === 'Not started') this.starting = false;
       throw new Fault(`InstanceStart failed: ${(e as Error).message}`);
     }
   }
@@ -255,8 +262,12 @@ export class FirecrackerApi {
     const server = this.server;
     this.server = null;
     if (server) {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
+      // Let an answer in flight (say, to the InstanceStart whose VM then failed) reach the client first.
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      await closed;
+      clearTimeout(timer);
     }
     if (this.socketPath) {
       try { unlinkSync(this.socketPath); } catch { /* already gone */ }
