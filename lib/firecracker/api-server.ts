@@ -172,7 +172,11 @@ export class FirecrackerApi {
       case 'PUT /logger': {
         this.preBoot(where);
         const logger = parseLogger(body(), where);
-        this.options.onLogger?.(logger);
+        try {
+          this.options.onLogger?.(logger);
+        } catch (e) {
+          throw new Fault(`${where}: ${(e as Error).message}`);
+        }
         this.config.logger = logger;
         return { status: HTTP_NO_CONTENT };
       }
