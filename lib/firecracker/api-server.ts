@@ -211,7 +211,7 @@ export class FirecrackerApi {
         return { status: HTTP_NO_CONTENT };
       case 'SendCtrlAltDel':
         if (this.vm.state === 'Not started') throw new Fault('SendCtrlAltDel: the microVM is not running');
-        if (!this.vm.sendCtrlAltDel) throw new Fault('SendCtrlAltDel is not supported by flintvm on this architecture');
+        if (!this.vm.sendCtrlAltDel) throw new Fault('SendCtrlAltDel is not supported by flintvm: its i8042 has no keyboard attached to inject the keys through');
         await this.vm.sendCtrlAltDel();
         return { status: HTTP_NO_CONTENT };
       case 'FlushMetrics':
