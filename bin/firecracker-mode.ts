@@ -191,7 +191,9 @@ export async function runFirecrackerMode(argv: string[]): Promise<number> {
     await api?.close();
     fcLog.close();
     console.error(`flintvm: ${(e as Error).message}`);
-    return e instanceof FlintvmError && e.code === 'FLINTVM_E_CONFIG' ? 2 : 1;
+    // A failed InstanceStart carries the MicroVM's error as its cause: a ConfigError there is a config error too.
+    const reason = e instanceof Error && e.cause instanceof FlintvmError ? e.cause : e;
+    return reason instanceof FlintvmError && reason.code === 'FLINTVM_E_CONFIG' ? 2 : 1;
   }
 
   const stop = () => {

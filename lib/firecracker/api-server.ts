@@ -16,7 +16,7 @@ import type { MicroVMConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { log } from '../log.js';
 import {
-  emptyVmConfig, parseBootSource, parseDrive, parseEntropy, parseLogger, parseMachineConfig, parseNetworkInterface, parseVsock,
+  emptyVmConfig, firecrackerFieldName, parseBootSource, parseDrive, parseEntropy, parseLogger, parseMachineConfig, parseNetworkInterface, parseVsock,
   toMicroVMConfig, upsertDrive, upsertNetworkInterface, UNSUPPORTED_RESOURCES, type FcLogger, type FirecrackerVmConfig,
 } from './config.js';
 
@@ -103,7 +103,11 @@ export class FirecrackerApi {
       // The controller leaves nothing half-built. If no VM was created (a config error), the user may fix the
       // resources and retry; a VM that failed to boot has exited, and so does the process.
       if (this.vm.state === 'Not started') this.starting = false;
-      throw new Fault(`InstanceStart failed: ${(e as Error).message}`);
+      let message = (e as Error).message;
+      if (e instanceof ConfigError && message.startsWith(`${e.field}: `)) {
+        message = `${firecrackerFieldName(this.config, e.field)}: ${message.slice(e.field.length + 2)}`;
+      }
+      throw new Fault(`InstanceStart failed: ${message}`, { cause: e });
     }
   }
 

@@ -417,3 +417,33 @@ export function toMicroVMConfig(cfg: FirecrackerVmConfig): MicroVMConfig {
     ...(vsock ? { vsock } : {}),
   };
 }
+
+const SIMPLE_FIELDS: Readonly<Record<string, string>> = {
+  kernel: 'boot-source.kernel_image_path', initrd: 'boot-source.initrd_path', cmdline: 'boot-source.boot_args',
+  extraCmdline: 'boot-source.boot_args', memoryMiB: 'machine-config.mem_size_mib', vcpus: 'machine-config.vcpu_count',
+  'vsock.guestCid': 'vsock.guest_cid', 'vsock.udsPath': 'vsock.uds_path', vsock: 'vsock',
+};
+const DRIVE_FIELDS: Readonly<Record<string, string>> = { path: 'path_on_host', readOnly: 'is_read_only', root: 'is_root_device', serial: 'drive_id' };
+const NET_FIELDS: Readonly<Record<string, string>> = { tap: 'host_dev_name', mac: 'guest_mac' };
+
+/**
+ * The Firecracker name of a {@link MicroVMConfig} field that {@link toMicroVMConfig} produced from `cfg`
+ * (`drives[0].path` -> `drives[rootfs].path_on_host`), so that errors name what the user wrote.
+ * Unknown fields are returned unchanged.
+ */
+export function firecrackerFieldName(cfg: FirecrackerVmConfig, field: string): string {
+  const simple = SIMPLE_FIELDS[field];
+  if (simple !== undefined) return simple;
+  const m = /^(drives|net)\[(\d+)\](?:\.(\w+))?$/.exec(field);
+  if (!m) return field;
+  const index = Number(m[2]);
+  if (m[1] === 'drives') {
+    const ordered = [...cfg.drives.filter((d) => d.is_root_device), ...cfg.drives.filter((d) => !d.is_root_device)];
+    const d = ordered[index];
+    if (!d) return field;
+    return `drives[${d.drive_id}]${m[3] ? `.${DRIVE_FIELDS[m[3]] ?? m[3]}` : ''}`;
+  }
+  const n = cfg['network-interfaces'][index];
+  if (!n) return field;
+  return `network-interfaces[${n.iface_id}]${m[3] ? `.${NET_FIELDS[m[3]] ?? m[3]}` : ''}`;
+}

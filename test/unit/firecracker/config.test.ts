@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import {
   FC_DEFAULT_MACHINE, FirecrackerConfigError, emptyVmConfig, parseBootSource, parseDrive, parseEntropy, parseLogger, parseMachineConfig,
-  parseNetworkInterface, parseVmConfigFile, parseVsock, toMicroVMConfig, upsertDrive, upsertNetworkInterface,
+  firecrackerFieldName, parseNetworkInterface, parseVmConfigFile, parseVsock, toMicroVMConfig, upsertDrive, upsertNetworkInterface,
 } from '../../../lib/firecracker/config.js';
 import { ConfigError } from '../../../lib/errors.js';
 
@@ -160,4 +160,16 @@ test('vsock: guest_cid range and uds_path required; logger: module refused, leve
 
 test('toMicroVMConfig needs a boot source', (t) => {
   refused(t, () => toMicroVMConfig(emptyVmConfig()), 'boot-source', /PUT \/boot-source/);
+});
+
+test('MicroVMConfig field names map back to the Firecracker fields they came from', (t) => {
+  const cfg = parseVmConfigFile(GETTING_STARTED);
+  t.is(firecrackerFieldName(cfg, 'kernel'), 'boot-source.kernel_image_path');
+  t.is(firecrackerFieldName(cfg, 'memoryMiB'), 'machine-config.mem_size_mib');
+  // The root drive was moved first: drives[0] is "rootfs", drives[1] is "scratch".
+  t.is(firecrackerFieldName(cfg, 'drives[0].path'), 'drives[rootfs].path_on_host');
+  t.is(firecrackerFieldName(cfg, 'drives[1]'), 'drives[scratch]');
+  t.is(firecrackerFieldName(cfg, 'net[0].mac'), 'network-interfaces[net1].guest_mac');
+  t.is(firecrackerFieldName(cfg, 'vsock.guestCid'), 'vsock.guest_cid');
+  t.is(firecrackerFieldName(cfg, 'drives[5].path'), 'drives[5].path', 'unknown indexes are left alone');
 });

@@ -53,6 +53,14 @@ test('a config file that is not JSON, or missing, exits 2; an unknown flag exits
   t.regex(flag.out, /seccomp-level/);
 });
 
+test('a kernel path that does not exist exits 2 (a config error), naming boot-source and the field', async (t) => {
+  const file = join(dir, 'nokernel.json');
+  writeFileSync(file, JSON.stringify({ 'boot-source': { kernel_image_path: join(dir, 'missing-vmlinux') } }));
+  const { code, out } = await run(['--config-file', file]);
+  t.is(code, 2, out);
+  t.regex(out, /InstanceStart failed: boot-source\.kernel_image_path: cannot read .*missing-vmlinux \(ENOENT\)/);
+});
+
 test('a kernel that cannot boot: the config file run exits 1 with the reason', async (t) => {
   const kernel = join(dir, 'not-a-kernel');
   writeFileSync(kernel, Buffer.alloc(4096, 0x5a));
