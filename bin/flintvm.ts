@@ -9,6 +9,7 @@ import { defaultGuestImages } from '../lib/guest-images.js';
 import { guestCommandCmdline } from '../lib/guest-command.js';
 import { FlintvmError } from '../lib/errors.js';
 import type { DriveConfig, NetConfig, ShareConfig, VsockConfig } from '../lib/config.js';
+import { runFirecrackerMode } from './firecracker-mode.js';
 
 const HELP = `Usage: flintvm run [options] [-- CMD [ARGS...]]
 
@@ -52,6 +53,8 @@ Environment: DEBUG=flintvm:* for logs; FLINTVM_GUEST_DIR for prebuilt guest imag
 const CTRL_A = 0x01;
 
 async function main(argv: string[]): Promise<number> {
+  // Firecracker's command line (--config-file / --api-sock): see bin/firecracker-mode.ts.
+  if (argv.some((a) => /^--(config-file|api-sock)(=|$)/.test(a))) return runFirecrackerMode(argv);
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '-h' || sub === '--help' || sub === 'help') {
     console.log(HELP);

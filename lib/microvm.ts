@@ -10,6 +10,7 @@ import { log } from './log.js';
 
 const debug = log('microvm');
 
+/** A MicroVM's life cycle: new -> starting -> running (<-> paused) -> stopping -> exited. */
 export type MicroVMState = 'new' | 'starting' | 'running' | 'paused' | 'stopping' | 'exited';
 
 /** Wall-clock timestamps (ms, `performance.timeOrigin`-based) of one VM's life; absent if it did not happen. */
@@ -31,6 +32,7 @@ export interface VmExit extends ExitInfo {
   readonly timings: BootTimings;
 }
 
+/** Events a {@link MicroVM} emits, with their arguments. */
 export interface MicroVMEvents {
   state: [MicroVMState];
   exit: [VmExit];

@@ -41,6 +41,7 @@ const MAX_SIZE = 64;
 /** After this many standbys in a row fail to start, the pool stops refilling (and says why). */
 const MAX_CONSECUTIVE_FAILURES = 3;
 
+/** Options of `new WorkerPool(options)`. */
 export interface WorkerPoolOptions {
   /** How many ready workers to keep: 1-64. A VM takes one per vCPU, plus one if it has virtio devices. Default 2. */
   readonly size?: number;
@@ -48,6 +49,7 @@ export interface WorkerPoolOptions {
   readonly refillDelayMs?: number;
 }
 
+/** Counters of a {@link WorkerPool}, from `pool.stats`. */
 export interface WorkerPoolStats {
   /** Workers handed out ready (imports done). */
   readonly taken: number;

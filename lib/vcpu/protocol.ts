@@ -60,6 +60,7 @@ export type ExitReason =
   | 'stopped' // the host called stop()
   | 'error'; // a host-side failure (ioctl error) ended the vCPU
 
+/** How a vCPU (and so the VM) ended: the reason, the vCPU, and what KVM reported. */
 export interface ExitInfo {
   readonly reason: ExitReason;
   /** The vCPU that saw it (-1 for host stop). */

@@ -5,7 +5,7 @@
 # emulates AMD SVM, so the L1 gets a real /dev/kvm from kvm_amd. Everything in
 # it comes from Debian packages plus this machine's node:
 #   vmlinuz        Debian's cloud kernel (linux-image-6.1.0-NN-cloud-amd64)
-#   base.cpio      initramfs: busybox-static, the KVM modules, node and the
+#   base.cpio      initramfs: busybox-static, the KVM modules, node, curl and the
 #                  libraries ldd lists, and /init (x86_64-init.sh). Left
 #                  uncompressed on purpose: inflating ~110 MB of gzip in the
 #                  TCG-emulated kernel costs ~1.5-2 s of every boot.
@@ -50,7 +50,7 @@ die() {
 
 # --- host packages --------------------------------------------------------
 need=()
-for p in qemu-system-x86 busybox-static cpio; do
+for p in qemu-system-x86 busybox-static cpio curl; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
 		need+=("$p")
 	fi
@@ -118,6 +118,7 @@ KEY=$(
 		echo "busybox $BBVER"
 		echo "node $NODE_SHA"
 		echo "e2fsprogs $(dpkg-query -W -f='${Version}' e2fsprogs 2>/dev/null)"
+		echo "curl $(dpkg-query -W -f='${Version}' curl 2>/dev/null)"
 	} | sha256sum | cut -c1-16
 )
 OUT="$HOSTS/x86_64-$KEY"
@@ -183,6 +184,14 @@ interp=$(readelf -l "$NODE" 2>/dev/null | sed -n 's/.*Requesting program interpr
 for l in $libs $interp; do
 	mkdir -p "$ROOT/$(dirname "$l")"
 	cp -L "$l" "$ROOT/$l"
+done
+
+# --- curl and its libraries: the Firecracker API tests drive `curl --unix-socket` ---
+CURL=$(command -v curl) || die "curl is missing: apt-get install curl"
+cp -L "$CURL" "$ROOT/usr/bin/curl"
+for l in $(ldd "$CURL" | awk '/=> \// { print $3 } /^\t\// { print $1 }'); do
+	mkdir -p "$ROOT/$(dirname "$l")"
+	[ -f "$ROOT/$l" ] || cp -L "$l" "$ROOT/$l"
 done
 
 # --- host tools the tests use on disk images (mke2fs -d, debugfs) -----------
