@@ -2,6 +2,7 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { ConfigError } from './errors.js';
 import { WorkerPool } from './worker-pool.js';
+import { IS_ARM64 } from './sys.js';
 
 /** What the guest console is connected to. */
 export type ConsoleMode = 'pipe' | 'none';
@@ -126,7 +127,7 @@ function readableFile(field: string, path: unknown, what: string): string {
  */
 export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
   if (config === null || typeof config !== 'object') throw new ConfigError('config', 'must be an object like { kernel, memoryMiB, vcpus }', config);
-  const kernel = readableFile('kernel', config.kernel, process.arch === 'arm64' ? 'an arm64 Image (or Image.gz)' : 'a vmlinux or bzImage');
+  const kernel = readableFile('kernel', config.kernel, IS_ARM64 ? 'an arm64 Image (or Image.gz)' : 'a vmlinux or bzImage');
   const initrd = config.initrd === undefined ? undefined : readableFile('initrd', config.initrd, 'an initramfs');
 
   const memoryMiB = config.memoryMiB ?? DEFAULT_MEMORY_MIB;

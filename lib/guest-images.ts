@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { FlintvmError } from './errors.js';
+import { IS_ARM64 } from './sys.js';
 
 /** The default guest: a minimal kernel and a busybox initramfs built by guest/build.sh. */
 export interface GuestImages {
@@ -25,7 +26,7 @@ const BUILD_SCRIPT = fileURLToPath(new URL('../../guest/build.sh', import.meta.u
 function imagesIn(dir: string): GuestImages {
   return {
     dir,
-    kernel: join(dir, process.arch === 'arm64' ? 'Image' : 'vmlinux'),
+    kernel: join(dir, IS_ARM64 ? 'Image' : 'vmlinux'),
     vmlinux: join(dir, 'vmlinux'),
     bzImage: join(dir, 'bzImage'),
     initrd: join(dir, 'initramfs.cpio.gz'),
@@ -48,7 +49,7 @@ export async function defaultGuestImages(opts: { quiet?: boolean } = {}): Promis
     return imgs;
   }
   const dir = await new Promise<string>((resolve, reject) => {
-    const args = process.arch === 'arm64' ? ['--arch', 'arm64'] : [];
+    const args = IS_ARM64 ? ['--arch', 'arm64'] : [];
     const child = spawn('bash', [BUILD_SCRIPT, ...args], { stdio: ['ignore', 'pipe', opts.quiet ? 'ignore' : 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });

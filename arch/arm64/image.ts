@@ -7,6 +7,7 @@
  */
 import { gunzipSync } from 'node:zlib';
 import { LoaderError } from '../../lib/errors.js';
+import { MiB } from '../../lib/sys.js';
 
 export const IMAGE_HEADER_SIZE = 64;
 /** "ARM\x64", little-endian, at offset 56. */
@@ -20,9 +21,9 @@ const FLAG_BIG_ENDIAN = 1n;
 /** Kernels before 3.17 have image_size 0 and expect text_offset 0x80000 (booting.rst). */
 const LEGACY_TEXT_OFFSET = 0x80000;
 /** Inflating a compressed image stops here: no real arm64 kernel Image is this big. */
-export const MAX_INFLATED_IMAGE = 256 * 1024 * 1024;
+export const MAX_INFLATED_IMAGE = 256 * MiB;
 /** The base the image is placed above must be 2 MiB-aligned. */
-export const IMAGE_BASE_ALIGN = 2 * 1024 * 1024;
+export const IMAGE_BASE_ALIGN = 2 * MiB;
 
 export interface ArmImageHeader {
   /** Offset from the 2 MiB-aligned base where the image goes. */

@@ -16,9 +16,9 @@
  */
 import { ConfigError } from '../../lib/errors.js';
 
-export const KiB = 1024;
-export const MiB = 1024 * KiB;
-export const GiB = 1024 * MiB;
+/** Sizes, defined once in lib/sys.ts (re-exported for the arch code that counts in them). */
+import { KiB, MiB, GiB } from '../../lib/sys.js';
+export { KiB, MiB, GiB };
 /** The page size the VMM uses for alignment (the guest may use 4, 16 or 64 KiB pages). */
 export const PAGE_SIZE = 4 * KiB;
 

@@ -20,9 +20,9 @@
 import { ConfigError } from '../../lib/errors.js';
 
 /** One KiB, MiB, GiB in bytes. */
-export const KiB = 1024;
-export const MiB = 1024 * KiB;
-export const GiB = 1024 * MiB;
+/** Sizes, defined once in lib/sys.ts (re-exported for the arch code that counts in them). */
+import { KiB, MiB, GiB } from '../../lib/sys.js';
+export { KiB, MiB, GiB };
 
 /** x86 base page size (4 KiB): the alignment of page tables and the initrd. */
 export const PAGE_SIZE = 4 * KiB;

@@ -12,10 +12,14 @@
  * imports this module loads its own. The scratch buffers below are
  * module-level, hence per thread too, and never shared across threads.
  */
-import koffi from 'koffi';
 import { HostError } from '../errors.js';
+import { EAGAIN, EBADF, EINTR, ENOENT, EPERM } from '../sys.js';
+/** Linux errno values, defined once in lib/sys.ts. */
+export { EAGAIN, EBADF, EINTR, ENOENT, EPERM };
+import { libc as sysLibc } from '../sys.js';
+import { IS_X86_64 } from '../sys.js';
 
-const libc = koffi.load('libc.so.6');
+const libc = sysLibc;
 
 /** epoll_create1(flags): a new epoll fd, or -1. */
 export const epoll_create1 = libc.func('epoll_create1', 'int', ['int']) as (flags: number) => number;
@@ -37,9 +41,8 @@ const write = libc.func('write', 'long', ['int', 'void *', 'size_t']) as (fd: nu
 const close = libc.func('close', 'int', ['int']) as (fd: number) => number;
 
 /** The calling thread's errno; read it right after the failing call, before any other native call. */
-export function errno(): number {
-  return koffi.errno() as number;
-}
+import { errno } from '../sys.js';
+export { errno };
 
 // epoll_event.events bits (include/uapi/linux/eventpoll.h).
 export const EPOLLIN = 0x001;
@@ -68,20 +71,14 @@ export const TFD_NONBLOCK = 0o4000;
 export const TFD_CLOEXEC = 0o2000000;
 export const TFD_TIMER_ABSTIME = 1;
 
-export const EPERM = 1;
-export const ENOENT = 2;
-export const EINTR = 4;
-export const EBADF = 9;
-export const EAGAIN = 11;
-
 /**
  * `struct epoll_event` is packed on x86-64 only (glibc's `__EPOLL_PACKED`):
  * 12 bytes, events (u32) at 0, data (u64) at 4. Elsewhere (arm64) it has
  * natural alignment: 16 bytes, data at 8.
  */
-export const EPOLL_EVENT_SIZE = process.arch === 'x64' ? 12 : 16;
+export const EPOLL_EVENT_SIZE = IS_X86_64 ? 12 : 16;
 /** Offset of the 64-bit `data` field in a `struct epoll_event` (little-endian on both supported arches). */
-export const EPOLL_EVENT_DATA = process.arch === 'x64' ? 4 : 8;
+export const EPOLL_EVENT_DATA = IS_X86_64 ? 4 : 8;
 
 /** struct itimerspec: it_interval {tv_sec i64, tv_nsec i64} at 0, it_value at 16. */
 const ITIMERSPEC_SIZE = 32;

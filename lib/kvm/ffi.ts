@@ -1,4 +1,8 @@
 import koffi from 'koffi';
+import { EAGAIN, EINTR } from '../sys.js';
+/** Linux errno values, defined once in lib/sys.ts. */
+export { EAGAIN, EINTR };
+import { libc as sysLibc } from '../sys.js';
 
 /**
  * The libc calls flintvm makes, declared once through koffi with fixed
@@ -9,7 +13,7 @@ import koffi from 'koffi';
  * Loaded per thread: each worker that imports this module gets its own
  * bindings, which is what koffi requires.
  */
-const libc = koffi.load('libc.so.6');
+const libc = sysLibc;
 
 /** ioctl(fd, request, scalar argument). */
 export const ioctlValue = libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']) as (fd: number, req: number, arg: number | bigint) => number;
@@ -36,9 +40,8 @@ export function libcSymbol(name: string): bigint {
 }
 
 /** The calling thread's current errno. */
-export function errno(): number {
-  return koffi.errno() as number;
-}
+import { errno } from '../sys.js';
+export { errno };
 
 /**
  * A zero-copy Uint8Array over host memory at `addr` (must stay mapped while
@@ -68,5 +71,3 @@ export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 export const MADV_DONTFORK = 10;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
-export const EINTR = 4;
-export const EAGAIN = 11;

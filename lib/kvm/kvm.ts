@@ -5,13 +5,9 @@ import { decodeCpuid, KVM_CPUID_ENTRY2_SIZE } from './structs.js';
 import type { CpuidEntry } from './types.js';
 import { Vm } from './vm.js';
 import { ioctlPtr, ioctlValue } from './call.js';
+import { E2BIG, EACCES, ENOENT, EPERM } from '../sys.js';
 
 export { ioctlPtr, ioctlValue };
-
-const EACCES = 13;
-const ENOENT = 2;
-const EPERM = 1;
-const E2BIG = 7;
 
 /**
  * The KVM system fd (/dev/kvm): capability queries and VM creation.

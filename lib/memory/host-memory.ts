@@ -1,9 +1,10 @@
 import { HostError } from '../errors.js';
 import * as ffi from '../kvm/ffi.js';
 import { GuestMemory, type MemoryRegion, type RegionDescriptor } from './guest-memory.js';
+import { GiB } from '../sys.js';
 
 /** Largest single view: koffi aborts the process on views over 4 GiB, so regions are split at 2 GiB. */
-export const MAX_REGION_CHUNK = 2 * 1024 * 1024 * 1024;
+export const MAX_REGION_CHUNK = 2 * GiB;
 
 /** Guest RAM mapped from the host, plus how to release it. */
 export interface HostGuestMemory {

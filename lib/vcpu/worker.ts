@@ -20,14 +20,13 @@ import {
   type DeviceContext, type DeviceFactory, type ExitInfo, type ExitReason, type VcpuMessage, type VcpuWorkerData,
 } from './protocol.js';
 import type { Trigger } from '../interrupt/trigger.js';
+import { EAGAIN, EINTR } from '../sys.js';
+import { IS_ARM64 } from '../sys.js';
 
 const data = entryData<VcpuWorkerData>();
 const port = parentPort!;
 const post = (m: VcpuMessage) => port.postMessage(m);
 const control = new Int32Array(data.control);
-
-const EINTR = 4;
-const EAGAIN = 11;
 
 async function main(): Promise<void> {
   installKickHandler();
@@ -178,7 +177,7 @@ function describeExit(e: VcpuExit, vcpu: Vcpu): ExitInfo {
 
 function safeRegs(vcpu: Vcpu): Pick<ExitInfo, 'regs' | 'armRegs'> {
   try {
-    return process.arch === 'arm64' ? { armRegs: vcpu.getArmCoreRegs() } : { regs: vcpu.getRegs() };
+    return IS_ARM64 ? { armRegs: vcpu.getArmCoreRegs() } : { regs: vcpu.getRegs() };
   } catch {
     return {};
   }

@@ -47,3 +47,17 @@ test('devices/ and arch/ import no composition root and no public surface (lib/v
   }
   t.deepEqual(offenders, []);
 });
+
+test('lib/sys.ts is the only reader of process.arch and the only module that loads libc', (t) => {
+  const arch: string[] = [];
+  const libcLoads: string[] = [];
+  for (const f of [...sources('lib'), ...sources('devices'), ...sources('arch')]) {
+    if (f === 'lib/sys.ts') continue;
+    // Comments may mention them; code may not.
+    const code = readFileSync(join(ROOT, f), 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
+    if (/\bprocess\.arch\b/.test(code)) arch.push(f);
+    if (/koffi\.load\(/.test(code)) libcLoads.push(f);
+  }
+  t.deepEqual(arch, []);
+  t.deepEqual(libcLoads, []);
+});

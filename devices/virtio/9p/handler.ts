@@ -23,10 +23,10 @@ import type { DescriptorChain, Segment } from '../queue/types.js';
 import * as P from './constants.js';
 import type { P9Server, ReplyContext, ReplyInfo } from './server.js';
 import { MessageReader, ReplyWriter } from './wire.js';
+import { EMSGSIZE } from '../../../lib/sys.js';
 
 const debug = log('virtio:9p');
 /** EMSGSIZE (Linux errno). */
-const EMSGSIZE = 90;
 
 /** The part of the ActivationContext the handler uses. */
 export interface P9QueueContext {

@@ -20,11 +20,11 @@ import { FidTable, type Fid, type FidUid } from './fids.js';
 import { FILE_OPS } from './ops-file.js';
 import { DIR_OPS } from './ops-dir.js';
 import { WireError, type MessageReader, type Qid, type ReplyWriter } from './wire.js';
+import { EMSGSIZE } from '../../../lib/sys.js';
 
 const debug = log('virtio:9p');
 const decoder = new TextDecoder();
 /** EMSGSIZE: the reply would not fit the guest's buffer or msize. */
-const EMSGSIZE = 90;
 
 /** Where a reply goes, as the queue handler knows it. */
 export interface ReplyContext {

@@ -6,12 +6,15 @@
  * {@link errno} right after a failure, before any other native call.
  * Offsets are JS numbers (safe integers); koffi converts them to off_t.
  */
-import koffi from 'koffi';
 import { errno } from '../../../lib/kvm/ffi.js';
+import { EACCES, EINTR, EINVAL, EIO, EISDIR, ELOOP, ENOENT, ENOSYS, ENOTDIR, EOPNOTSUPP, EPERM, EROFS, EWOULDBLOCK } from '../../../lib/sys.js';
+/** Linux errno values, defined once in lib/sys.ts. */
+export { EACCES, EINTR, EINVAL, EIO, EISDIR, ELOOP, ENOENT, ENOSYS, ENOTDIR, EOPNOTSUPP, EPERM, EROFS, EWOULDBLOCK };
+import { libc as sysLibc } from '../../../lib/sys.js';
 
 export { errno };
 
-const libc = koffi.load('libc.so.6');
+const libc = sysLibc;
 
 /** A buffer argument: a JS byte array, or a host address (guest memory). */
 export type HostBuffer = Uint8Array | bigint;
@@ -53,16 +56,3 @@ export const LOCK_NB = 4;
 export const SEEK_END = 2;
 
 // errno values (x86-64 and arm64 Linux).
-export const EPERM = 1;
-export const ENOENT = 2;
-export const EINTR = 4;
-export const EIO = 5;
-export const EWOULDBLOCK = 11;
-export const EACCES = 13;
-export const ENOTDIR = 20;
-export const EISDIR = 21;
-export const EINVAL = 22;
-export const EROFS = 30;
-export const ENOSYS = 38;
-export const ELOOP = 40;
-export const EOPNOTSUPP = 95;

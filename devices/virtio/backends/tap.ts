@@ -21,7 +21,6 @@
  * - a tap created by TUNSETIFF (not persistent) disappears when its last fd closes;
  * - attaching a second fd to a single-queue tap fails with EBUSY.
  */
-import koffi from 'koffi';
 import { existsSync } from 'node:fs';
 import { ConfigError, errnoName, HostError } from '../../../lib/errors.js';
 import { EPOLLERR, EPOLLHUP, EPOLLIN } from '../../../lib/io/epoll.js';
@@ -34,8 +33,10 @@ import { defaultMac, formatMac, parseMac } from '../net/mac.js';
 import type { Segment } from '../queue/types.js';
 import { IOVEC_SIZE, IovecArray, skipEmpty, type SegmentCursor } from './iovec.js';
 import * as libc from './libc.js';
+import { EAGAIN, EBUSY, ENODEV, ENXIO } from '../../../lib/sys.js';
+import { libc as sysLibc } from '../../../lib/sys.js';
 
-const lib = koffi.load('libc.so.6');
+const lib = sysLibc;
 /** readv(fd, iov, iovcnt): bytes read, or -1. */
 const readv = lib.func('readv', 'long', ['int', 'void *', 'int']) as (fd: number, iov: Uint8Array, iovcnt: number) => number;
 /** writev(fd, iov, iovcnt): bytes written, or -1. */
@@ -68,10 +69,6 @@ const IFREQ_SIZE = 40;
 const IFR_FLAGS = IFNAMSIZ;
 /** open(2) flag (x86-64 and arm64). */
 const O_NONBLOCK = 0o4000;
-const ENODEV = 19;
-const ENXIO = 6;
-const EBUSY = 16;
-const EAGAIN = libc.EWOULDBLOCK;
 /** Bytes of the overflow iovec: one is enough to tell "it did not fit". */
 const OVERFLOW_BYTES = 1;
 const OVERFLOW_BUFFER_SIZE = 4096;

@@ -9,15 +9,18 @@
  * sendmsg take iovecs that point into guest RAM (see iovec.ts).
  */
 import { lstatSync, unlinkSync } from 'node:fs';
-import koffi from 'koffi';
 import { ConfigError, errnoName, HostError } from '../../../lib/errors.js';
 import { addressOf, errno } from '../../../lib/kvm/ffi.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { Segment } from '../queue/types.js';
 import type { ShutdownHow, VsockSockets } from '../vsock/backend.js';
 import { IovecArray } from './iovec.js';
+import { EACCES, EADDRINUSE, EAGAIN, ECONNREFUSED, ECONNRESET, EINTR, ENAMETOOLONG, ENOENT, ENOTDIR, EPIPE } from '../../../lib/sys.js';
+/** Linux errno values, defined once in lib/sys.ts. */
+export { EACCES, EADDRINUSE, EAGAIN, ECONNREFUSED, ECONNRESET, EINTR, ENAMETOOLONG, ENOENT, ENOTDIR, EPIPE };
+import { libc as sysLibc } from '../../../lib/sys.js';
 
-const libc = koffi.load('libc.so.6');
+const libc = sysLibc;
 
 const socket = libc.func('socket', 'int', ['int', 'int', 'int']) as (domain: number, type: number, protocol: number) => number;
 const bind = libc.func('bind', 'int', ['int', 'void *', 'uint32_t']) as (fd: number, addr: Uint8Array, len: number) => number;
@@ -48,16 +51,6 @@ export const UNIX_PATH_MAX = 107;
 export const LISTEN_BACKLOG = 128;
 
 // errno values used here.
-export const ENOENT = 2;
-export const EINTR = 4;
-export const EAGAIN = 11;
-export const EACCES = 13;
-export const ENOTDIR = 20;
-export const EPIPE = 32;
-export const ENAMETOOLONG = 36;
-export const EADDRINUSE = 98;
-export const ECONNRESET = 104;
-export const ECONNREFUSED = 111;
 
 // struct msghdr (LP64): msg_name @0, msg_namelen @8, msg_iov @16, msg_iovlen @24,
 // msg_control @32, msg_controllen @40, msg_flags @48; 56 bytes.

@@ -1,6 +1,7 @@
 /**
  * virtio-blk constants (virtio 1.2 §5.2, linux/virtio_blk.h), named as in the spec.
  */
+import { GiB, MiB } from '../../../lib/sys.js';
 
 /** Bytes per virtio-blk sector: capacity and request sectors always count 512 bytes (§5.2.4). */
 export const VIRTIO_BLK_SECTOR_SIZE = 512;
@@ -66,9 +67,9 @@ export const BLOCK_QUEUE_SIZE = 256;
 /** seg_max: data segments per request; the header and status take the other two descriptors of a direct chain. */
 export const BLOCK_SEG_MAX = BLOCK_QUEUE_SIZE - 2;
 /** size_max: largest single data segment, in bytes. */
-export const BLOCK_SIZE_MAX = 1024 * 1024;
+export const BLOCK_SIZE_MAX = MiB;
 /** max_discard_sectors and max_write_zeroes_sectors: 1 GiB per range. */
-export const BLOCK_MAX_DISCARD_SECTORS = (1024 * 1024 * 1024) / VIRTIO_BLK_SECTOR_SIZE;
+export const BLOCK_MAX_DISCARD_SECTORS = GiB / VIRTIO_BLK_SECTOR_SIZE;
 export const BLOCK_MAX_WRITE_ZEROES_SECTORS = BLOCK_MAX_DISCARD_SECTORS;
 /** max_discard_seg and max_write_zeroes_seg: ranges per request. */
 export const BLOCK_MAX_DISCARD_SEG = 32;

@@ -14,12 +14,7 @@ import type { VsockSockets } from './backend.js';
 import * as V from './constants.js';
 import { debug } from './log.js';
 import { findNewline, parseConnectLine } from './packet.js';
-
-const EAGAIN = 11;
-const ENFILE = 23;
-const EMFILE = 24;
-const ENOBUFS = 105;
-const ENOMEM = 12;
+import { EAGAIN, EMFILE, ENFILE, ENOBUFS, ENOMEM } from '../../../lib/sys.js';
 
 export interface HandshakesOptions {
   readonly fds: FdWatcher;

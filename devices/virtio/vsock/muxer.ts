@@ -30,10 +30,10 @@ import { debug } from './log.js';
 import { RateLimitedLog } from '../../../lib/rate-log.js';
 import { parseTxPacket, writeRxHeader, type VsockHeader } from './packet.js';
 import { newVsockStats, VsockStreams, type VsockStats } from './streams.js';
+import { EAGAIN } from '../../../lib/sys.js';
 
 export type { VsockStats } from './streams.js';
 
-const EAGAIN = 11;
 const HOST_CID = BigInt(V.VMADDR_CID_HOST);
 const { VSOCK_HDR_SIZE: HDR } = V;
 

@@ -17,8 +17,8 @@ import type { VsockSockets } from './backend.js';
 import * as V from './constants.js';
 import { CTL_CREDIT_UPDATE, CTL_RST, CTL_SHUTDOWN, VsockConnection } from './connection.js';
 import { debug } from './log.js';
+import { EAGAIN } from '../../../lib/sys.js';
 
-const EAGAIN = 11;
 const { VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE: SHUT_RCV, VIRTIO_VSOCK_SHUTDOWN_F_SEND: SHUT_SEND, VIRTIO_VSOCK_SHUTDOWN_MASK: SHUT_BOTH } = V;
 
 /** Counters, for tests and diagnostics. */

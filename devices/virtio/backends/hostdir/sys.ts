@@ -9,9 +9,13 @@
  * strings, and a JS string would be re-encoded by koffi). Offsets are JS
  * numbers or bigints (koffi returns a bigint for 64-bit results past 2^53).
  */
-import koffi from 'koffi';
+import { E2BIG, EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFBIG, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, EMLINK, ENAMETOOLONG, ENFILE, ENODATA, ENOENT, ENOLCK, ENOMEM, ENOSPC, ENOSYS, ENOTDIR, ENOTEMPTY, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, EPROTO, ERANGE, EROFS, ESTALE, EXDEV } from '../../../../lib/sys.js';
+/** Linux errno values, defined once in lib/sys.ts. */
+export { E2BIG, EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFBIG, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, EMLINK, ENAMETOOLONG, ENFILE, ENODATA, ENOENT, ENOLCK, ENOMEM, ENOSPC, ENOSYS, ENOTDIR, ENOTEMPTY, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, EPROTO, ERANGE, EROFS, ESTALE, EXDEV };
+import { libc as sysLibc } from '../../../../lib/sys.js';
+import { IS_ARM64 } from '../../../../lib/sys.js';
 
-const libc = koffi.load('libc.so.6');
+const libc = sysLibc;
 
 /** A NUL-terminated C string, or a buffer (a path, a struct, a data buffer). */
 type Ptr = Uint8Array;
@@ -19,9 +23,8 @@ type Ptr = Uint8Array;
 type I64 = number | bigint;
 
 /** The calling thread's errno, right after a failed call. */
-export function errno(): number {
-  return koffi.errno() as number;
-}
+import { errno } from '../../../../lib/sys.js';
+export { errno };
 
 /**
  * syscall(SYS_openat2, dirfd, path, &how, sizeof how): glibc 2.36 has no
@@ -104,7 +107,7 @@ export const getrlimit = libc.func('getrlimit', 'int', ['int', 'void *']) as (re
 
 // ---- constants: asm-generic/fcntl.h, with the arm64 differences (arch/arm64/include/uapi/asm/fcntl.h) ----
 
-const ARM64 = process.arch === 'arm64';
+const ARM64 = IS_ARM64;
 export const O_RDONLY = 0;
 export const O_WRONLY = 1;
 export const O_RDWR = 2;
@@ -185,39 +188,6 @@ export const PATH_MAX = 4096;
 export const RLIMIT_NOFILE = 7;
 
 // errno values (asm-generic/errno-base.h, errno.h: the same on x86-64 and arm64)
-export const EPERM = 1;
-export const ENOENT = 2;
-export const EINTR = 4;
-export const EIO = 5;
-export const ENXIO = 6;
-export const E2BIG = 7;
-export const EBADF = 9;
-export const EAGAIN = 11;
-export const ENOMEM = 12;
-export const EACCES = 13;
-export const EBUSY = 16;
-export const EEXIST = 17;
-export const EXDEV = 18;
-export const ENOTDIR = 20;
-export const EISDIR = 21;
-export const EINVAL = 22;
-export const ENFILE = 23;
-export const EMFILE = 24;
-export const EFBIG = 27;
-export const ENOSPC = 28;
-export const EROFS = 30;
-export const EMLINK = 31;
-export const ERANGE = 34;
-export const ENAMETOOLONG = 36;
-export const ENOLCK = 37;
-export const ENOSYS = 38;
-export const ENOTEMPTY = 39;
-export const ELOOP = 40;
-export const ENODATA = 61;
-export const EPROTO = 71;
-export const EOVERFLOW = 75;
-export const EOPNOTSUPP = 95;
-export const ESTALE = 116;
 
 // ---- struct statx (linux/stat.h) ----
 

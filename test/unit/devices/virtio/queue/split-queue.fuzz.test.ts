@@ -20,7 +20,9 @@ test(`pop() on ${RUNS} hostile queue states matches the reference model and only
   const ms = performance.now() - t0;
   t.log(`${stats.cases} cases, ${stats.pops} pops in ${(ms / 1000).toFixed(1)} s; ${stats.chains} chains (${stats.indirectChains} indirect, ${stats.splitChains} split at a region border), ${stats.empty} empty; slowest pop ${stats.maxPopMs.toFixed(2)} ms`);
   t.log('errors:', JSON.stringify(stats.errors));
-  t.true(stats.maxPopMs < 250, 'no pop() takes long');
+  // A hang catcher (a loop the TTL failed to bound would not return at all), not a speed target: a GC pause on a
+  // loaded 2-core machine made a healthy pop take over 250 ms.
+  t.true(stats.maxPopMs < 2000, 'no pop() takes long');
   // The generator must reach the interesting outcomes, or the test proves little.
   for (const reason of ['too-long', 'indirect-not-negotiated', 'avail-idx', 'head-range', 'next-range', 'loop', 'indirect-nested', 'indirect-next', 'indirect-len', 'indirect-addr', 'buffer-addr', 'order']) {
     t.true((stats.errors[reason] ?? 0) > 0, `some case hit ${reason}`);

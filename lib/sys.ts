@@ -1,0 +1,93 @@
+/**
+ * The host, as flintvm's code sees it, in one place: libc (loaded through
+ * koffi), errno and its Linux values, the sizes everyone counts in, and the
+ * host architecture. This is the only module that reads `process.arch` and
+ * the only one that loads libc; the modules that bind libc functions
+ * (lib/kvm/ffi.ts, lib/io/epoll.ts, devices/virtio/backends/*) take `libc`
+ * from here.
+ *
+ * koffi bindings are per thread: each worker that imports this module gets
+ * its own `libc`, which is what koffi requires. Nothing here holds state
+ * across VMs.
+ */
+import koffi from 'koffi';
+
+/** The host architecture, in the kernel's spelling. flintvm runs on these two; KVM runs guests of the host's own. */
+export type HostArch = 'x86_64' | 'arm64';
+
+/** The architecture of this process as Node reports it (`x64`, `arm64`, ...). */
+export const NODE_ARCH: string = process.arch;
+
+/** This host's architecture, or null on one flintvm does not run on. */
+export const HOST_ARCH: HostArch | null = NODE_ARCH === 'x64' ? 'x86_64' : NODE_ARCH === 'arm64' ? 'arm64' : null;
+
+/** True on an arm64 host. */
+export const IS_ARM64 = HOST_ARCH === 'arm64';
+
+/** True on an x86_64 host. */
+export const IS_X86_64 = HOST_ARCH === 'x86_64';
+
+/** This host's architecture; throws on a host flintvm does not run on. */
+export function hostArch(): HostArch {
+  if (HOST_ARCH === null) throw new Error(`flintvm runs on x86_64 and arm64 hosts, not ${NODE_ARCH}`);
+  return HOST_ARCH;
+}
+
+/** The C library, loaded once per thread. Bind functions with fixed signatures (`libc.func`). */
+export const libc = koffi.load('libc.so.6');
+
+/** The calling thread's current errno. Read it right after the failing call, before any other native call. */
+export function errno(): number {
+  return koffi.errno() as number;
+}
+
+// Sizes.
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;
+/** The smallest page KVM maps and flintvm aligns to (x86_64 and arm64 with 4 KiB pages). */
+export const PAGE_SIZE = 4 * KiB;
+
+// Linux errno values (asm-generic/errno-base.h and errno.h; the same on x86_64 and arm64).
+export const EPERM = 1;
+export const ENOENT = 2;
+export const EINTR = 4;
+export const EIO = 5;
+export const ENXIO = 6;
+export const E2BIG = 7;
+export const EBADF = 9;
+export const EAGAIN = 11;
+/** The same value as EAGAIN on Linux. */
+export const EWOULDBLOCK = EAGAIN;
+export const ENOMEM = 12;
+export const EACCES = 13;
+export const EBUSY = 16;
+export const EEXIST = 17;
+export const EXDEV = 18;
+export const ENODEV = 19;
+export const ENOTDIR = 20;
+export const EISDIR = 21;
+export const EINVAL = 22;
+export const ENFILE = 23;
+export const EMFILE = 24;
+export const ENOSPC = 28;
+export const EROFS = 30;
+export const EPIPE = 32;
+export const ERANGE = 34;
+export const ENAMETOOLONG = 36;
+export const ENOLCK = 37;
+export const ENOSYS = 38;
+export const ELOOP = 40;
+export const ENODATA = 61;
+export const EPROTO = 71;
+export const EOVERFLOW = 75;
+export const EMSGSIZE = 90;
+export const EOPNOTSUPP = 95;
+export const EADDRINUSE = 98;
+export const ECONNRESET = 104;
+export const ECONNREFUSED = 111;
+export const ESTALE = 116;
+export const EFBIG = 27;
+export const EMLINK = 31;
+export const ENOTEMPTY = 39;
+export const ENOBUFS = 105;
