@@ -176,6 +176,7 @@ export class Machine extends EventEmitter<MachineEvents> {
   private release(): Promise<void> {
     this.releasing ??= (async () => {
       await Promise.allSettled(this.handles.map((h) => h.stop()));
+      this.noteForcedStops();
       await this.service?.stop().catch((e: unknown) => debug('service stop failed: %s', (e as Error).message));
       this.vm.close();
       this.hostMemory.unmap();
@@ -185,6 +186,18 @@ export class Machine extends EventEmitter<MachineEvents> {
       this.emit('exit', this.exitInfo!);
     })();
     return this.releasing;
+  }
+
+  /**
+   * A stop() that had to terminate stuck vCPU workers says so in the exit it
+   * resolves with (`detail.forced`, `detail.message`): the exit is read by
+   * MicroVM only after the release, so the note reaches users too.
+   */
+  private noteForcedStops(): void {
+    const stuck = this.handles.filter((h) => h.forcedStop).map((h) => h.vcpu.id);
+    if (!stuck.length || !this.exitInfo) return;
+    const message = `vCPU ${stuck.join(', ')} did not stop in time; the worker${stuck.length > 1 ? 's were' : ' was'} terminated`;
+    (this.exitInfo as { detail?: ExitInfo['detail'] }).detail = { ...this.exitInfo.detail, forced: 1, message };
   }
 
   /** Resolves once every resource is released (after an exit or stop()). */

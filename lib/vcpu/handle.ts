@@ -2,6 +2,7 @@ import type { Worker } from 'node:worker_threads';
 import { EventEmitter } from 'node:events';
 import type { Vcpu } from '../kvm/vcpu.js';
 import { log } from '../log.js';
+import { FlintvmError } from '../errors.js';
 import { installKickHandler, kickThread } from './kick.js';
 import { startWorker, type WorkerPool } from '../worker-pool.js';
 import {
@@ -10,9 +11,17 @@ import {
 } from './protocol.js';
 
 const debug = log('vcpu');
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 /** How often a pause/stop re-kicks a vCPU that has not acknowledged yet. */
 const KICK_RETRY_MS = 5;
+/**
+ * How long stop() waits for the vCPU to acknowledge before it terminates the
+ * worker anyway. A healthy vCPU answers a kick in ~0.1 ms (~100 ms inside a
+ * TCG test host); one that does not within this is stuck (a worker busy in
+ * JavaScript, a lost signal), and stop() must still finish.
+ */
+export const VCPU_STOP_DEADLINE_MS = 3000;
 
 export interface VcpuHandleEvents {
   exit: [ExitInfo];
@@ -31,6 +40,7 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
   private tid = 0;
   private exited = false;
   private started = false;
+  private forced = false;
   private readonly exitedPromise: Promise<void>;
   private resolveExited!: () => void;
 
@@ -57,13 +67,13 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
           case 'exit': this.markExited(m.exit); break;
           case 'fatal':
             debug('vcpu %d worker failed: %s', this.vcpu.id, m.message);
-            reject(new Error(`vCPU ${this.vcpu.id} worker failed: ${m.message}`));
+            reject(new FlintvmError('FLINTVM_E_WORKER', `vCPU ${this.vcpu.id} worker failed: ${m.message}`));
             this.markExited({ reason: 'error', vcpu: this.vcpu.id, detail: { message: m.message.split('\n')[0]! } });
             break;
         }
       });
-      worker.once('error', (e) => { reject(e); this.markExited({ reason: 'error', vcpu: this.vcpu.id, detail: { message: e.message } }); });
-      worker.once('exit', () => { reject(new Error(`vCPU ${this.vcpu.id} worker exited early`)); this.markExited({ reason: 'error', vcpu: this.vcpu.id }); });
+      worker.once('error', (e) => { reject(new FlintvmError('FLINTVM_E_WORKER', `vCPU ${this.vcpu.id} worker failed: ${e.message}`, { cause: e })); this.markExited({ reason: 'error', vcpu: this.vcpu.id, detail: { message: e.message } }); });
+      worker.once('exit', () => { reject(new FlintvmError('FLINTVM_E_WORKER', `vCPU ${this.vcpu.id} worker exited before it was ready`)); this.markExited({ reason: 'error', vcpu: this.vcpu.id }); });
     });
   }
 
@@ -72,6 +82,11 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
     this.exited = true;
     this.resolveExited();
     this.emit('exit', exit);
+  }
+
+  /** True once stop() had to terminate the worker because the vCPU did not acknowledge within the deadline. */
+  get forcedStop(): boolean {
+    return this.forced;
   }
 
   get hasExited(): boolean {
@@ -86,16 +101,22 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
     Atomics.notify(this.control, CTL_STATE);
   }
 
-  /** Sets the command, then immediate_exit, then signals the thread, until `done()` holds. */
-  private async command(cmd: number, done: () => boolean): Promise<void> {
+  /**
+   * Sets the command, then immediate_exit, then signals the thread, until
+   * `done()` holds, or until `deadlineMs` has passed (then false).
+   */
+  private async command(cmd: number, done: () => boolean, deadlineMs = Infinity): Promise<boolean> {
     Atomics.store(this.control, CTL_CMD, cmd);
     Atomics.notify(this.control, CTL_CMD);
+    const end = performance.now() + deadlineMs;
     while (!done() && !this.exited) {
+      if (performance.now() > end) return false;
       // Order matters: the worker clears immediate_exit before reading the command.
       this.vcpu.setImmediateExit(true);
       if (this.tid) kickThread(this.tid);
       await new Promise((r) => setTimeout(r, KICK_RETRY_MS));
     }
+    return true;
   }
 
   /** Resolves when the vCPU is parked outside KVM_RUN. */
@@ -110,15 +131,28 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
     Atomics.notify(this.control, CTL_CMD);
   }
 
-  /** Stops the vCPU (if still running) and terminates its worker. Idempotent. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the vCPU (if still running) and terminates its worker. Idempotent.
+   * Bounded: a vCPU that does not acknowledge within `deadlineMs` has its
+   * worker terminated anyway, and its exit says so (`detail.forced` is 1).
+   */
+  async stop(deadlineMs = VCPU_STOP_DEADLINE_MS): Promise<void> {
+    let forced = false;
     if (!this.exited && this.started) {
-      await this.command(CMD_STOP, () => Atomics.load(this.control, CTL_STATE) === STATE_EXITED);
-      if (Atomics.load(this.control, CTL_STATE) !== STATE_EXITED) await this.exitedPromise;
+      const t0 = performance.now();
+      const acked = await this.command(CMD_STOP, () => Atomics.load(this.control, CTL_STATE) === STATE_EXITED, deadlineMs);
+      // The worker reports its exit by message just after it sets STATE_EXITED: wait for that too, within the deadline.
+      if (acked && Atomics.load(this.control, CTL_STATE) !== STATE_EXITED) {
+        forced = !(await Promise.race([this.exitedPromise.then(() => true), delay(Math.max(0, deadlineMs - (performance.now() - t0))).then(() => false)]));
+      } else forced = !acked;
+      if (forced) {
+        this.forced = true;
+        debug('vcpu %d did not stop within %d ms: terminating its worker', this.vcpu.id, deadlineMs);
+      }
     }
     const w = this.worker;
     this.worker = null;
     if (w) await w.terminate();
-    this.markExited({ reason: 'stopped', vcpu: this.vcpu.id });
+    this.markExited({ reason: 'stopped', vcpu: this.vcpu.id, ...(forced ? { detail: { forced: 1, message: `vCPU ${this.vcpu.id} did not stop within ${deadlineMs} ms; its worker was terminated` } } : {}) });
   }
 }

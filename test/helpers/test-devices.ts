@@ -8,12 +8,15 @@ import type { DeviceContext } from '../../lib/vcpu/protocol.js';
 export type TestDeviceParams =
   | { kind: 'recorder'; log: SharedArrayBuffer; readValue: number }
   | { kind: 'exit-on-write'; reason: 'guest-exit' }
-  | { kind: 'counter'; log: SharedArrayBuffer };
+  | { kind: 'counter'; log: SharedArrayBuffer }
+  | { kind: 'stuck'; log: SharedArrayBuffer };
 
 /**
  * recorder: each write appends [offset, size, value] to `log` (Int32 slot 0 is
  * the entry count); reads return `readValue` and count in slot 1.
  * exit-on-write: a write ends the VM with a guest-exit carrying the value.
+ * stuck: a write sets slot 0 to 1, then spins in JavaScript forever: the vCPU
+ * worker never returns to KVM_RUN nor sees a kick (a worker that hangs).
  */
 export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice {
   const p = params as TestDeviceParams;
@@ -34,6 +37,16 @@ export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice 
     // Counts writes in slot 0 (one worker writes, so a plain increment is enough).
     const c = new Int32Array(p.log);
     return { read: () => 0, write: () => { c[0]!++; } };
+  }
+  if (p.kind === 'stuck') {
+    const flag = new Int32Array(p.log);
+    return {
+      read: () => 0,
+      write: () => {
+        Atomics.store(flag, 0, 1);
+        for (;;) { /* hang on purpose */ }
+      },
+    };
   }
   return { read: () => 0, write: (_o, _s, value) => ctx.requestExit(p.reason, { status: value }) };
 }

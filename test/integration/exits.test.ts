@@ -20,7 +20,7 @@
  * share them with another guest from this file.
  */
 import test, { type ExecutionContext } from 'ava';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { Machine } from '../../lib/machine.js';
 import { emptyRegs } from '../../lib/kvm/structs.js';
 import type { KvmSegment } from '../../lib/kvm/types.js';
@@ -460,4 +460,35 @@ test.serial('exit cost: 20000 PIO round trips, counted exactly', async (t) => {
   t.true(log.every((e, i) => e.offset === 0 && e.size === 1 && e.value === (i & 0xff)), 'in order');
   t.true(firstRun > 0, 'first-run reported');
   t.log(`PIO exit round trip: ${(((end - firstRun) * 1000) / N).toFixed(2)} us mean over ${N} exits (includes the final exit report)`);
+});
+
+test.serial('stop() is bounded: a vCPU worker stuck in JavaScript is terminated after the deadline, and says so', async (t) => {
+  if (!requireKvm(t)) return;
+  const flag = new SharedArrayBuffer(4);
+  const m = await Machine.create({
+    memory: [{ gpa: 0, size: 2 * MiB }],
+    vcpus: 1,
+    devices: [{ space: 'pio', base: 0x20, length: 1, params: { kind: 'stuck', log: flag } }],
+    deviceModule: DEVICE_MODULE,
+    setupVcpus({ memory, vcpus }) {
+      memory.write(CODE_ADDR, Uint8Array.of(0xe6, 0x20, 0xf4)); // out 0x20, al; hlt
+      const v = vcpus[0]!;
+      const s = v.getSregs();
+      s.cs.base = 0n; s.cs.selector = 0;
+      v.setSregs(s);
+      v.setRegs({ ...emptyRegs(), rip: BigInt(CODE_ADDR), rflags: 2n });
+    },
+  });
+  const threads0 = readdirSync('/proc/self/task').length;
+  m.start();
+  t.true(await until(() => Atomics.load(new Int32Array(flag), 0) === 1, 30_000), 'the device is spinning');
+  const t0 = performance.now();
+  const exit = await m.stop();
+  const ms = performance.now() - t0;
+  t.log(`stop() of a stuck vCPU: ${ms.toFixed(0)} ms; exit ${JSON.stringify(exit)}`);
+  // A hang catcher, not a speed target: the deadline is VCPU_STOP_DEADLINE_MS (3 s), terminate() adds a little.
+  t.true(ms < 30_000, `stop() returned after ${ms.toFixed(0)} ms`);
+  t.is(exit.reason, 'stopped');
+  t.is(exit.detail?.forced, 1, 'the exit says the worker was terminated');
+  t.true(await until(() => readdirSync('/proc/self/task').length < threads0, 10_000), 'the worker thread is gone');
 });
