@@ -137,7 +137,7 @@ function xattrcreate(s: P9Server, r: MessageReader): number {
   if (size > BigInt(P.P9_XATTR_SIZE_MAX)) s.fail(P.E2BIG, `xattr of ${size} bytes`);
   s.fs.checkSetxattr(state.node, name);
   // The fid keeps its node reference, now held by the xattr-write state.
-  s.fids.set(fid, { kind: 'xattr-write', node: state.node, name, flags, value: new Uint8Array(Number(size)), written: 0, uid: state.uid });
+  s.fids.set(fid, { kind: 'xattr-write', node: state.node, name, flags, value: new Uint8Array(Number(size)), covered: 0, uid: state.uid });
   return P.P9_RXATTRCREATE;
 }
 

@@ -104,8 +104,11 @@ function write(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext)
   const state = s.fid(fid);
   if (state.kind === 'xattr-write') {
     if (offset > BigInt(state.value.length - count)) s.fail(P.ENOSPC, `xattr write of ${count} bytes at ${offset} past its declared size ${state.value.length}`);
+    // Linux's v9fs writes the value in order from 0; a write that starts past the covered prefix
+    // would leave a hole (committed as zeros), so it is refused rather than counted.
+    if (offset > BigInt(state.covered)) s.fail(P.EINVAL, `xattr write at ${offset} leaves a hole after the ${state.covered} bytes written`);
     state.value.set(readChain(ctx.memory, data, 0, count), Number(offset));
-    state.written += count;
+    state.covered = Math.max(state.covered, Number(offset) + count);
     w.u32(count);
     return P.P9_RWRITE;
   }

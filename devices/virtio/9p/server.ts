@@ -271,11 +271,12 @@ export class P9Server {
 
   /**
    * Sets the xattr a Txattrcreate fid assembled. The value must be complete
-   * (every byte written once: EINVAL otherwise). A zero-length value with
+   * (every byte of [0, size) covered by some Twrite: EINVAL otherwise, and
+   * nothing is set). A zero-length value with
    * XATTR_REPLACE is how Linux's removexattr arrives: it removes the attribute.
    */
   private commitXattr(state: Extract<Fid, { kind: 'xattr-write' }>): void {
-    if (state.written !== state.value.length) this.fail(P.EINVAL, `xattr value has ${state.written} of ${state.value.length} bytes`);
+    if (state.covered !== state.value.length) this.fail(P.EINVAL, `xattr value has ${state.covered} of ${state.value.length} bytes`);
     if (state.value.length === 0 && state.flags === P.P9_XATTR_REPLACE) this.fs.removexattr(state.node, state.name);
     else this.fs.setxattr(state.node, state.name, state.value, state.flags);
   }
