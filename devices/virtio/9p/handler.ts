@@ -19,6 +19,7 @@ import { RateLimitedLog } from '../../../lib/rate-log.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { segmentsLength, sliceSegments, writeChain } from '../queue/chain-io.js';
 import type { SplitQueue } from '../queue/split-queue.js';
+import { serveQueue } from '../queue/serve.js';
 import type { DescriptorChain, Segment } from '../queue/types.js';
 import * as P from './constants.js';
 import type { P9Server, ReplyContext, ReplyInfo } from './server.js';
@@ -65,33 +66,12 @@ export class P9Handler {
    */
   process(): void {
     if (this.broken) return;
-    const { queue } = this.ctx;
-    let done = 0;
-    try {
-      queue.disableNotifications();
-      for (;;) {
-        if (done > 0 && done % queue.size === 0) {
-          this.interruptIfWanted();
-          if (this.ctx.wakeup) {
-            this.ctx.wakeup();
-            return;
-          }
-        }
-        const chain = queue.pop();
-        if (chain === null) {
-          // §2.7.10: re-enable kicks, then look once more for buffers published meanwhile.
-          if (!queue.enableNotifications()) break;
-          queue.disableNotifications();
-          continue;
-        }
-        queue.pushUsed(chain.head, this.serve(chain));
-        this.stats.completed++;
-        done++;
-      }
-      this.interruptIfWanted();
-    } catch (e) {
-      this.fail(e);
-    }
+    const result = serveQueue(this.ctx, 'virtio-9p request queue', (chain) => {
+      const n = this.serve(chain);
+      this.stats.completed++;
+      return n;
+    });
+    if (result === 'broken') this.broken = true;
   }
 
   /** Runs one request; returns the reply length written into the chain (0: dropped). */
@@ -149,22 +129,6 @@ export class P9Handler {
     new DataView(bytes.buffer, bytes.byteOffset).setUint16(5, tag, true);
     writeChain(memory, chain.writable, 0, bytes);
     return total;
-  }
-
-  private interruptIfWanted(): void {
-    if (this.ctx.queue.needsInterrupt()) this.ctx.signalUsed();
-  }
-
-  /** The queue itself is broken (QueueError from pop, or worse): interrupt for what completed, then stop until reset. */
-  private fail(e: unknown): void {
-    this.broken = true;
-    debug('request queue broken, device needs reset: %s', (e as Error).message);
-    try {
-      this.interruptIfWanted();
-    } catch {
-      // The rings are what broke; DEVICE_NEEDS_RESET below tells the driver anyway.
-    }
-    this.ctx.needsReset();
   }
 }
 
