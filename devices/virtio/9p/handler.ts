@@ -23,7 +23,7 @@ import { serveQueue } from '../queue/serve.js';
 import type { DescriptorChain, Segment } from '../queue/types.js';
 import * as P from './constants.js';
 import type { P9Server, ReplyContext, ReplyInfo } from './server.js';
-import { MessageReader, ReplyWriter } from './wire.js';
+import { MessageReader, readHeader, ReplyWriter } from './wire.js';
 
 const debug = log('virtio:9p');
 /** EMSGSIZE (Linux errno). */
@@ -84,13 +84,8 @@ export class P9Handler {
     }
     const msg = this.message;
     copyIn(memory, chain.readable, msg, P.P9_HEADER_SIZE);
-    const dv = new DataView(msg.buffer, 0, P.P9_HEADER_SIZE);
-    const size = dv.getUint32(0, true);
-    const type = dv.getUint8(4);
-    const tag = dv.getUint16(5, true);
-    const w = this.writer;
-    w.truncate(0);
-    w.u32(0).u8(0).u16(0); // header, patched below
+    const { size, type, tag } = readHeader(msg);
+    const w = this.writer.begin();
     // Linux rejects a reply whose length reaches msize (p9_check_errors), hence msize - 1.
     const room = Math.min(chain.writableLength, this.server.messageLimit - 1);
     let info: ReplyInfo;
@@ -122,12 +117,8 @@ export class P9Handler {
       w.u32(EMSGSIZE);
       info = { type: P.P9_RLERROR, inline: 0 };
     }
-    const total = w.length + info.inline;
-    w.patchU32(0, total);
-    const bytes = w.bytes();
-    bytes[4] = info.type;
-    new DataView(bytes.buffer, bytes.byteOffset).setUint16(5, tag, true);
-    writeChain(memory, chain.writable, 0, bytes);
+    const total = w.finish(info.type, tag, info.inline);
+    writeChain(memory, chain.writable, 0, w.bytes());
     return total;
   }
 }

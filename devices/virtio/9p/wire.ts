@@ -5,8 +5,40 @@
  * MessageReader reads a message the guest sent: every read is bounds-checked
  * against the message's own size and throws {@link WireError} past the end,
  * so a length field can never make the server read outside the message.
- * ReplyWriter builds a reply in a growable buffer. Pure, no I/O.
+ * ReplyWriter builds a reply in a growable buffer. The message header
+ * (size[4] type[1] tag[2]) is read and written only here (readHeader,
+ * writeHeader, ReplyWriter.begin/finish). Pure, no I/O.
  */
+
+import { P9_HEADER_SIZE } from './constants.js';
+
+/** Offsets in the 7-byte header every 9P message starts with: size[4] type[1] tag[2]. */
+export const P9_HDR_SIZE = 0;
+export const P9_HDR_TYPE = 4;
+export const P9_HDR_TAG = 5;
+
+/** A message header: the size of the whole message (header included), its type and tag. */
+export interface MessageHeader {
+  readonly size: number;
+  readonly type: number;
+  readonly tag: number;
+}
+
+/** The header of the message in `bytes` (at least 7 bytes: RangeError otherwise). The size is not checked here. */
+export function readHeader(bytes: Uint8Array): MessageHeader {
+  if (bytes.length < P9_HEADER_SIZE) throw new RangeError(`a 9P header needs ${P9_HEADER_SIZE} bytes, got ${bytes.length}`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, P9_HEADER_SIZE);
+  return { size: dv.getUint32(P9_HDR_SIZE, true), type: dv.getUint8(P9_HDR_TYPE), tag: dv.getUint16(P9_HDR_TAG, true) };
+}
+
+/** Writes `h` over the first 7 bytes of `bytes`. */
+export function writeHeader(bytes: Uint8Array, h: MessageHeader): void {
+  if (bytes.length < P9_HEADER_SIZE) throw new RangeError(`a 9P header needs ${P9_HEADER_SIZE} bytes, got ${bytes.length}`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, P9_HEADER_SIZE);
+  dv.setUint32(P9_HDR_SIZE, h.size >>> 0, true);
+  dv.setUint8(P9_HDR_TYPE, h.type);
+  dv.setUint16(P9_HDR_TAG, h.tag, true);
+}
 
 /** A T-message ended before one of its fields (or a string ran past the end). */
 export class WireError extends Error {
@@ -132,6 +164,23 @@ export class ReplyWriter {
 
   qid(q: Qid): this {
     return this.u8(q.type).u32(q.version).u64(q.path);
+  }
+
+  /** Starts a message: empties the writer and reserves the header (filled by finish()). */
+  begin(): this {
+    this.at = 0;
+    return this.u32(0).u8(0).u16(0);
+  }
+
+  /**
+   * Fills the header of the message begun with begin(): size = bytes written
+   * plus `inline` (data the caller places after them itself), type, tag.
+   * Returns the size.
+   */
+  finish(type: number, tag: number, inline = 0): number {
+    const size = this.at + inline;
+    writeHeader(this.buf, { size, type, tag });
+    return size;
   }
 
   /** Drops everything after the first `length` bytes. */
