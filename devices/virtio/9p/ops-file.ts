@@ -9,6 +9,7 @@ import { readChain, sliceSegments, segmentsLength } from '../queue/chain-io.js';
 import * as P from './constants.js';
 import type { Op, P9Server, ReplyContext, ReplyInfo } from './server.js';
 import type { MessageReader, ReplyWriter } from './wire.js';
+import * as W from './wire.js';
 
 /** Rgetattr: valid[8] qid[13] mode[4] uid[4] gid[4] nlink[8] rdev[8] size[8] blksize[8] blocks[8] 8 times[8] gen[8] data_version[8]. */
 const RGETATTR_SIZE = P.P9_HEADER_SIZE + 8 + P.P9_QID_SIZE + 4 * 3 + 8 * 6 + 8 * 8 + 8 * 2;
@@ -39,8 +40,7 @@ export function openModeOf(s: P9Server, flags: number): OpenMode {
 
 /** Tlopen: fid[4] flags[4] -> Rlopen: qid[13] iounit[4]. */
 function lopen(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const flags = r.u32();
+  const { fid, flags } = W.tlopen(r);
   const state = s.unopenedFid(fid);
   const mode = openModeOf(s, flags);
   s.needRoom(ctx, ROPEN_SIZE);
@@ -51,11 +51,7 @@ function lopen(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext)
 
 /** Tlcreate: fid[4] name[s] flags[4] mode[4] gid[4] -> Rlcreate: qid[13] iounit[4]. The directory fid becomes the new open file. */
 function lcreate(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const name = r.str();
-  const flags = r.u32();
-  const perm = r.u32();
-  const gid = r.u32();
+  const { fid, name, flags, perm, gid } = W.tlcreate(r);
   const state = s.unopenedFid(fid);
   const mode = openModeOf(s, flags);
   s.needRoom(ctx, ROPEN_SIZE);
@@ -73,9 +69,7 @@ function lcreate(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
  * count is cut to what the chain and msize hold.
  */
 function read(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number | ReplyInfo {
-  const fid = r.u32();
-  const offset = r.u64();
-  const count = r.u32();
+  const { fid, offset, count } = W.tio(r);
   const room = Math.min(count, ctx.room - P.P9_IOHDR_REPLY);
   const state = s.fid(fid);
   if (state.kind === 'xattr-read') {
@@ -96,9 +90,7 @@ function read(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext):
  * what the message carries.
  */
 function write(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const offset = r.u64();
-  const count = r.u32();
+  const { fid, offset, count } = W.tio(r);
   if (count > segmentsLength(ctx.writeData)) s.fail(P.EINVAL, `Twrite count ${count} exceeds the ${segmentsLength(ctx.writeData)} data bytes sent`);
   const data = sliceSegments(ctx.writeData, 0, count);
   const state = s.fid(fid);
@@ -123,9 +115,7 @@ function write(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext)
  * offset is 0 or an entry's offset: the host's getdents64 d_off cookie.
  */
 function readdir(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const offset = r.u64();
-  const count = r.u32();
+  const { fid, offset, count } = W.tio(r);
   const file = s.openFile(fid);
   const limit = Math.min(count, ctx.room - P.P9_IOHDR_REPLY);
   const countAt = w.length;
@@ -151,8 +141,7 @@ function readdir(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
 
 /** Tfsync: fid[4] datasync[4] -> Rfsync. */
 function fsync(s: P9Server, r: MessageReader): number {
-  const fid = r.u32();
-  const datasync = r.u32();
+  const { fid, datasync } = W.tfsync(r);
   s.fs.fsync(s.openFile(fid), datasync !== 0);
   return P.P9_RFSYNC;
 }
@@ -169,13 +158,8 @@ function lockType(s: P9Server, type: number): number {
  * P9_LOCK_BLOCKED (Linux retries a blocking lock itself).
  */
 function lock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const type = r.u8();
-  r.u32(); // flags: BLOCK is the client's to honour; we never wait.
-  const start = r.u64();
-  const length = r.u64();
-  r.u32(); // proc_id
-  r.str(); // client_id
+  // flags: BLOCK is the client's to honour; we never wait. proc_id and client_id are not used.
+  const { fid, type, start, length } = W.tlock(r);
   const file = s.openFile(fid);
   s.needRoom(ctx, P.P9_HEADER_SIZE + 1);
   const ok = s.fs.setlk(file, { type: lockType(s, type), start, length });
@@ -189,12 +173,7 @@ function lock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext):
  * (proc_id is the host's, -1 for another fid's lock), or the request back with type UNLCK.
  */
 function getlock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const type = r.u8();
-  const start = r.u64();
-  const length = r.u64();
-  const procId = r.u32();
-  const clientId = r.str();
+  const { fid, type, start, length, procId, clientId } = W.tgetlock(r);
   const file = s.openFile(fid);
   s.needRoom(ctx, P.P9_HEADER_SIZE + 1 + 8 + 8 + 4 + 2 + clientId.length);
   const got = s.fs.getlk(file, { type: lockType(s, type), start, length });
@@ -206,8 +185,7 @@ function getlock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
 
 /** Tgetattr: fid[4] request_mask[8] -> Rgetattr. Every basic field (and btime when known) is sent whatever the mask. */
 function getattr(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  r.u64(); // request_mask
+  const { fid } = W.tgetattr(r); // request_mask: every basic field is sent anyway
   const state = s.nodeFid(fid);
   s.needRoom(ctx, RGETATTR_SIZE);
   const st = s.fs.stat(state.node);
@@ -233,14 +211,7 @@ function writeGetattr(w: ReplyWriter, st: Stat, qid: ReturnType<P9Server['qid']>
  * CTIME alone changes nothing the host would not change anyway.
  */
 function setattr(s: P9Server, r: MessageReader): number {
-  const fid = r.u32();
-  const valid = r.u32();
-  const mode = r.u32();
-  const uid = r.u32();
-  const gid = r.u32();
-  const size = r.u64();
-  const atime = { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) };
-  const mtime = { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) };
+  const { fid, valid, mode, uid, gid, size, atime, mtime } = W.tsetattr(r);
   const state = s.nodeFid(fid);
   const attrs: { -readonly [K in keyof SetAttr]: SetAttr[K] } = {};
   if (valid & P.P9_ATTR_MODE) attrs.mode = mode & PERM_MASK;
@@ -255,7 +226,7 @@ function setattr(s: P9Server, r: MessageReader): number {
 
 /** Tstatfs: fid[4] -> Rstatfs: type[4] bsize[4] blocks[8] bfree[8] bavail[8] files[8] ffree[8] fsid[8] namelen[4]. */
 function statfs(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
+  const { fid } = W.tfid(r);
   const state = s.nodeFid(fid);
   s.needRoom(ctx, RSTATFS_SIZE);
   const st = s.fs.statfs(state.node);
@@ -267,7 +238,7 @@ function statfs(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext
 
 /** Treadlink: fid[4] -> Rreadlink: target[s]. */
 function readlink(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
+  const { fid } = W.tfid(r);
   const target = s.fs.readlink(s.nodeFid(fid).node);
   s.needRoom(ctx, P.P9_HEADER_SIZE + 2 + target.length);
   w.str(target);

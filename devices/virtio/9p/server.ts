@@ -20,6 +20,7 @@ import { FidTable, type Fid, type FidUid } from './fids.js';
 import { FILE_OPS } from './ops-file.js';
 import { DIR_OPS } from './ops-dir.js';
 import { WireError, type MessageReader, type Qid, type ReplyWriter } from './wire.js';
+import * as W from './wire.js';
 
 const debug = log('virtio:9p');
 const decoder = new TextDecoder();
@@ -62,7 +63,7 @@ export class P9Server {
   constructor(readonly fs: HostDir, maxFids = P.P9_MAX_FIDS) {
     this.fids = new FidTable(fs, maxFids);
     this.ops.set(P.P9_TATTACH, (s, r, w) => s.attach(r, w));
-    this.ops.set(P.P9_TFLUSH, (_s, r) => (r.u16(), P.P9_RFLUSH));
+    this.ops.set(P.P9_TFLUSH, (_s, r) => (W.tflush(r), P.P9_RFLUSH));
     this.ops.set(P.P9_TWALK, (s, r, w, ctx) => s.walk(r, w, ctx));
     this.ops.set(P.P9_TCLUNK, (s, r) => s.clunk(r));
     this.ops.set(P.P9_TREMOVE, (s, r) => s.remove(r));
@@ -168,8 +169,9 @@ export class P9Server {
 
   /** Tversion: msize[4] version[s] -> Rversion: msize[4] version[s]. Starts a new session: every fid is clunked. */
   private version(r: MessageReader, w: ReplyWriter): number {
-    const clientMsize = r.u32();
-    const version = decoder.decode(r.str());
+    const t = W.tversion(r);
+    const clientMsize = t.msize;
+    const version = decoder.decode(t.version);
     this.fids.clear();
     this.msize = 0;
     if (clientMsize < P.P9_MIN_MSIZE) this.fail(P.EINVAL, `msize ${clientMsize} is below ${P.P9_MIN_MSIZE}`);
@@ -184,11 +186,7 @@ export class P9Server {
 
   /** Tattach: fid[4] afid[4] uname[s] aname[s] n_uname[4] -> Rattach: qid. The fid is the share root, whatever aname says. */
   private attach(r: MessageReader, w: ReplyWriter): number {
-    const fid = r.u32();
-    const afid = r.u32();
-    const uname = r.str();
-    const aname = r.str();
-    const nUname = r.u32();
+    const { fid, afid, uname, aname, nUname } = W.tattach(r);
     if (afid !== P.P9_NOFID) this.fail(P.EINVAL, 'Tattach with an afid: no authentication is needed');
     this.newFid(fid);
     const root = this.fs.ref(this.fs.root);
@@ -204,12 +202,8 @@ export class P9Server {
    * Rwalk carries the qids walked so far and newfid is not bound; when the first fails, Rlerror.
    */
   private walk(r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-    const fid = r.u32();
-    const newfid = r.u32();
-    const nwname = r.u16();
-    if (nwname > P.P9_MAXWELEM) this.fail(P.EINVAL, `Twalk of ${nwname} names (max ${P.P9_MAXWELEM})`);
-    const names: Uint8Array[] = [];
-    for (let i = 0; i < nwname; i++) names.push(r.str());
+    const { fid, newfid, names } = W.twalk(r, P.P9_MAXWELEM);
+    const nwname = names.length;
     const src = this.nodeFid(fid);
     if (newfid !== fid) this.newFid(newfid);
     this.needRoom(ctx, P.P9_HEADER_SIZE + 2 + P.P9_QID_SIZE * nwname);
@@ -244,7 +238,7 @@ export class P9Server {
 
   /** Tclunk: fid[4]. The fid is gone afterwards even when the reply is an error (a pending xattr write failed). */
   private clunk(r: MessageReader): number {
-    const fid = r.u32();
+    const { fid } = W.tfid(r);
     const state = this.fids.take(fid);
     if (!state) this.fail(P.EBADF, `fid ${fid} is not in use`);
     try {
@@ -257,7 +251,7 @@ export class P9Server {
 
   /** Tremove: fid[4]. Removes the file the fid names, and clunks the fid whatever the outcome. */
   private remove(r: MessageReader): number {
-    const fid = r.u32();
+    const { fid } = W.tfid(r);
     const state = this.fids.take(fid);
     if (!state) this.fail(P.EBADF, `fid ${fid} is not in use`);
     try {

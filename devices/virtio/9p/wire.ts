@@ -201,3 +201,65 @@ export class ReplyWriter {
 
 /** The 13 bytes of a qid, for size arithmetic. */
 export const QID_BYTES = 13;
+
+// ---- T-message bodies (after the header), one decoder each; fields in wire order ----
+// Each reads the whole fixed part of its message; a body that ends early is a WireError (EINVAL).
+
+type R = MessageReader;
+
+/** Tversion: msize[4] version[s]. */
+export const tversion = (r: R) => ({ msize: r.u32(), version: r.str() });
+/** Tattach: fid[4] afid[4] uname[s] aname[s] n_uname[4]. */
+export const tattach = (r: R) => ({ fid: r.u32(), afid: r.u32(), uname: r.str(), aname: r.str(), nUname: r.u32() });
+/** Tflush: oldtag[2]. */
+export const tflush = (r: R) => ({ oldtag: r.u16() });
+/** Twalk: fid[4] newfid[4] nwname[2] nwname*wname[s]; more than `maxNames` names is a WireError before any is read. */
+export function twalk(r: R, maxNames: number): { fid: number; newfid: number; names: Uint8Array[] } {
+  const fid = r.u32();
+  const newfid = r.u32();
+  const nwname = r.u16();
+  if (nwname > maxNames) throw new WireError(`Twalk of ${nwname} names (max ${maxNames})`);
+  const names: Uint8Array[] = [];
+  for (let i = 0; i < nwname; i++) names.push(r.str());
+  return { fid, newfid, names };
+}
+/** Tclunk, Tremove, Tstatfs, Treadlink: fid[4]. */
+export const tfid = (r: R) => ({ fid: r.u32() });
+/** Tmkdir: dfid[4] name[s] mode[4] gid[4]. */
+export const tmkdir = (r: R) => ({ dfid: r.u32(), name: r.str(), mode: r.u32(), gid: r.u32() });
+/** Tsymlink: fid[4] name[s] symtgt[s] gid[4]. */
+export const tsymlink = (r: R) => ({ fid: r.u32(), name: r.str(), target: r.str(), gid: r.u32() });
+/** Tmknod: dfid[4] name[s] mode[4] major[4] minor[4] gid[4]. */
+export const tmknod = (r: R) => ({ dfid: r.u32(), name: r.str(), mode: r.u32(), major: r.u32(), minor: r.u32(), gid: r.u32() });
+/** Tlink: dfid[4] fid[4] name[s]. */
+export const tlink = (r: R) => ({ dfid: r.u32(), fid: r.u32(), name: r.str() });
+/** Trename: fid[4] dfid[4] name[s]. */
+export const trename = (r: R) => ({ fid: r.u32(), dfid: r.u32(), name: r.str() });
+/** Trenameat: olddirfid[4] oldname[s] newdirfid[4] newname[s]. */
+export const trenameat = (r: R) => ({ oldDirFid: r.u32(), oldName: r.str(), newDirFid: r.u32(), newName: r.str() });
+/** Tunlinkat: dirfd[4] name[s] flags[4]. */
+export const tunlinkat = (r: R) => ({ dirFid: r.u32(), name: r.str(), flags: r.u32() });
+/** Txattrwalk: fid[4] newfid[4] name[s]. */
+export const txattrwalk = (r: R) => ({ fid: r.u32(), newfid: r.u32(), name: r.str() });
+/** Txattrcreate: fid[4] name[s] attr_size[8] flags[4]. */
+export const txattrcreate = (r: R) => ({ fid: r.u32(), name: r.str(), size: r.u64(), flags: r.u32() });
+/** Tlopen: fid[4] flags[4]. */
+export const tlopen = (r: R) => ({ fid: r.u32(), flags: r.u32() });
+/** Tlcreate: fid[4] name[s] flags[4] mode[4] gid[4]. */
+export const tlcreate = (r: R) => ({ fid: r.u32(), name: r.str(), flags: r.u32(), perm: r.u32(), gid: r.u32() });
+/** Tread, Twrite (its data follows, zero copy), Treaddir: fid[4] offset[8] count[4]. */
+export const tio = (r: R) => ({ fid: r.u32(), offset: r.u64(), count: r.u32() });
+/** Tfsync: fid[4] datasync[4]. */
+export const tfsync = (r: R) => ({ fid: r.u32(), datasync: r.u32() });
+/** Tlock: fid[4] type[1] flags[4] start[8] length[8] proc_id[4] client_id[s]. */
+export const tlock = (r: R) => ({ fid: r.u32(), type: r.u8(), flags: r.u32(), start: r.u64(), length: r.u64(), procId: r.u32(), clientId: r.str() });
+/** Tgetlock: fid[4] type[1] start[8] length[8] proc_id[4] client_id[s]. */
+export const tgetlock = (r: R) => ({ fid: r.u32(), type: r.u8(), start: r.u64(), length: r.u64(), procId: r.u32(), clientId: r.str() });
+/** Tgetattr: fid[4] request_mask[8]. */
+export const tgetattr = (r: R) => ({ fid: r.u32(), requestMask: r.u64() });
+/** Tsetattr: fid[4] valid[4] mode[4] uid[4] gid[4] size[8] atime_sec[8] atime_nsec[8] mtime_sec[8] mtime_nsec[8] (seconds signed). */
+export const tsetattr = (r: R) => ({
+  fid: r.u32(), valid: r.u32(), mode: r.u32(), uid: r.u32(), gid: r.u32(), size: r.u64(),
+  atime: { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) },
+  mtime: { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) },
+});
