@@ -4,21 +4,14 @@
  * layouts are in each function's comment (9P2000.L, Linux net/9p/client.c).
  * Each op reads its whole body first, checks the reply fits, then acts.
  */
-import type { OpenMode, SetAttr, Stat, Timespec } from '../backends/hostdir/index.js';
+import type { OpenMode, SetAttr } from '../backends/hostdir/index.js';
 import { readChain, sliceSegments, segmentsLength } from '../queue/chain-io.js';
 import * as P from './constants.js';
 import type { Op, P9Server, ReplyContext, ReplyInfo } from './server.js';
 import type { MessageReader, ReplyWriter } from './wire.js';
 import * as W from './wire.js';
 
-/** Rgetattr: valid[8] qid[13] mode[4] uid[4] gid[4] nlink[8] rdev[8] size[8] blksize[8] blocks[8] 8 times[8] gen[8] data_version[8]. */
-const RGETATTR_SIZE = P.P9_HEADER_SIZE + 8 + P.P9_QID_SIZE + 4 * 3 + 8 * 6 + 8 * 8 + 8 * 2;
-/** Rstatfs: type[4] bsize[4] blocks[8] bfree[8] bavail[8] files[8] ffree[8] fsid[8] namelen[4]. */
-const RSTATFS_SIZE = P.P9_HEADER_SIZE + 4 + 4 + 8 * 6 + 4;
-/** Rlopen / Rlcreate: qid[13] iounit[4]. */
-const ROPEN_SIZE = P.P9_HEADER_SIZE + P.P9_QID_SIZE + 4;
-/** A Rreaddir entry without its name: qid[13] offset[8] type[1] name-length[2]. */
-const DIRENT_FIXED = P.P9_QID_SIZE + 8 + 1 + 2;
+const { RGETATTR_SIZE, RSTATFS_SIZE, ROPEN_SIZE, DIRENT_FIXED } = W;
 /** iounit 0: "use msize - P9_IOHDRSZ". */
 const IOUNIT = 0;
 const PERM_MASK = 0o7777;
@@ -129,7 +122,7 @@ function readdir(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
       return false;
     }
     const type = e.type === DT_DIR ? P.P9_QTDIR : e.type === DT_LNK ? P.P9_QTSYMLINK : P.P9_QTFILE;
-    w.qid({ type, version: 0, path: e.id }).u64(e.offset).u8(e.type).str(e.name);
+    W.rdirent(w, { type, version: 0, path: e.id }, e.offset, e.type, e.name);
     used += size;
     return true;
   });
@@ -189,20 +182,8 @@ function getattr(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
   const state = s.nodeFid(fid);
   s.needRoom(ctx, RGETATTR_SIZE);
   const st = s.fs.stat(state.node);
-  writeGetattr(w, st, s.qid(state.node));
+  W.rgetattr(w, st, s.qid(state.node));
   return P.P9_RGETATTR;
-}
-
-function writeGetattr(w: ReplyWriter, st: Stat, qid: ReturnType<P9Server['qid']>): void {
-  const time = (t: Timespec) => w.u64(t.sec).u64(BigInt(t.nsec));
-  w.u64(P.P9_GETATTR_BASIC | (st.btime ? P.P9_GETATTR_BTIME : 0n)).qid(qid)
-    .u32(st.mode).u32(st.uid).u32(st.gid)
-    .u64(BigInt(st.nlink)).u64(encodeDev(st.rdevMajor, st.rdevMinor)).u64(st.size).u64(BigInt(st.blksize)).u64(st.blocks);
-  time(st.atime);
-  time(st.mtime);
-  time(st.ctime);
-  time(st.btime ?? { sec: 0n, nsec: 0 });
-  w.u64(0n).u64(0n); // gen, data_version
 }
 
 /**
@@ -230,9 +211,7 @@ function statfs(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext
   const state = s.nodeFid(fid);
   s.needRoom(ctx, RSTATFS_SIZE);
   const st = s.fs.statfs(state.node);
-  w.u32(Number(BigInt.asUintN(32, st.type))).u32(Number(BigInt.asUintN(32, st.bsize)))
-    .u64(st.blocks).u64(st.bfree).u64(st.bavail).u64(st.files).u64(st.ffree).u64(st.fsid)
-    .u32(Number(BigInt.asUintN(32, st.namelen)));
+  W.rstatfs(w, st);
   return P.P9_RSTATFS;
 }
 
@@ -245,12 +224,7 @@ function readlink(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyConte
   return P.P9_RREADLINK;
 }
 
-/** The 64-bit dev_t of a major/minor pair (glibc makedev; Linux's client decodes it with new_decode_dev). */
-export function encodeDev(major: number, minor: number): bigint {
-  const ma = BigInt(major >>> 0);
-  const mi = BigInt(minor >>> 0);
-  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
-}
+export { encodeDev } from './wire.js';
 
 export const FILE_OPS: ReadonlyArray<readonly [number, Op]> = [
   [P.P9_TLOPEN, lopen],

@@ -209,7 +209,7 @@ export class P9Server {
     this.needRoom(ctx, P.P9_HEADER_SIZE + 2 + P.P9_QID_SIZE * nwname);
     if (nwname === 0 && newfid === fid) {
       // A clone onto itself changes nothing (and keeps an open fid open).
-      writeQids(w, []);
+      W.rwalk(w, []);
       return P.P9_RWALK;
     }
 
@@ -222,7 +222,7 @@ export class P9Server {
       } catch (e) {
         this.fs.release(cur);
         if (i === 0) throw e;
-        writeQids(w, qids);
+        W.rwalk(w, qids);
         return P.P9_RWALK;
       }
       this.fs.release(cur);
@@ -232,7 +232,7 @@ export class P9Server {
     const state: Fid = { kind: 'node', node: cur, file: null, uid: src.uid };
     if (newfid === fid) this.fids.dispose(this.fids.take(fid)!);
     this.fids.set(newfid, state);
-    writeQids(w, qids);
+    W.rwalk(w, qids);
     return P.P9_RWALK;
   }
 
@@ -279,11 +279,6 @@ export class P9Server {
 /** qid.type of a node kind. */
 export function qidType(kind: Node['kind']): number {
   return kind === 'dir' ? P.P9_QTDIR : kind === 'symlink' ? P.P9_QTSYMLINK : P.P9_QTFILE;
-}
-
-function writeQids(w: ReplyWriter, qids: readonly Qid[]): void {
-  w.u16(qids.length);
-  for (const q of qids) w.qid(q);
 }
 
 function isDotDot(name: Uint8Array): boolean {

@@ -10,7 +10,8 @@
  * writeHeader, ReplyWriter.begin/finish). Pure, no I/O.
  */
 
-import { P9_HEADER_SIZE } from './constants.js';
+import type { Stat, Statfs, Timespec } from '../backends/hostdir/index.js';
+import { P9_GETATTR_BASIC, P9_GETATTR_BTIME, P9_HEADER_SIZE, P9_QID_SIZE } from './constants.js';
 
 /** Offsets in the 7-byte header every 9P message starts with: size[4] type[1] tag[2]. */
 export const P9_HDR_SIZE = 0;
@@ -199,8 +200,6 @@ export class ReplyWriter {
   }
 }
 
-/** The 13 bytes of a qid, for size arithmetic. */
-export const QID_BYTES = 13;
 
 // ---- T-message bodies (after the header), one decoder each; fields in wire order ----
 // Each reads the whole fixed part of its message; a body that ends early is a WireError (EINVAL).
@@ -263,3 +262,52 @@ export const tsetattr = (r: R) => ({
   atime: { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) },
   mtime: { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) },
 });
+
+// ---- R-message bodies with more than a field or two ----
+
+/** Rgetattr: valid[8] qid[13] mode[4] uid[4] gid[4] nlink[8] rdev[8] size[8] blksize[8] blocks[8] 8 times[8] gen[8] data_version[8]. */
+export const RGETATTR_SIZE = P9_HEADER_SIZE + 8 + P9_QID_SIZE + 4 * 3 + 8 * 6 + 8 * 8 + 8 * 2;
+/** Rstatfs: type[4] bsize[4] blocks[8] bfree[8] bavail[8] files[8] ffree[8] fsid[8] namelen[4]. */
+export const RSTATFS_SIZE = P9_HEADER_SIZE + 4 + 4 + 8 * 6 + 4;
+/** Rlopen / Rlcreate: qid[13] iounit[4]. */
+export const ROPEN_SIZE = P9_HEADER_SIZE + P9_QID_SIZE + 4;
+/** A Rreaddir entry without its name: qid[13] offset[8] type[1] name-length[2]. */
+export const DIRENT_FIXED = P9_QID_SIZE + 8 + 1 + 2;
+
+/** Rwalk: nwqid[2] nwqid*qid[13]. */
+export function rwalk(w: ReplyWriter, qids: readonly Qid[]): void {
+  w.u16(qids.length);
+  for (const q of qids) w.qid(q);
+}
+
+/** Rgetattr (RGETATTR_SIZE): every basic field, btime when known (then P9_GETATTR_BTIME is valid), gen and data_version 0. */
+export function rgetattr(w: ReplyWriter, st: Stat, qid: Qid): void {
+  const time = (t: Timespec) => w.u64(t.sec).u64(BigInt(t.nsec));
+  w.u64(P9_GETATTR_BASIC | (st.btime ? P9_GETATTR_BTIME : 0n)).qid(qid)
+    .u32(st.mode).u32(st.uid).u32(st.gid)
+    .u64(BigInt(st.nlink)).u64(encodeDev(st.rdevMajor, st.rdevMinor)).u64(st.size).u64(BigInt(st.blksize)).u64(st.blocks);
+  time(st.atime);
+  time(st.mtime);
+  time(st.ctime);
+  time(st.btime ?? { sec: 0n, nsec: 0 });
+  w.u64(0n).u64(0n); // gen, data_version
+}
+
+/** Rstatfs (RSTATFS_SIZE): the 32-bit fields keep the low bits of the host's values. */
+export function rstatfs(w: ReplyWriter, st: Statfs): void {
+  w.u32(Number(BigInt.asUintN(32, st.type))).u32(Number(BigInt.asUintN(32, st.bsize)))
+    .u64(st.blocks).u64(st.bfree).u64(st.bavail).u64(st.files).u64(st.ffree).u64(st.fsid)
+    .u32(Number(BigInt.asUintN(32, st.namelen)));
+}
+
+/** One Rreaddir entry: qid[13] offset[8] type[1] name[s] (DIRENT_FIXED + name bytes). */
+export function rdirent(w: ReplyWriter, qid: Qid, offset: bigint, type: number, name: Uint8Array): void {
+  w.qid(qid).u64(offset).u8(type).str(name);
+}
+
+/** The 64-bit dev_t of a major/minor pair (glibc makedev; Linux's client decodes it with new_decode_dev). */
+export function encodeDev(major: number, minor: number): bigint {
+  const ma = BigInt(major >>> 0);
+  const mi = BigInt(minor >>> 0);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
