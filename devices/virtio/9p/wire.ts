@@ -5,11 +5,13 @@
  * MessageReader reads a message the guest sent: every read is bounds-checked
  * against the message's own size and throws {@link WireError} past the end,
  * so a length field can never make the server read outside the message.
- * ReplyWriter builds a reply in a growable buffer. The message header
- * (size[4] type[1] tag[2]) is read and written only here (readHeader,
- * writeHeader, ReplyWriter.begin/finish). Pure, no I/O.
+ * ReplyWriter builds a reply in a growable buffer. Every 9P layout the
+ * server knows lives here: the message header (size[4] type[1] tag[2]:
+ * readHeader, writeHeader, ReplyWriter.begin/finish), one decoder per
+ * T-message body (tversion … tsetattr) and the encoders of the R-message
+ * bodies with more than a field or two (rwalk, rgetattr, rstatfs, rdirent).
+ * Pure, no I/O.
  */
-
 import type { Stat, Statfs, Timespec } from '../backends/hostdir/index.js';
 import { P9_GETATTR_BASIC, P9_GETATTR_BTIME, P9_HEADER_SIZE, P9_QID_SIZE } from './constants.js';
 
