@@ -402,13 +402,7 @@ function plusLookup(s: FuseServer, dir: OpenFile, name: Uint8Array): { inode: In
   if (dot || s.fs.fdsInUse + 16 >= (s.fs.maxFds * 3) / 4) return null;
   try {
     const node = s.fs.lookup(dir.node, name);
-    let st: Stat;
-    try {
-      st = s.fs.stat(node);
-    } catch (x) {
-      s.fs.release(node);
-      throw x;
-    }
+    const st = s.statNew(node);
     return { inode: s.remember(node), st };
   } catch {
     return null;

@@ -230,14 +230,18 @@ export class FuseServer {
 
   /** Replies fuse_entry_out for a node just obtained (one backend reference, which the table takes over or releases). */
   entryFor(node: Node): number {
-    let st: Stat;
+    const st = this.statNew(node);
+    writeEntry(this.reply, this.remember(node).nodeid, st);
+    return this.reply.len;
+  }
+
+  /** Stats a node just obtained (one backend reference); when that fails, the reference is released and the error thrown. */
+  statNew(node: Node): Stat {
     try {
-      st = this.fs.stat(node);
+      return this.fs.stat(node);
     } catch (e) {
       this.fs.release(node);
       throw e;
     }
-    writeEntry(this.reply, this.remember(node).nodeid, st);
-    return this.reply.len;
   }
 }
