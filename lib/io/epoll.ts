@@ -13,7 +13,7 @@
  * module-level, hence per thread too, and never shared across threads.
  */
 import { HostError } from '../errors.js';
-import { EAGAIN, EBADF, EINTR, ENOENT, EPERM } from '../sys.js';
+import { EAGAIN, EBADF, EINTR, ENOENT, EPERM, errno } from '../sys.js';
 /** Linux errno values, defined once in lib/sys.ts. */
 export { EAGAIN, EBADF, EINTR, ENOENT, EPERM };
 import { libc as sysLibc } from '../sys.js';
@@ -41,7 +41,6 @@ const write = libc.func('write', 'long', ['int', 'void *', 'size_t']) as (fd: nu
 const close = libc.func('close', 'int', ['int']) as (fd: number) => number;
 
 /** The calling thread's errno; read it right after the failing call, before any other native call. */
-import { errno } from '../sys.js';
 export { errno };
 
 // epoll_event.events bits (include/uapi/linux/eventpoll.h).

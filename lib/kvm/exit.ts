@@ -3,12 +3,10 @@
  * mmap of the vCPU fd) and the decoding of its exit into a typed union.
  */
 
-// struct kvm_run header offsets.
-export const RUN_REQUEST_INTERRUPT_WINDOW = 0;
-export const RUN_IMMEDIATE_EXIT = 1;
-export const RUN_EXIT_REASON = 8;
-/** Start of the per-exit union. */
-const U = 32;
+import * as R from './run-layout.js';
+
+// The run-page offsets are in run-layout.ts; these three are re-exported for existing importers.
+export { RUN_REQUEST_INTERRUPT_WINDOW, RUN_IMMEDIATE_EXIT, RUN_EXIT_REASON, RUN_MMIO_DATA } from './run-layout.js';
 
 // Exit reasons (linux/kvm.h).
 export const KVM_EXIT_UNKNOWN = 0;
@@ -49,49 +47,46 @@ export type VcpuExit =
   | { kind: 'debug' }
   | { kind: 'other'; reason: number };
 
-/** Offset of the mmio data bytes in the run page. */
-export const RUN_MMIO_DATA = U + 8;
-
 /**
  * Decodes the exit described by `run` (a view of the whole kvm_run mapping).
  * Values are copied out; guest-controlled numbers (port, address, length) are
  * returned as is and must be validated by whoever uses them.
  */
 export function decodeExit(run: DataView): VcpuExit {
-  const reason = run.getUint32(RUN_EXIT_REASON, true);
+  const reason = run.getUint32(R.RUN_EXIT_REASON, true);
   switch (reason) {
     case KVM_EXIT_IO:
       return {
         kind: 'io',
-        direction: run.getUint8(U) === KVM_EXIT_IO_OUT ? 'out' : 'in',
-        size: run.getUint8(U + 1),
-        port: run.getUint16(U + 2, true),
-        count: run.getUint32(U + 4, true),
-        dataOffset: Number(run.getBigUint64(U + 8, true)),
+        direction: run.getUint8(R.RUN_IO_DIRECTION) === KVM_EXIT_IO_OUT ? 'out' : 'in',
+        size: run.getUint8(R.RUN_IO_SIZE),
+        port: run.getUint16(R.RUN_IO_PORT, true),
+        count: run.getUint32(R.RUN_IO_COUNT, true),
+        dataOffset: Number(run.getBigUint64(R.RUN_IO_DATA_OFFSET, true)),
       };
     case KVM_EXIT_MMIO:
-      return { kind: 'mmio', address: Number(run.getBigUint64(U, true)), length: run.getUint32(U + 16, true), isWrite: run.getUint8(U + 20) !== 0, dataOffset: RUN_MMIO_DATA };
+      return { kind: 'mmio', address: Number(run.getBigUint64(R.RUN_MMIO_PHYS_ADDR, true)), length: run.getUint32(R.RUN_MMIO_LEN, true), isWrite: run.getUint8(R.RUN_MMIO_IS_WRITE) !== 0, dataOffset: R.RUN_MMIO_DATA };
     case KVM_EXIT_HLT:
       return { kind: 'hlt' };
     case KVM_EXIT_SHUTDOWN:
       return { kind: 'shutdown' };
     case KVM_EXIT_SYSTEM_EVENT: {
-      const t = run.getUint32(U, true);
+      const t = run.getUint32(R.RUN_SYSTEM_EVENT_TYPE, true);
       const type = t === KVM_SYSTEM_EVENT_SHUTDOWN ? 'shutdown' : t === KVM_SYSTEM_EVENT_RESET ? 'reset' : t === KVM_SYSTEM_EVENT_CRASH ? 'crash' : 'other';
       return { kind: 'system-event', type, rawType: t };
     }
     case KVM_EXIT_INTERNAL_ERROR: {
-      const ndata = Math.min(run.getUint32(U + 4, true), 16);
+      const ndata = Math.min(run.getUint32(R.RUN_INTERNAL_NDATA, true), R.RUN_INTERNAL_DATA_MAX);
       const data: bigint[] = [];
-      for (let i = 0; i < ndata; i++) data.push(run.getBigUint64(U + 8 + i * 8, true));
-      return { kind: 'internal-error', suberror: run.getUint32(U, true), data };
+      for (let i = 0; i < ndata; i++) data.push(run.getBigUint64(R.RUN_INTERNAL_DATA + i * 8, true));
+      return { kind: 'internal-error', suberror: run.getUint32(R.RUN_INTERNAL_SUBERROR, true), data };
     }
     case KVM_EXIT_FAIL_ENTRY:
-      return { kind: 'fail-entry', hardwareReason: run.getBigUint64(U, true), cpu: run.getUint32(U + 8, true) };
+      return { kind: 'fail-entry', hardwareReason: run.getBigUint64(R.RUN_FAIL_ENTRY_REASON, true), cpu: run.getUint32(R.RUN_FAIL_ENTRY_CPU, true) };
     case KVM_EXIT_EXCEPTION:
-      return { kind: 'exception', exception: run.getUint32(U, true), errorCode: run.getUint32(U + 4, true) };
+      return { kind: 'exception', exception: run.getUint32(R.RUN_EX_EXCEPTION, true), errorCode: run.getUint32(R.RUN_EX_ERROR_CODE, true) };
     case KVM_EXIT_UNKNOWN:
-      return { kind: 'unknown', hardwareReason: run.getBigUint64(U, true) };
+      return { kind: 'unknown', hardwareReason: run.getBigUint64(R.RUN_HW_EXIT_REASON, true) };
     case KVM_EXIT_INTR:
       return { kind: 'intr' };
     case KVM_EXIT_IRQ_WINDOW_OPEN:

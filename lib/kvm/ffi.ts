@@ -1,5 +1,5 @@
 import koffi from 'koffi';
-import { EAGAIN, EINTR } from '../sys.js';
+import { EAGAIN, EINTR, errno } from '../sys.js';
 /** Linux errno values, defined once in lib/sys.ts. */
 export { EAGAIN, EINTR };
 import { libc as sysLibc } from '../sys.js';
@@ -40,7 +40,6 @@ export function libcSymbol(name: string): bigint {
 }
 
 /** The calling thread's current errno. */
-import { errno } from '../sys.js';
 export { errno };
 
 /**

@@ -11,7 +11,11 @@ import { Bus } from '../bus/bus.js';
 import { Vcpu } from '../kvm/vcpu.js';
 import { Vm } from '../kvm/vm.js';
 import * as ffi from '../kvm/ffi.js';
-import { KVM_EXIT_IO, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_INTR, RUN_EXIT_REASON, RUN_MMIO_DATA, type VcpuExit } from '../kvm/exit.js';
+import { KVM_EXIT_IO, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_INTR, type VcpuExit } from '../kvm/exit.js';
+import {
+  RUN_EXIT_REASON, RUN_IO_COUNT, RUN_IO_DATA_OFFSET, RUN_IO_DIRECTION, RUN_IO_PORT, RUN_IO_SIZE,
+  RUN_MMIO_DATA, RUN_MMIO_IS_WRITE, RUN_MMIO_LEN, RUN_MMIO_PHYS_ADDR,
+} from '../kvm/run-layout.js';
 import { attachGuestMemory } from '../memory/host-memory.js';
 import { installKickHandler } from './kick.js';
 import { entryData } from '../worker-data.js';
@@ -95,11 +99,11 @@ async function main(): Promise<void> {
 
 /** PIO exit: data lives in the run page at data_offset; `count` > 1 for rep ins/outs. */
 function handleIo(run: DataView, pio: Bus): void {
-  const isOut = run.getUint8(32) === KVM_EXIT_IO_OUT;
-  const size = run.getUint8(33);
-  const portNo = run.getUint16(34, true);
-  const count = run.getUint32(36, true);
-  const off = Number(run.getBigUint64(40, true));
+  const isOut = run.getUint8(RUN_IO_DIRECTION) === KVM_EXIT_IO_OUT;
+  const size = run.getUint8(RUN_IO_SIZE);
+  const portNo = run.getUint16(RUN_IO_PORT, true);
+  const count = run.getUint32(RUN_IO_COUNT, true);
+  const off = Number(run.getBigUint64(RUN_IO_DATA_OFFSET, true));
   // KVM guarantees data_offset + size*count stays inside the run mapping; check anyway.
   if (size !== 1 && size !== 2 && size !== 4) return;
   if (off + size * count > run.byteLength) return;
@@ -119,9 +123,9 @@ function handleIo(run: DataView, pio: Bus): void {
 
 /** MMIO exit: up to 8 bytes at run.mmio.data. Accesses wider than 4 bytes are split in two. */
 function handleMmio(run: DataView, mmio: Bus): void {
-  const addr = Number(run.getBigUint64(32, true));
-  const len = run.getUint32(48, true);
-  const isWrite = run.getUint8(52) !== 0;
+  const addr = Number(run.getBigUint64(RUN_MMIO_PHYS_ADDR, true));
+  const len = run.getUint32(RUN_MMIO_LEN, true);
+  const isWrite = run.getUint8(RUN_MMIO_IS_WRITE) !== 0;
   if (len !== 1 && len !== 2 && len !== 4 && len !== 8) return;
   const parts = len === 8 ? [[0, 4], [4, 4]] : [[0, len]];
   for (const [o, n] of parts as [number, number][]) {

@@ -6,7 +6,9 @@
  * - `node`: a file or directory (a backend node reference), possibly opened
  *   (Tlopen / Tlcreate) for I/O;
  * - `xattr-read`: the value (or name list) a Txattrwalk fetched, read with Tread;
- * - `xattr-write`: a value being assembled by Twrite after Txattrcreate, set on Tclunk.
+ * - `xattr-write`: a value being assembled by Twrite after Txattrcreate, set on Tclunk;
+ *   `covered` counts the bytes [0, covered) written so far (writes may overlap
+ *   what is covered, never leave a gap after it).
  */
 import type { HostDir, Node, OpenFile } from '../backends/hostdir/index.js';
 import { P9_MAX_FIDS } from './constants.js';
@@ -17,7 +19,7 @@ export type FidUid = number | null;
 export type Fid =
   | { kind: 'node'; node: Node; file: OpenFile | null; uid: FidUid }
   | { kind: 'xattr-read'; data: Uint8Array; uid: FidUid }
-  | { kind: 'xattr-write'; node: Node; name: Uint8Array; flags: number; value: Uint8Array; written: number; uid: FidUid };
+  | { kind: 'xattr-write'; node: Node; name: Uint8Array; flags: number; value: Uint8Array; covered: number; uid: FidUid };
 
 export class FidTable {
   private readonly fids = new Map<number, Fid>();

@@ -19,14 +19,14 @@ import { RateLimitedLog } from '../../../lib/rate-log.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { segmentsLength, sliceSegments, writeChain } from '../queue/chain-io.js';
 import type { SplitQueue } from '../queue/split-queue.js';
+import { serveQueue } from '../queue/serve.js';
 import type { DescriptorChain, Segment } from '../queue/types.js';
 import * as P from './constants.js';
 import type { P9Server, ReplyContext, ReplyInfo } from './server.js';
-import { MessageReader, ReplyWriter } from './wire.js';
+import { MessageReader, readHeader, ReplyWriter } from './wire.js';
 import { EMSGSIZE } from '../../../lib/sys.js';
 
 const debug = log('virtio:9p');
-/** EMSGSIZE (Linux errno). */
 
 /** The part of the ActivationContext the handler uses. */
 export interface P9QueueContext {
@@ -65,33 +65,12 @@ export class P9Handler {
    */
   process(): void {
     if (this.broken) return;
-    const { queue } = this.ctx;
-    let done = 0;
-    try {
-      queue.disableNotifications();
-      for (;;) {
-        if (done > 0 && done % queue.size === 0) {
-          this.interruptIfWanted();
-          if (this.ctx.wakeup) {
-            this.ctx.wakeup();
-            return;
-          }
-        }
-        const chain = queue.pop();
-        if (chain === null) {
-          // §2.7.10: re-enable kicks, then look once more for buffers published meanwhile.
-          if (!queue.enableNotifications()) break;
-          queue.disableNotifications();
-          continue;
-        }
-        queue.pushUsed(chain.head, this.serve(chain));
-        this.stats.completed++;
-        done++;
-      }
-      this.interruptIfWanted();
-    } catch (e) {
-      this.fail(e);
-    }
+    const result = serveQueue(this.ctx, 'virtio-9p request queue', (chain) => {
+      const n = this.serve(chain);
+      this.stats.completed++;
+      return n;
+    });
+    if (result === 'broken') this.broken = true;
   }
 
   /** Runs one request; returns the reply length written into the chain (0: dropped). */
@@ -104,13 +83,8 @@ export class P9Handler {
     }
     const msg = this.message;
     copyIn(memory, chain.readable, msg, P.P9_HEADER_SIZE);
-    const dv = new DataView(msg.buffer, 0, P.P9_HEADER_SIZE);
-    const size = dv.getUint32(0, true);
-    const type = dv.getUint8(4);
-    const tag = dv.getUint16(5, true);
-    const w = this.writer;
-    w.truncate(0);
-    w.u32(0).u8(0).u16(0); // header, patched below
+    const { size, type, tag } = readHeader(msg);
+    const w = this.writer.begin();
     // Linux rejects a reply whose length reaches msize (p9_check_errors), hence msize - 1.
     const room = Math.min(chain.writableLength, this.server.messageLimit - 1);
     let info: ReplyInfo;
@@ -142,29 +116,9 @@ export class P9Handler {
       w.u32(EMSGSIZE);
       info = { type: P.P9_RLERROR, inline: 0 };
     }
-    const total = w.length + info.inline;
-    w.patchU32(0, total);
-    const bytes = w.bytes();
-    bytes[4] = info.type;
-    new DataView(bytes.buffer, bytes.byteOffset).setUint16(5, tag, true);
-    writeChain(memory, chain.writable, 0, bytes);
+    const total = w.finish(info.type, tag, info.inline);
+    writeChain(memory, chain.writable, 0, w.bytes());
     return total;
-  }
-
-  private interruptIfWanted(): void {
-    if (this.ctx.queue.needsInterrupt()) this.ctx.signalUsed();
-  }
-
-  /** The queue itself is broken (QueueError from pop, or worse): interrupt for what completed, then stop until reset. */
-  private fail(e: unknown): void {
-    this.broken = true;
-    debug('request queue broken, device needs reset: %s', (e as Error).message);
-    try {
-      this.interruptIfWanted();
-    } catch {
-      // The rings are what broke; DEVICE_NEEDS_RESET below tells the driver anyway.
-    }
-    this.ctx.needsReset();
   }
 }
 

@@ -8,6 +8,7 @@
 import * as P from './constants.js';
 import type { Op, P9Server, ReplyContext } from './server.js';
 import type { MessageReader, ReplyWriter } from './wire.js';
+import * as W from './wire.js';
 
 /** Rmkdir / Rsymlink / Rmknod: qid[13]. */
 const RQID_SIZE = P.P9_HEADER_SIZE + P.P9_QID_SIZE;
@@ -17,10 +18,7 @@ const S_IFMT = 0o170000;
 
 /** Tmkdir: dfid[4] name[s] mode[4] gid[4] -> Rmkdir: qid. */
 function mkdir(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const dfid = r.u32();
-  const name = r.str();
-  const mode = r.u32();
-  const gid = r.u32();
+  const { dfid, name, mode, gid } = W.tmkdir(r);
   const dir = s.nodeFid(dfid);
   s.needRoom(ctx, RQID_SIZE);
   const node = s.fs.mkdir(dir.node, name, mode & PERM_MASK, s.owner(dir.uid, gid));
@@ -31,10 +29,7 @@ function mkdir(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext)
 
 /** Tsymlink: fid[4] name[s] symtgt[s] gid[4] -> Rsymlink: qid. The target is stored as given, never resolved. */
 function symlink(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const name = r.str();
-  const target = r.str();
-  const gid = r.u32();
+  const { fid, name, target, gid } = W.tsymlink(r);
   const dir = s.nodeFid(fid);
   s.needRoom(ctx, RQID_SIZE);
   const node = s.fs.symlink(dir.node, name, target, s.owner(dir.uid, gid));
@@ -45,12 +40,8 @@ function symlink(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
 
 /** Tmknod: dfid[4] name[s] mode[4] major[4] minor[4] gid[4] -> Rmknod: qid. FIFOs, sockets, regular files; devices get EPERM. */
 function mknod(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const dfid = r.u32();
-  const name = r.str();
-  const mode = r.u32();
-  r.u32(); // major: device nodes are refused, so the numbers are never used
-  r.u32(); // minor
-  const gid = r.u32();
+  // major and minor are not used: device nodes are refused.
+  const { dfid, name, mode, gid } = W.tmknod(r);
   const dir = s.nodeFid(dfid);
   s.needRoom(ctx, RQID_SIZE);
   const node = s.fs.mknod(dir.node, name, mode & (S_IFMT | PERM_MASK), s.owner(dir.uid, gid));
@@ -61,9 +52,7 @@ function mknod(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext)
 
 /** Tlink: dfid[4] fid[4] name[s] -> Rlink. A new name in dfid for fid's file. */
 function link(s: P9Server, r: MessageReader): number {
-  const dfid = r.u32();
-  const fid = r.u32();
-  const name = r.str();
+  const { dfid, fid, name } = W.tlink(r);
   const dir = s.nodeFid(dfid);
   const target = s.nodeFid(fid);
   s.fs.link(target.node, dir.node, name);
@@ -72,9 +61,7 @@ function link(s: P9Server, r: MessageReader): number {
 
 /** Trename: fid[4] dfid[4] name[s] -> Rrename. Moves the entry fid was walked by. */
 function rename(s: P9Server, r: MessageReader): number {
-  const fid = r.u32();
-  const dfid = r.u32();
-  const name = r.str();
+  const { fid, dfid, name } = W.trename(r);
   const src = s.nodeFid(fid);
   const dir = s.nodeFid(dfid);
   s.fs.renameNode(src.node, dir.node, name);
@@ -83,10 +70,7 @@ function rename(s: P9Server, r: MessageReader): number {
 
 /** Trenameat: olddirfid[4] oldname[s] newdirfid[4] newname[s] -> Rrenameat. */
 function renameat(s: P9Server, r: MessageReader): number {
-  const oldDirFid = r.u32();
-  const oldName = r.str();
-  const newDirFid = r.u32();
-  const newName = r.str();
+  const { oldDirFid, oldName, newDirFid, newName } = W.trenameat(r);
   const oldDir = s.nodeFid(oldDirFid);
   const newDir = s.nodeFid(newDirFid);
   s.fs.rename(oldDir.node, oldName, newDir.node, newName);
@@ -95,9 +79,7 @@ function renameat(s: P9Server, r: MessageReader): number {
 
 /** Tunlinkat: dirfd[4] name[s] flags[4] -> Runlinkat. flags: 0, or AT_REMOVEDIR for a directory. */
 function unlinkat(s: P9Server, r: MessageReader): number {
-  const dirFid = r.u32();
-  const name = r.str();
-  const flags = r.u32();
+  const { dirFid, name, flags } = W.tunlinkat(r);
   if ((flags & ~P.P9_DOTL_AT_REMOVEDIR) !== 0) s.fail(P.EINVAL, `Tunlinkat flags 0x${flags.toString(16)}`);
   const dir = s.nodeFid(dirFid);
   s.fs.unlink(dir.node, name, (flags & P.P9_DOTL_AT_REMOVEDIR) !== 0);
@@ -110,9 +92,7 @@ function unlinkat(s: P9Server, r: MessageReader): number {
  * newfid, which the guest then reads with Tread and clunks.
  */
 function xattrwalk(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const newfid = r.u32();
-  const name = r.str();
+  const { fid, newfid, name } = W.txattrwalk(r);
   const src = s.nodeFid(fid);
   s.newFid(newfid);
   s.needRoom(ctx, P.P9_HEADER_SIZE + 8);
@@ -128,16 +108,13 @@ function xattrwalk(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyCont
  * Twrite and the value is set when the fid is clunked. Policy checks happen here.
  */
 function xattrcreate(s: P9Server, r: MessageReader): number {
-  const fid = r.u32();
-  const name = r.str();
-  const size = r.u64();
-  const flags = r.u32();
+  const { fid, name, size, flags } = W.txattrcreate(r);
   const state = s.unopenedFid(fid);
   if ((flags & ~(P.P9_XATTR_CREATE | P.P9_XATTR_REPLACE)) !== 0) s.fail(P.EINVAL, `Txattrcreate flags ${flags}`);
   if (size > BigInt(P.P9_XATTR_SIZE_MAX)) s.fail(P.E2BIG, `xattr of ${size} bytes`);
   s.fs.checkSetxattr(state.node, name);
   // The fid keeps its node reference, now held by the xattr-write state.
-  s.fids.set(fid, { kind: 'xattr-write', node: state.node, name, flags, value: new Uint8Array(Number(size)), written: 0, uid: state.uid });
+  s.fids.set(fid, { kind: 'xattr-write', node: state.node, name, flags, value: new Uint8Array(Number(size)), covered: 0, uid: state.uid });
   return P.P9_RXATTRCREATE;
 }
 

@@ -4,20 +4,14 @@
  * layouts are in each function's comment (9P2000.L, Linux net/9p/client.c).
  * Each op reads its whole body first, checks the reply fits, then acts.
  */
-import type { OpenMode, SetAttr, Stat, Timespec } from '../backends/hostdir/index.js';
+import type { OpenMode, SetAttr } from '../backends/hostdir/index.js';
 import { readChain, sliceSegments, segmentsLength } from '../queue/chain-io.js';
 import * as P from './constants.js';
 import type { Op, P9Server, ReplyContext, ReplyInfo } from './server.js';
 import type { MessageReader, ReplyWriter } from './wire.js';
+import * as W from './wire.js';
 
-/** Rgetattr: valid[8] qid[13] mode[4] uid[4] gid[4] nlink[8] rdev[8] size[8] blksize[8] blocks[8] 8 times[8] gen[8] data_version[8]. */
-const RGETATTR_SIZE = P.P9_HEADER_SIZE + 8 + P.P9_QID_SIZE + 4 * 3 + 8 * 6 + 8 * 8 + 8 * 2;
-/** Rstatfs: type[4] bsize[4] blocks[8] bfree[8] bavail[8] files[8] ffree[8] fsid[8] namelen[4]. */
-const RSTATFS_SIZE = P.P9_HEADER_SIZE + 4 + 4 + 8 * 6 + 4;
-/** Rlopen / Rlcreate: qid[13] iounit[4]. */
-const ROPEN_SIZE = P.P9_HEADER_SIZE + P.P9_QID_SIZE + 4;
-/** A Rreaddir entry without its name: qid[13] offset[8] type[1] name-length[2]. */
-const DIRENT_FIXED = P.P9_QID_SIZE + 8 + 1 + 2;
+const { RGETATTR_SIZE, RSTATFS_SIZE, ROPEN_SIZE, DIRENT_FIXED } = W;
 /** iounit 0: "use msize - P9_IOHDRSZ". */
 const IOUNIT = 0;
 const PERM_MASK = 0o7777;
@@ -39,8 +33,7 @@ export function openModeOf(s: P9Server, flags: number): OpenMode {
 
 /** Tlopen: fid[4] flags[4] -> Rlopen: qid[13] iounit[4]. */
 function lopen(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const flags = r.u32();
+  const { fid, flags } = W.tlopen(r);
   const state = s.unopenedFid(fid);
   const mode = openModeOf(s, flags);
   s.needRoom(ctx, ROPEN_SIZE);
@@ -51,11 +44,7 @@ function lopen(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext)
 
 /** Tlcreate: fid[4] name[s] flags[4] mode[4] gid[4] -> Rlcreate: qid[13] iounit[4]. The directory fid becomes the new open file. */
 function lcreate(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const name = r.str();
-  const flags = r.u32();
-  const perm = r.u32();
-  const gid = r.u32();
+  const { fid, name, flags, perm, gid } = W.tlcreate(r);
   const state = s.unopenedFid(fid);
   const mode = openModeOf(s, flags);
   s.needRoom(ctx, ROPEN_SIZE);
@@ -73,9 +62,7 @@ function lcreate(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
  * count is cut to what the chain and msize hold.
  */
 function read(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number | ReplyInfo {
-  const fid = r.u32();
-  const offset = r.u64();
-  const count = r.u32();
+  const { fid, offset, count } = W.tio(r);
   const room = Math.min(count, ctx.room - P.P9_IOHDR_REPLY);
   const state = s.fid(fid);
   if (state.kind === 'xattr-read') {
@@ -96,16 +83,17 @@ function read(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext):
  * what the message carries.
  */
 function write(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const offset = r.u64();
-  const count = r.u32();
+  const { fid, offset, count } = W.tio(r);
   if (count > segmentsLength(ctx.writeData)) s.fail(P.EINVAL, `Twrite count ${count} exceeds the ${segmentsLength(ctx.writeData)} data bytes sent`);
   const data = sliceSegments(ctx.writeData, 0, count);
   const state = s.fid(fid);
   if (state.kind === 'xattr-write') {
     if (offset > BigInt(state.value.length - count)) s.fail(P.ENOSPC, `xattr write of ${count} bytes at ${offset} past its declared size ${state.value.length}`);
+    // Linux's v9fs writes the value in order from 0; a write that starts past the covered prefix
+    // would leave a hole (committed as zeros), so it is refused rather than counted.
+    if (offset > BigInt(state.covered)) s.fail(P.EINVAL, `xattr write at ${offset} leaves a hole after the ${state.covered} bytes written`);
     state.value.set(readChain(ctx.memory, data, 0, count), Number(offset));
-    state.written += count;
+    state.covered = Math.max(state.covered, Number(offset) + count);
     w.u32(count);
     return P.P9_RWRITE;
   }
@@ -120,9 +108,7 @@ function write(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext)
  * offset is 0 or an entry's offset: the host's getdents64 d_off cookie.
  */
 function readdir(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const offset = r.u64();
-  const count = r.u32();
+  const { fid, offset, count } = W.tio(r);
   const file = s.openFile(fid);
   const limit = Math.min(count, ctx.room - P.P9_IOHDR_REPLY);
   const countAt = w.length;
@@ -136,7 +122,7 @@ function readdir(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
       return false;
     }
     const type = e.type === DT_DIR ? P.P9_QTDIR : e.type === DT_LNK ? P.P9_QTSYMLINK : P.P9_QTFILE;
-    w.qid({ type, version: 0, path: e.id }).u64(e.offset).u8(e.type).str(e.name);
+    W.rdirent(w, { type, version: 0, path: e.id }, e.offset, e.type, e.name);
     used += size;
     return true;
   });
@@ -148,8 +134,7 @@ function readdir(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
 
 /** Tfsync: fid[4] datasync[4] -> Rfsync. */
 function fsync(s: P9Server, r: MessageReader): number {
-  const fid = r.u32();
-  const datasync = r.u32();
+  const { fid, datasync } = W.tfsync(r);
   s.fs.fsync(s.openFile(fid), datasync !== 0);
   return P.P9_RFSYNC;
 }
@@ -166,13 +151,8 @@ function lockType(s: P9Server, type: number): number {
  * P9_LOCK_BLOCKED (Linux retries a blocking lock itself).
  */
 function lock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const type = r.u8();
-  r.u32(); // flags: BLOCK is the client's to honour; we never wait.
-  const start = r.u64();
-  const length = r.u64();
-  r.u32(); // proc_id
-  r.str(); // client_id
+  // flags: BLOCK is the client's to honour; we never wait. proc_id and client_id are not used.
+  const { fid, type, start, length } = W.tlock(r);
   const file = s.openFile(fid);
   s.needRoom(ctx, P.P9_HEADER_SIZE + 1);
   const ok = s.fs.setlk(file, { type: lockType(s, type), start, length });
@@ -186,12 +166,7 @@ function lock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext):
  * (proc_id is the host's, -1 for another fid's lock), or the request back with type UNLCK.
  */
 function getlock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  const type = r.u8();
-  const start = r.u64();
-  const length = r.u64();
-  const procId = r.u32();
-  const clientId = r.str();
+  const { fid, type, start, length, procId, clientId } = W.tgetlock(r);
   const file = s.openFile(fid);
   s.needRoom(ctx, P.P9_HEADER_SIZE + 1 + 8 + 8 + 4 + 2 + clientId.length);
   const got = s.fs.getlk(file, { type: lockType(s, type), start, length });
@@ -203,25 +178,12 @@ function getlock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContex
 
 /** Tgetattr: fid[4] request_mask[8] -> Rgetattr. Every basic field (and btime when known) is sent whatever the mask. */
 function getattr(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
-  r.u64(); // request_mask
+  const { fid } = W.tgetattr(r); // request_mask: every basic field is sent anyway
   const state = s.nodeFid(fid);
   s.needRoom(ctx, RGETATTR_SIZE);
   const st = s.fs.stat(state.node);
-  writeGetattr(w, st, s.qid(state.node));
+  W.rgetattr(w, st, s.qid(state.node));
   return P.P9_RGETATTR;
-}
-
-function writeGetattr(w: ReplyWriter, st: Stat, qid: ReturnType<P9Server['qid']>): void {
-  const time = (t: Timespec) => w.u64(t.sec).u64(BigInt(t.nsec));
-  w.u64(P.P9_GETATTR_BASIC | (st.btime ? P.P9_GETATTR_BTIME : 0n)).qid(qid)
-    .u32(st.mode).u32(st.uid).u32(st.gid)
-    .u64(BigInt(st.nlink)).u64(encodeDev(st.rdevMajor, st.rdevMinor)).u64(st.size).u64(BigInt(st.blksize)).u64(st.blocks);
-  time(st.atime);
-  time(st.mtime);
-  time(st.ctime);
-  time(st.btime ?? { sec: 0n, nsec: 0 });
-  w.u64(0n).u64(0n); // gen, data_version
 }
 
 /**
@@ -230,14 +192,7 @@ function writeGetattr(w: ReplyWriter, st: Stat, qid: ReturnType<P9Server['qid']>
  * CTIME alone changes nothing the host would not change anyway.
  */
 function setattr(s: P9Server, r: MessageReader): number {
-  const fid = r.u32();
-  const valid = r.u32();
-  const mode = r.u32();
-  const uid = r.u32();
-  const gid = r.u32();
-  const size = r.u64();
-  const atime = { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) };
-  const mtime = { sec: BigInt.asIntN(64, r.u64()), nsec: Number(r.u64()) };
+  const { fid, valid, mode, uid, gid, size, atime, mtime } = W.tsetattr(r);
   const state = s.nodeFid(fid);
   const attrs: { -readonly [K in keyof SetAttr]: SetAttr[K] } = {};
   if (valid & P.P9_ATTR_MODE) attrs.mode = mode & PERM_MASK;
@@ -252,31 +207,24 @@ function setattr(s: P9Server, r: MessageReader): number {
 
 /** Tstatfs: fid[4] -> Rstatfs: type[4] bsize[4] blocks[8] bfree[8] bavail[8] files[8] ffree[8] fsid[8] namelen[4]. */
 function statfs(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
+  const { fid } = W.tfid(r);
   const state = s.nodeFid(fid);
   s.needRoom(ctx, RSTATFS_SIZE);
   const st = s.fs.statfs(state.node);
-  w.u32(Number(BigInt.asUintN(32, st.type))).u32(Number(BigInt.asUintN(32, st.bsize)))
-    .u64(st.blocks).u64(st.bfree).u64(st.bavail).u64(st.files).u64(st.ffree).u64(st.fsid)
-    .u32(Number(BigInt.asUintN(32, st.namelen)));
+  W.rstatfs(w, st);
   return P.P9_RSTATFS;
 }
 
 /** Treadlink: fid[4] -> Rreadlink: target[s]. */
 function readlink(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-  const fid = r.u32();
+  const { fid } = W.tfid(r);
   const target = s.fs.readlink(s.nodeFid(fid).node);
   s.needRoom(ctx, P.P9_HEADER_SIZE + 2 + target.length);
   w.str(target);
   return P.P9_RREADLINK;
 }
 
-/** The 64-bit dev_t of a major/minor pair (glibc makedev; Linux's client decodes it with new_decode_dev). */
-export function encodeDev(major: number, minor: number): bigint {
-  const ma = BigInt(major >>> 0);
-  const mi = BigInt(minor >>> 0);
-  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
-}
+export { encodeDev } from './wire.js';
 
 export const FILE_OPS: ReadonlyArray<readonly [number, Op]> = [
   [P.P9_TLOPEN, lopen],

@@ -20,11 +20,11 @@ import { FidTable, type Fid, type FidUid } from './fids.js';
 import { FILE_OPS } from './ops-file.js';
 import { DIR_OPS } from './ops-dir.js';
 import { WireError, type MessageReader, type Qid, type ReplyWriter } from './wire.js';
+import * as W from './wire.js';
 import { EMSGSIZE } from '../../../lib/sys.js';
 
 const debug = log('virtio:9p');
 const decoder = new TextDecoder();
-/** EMSGSIZE: the reply would not fit the guest's buffer or msize. */
 
 /** Where a reply goes, as the queue handler knows it. */
 export interface ReplyContext {
@@ -62,7 +62,7 @@ export class P9Server {
   constructor(readonly fs: HostDir, maxFids = P.P9_MAX_FIDS) {
     this.fids = new FidTable(fs, maxFids);
     this.ops.set(P.P9_TATTACH, (s, r, w) => s.attach(r, w));
-    this.ops.set(P.P9_TFLUSH, (_s, r) => (r.u16(), P.P9_RFLUSH));
+    this.ops.set(P.P9_TFLUSH, (_s, r) => (W.tflush(r), P.P9_RFLUSH));
     this.ops.set(P.P9_TWALK, (s, r, w, ctx) => s.walk(r, w, ctx));
     this.ops.set(P.P9_TCLUNK, (s, r) => s.clunk(r));
     this.ops.set(P.P9_TREMOVE, (s, r) => s.remove(r));
@@ -168,8 +168,9 @@ export class P9Server {
 
   /** Tversion: msize[4] version[s] -> Rversion: msize[4] version[s]. Starts a new session: every fid is clunked. */
   private version(r: MessageReader, w: ReplyWriter): number {
-    const clientMsize = r.u32();
-    const version = decoder.decode(r.str());
+    const t = W.tversion(r);
+    const clientMsize = t.msize;
+    const version = decoder.decode(t.version);
     this.fids.clear();
     this.msize = 0;
     if (clientMsize < P.P9_MIN_MSIZE) this.fail(P.EINVAL, `msize ${clientMsize} is below ${P.P9_MIN_MSIZE}`);
@@ -184,11 +185,7 @@ export class P9Server {
 
   /** Tattach: fid[4] afid[4] uname[s] aname[s] n_uname[4] -> Rattach: qid. The fid is the share root, whatever aname says. */
   private attach(r: MessageReader, w: ReplyWriter): number {
-    const fid = r.u32();
-    const afid = r.u32();
-    const uname = r.str();
-    const aname = r.str();
-    const nUname = r.u32();
+    const { fid, afid, uname, aname, nUname } = W.tattach(r);
     if (afid !== P.P9_NOFID) this.fail(P.EINVAL, 'Tattach with an afid: no authentication is needed');
     this.newFid(fid);
     const root = this.fs.ref(this.fs.root);
@@ -204,18 +201,14 @@ export class P9Server {
    * Rwalk carries the qids walked so far and newfid is not bound; when the first fails, Rlerror.
    */
   private walk(r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
-    const fid = r.u32();
-    const newfid = r.u32();
-    const nwname = r.u16();
-    if (nwname > P.P9_MAXWELEM) this.fail(P.EINVAL, `Twalk of ${nwname} names (max ${P.P9_MAXWELEM})`);
-    const names: Uint8Array[] = [];
-    for (let i = 0; i < nwname; i++) names.push(r.str());
+    const { fid, newfid, names } = W.twalk(r, P.P9_MAXWELEM);
+    const nwname = names.length;
     const src = this.nodeFid(fid);
     if (newfid !== fid) this.newFid(newfid);
     this.needRoom(ctx, P.P9_HEADER_SIZE + 2 + P.P9_QID_SIZE * nwname);
     if (nwname === 0 && newfid === fid) {
       // A clone onto itself changes nothing (and keeps an open fid open).
-      writeQids(w, []);
+      W.rwalk(w, []);
       return P.P9_RWALK;
     }
 
@@ -228,7 +221,7 @@ export class P9Server {
       } catch (e) {
         this.fs.release(cur);
         if (i === 0) throw e;
-        writeQids(w, qids);
+        W.rwalk(w, qids);
         return P.P9_RWALK;
       }
       this.fs.release(cur);
@@ -238,13 +231,13 @@ export class P9Server {
     const state: Fid = { kind: 'node', node: cur, file: null, uid: src.uid };
     if (newfid === fid) this.fids.dispose(this.fids.take(fid)!);
     this.fids.set(newfid, state);
-    writeQids(w, qids);
+    W.rwalk(w, qids);
     return P.P9_RWALK;
   }
 
   /** Tclunk: fid[4]. The fid is gone afterwards even when the reply is an error (a pending xattr write failed). */
   private clunk(r: MessageReader): number {
-    const fid = r.u32();
+    const { fid } = W.tfid(r);
     const state = this.fids.take(fid);
     if (!state) this.fail(P.EBADF, `fid ${fid} is not in use`);
     try {
@@ -257,7 +250,7 @@ export class P9Server {
 
   /** Tremove: fid[4]. Removes the file the fid names, and clunks the fid whatever the outcome. */
   private remove(r: MessageReader): number {
-    const fid = r.u32();
+    const { fid } = W.tfid(r);
     const state = this.fids.take(fid);
     if (!state) this.fail(P.EBADF, `fid ${fid} is not in use`);
     try {
@@ -271,11 +264,12 @@ export class P9Server {
 
   /**
    * Sets the xattr a Txattrcreate fid assembled. The value must be complete
-   * (every byte written once: EINVAL otherwise). A zero-length value with
+   * (every byte of [0, size) covered by some Twrite: EINVAL otherwise, and
+   * nothing is set). A zero-length value with
    * XATTR_REPLACE is how Linux's removexattr arrives: it removes the attribute.
    */
   private commitXattr(state: Extract<Fid, { kind: 'xattr-write' }>): void {
-    if (state.written !== state.value.length) this.fail(P.EINVAL, `xattr value has ${state.written} of ${state.value.length} bytes`);
+    if (state.covered !== state.value.length) this.fail(P.EINVAL, `xattr value has ${state.covered} of ${state.value.length} bytes`);
     if (state.value.length === 0 && state.flags === P.P9_XATTR_REPLACE) this.fs.removexattr(state.node, state.name);
     else this.fs.setxattr(state.node, state.name, state.value, state.flags);
   }
@@ -284,11 +278,6 @@ export class P9Server {
 /** qid.type of a node kind. */
 export function qidType(kind: Node['kind']): number {
   return kind === 'dir' ? P.P9_QTDIR : kind === 'symlink' ? P.P9_QTSYMLINK : P.P9_QTFILE;
-}
-
-function writeQids(w: ReplyWriter, qids: readonly Qid[]): void {
-  w.u16(qids.length);
-  for (const q of qids) w.qid(q);
 }
 
 function isDotDot(name: Uint8Array): boolean {

@@ -50,8 +50,6 @@ export const UNIX_PATH_MAX = 107;
 /** Pending connections the kernel queues on the listening socket before accept. */
 export const LISTEN_BACKLOG = 128;
 
-// errno values used here.
-
 // struct msghdr (LP64): msg_name @0, msg_namelen @8, msg_iov @16, msg_iovlen @24,
 // msg_control @32, msg_controllen @40, msg_flags @48; 56 bytes.
 const MSGHDR_SIZE = 56;

@@ -13,6 +13,7 @@ import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { SplitQueue } from '../queue/split-queue.js';
 import type { DescriptorChain } from '../queue/types.js';
 import { writeChain } from '../queue/chain-io.js';
+import { serveQueue } from '../queue/serve.js';
 import type { BlockBackend } from './backend.js';
 import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK } from './constants.js';
 import { parseRequest, type BlockRequest, type DiskLimits } from './request.js';
@@ -61,45 +62,18 @@ export class BlockHandler {
    */
   process(): void {
     if (this.broken) return;
-    const { queue } = this.ctx;
-    let done = 0;
-    try {
-      queue.disableNotifications();
-      for (;;) {
-        if (done > 0 && done % queue.size === 0) {
-          // A full queue's worth: let the driver see it, and let the loop serve others.
-          this.interruptIfWanted();
-          if (this.ctx.wakeup) {
-            this.ctx.wakeup();
-            return;
-          }
-        }
-        const chain = queue.pop();
-        if (chain === null) {
-          // §2.7.10: re-enable kicks, then look once more for buffers published meanwhile.
-          if (!queue.enableNotifications()) break;
-          queue.disableNotifications();
-          continue;
-        }
-        this.complete(chain);
-        done++;
-      }
-      this.interruptIfWanted();
-    } catch (e) {
-      this.fail(e);
-    }
+    if (serveQueue(this.ctx, 'virtio-blk request queue', (chain) => this.complete(chain)) === 'broken') this.broken = true;
   }
 
-  /** Runs one chain to completion and returns it to the driver. */
-  private complete(chain: DescriptorChain): void {
-    const { memory, queue } = this.ctx;
+  /** Runs one chain to completion; returns the bytes written into its writable buffers (status byte included). */
+  private complete(chain: DescriptorChain): number {
+    const { memory } = this.ctx;
     const parsed = parseRequest(memory, chain, this.disk);
     if (parsed.statusAddr === null) {
       this.stats.guestErrors++;
       this.guestLog.note('chain %d: %s; returned with length 0', chain.head, parsed.reason);
-      queue.pushUsed(chain.head, 0);
       this.stats.completed++;
-      return;
+      return 0;
     }
     const { status, written } = this.execute(chain.head, parsed.request);
     let used = 0;
@@ -110,8 +84,8 @@ export class BlockHandler {
       // Unreachable for chains SplitQueue validated; if it happens, claim nothing was written.
       this.guestLog.note('chain %d: status byte not writable: %s', chain.head, (e as Error).message);
     }
-    queue.pushUsed(chain.head, used);
     this.stats.completed++;
+    return used;
   }
 
   /** Does the request. Returns the status and the data bytes written into writable buffers (before the status byte). */
@@ -148,21 +122,5 @@ export class BlockHandler {
       this.ioLog.note('chain %d: %s failed: %s', head, req.kind, (e as Error).message);
       return { status: VIRTIO_BLK_S_IOERR, written: 0 };
     }
-  }
-
-  private interruptIfWanted(): void {
-    if (this.ctx.queue.needsInterrupt()) this.ctx.signalUsed();
-  }
-
-  /** The queue itself is broken (QueueError from pop, or worse): interrupt for what completed, then stop until reset. */
-  private fail(e: unknown): void {
-    this.broken = true;
-    debug('request queue broken, device needs reset: %s', (e as Error).message);
-    try {
-      this.interruptIfWanted();
-    } catch {
-      // The rings are what broke; DEVICE_NEEDS_RESET below tells the driver anyway.
-    }
-    this.ctx.needsReset();
   }
 }

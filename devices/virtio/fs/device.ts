@@ -7,16 +7,13 @@
  * BATCH_FORGET (no reply: the chain goes back with length 0); it is served
  * by the same server. Requests are served synchronously, one chain at a time.
  */
-import { log } from '../../../lib/log.js';
 import * as C from '../constants.js';
 import { DeviceNeedsReset, type ActivationContext, type VirtioDevice, type VirtioDeviceInfo } from '../device.js';
 import type { Wakeup } from '../backends/wakeup.js';
 import type { SplitQueue } from '../queue/split-queue.js';
-import { serveQueue } from '../queue/serve.js';
+import { queueLink, serveQueue } from '../queue/serve.js';
 import * as F from './constants.js';
 import type { FuseServer } from './server.js';
-
-const debug = log('virtio:fs');
 
 /** What the guest sees of a share before mounting it. Structured-cloneable. */
 export interface VirtioFsOptions {
@@ -69,18 +66,8 @@ export class VirtioFsDevice implements VirtioDevice {
     if (!ctx || this.broken) return;
     const queue: SplitQueue | null | undefined = ctx.queues[index];
     if (!queue) return;
-    try {
-      serveQueue(queue, () => ctx.signalUsed(), this.wakeup, (chain) => this.server.serve(ctx.memory, chain));
-    } catch (e) {
-      this.broken = true;
-      debug('queue %d broken, device needs reset: %s', index, (e as Error).message);
-      try {
-        if (queue.needsInterrupt()) ctx.signalUsed();
-      } catch {
-        // the rings are what broke
-      }
-      ctx.needsReset();
-    }
+    const link = queueLink(ctx, queue, this.wakeup);
+    if (serveQueue(link, `virtio-fs queue ${index}`, (chain) => this.server.serve(ctx.memory, chain)) === 'broken') this.broken = true;
   }
 
   reset(): void {

@@ -25,7 +25,8 @@
 import { log } from '../../../lib/log.js';
 import type { FdWatcher } from '../device.js';
 import { readChain, writeChain } from '../queue/chain-io.js';
-import { QueueError, type DescriptorChain, type Segment } from '../queue/types.js';
+import type { Segment } from '../queue/types.js';
+import { queueBroken } from '../queue/serve.js';
 import type { NetBackend, NetOffloads } from './backend.js';
 import * as N from './constants.js';
 import { rxHeaderVerdict } from './packet.js';
@@ -154,10 +155,9 @@ export class RxHandler {
   private gather(max: number): number {
     let pops = 0;
     while (pops < max && !this.enough()) {
-      const chain = this.pop();
+      const chain = this.ctx.queue.pop();
       pops++;
       if (chain === null) break;
-      if (chain === undefined) continue;
       if (chain.readable.length > 0 || chain.writableLength < N.VIRTIO_NET_HDR_SIZE) {
         // §5.1.6.3.1: every receive buffer holds at least a header, and is device-writable.
         this.stats.malformed++;
@@ -185,19 +185,6 @@ export class RxHandler {
     if (!this.opts.mergeable) return true;
     if (this.segments.length >= N.NET_RX_MAX_IOVECS) return true;
     return this.room >= N.NET_MAX_PACKET || this.held.length >= this.ctx.queue.size;
-  }
-
-  /** The next chain; undefined for a malformed one already returned to the driver; null when the ring is empty. */
-  private pop(): DescriptorChain | null | undefined {
-    try {
-      return this.ctx.queue.pop();
-    } catch (e) {
-      if (!(e instanceof QueueError) || e.head === undefined) throw e;
-      this.stats.malformed++;
-      this.guestLog.note('chain %d: %s; returned unused', e.head, e.message);
-      this.ctx.queue.pushUsed(e.head, 0);
-      return undefined;
-    }
   }
 
   /** The segments one read fills: the first chain's, or (mergeable) all held ones', at most NET_RX_MAX_IOVECS. */
@@ -300,18 +287,12 @@ export class RxHandler {
     if (this.ctx.queue.needsInterrupt()) this.ctx.signalUsed();
   }
 
-  /** The ring is broken: interrupt for what completed, stop, and ask for a reset. */
+  /** The ring is broken: stop watching the backend, then the one policy (queue/serve.ts): interrupt, DEVICE_NEEDS_RESET. */
   private fail(e: unknown): void {
     if (this.broken) return;
     this.broken = true;
     this.unwatch();
-    debug('receive queue broken, device needs reset: %s', (e as Error).message);
-    try {
-      this.interruptIfWanted();
-    } catch {
-      // The rings are what broke; DEVICE_NEEDS_RESET tells the driver anyway.
-    }
-    this.ctx.needsReset();
+    queueBroken([this.ctx.queue], this.ctx, 'virtio-net receive queue', e);
   }
 }
 

@@ -5,13 +5,15 @@
  * nothing into transmit buffers).
  *
  * I/O worker thread only. Nothing here throws because of guest data: a
- * malformed chain is dropped and returned, a host error drops the packet,
- * and a broken ring (QueueError without a head) asks for DEVICE_NEEDS_RESET.
+ * packet that breaks the rules (packet.ts) is dropped and its chain returned,
+ * a host error drops the packet, and a malformed descriptor chain or a broken
+ * ring (QueueError) asks for DEVICE_NEEDS_RESET (queue/serve.ts's policy).
  */
 import { log } from '../../../lib/log.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { SplitQueue } from '../queue/split-queue.js';
-import { QueueError, type DescriptorChain } from '../queue/types.js';
+import type { DescriptorChain } from '../queue/types.js';
+import { queueLink, serveQueue } from '../queue/serve.js';
 import type { NetBackend, NetOffloads } from './backend.js';
 import { txProblem } from './packet.js';
 import { RateLimitedLog } from '../../../lib/rate-log.js';
@@ -62,50 +64,12 @@ export class TxHandler {
    */
   process(): void {
     if (this.broken) return;
-    const { queue } = this.ctx;
-    let done = 0;
-    try {
-      queue.disableNotifications();
-      for (;;) {
-        if (done > 0 && done % queue.size === 0 && this.wakeup) {
-          // A queue's worth: let the driver reclaim those buffers, and let the loop serve the others.
-          this.interruptIfWanted();
-          this.wakeup();
-          return;
-        }
-        const chain = this.pop();
-        if (chain === undefined) {
-          done++;
-          continue;
-        }
-        if (chain === null) {
-          // §2.7.10: re-enable kicks, then look once more for buffers published meanwhile.
-          if (!queue.enableNotifications()) break;
-          queue.disableNotifications();
-          continue;
-        }
-        this.transmit(chain);
-        queue.pushUsed(chain.head, 0);
-        done++;
-      }
-      this.interruptIfWanted();
-    } catch (e) {
-      this.fail(e);
-    }
-  }
-
-  /** The next chain; undefined for a malformed one already returned to the driver; null when the ring is empty. */
-  private pop(): DescriptorChain | null | undefined {
-    try {
-      return this.ctx.queue.pop();
-    } catch (e) {
-      // A chain-level error (bad buffer address, loop, …) consumed a valid head: give it back and go on.
-      if (!(e instanceof QueueError) || e.head === undefined) throw e;
-      this.stats.malformed++;
-      this.guestLog.note('chain %d: %s; returned unsent', e.head, e.message);
-      this.ctx.queue.pushUsed(e.head, 0);
-      return undefined;
-    }
+    const link = { ...queueLink(this.ctx, this.ctx.queue), wakeup: this.wakeup };
+    const result = serveQueue(link, 'virtio-net transmit queue', (chain) => {
+      this.transmit(chain);
+      return 0;
+    });
+    if (result === 'broken') this.broken = true;
   }
 
   private transmit(chain: DescriptorChain): void {
@@ -123,21 +87,5 @@ export class TxHandler {
       this.stats.hostErrors++;
       this.hostLog.note('chain %d: %s; dropped', chain.head, (e as Error).message);
     }
-  }
-
-  private interruptIfWanted(): void {
-    if (this.ctx.queue.needsInterrupt()) this.ctx.signalUsed();
-  }
-
-  /** The ring itself is broken: interrupt for what completed, then stop until reset. */
-  private fail(e: unknown): void {
-    this.broken = true;
-    debug('transmit queue broken, device needs reset: %s', (e as Error).message);
-    try {
-      this.interruptIfWanted();
-    } catch {
-      // The rings are what broke; DEVICE_NEEDS_RESET tells the driver anyway.
-    }
-    this.ctx.needsReset();
   }
 }

@@ -13,7 +13,7 @@ import * as C from '../constants.js';
 import { DeviceNeedsReset, type ActivationContext, type VirtioDevice, type VirtioDeviceInfo } from '../device.js';
 import type { Wakeup } from '../backends/wakeup.js';
 import type { SplitQueue } from '../queue/split-queue.js';
-import { serveQueue } from '../queue/serve.js';
+import { queueLink, serveQueue } from '../queue/serve.js';
 import type { EntropySource } from './backend.js';
 
 const debug = log('virtio:rng');
@@ -74,22 +74,18 @@ export class RngDevice implements VirtioDevice {
     const ctx = this.ctx;
     const queue = this.queue;
     if (!ctx || !queue || this.broken) return;
-    try {
-      serveQueue(queue, () => ctx.signalUsed(), this.wakeup, (chain) => {
-        let written = 0;
-        try {
-          written = this.source.fill(ctx.memory, chain.writable, RNG_MAX_BYTES_PER_REQUEST);
-        } catch (e) {
-          // The host failed us: give the guest nothing rather than predictable bytes.
-          debug('entropy source failed: %s', (e as Error).message);
-        }
-        this.bytesServed += written;
-        return written;
-      });
-    } catch (e) {
-      this.broken = true;
-      debug('request queue broken, device needs reset: %s', (e as Error).message);
-      ctx.needsReset();
-    }
+    const link = queueLink(ctx, queue, this.wakeup);
+    const result = serveQueue(link, 'virtio-rng request queue', (chain) => {
+      let written = 0;
+      try {
+        written = this.source.fill(ctx.memory, chain.writable, RNG_MAX_BYTES_PER_REQUEST);
+      } catch (e) {
+        // The host failed us: give the guest nothing rather than predictable bytes.
+        debug('entropy source failed: %s', (e as Error).message);
+      }
+      this.bytesServed += written;
+      return written;
+    });
+    if (result === 'broken') this.broken = true;
   }
 }

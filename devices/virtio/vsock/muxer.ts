@@ -19,6 +19,7 @@ import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { FdWatcher } from '../device.js';
 import { sliceSegments, writeChain } from '../queue/chain-io.js';
 import type { SplitQueue } from '../queue/split-queue.js';
+import { queueBroken, serveQueue } from '../queue/serve.js';
 import type { DescriptorChain, Segment } from '../queue/types.js';
 import type { Ticker, VsockSockets } from './backend.js';
 import * as V from './constants.js';
@@ -188,15 +189,19 @@ export class VsockMuxer {
     if (this.closed || this.broken) return;
     try {
       fn();
-      this.processRx();
+      if (!this.broken) this.processRx();
     } catch (e) {
-      this.fail(e);
+      queueBroken([this.q.rx, this.q.tx, this.q.event], this.brokenLink, 'virtio-vsock', e);
     }
   }
 
-  private fail(e: unknown): void {
+  /** What queue/serve.ts's policy calls: stop everything, then DEVICE_NEEDS_RESET. */
+  private readonly brokenLink = { signalUsed: () => this.q.signalUsed(), needsReset: () => this.stopForReset() };
+
+  /** The device is broken: close every host socket and stop ticking, then ask the driver for a reset. */
+  private stopForReset(): void {
+    if (this.broken) return;
     this.broken = true;
-    debug('device broken, needs reset: %s', (e as Error).message);
     // Close every socket: a readable one nobody serves would make the level-triggered loop spin,
     // and a driver may never reset the device.
     this.streams.removeAll();
@@ -207,29 +212,13 @@ export class VsockMuxer {
 
   // ---- tx: packets from the guest ----
 
-  /** Handles up to a queue's worth of tx chains, then yields (with a wakeup). */
+  /** Handles up to a queue's worth of tx chains, then yields (with a wakeup); each chain goes back with length 0. */
   private processTx(): void {
-    const tx = this.q.tx;
-    let done = 0;
-    tx.disableNotifications();
-    for (;;) {
-      if (done > 0 && done % tx.size === 0 && this.wakeup) {
-        this.wakeup();
-        break;
-      }
-      const chain = tx.pop();
-      if (chain === null) {
-        // §2.7.10: re-enable kicks, then look once more for buffers published meanwhile.
-        if (!tx.enableNotifications()) break;
-        tx.disableNotifications();
-        continue;
-      }
+    serveQueue({ ...this.brokenLink, queue: this.q.tx, wakeup: this.wakeup }, 'virtio-vsock tx queue', (chain) => {
+      // The payload is written to the socket or copied before the buffer goes back.
       this.handleTx(chain);
-      // The payload has been written to the socket or copied: the buffer goes back now.
-      tx.pushUsed(chain.head, 0);
-      done++;
-    }
-    if (tx.needsInterrupt()) this.q.signalUsed();
+      return 0;
+    });
   }
 
   private handleTx(chain: DescriptorChain): void {

@@ -9,7 +9,7 @@
  * strings, and a JS string would be re-encoded by koffi). Offsets are JS
  * numbers or bigints (koffi returns a bigint for 64-bit results past 2^53).
  */
-import { E2BIG, EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFBIG, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, EMLINK, ENAMETOOLONG, ENFILE, ENODATA, ENOENT, ENOLCK, ENOMEM, ENOSPC, ENOSYS, ENOTDIR, ENOTEMPTY, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, EPROTO, ERANGE, EROFS, ESTALE, EXDEV } from '../../../../lib/sys.js';
+import { E2BIG, EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFBIG, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, EMLINK, ENAMETOOLONG, ENFILE, ENODATA, ENOENT, ENOLCK, ENOMEM, ENOSPC, ENOSYS, ENOTDIR, ENOTEMPTY, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, EPROTO, ERANGE, EROFS, ESTALE, EXDEV, errno } from '../../../../lib/sys.js';
 /** Linux errno values, defined once in lib/sys.ts. */
 export { E2BIG, EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFBIG, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, EMLINK, ENAMETOOLONG, ENFILE, ENODATA, ENOENT, ENOLCK, ENOMEM, ENOSPC, ENOSYS, ENOTDIR, ENOTEMPTY, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, EPROTO, ERANGE, EROFS, ESTALE, EXDEV };
 import { libc as sysLibc } from '../../../../lib/sys.js';
@@ -23,7 +23,6 @@ type Ptr = Uint8Array;
 type I64 = number | bigint;
 
 /** The calling thread's errno, right after a failed call. */
-import { errno } from '../../../../lib/sys.js';
 export { errno };
 
 /**
@@ -186,8 +185,6 @@ export const NAME_MAX = 255;
 export const PATH_MAX = 4096;
 
 export const RLIMIT_NOFILE = 7;
-
-// errno values (asm-generic/errno-base.h, errno.h: the same on x86-64 and arm64)
 
 // ---- struct statx (linux/stat.h) ----
 

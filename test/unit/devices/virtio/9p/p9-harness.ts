@@ -18,7 +18,7 @@ import { openHostDir, type HostDirHandle } from '../../../../../devices/virtio/b
 import * as P from '../../../../../devices/virtio/9p/constants.js';
 import { Virtio9pDevice } from '../../../../../devices/virtio/9p/device.js';
 import { P9Server } from '../../../../../devices/virtio/9p/server.js';
-import { MessageReader, ReplyWriter, type Qid } from '../../../../../devices/virtio/9p/wire.js';
+import { MessageReader, readHeader, ReplyWriter, type Qid } from '../../../../../devices/virtio/9p/wire.js';
 import { SplitQueue } from '../../../../../devices/virtio/queue/split-queue.js';
 import { mapGuestMemory } from '../../../../../lib/memory/host-memory.js';
 import type { GuestMemory } from '../../../../../lib/memory/guest-memory.js';
@@ -189,10 +189,7 @@ export class P9Harness {
 
   decode(r: { len: number; reply: Uint8Array }, tag?: number): Reply {
     if (r.len === 0) throw new Error('chain dropped (used length 0)');
-    const dv = new DataView(r.reply.buffer, r.reply.byteOffset);
-    const size = dv.getUint32(0, true);
-    const type = dv.getUint8(4);
-    const rtag = dv.getUint16(5, true);
+    const { size, type, tag: rtag } = readHeader(r.reply);
     if (size !== r.len) throw new Error(`reply size ${size} differs from the used length ${r.len}`);
     if (tag !== undefined && rtag !== tag) throw new Error(`reply tag ${rtag}, sent ${tag}`);
     const body = new MessageReader(r.reply.subarray(0, size), P.P9_HEADER_SIZE);
@@ -418,10 +415,9 @@ export function readQid(r: MessageReader): Qid {
 
 /** A whole T-message: size[4] type[1] tag[2] body. */
 export function message(type: number, tag: number, body: (w: ReplyWriter) => void): Uint8Array {
-  const w = new ReplyWriter();
-  w.u32(0).u8(type).u16(tag);
+  const w = new ReplyWriter().begin();
   body(w);
-  w.patchU32(0, w.length);
+  w.finish(type, tag);
   return w.bytes().slice();
 }
 

@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as P from '../../../../../devices/virtio/9p/constants.js';
+import { readHeader, writeHeader } from '../../../../../devices/virtio/9p/wire.js';
 import { bytes, message, MSIZE, P9Harness, ROOT_FID, snapshot, withHarness } from './p9-harness.js';
 
 type T = ExecutionContext;
@@ -27,10 +28,7 @@ function rawReply(h: P9Harness, msg: Uint8Array, replyLen = MSIZE, splitOut?: nu
 
 function header(size: number, type: number, tag: number): Uint8Array {
   const b = new Uint8Array(7);
-  const dv = new DataView(b.buffer);
-  dv.setUint32(0, size, true);
-  dv.setUint8(4, type);
-  dv.setUint16(5, tag, true);
+  writeHeader(b, { size, type, tag });
   return b;
 }
 
@@ -139,10 +137,7 @@ const messageArb = fc.oneof(
     }).map(({ type, tag, fields, sizeDelta }) => {
       const body = concat(fields);
       const m = new Uint8Array(7 + body.length);
-      const dv = new DataView(m.buffer);
-      dv.setUint32(0, Math.max(0, m.length + sizeDelta), true);
-      dv.setUint8(4, type);
-      dv.setUint16(5, tag, true);
+      writeHeader(m, { size: Math.max(0, m.length + sizeDelta), type, tag });
       m.set(body, 7);
       return m;
     }),
@@ -182,12 +177,10 @@ test('property: random messages never throw, never reset the device, and get a w
         return msg.length < 7 || replyLen < 11;
       }
       replies++;
-      const dv = new DataView(r.reply.buffer, r.reply.byteOffset);
-      const size = dv.getUint32(0, true);
-      const type = dv.getUint8(4);
+      const { size, type, tag } = readHeader(r.reply);
       if (size !== r.len || size > replyLen || size < 7) return false;
       if (type !== P.P9_RLERROR && type % 2 !== 1) return false;
-      if (msg.length >= 7 && dv.getUint16(5, true) !== new DataView(msg.buffer, msg.byteOffset).getUint16(5, true)) return false;
+      if (msg.length >= 7 && tag !== readHeader(msg).tag) return false;
       return h.resets === 0;
     }), { numRuns: 3000 });
     t.true(replies > 1000, `${replies} replies, ${dropped} dropped`);

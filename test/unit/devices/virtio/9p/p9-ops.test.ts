@@ -489,6 +489,31 @@ test('xattrs: an incomplete value fails at clunk; writes past the size fail; rea
   h.clunk(r);
 }));
 
+test('xattrs: overlapping writes do not count twice; a hole is refused; nothing is set (issue 19)', withHarness({}, (h, t: T) => {
+  writeFileSync(join(h.share, 'f'), '');
+  const f = h.walkTo('f');
+  // Two 10-byte writes at offset 0 cover 10 of 20 bytes: the clunk must fail, not set 10 bytes and 10 zeros.
+  const g = h.walkTo('f');
+  h.xattrcreate(g, 'user.hole', 20);
+  h.write(g, 0, bytes('0123456789'));
+  h.write(g, 0, bytes('abcdefghij'));
+  t.is(h.errno(() => h.clunk(g)), EINVAL);
+  t.is(h.errno(() => h.getxattr(f, 'user.hole')), ENODATA, 'nothing was set');
+  // A write past the covered prefix would leave a hole: refused at once.
+  const k = h.walkTo('f');
+  h.xattrcreate(k, 'user.gap', 20);
+  h.write(k, 0, bytes('0123456789'));
+  t.is(h.errno(() => h.write(k, 15, bytes('12345'))), EINVAL);
+  t.is(h.errno(() => h.clunk(k)), EINVAL);
+  // Overlap that ends up covering everything is fine: the last write wins.
+  const m = h.walkTo('f');
+  h.xattrcreate(m, 'user.overlap', 6);
+  h.write(m, 0, bytes('aaaa'));
+  h.write(m, 2, bytes('bbbb'));
+  h.clunk(m);
+  t.is(text(h.getxattr(f, 'user.overlap')), 'aabbbb');
+}));
+
 // ---- fid table ----
 
 test('the fid table is bounded: EMFILE past the limit', withHarness({ maxFids: 10 }, (h, t: T) => {

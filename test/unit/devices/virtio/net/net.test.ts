@@ -183,16 +183,18 @@ test('tx: GSO without HOST_TSO6 but with TSO4 only: TCPv6 GSO is refused', withH
   t.is(h.device.stats!.tx.malformed, 1);
 }));
 
-test('tx: a chain with a buffer outside guest RAM is returned and the queue goes on', withHarness({}, (t, h) => {
+test('tx: a chain with a buffer outside guest RAM breaks the queue: DEVICE_NEEDS_RESET, the packets before it sent (queue/serve.ts policy)', withHarness({}, (t, h) => {
+  const first = h.addTx([packet(frame(59))]);
   const head = h.addTx([packet(frame(60))]);
   h.txDriver.writeDesc(head, { addr: 0xffff_0000_0000, len: 72, flags: 0, next: 0 });
-  const next = h.addTx([packet(frame(61))]);
+  h.addTx([packet(frame(61))]);
   h.txDriver.kick();
   h.device.queueNotify(N.NET_TX_QUEUE);
-  t.deepEqual(h.txDriver.used().map((u) => u.id), [head, next]);
+  t.deepEqual(h.txDriver.used().map((u) => u.id), [first], 'the malformed chain and those after it are not returned');
   t.is(drainPeer(h).length, 1);
-  t.is(h.device.stats!.tx.malformed, 1);
-  t.is(h.resets, 0);
+  t.is(h.resets, 1);
+  h.device.queueNotify(N.NET_TX_QUEUE);
+  t.is(h.resets, 1, 'stopped until reset');
 }));
 
 test('tx: a broken avail index asks for a reset and stops the queue', withHarness({}, (t, h) => {
