@@ -18,11 +18,13 @@
  * in the VMM when it died. What it cannot prove here: that it reached stable
  * storage. The test host's /tmp is tmpfs (no disk below it), and a process's
  * death never loses the page cache anyway, so dropping caches does not make a
- * difference in this host. The host-side sync itself is covered by unit tests:
- * FLUSH calls fdatasync on the image (test/unit/devices/virtio/block/block.test.ts),
- * FUSE_FSYNC calls fsync/fdatasync on the host file (hostdir file-io).
- * This test checks that the guest's driver really asks for the flush (the
- * disk's write_cache reads "write back").
+ * difference in this host. The host-side sync itself: virtio-blk FLUSH calls
+ * fdatasync on the image (counted by a unit test,
+ * test/unit/devices/virtio/block/block.test.ts); virtio-fs FUSE_FSYNC calls
+ * fsync(2)/fdatasync(2) on the host file (devices/virtio/backends/hostdir/
+ * file-io.ts; its unit tests run it but do not count the call). This test
+ * checks that the guest's driver really asks for the flush (the disk's
+ * write_cache reads "write back").
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
