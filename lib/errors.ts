@@ -86,6 +86,17 @@ export class GuestError extends FlintvmError {
   }
 }
 
+/**
+ * The VM's I/O worker (the thread serving its virtio devices) died while the
+ * VM ran: that VM is stopped with exit reason 'error' and this as its cause.
+ * Other VMs in the process are not affected. `cause` is the worker's error.
+ */
+export class IoWorkerError extends FlintvmError {
+  constructor(message: string, cause?: unknown) {
+    super('FLINTVM_E_IO_WORKER', message, { cause });
+  }
+}
+
 function hex(n: number): string {
   return Number.isFinite(n) && n >= 0 ? n.toString(16) : String(n);
 }

@@ -30,9 +30,11 @@ export interface MachineSpec {
   /**
    * Starts helpers that serve the guest (the I/O worker). Runs after setupVcpus,
    * before any vCPU runs; the returned service is stopped after every vCPU
-   * worker has stopped and before guest memory is unmapped.
+   * worker has stopped and before guest memory is unmapped. A service that
+   * dies later calls `fail`: the machine then ends with reason 'error' and
+   * that error as {@link Machine.failure}, and releases everything.
    */
-  startServices?(ctx: { vm: Vm; memory: GuestMemory }): Promise<MachineService>;
+  startServices?(ctx: { vm: Vm; memory: GuestMemory; fail: (error: Error) => void }): Promise<MachineService>;
   /** Last step of release, after memory is unmapped: close fds that devices used. Also called when create() fails. */
   cleanup?(): void;
 }
@@ -63,6 +65,7 @@ export class Machine extends EventEmitter<MachineEvents> {
   private readonly exitPromise: Promise<ExitInfo>;
   private resolveExit!: (e: ExitInfo) => void;
   private releasing: Promise<void> | null = null;
+  private failureValue: Error | null = null;
 
   private constructor(
     private readonly kvm: Kvm,
@@ -91,12 +94,24 @@ export class Machine extends EventEmitter<MachineEvents> {
     return this.stateValue;
   }
 
+  /** The host-side error that ended the machine (a service that died), or null. */
+  get failure(): Error | null {
+    return this.failureValue;
+  }
+
   /** Builds the VM, maps memory, creates and configures vCPUs and spawns their workers (not yet running). */
   static async create(spec: MachineSpec, kvm: Kvm = Kvm.open()): Promise<Machine> {
     let vm: Vm | null = null;
     let mem: HostGuestMemory | null = null;
     const handles: VcpuHandle[] = [];
     let service: MachineService | null = null;
+    // A service may die before the Machine exists to hear it: keep the first error until then.
+    let machine: Machine | null = null;
+    let earlyFailure: Error | null = null;
+    const fail = (error: Error) => {
+      if (machine) machine.serviceFailed(error);
+      else earlyFailure ??= error;
+    };
     try {
       vm = kvm.createVm();
       spec.setupVm?.(vm, kvm);
@@ -108,8 +123,10 @@ export class Machine extends EventEmitter<MachineEvents> {
       for (const v of vcpus) handles.push(new VcpuHandle(v));
       const common = { vmFd: vm.fd, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule };
       await Promise.all(handles.map((h) => h.spawn(common, spec.workerPool)));
-      if (spec.startServices) service = await spec.startServices({ vm, memory: mem.memory });
-      return new Machine(kvm, vm, mem, handles, service, spec.cleanup);
+      if (spec.startServices) service = await spec.startServices({ vm, memory: mem.memory, fail });
+      machine = new Machine(kvm, vm, mem, handles, service, spec.cleanup);
+      if (earlyFailure) machine.serviceFailed(earlyFailure);
+      return machine;
     } catch (e) {
       await Promise.allSettled(handles.map((h) => h.stop()));
       await service?.stop().catch(() => undefined);
@@ -157,6 +174,20 @@ export class Machine extends EventEmitter<MachineEvents> {
     this.finish({ reason: 'stopped', vcpu: -1 });
     await this.release();
     return this.exitPromise;
+  }
+
+  /**
+   * A service (the I/O worker) died: the guest's devices are gone, so the
+   * machine ends with reason 'error' (vCPU workers kicked and ended, fds
+   * closed, memory unmapped). Ignored once the machine is already ending.
+   */
+  private serviceFailed(error: Error): void {
+    if (this.exitInfo) return void debug('service failed while the machine was ending: %s', error.message);
+    debug('service failed: %s', error.message);
+    this.failureValue = error;
+    const code = (error as { code?: unknown }).code;
+    this.finish({ reason: 'error', vcpu: -1, detail: { message: error.message, ...(typeof code === 'string' ? { code } : {}) } });
+    void this.release();
   }
 
   private onVcpuExit(e: ExitInfo): void {

@@ -29,6 +29,12 @@ export interface BootTimings {
 export interface VmExit extends ExitInfo {
   /** For `reason === 'guest-exit'`: the exit status of the command the guest ran. */
   readonly exitStatus?: number;
+  /**
+   * For `reason === 'error'` from the host side: the cause, with a stable
+   * `code` (e.g. `FLINTVM_E_IO_WORKER` when the I/O worker died while the VM
+   * ran, or the error start() threw).
+   */
+  readonly error?: Error;
   readonly timings: BootTimings;
 }
 
@@ -109,7 +115,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       this.built = await buildVm(this.config, { timings: this.timings, now });
     } catch (e) {
       // Nothing was left running or open (buildVm cleans up); wait() reports the failure too.
-      const v: VmExit = { reason: 'error', vcpu: -1, detail: { message: (e as Error).message }, timings: { ...this.timings } };
+      const v: VmExit = { reason: 'error', vcpu: -1, detail: { message: (e as Error).message }, error: e as Error, timings: { ...this.timings } };
       this.exitValue = v;
       this.resolveExit(v);
       this.setState('exited');
@@ -192,7 +198,8 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     this.consoleDone = true;
     this.built!.ring.close();
     const exitStatus = e.reason === 'guest-exit' && typeof e.detail?.status === 'number' ? e.detail.status : undefined;
-    const v: VmExit = { ...e, ...(exitStatus !== undefined ? { exitStatus } : {}), timings: { ...this.timings } };
+    const failure = this.built!.machine.failure;
+    const v: VmExit = { ...e, ...(exitStatus !== undefined ? { exitStatus } : {}), ...(failure ? { error: failure } : {}), timings: { ...this.timings } };
     this.exitValue = v;
     this.setState('exited');
     this.console.push(null);

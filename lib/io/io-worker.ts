@@ -134,6 +134,8 @@ export class IoWorker extends EventEmitter<IoWorkerEvents> {
           case 'closed':
             this.closedSeen = true;
             this.resolveClosed();
+            // The loop returned and its fds are closed although nobody asked: the devices are gone.
+            if (this.isReady && !this.stopping) this.died(new Error('I/O worker loop ended unexpectedly'));
             break;
           case 'fatal': {
             const e = Object.assign(new Error(`I/O worker failed: ${m.message}`), m.stack ? { workerStack: m.stack } : {});
@@ -238,6 +240,18 @@ export class IoWorker extends EventEmitter<IoWorkerEvents> {
     if (!this.exited) await this.exitedPromise;
     EventLoop.closeStopSignal(this.stopSignal);
     debug('I/O worker stopped in %s ms (loop returned after %s ms, %d kicks)', (performance.now() - t0).toFixed(2), ackMs.toFixed(3), kicks);
+  }
+
+  /**
+   * Test hook, not part of the API and not reachable from any config: makes
+   * the worker end as if it had died, while its owner still expects it to
+   * run. Asks the loop to return (without marking a stop), so the worker runs
+   * its teardown, closes its fds and exits; the exit is then reported as a
+   * death ('error'), exactly as an unexpected end of the thread is.
+   * @internal
+   */
+  endUnexpectedlyForTest(): void {
+    if (this.isReady && !this.exited && !this.stopping) EventLoop.requestStop(this.stopSignal);
   }
 
   private flushEarly(): void {

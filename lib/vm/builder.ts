@@ -10,7 +10,7 @@ import { Machine } from '../machine.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { Vm } from '../kvm/vm.js';
 import type { ResolvedConfig } from '../config.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, IoWorkerError } from '../errors.js';
 import { ByteRing } from '../io/byte-ring.js';
 import type { BootTimings } from '../microvm.js';
 import { log } from '../log.js';
@@ -38,6 +38,8 @@ export interface BuiltVm {
   readonly ring: ByteRing;
   /** Feeds console input to the UART; returns how many bytes it took. */
   sendInput(bytes: Uint8Array): number;
+  /** The VM's I/O worker (null without virtio devices). Internal: tests use it to make the worker die. */
+  readonly ioWorker: IoWorker | null;
 }
 
 /** The command line the guest gets: the default (or the user's), the devices' and root's parameters, then extras. */
@@ -135,6 +137,7 @@ async function buildWith(
     adoptFd: (fd) => { opened.fds.push(fd); },
     mark: (what) => { hooks.timings[what] = hooks.now(); },
   });
+  let ioWorker: IoWorker | null = null;
   const params = (p: DeviceParams) => p;
   const devices: DeviceSpec[] = [...plan.devices];
   for (const v of virtio.devices) devices.push({ space: 'mmio', base: v.slot.base, length: v.slot.size, params: params({ kind: 'virtio-mmio', state: v.wiring.state, controlFd: v.wiring.controlFd, queueFds: v.wiring.queueFds }) });
@@ -147,10 +150,15 @@ async function buildWith(
     ...(cfg.workerPool ? { workerPool: cfg.workerPool } : {}),
     setupVm: (vm, k) => plan.setupVm(vm, k),
     setupVcpus: (ctx) => plan.setupVcpus(ctx),
-    async startServices({ memory }) {
+    async startServices({ memory, fail }) {
       if (virtio.devices.length === 0) return { stop: async () => undefined };
       const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring) };
       const io = await IoWorker.start({ module: IO_MODULE, data, ...(cfg.workerPool ? { pool: cfg.workerPool } : {}) });
+      // Without a listener a dying worker's 'error' would take the whole process (every VM in it) down.
+      // With it, only this VM ends: its devices cannot serve the guest any more.
+      io.on('error', (e) => fail(new IoWorkerError(
+        `the I/O worker serving this VM's virtio devices died (${e.message}); the VM was stopped`, e)));
+      ioWorker = io;
       return { stop: () => io.stop() };
     },
     cleanup: closeOpened,
@@ -173,5 +181,5 @@ async function buildWith(
     },
     out: (b) => { ring.write(b); },
   });
-  return { machine, ring, sendInput: (b) => (machine.state === 'exited' ? b.length : inputSerial.enqueueInput(b)) };
+  return { machine, ring, ioWorker, sendInput: (b) => (machine.state === 'exited' ? b.length : inputSerial.enqueueInput(b)) };
 }

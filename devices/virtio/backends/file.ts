@@ -2,7 +2,7 @@
  * Disk images for virtio-blk: opening and locking them (main thread), and
  * zero-copy sector I/O on an open fd (I/O worker).
  */
-import { fstatSync } from 'node:fs';
+import { fstatSync, statSync, type Stats } from 'node:fs';
 import { ConfigError, errnoName, HostError } from '../../../lib/errors.js';
 import * as ffi from '../../../lib/kvm/ffi.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
@@ -15,6 +15,13 @@ import * as libc from './libc.js';
 const SECTOR_SIZE = 512;
 /** Zeros written per pwrite when fallocate cannot zero a range. */
 const ZERO_CHUNK = 64 * 1024;
+/**
+ * open(2) O_NONBLOCK (same value on x86-64 and arm64 Linux). An open of a FIFO
+ * for reading blocks until a writer appears; with O_NONBLOCK it returns at once,
+ * so a path swapped for a FIFO between stat and open cannot hang the event loop.
+ * Regular files and block devices ignore the flag for reads and writes.
+ */
+const O_NONBLOCK = 0o4000;
 
 /** The syscalls FileBackend makes; tests substitute a recording wrapper. */
 export interface FileSyscalls {
@@ -173,7 +180,9 @@ export interface DiskImage {
 /**
  * Opens a disk image for a virtio-blk device (main thread).
  *
- * Opens `path` O_RDWR (or O_RDONLY with `readOnly`) and O_CLOEXEC, then takes
+ * Checks with stat(2) that `path` is a regular file or block device (a FIFO
+ * would block the open), opens it O_RDWR (or O_RDONLY with `readOnly`),
+ * O_CLOEXEC and O_NONBLOCK, re-checks the type with fstat(2), then takes
  * a non-blocking flock: LOCK_EX for a writable image, LOCK_SH for a read-only
  * one, so two VMs never write one image, and no VM writes an image another reads.
  * Accepts a regular file or a block device whose size is a positive multiple of 512.
@@ -186,9 +195,20 @@ export function openDiskImage(path: string, opts: { readOnly: boolean; field: st
   const { readOnly, field } = opts;
   // A C string ends at the first NUL: 'a.img\0b' would silently open 'a.img'.
   if (path.length === 0 || path.includes('\0')) throw new ConfigError(field, 'must be a non-empty path without NUL characters', path);
-  const fd = ffi.open(path, (readOnly ? ffi.O_RDONLY : ffi.O_RDWR) | ffi.O_CLOEXEC, 0);
+  // Check the type before opening: open(2) of a FIFO (or some character devices) blocks the calling thread.
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).errno;
+    throw openError(path, typeof errno === 'number' ? -errno : libc.EIO, readOnly, field);
+  }
+  checkImageType(st, path, field);
+  // O_NONBLOCK covers the race where the path becomes a FIFO after the stat; the fstat below re-checks.
+  const fd = ffi.open(path, (readOnly ? ffi.O_RDONLY : ffi.O_RDWR) | ffi.O_CLOEXEC | O_NONBLOCK, 0);
   if (fd < 0) throw openError(path, ffi.errno(), readOnly, field);
   try {
+    checkImageType(fstatSync(fd), path, field);
     lockImage(fd, path, readOnly, field);
     const sizeBytes = imageSize(fd, path, field);
     let open = true;
@@ -205,6 +225,14 @@ export function openDiskImage(path: string, opts: { readOnly: boolean; field: st
     ffi.close(fd);
     throw e;
   }
+}
+
+/** Throws ConfigError naming `field` unless `st` is a regular file or a block device. */
+function checkImageType(st: Stats, path: string, field: string): void {
+  if (st.isFile() || st.isBlockDevice()) return;
+  if (st.isDirectory()) throw new ConfigError(field, `'${path}' is a directory; give the path of a disk image file`, path);
+  const kind = st.isFIFO() ? 'a FIFO (named pipe)' : st.isSocket() ? 'a socket' : st.isCharacterDevice() ? 'a character device' : 'not a regular file';
+  throw new ConfigError(field, `'${path}' is ${kind}; a disk image must be a regular file or a block device`, path);
 }
 
 /** The ConfigError for a failed open(2) (exported for tests: root never sees EACCES). */
@@ -258,9 +286,8 @@ function imageSize(fd: number, path: string, field: string): number {
     // st_size is 0 for block devices; the end offset is their size.
     size = libc.lseek(fd, 0, libc.SEEK_END);
     if (size < 0) throw new ConfigError(field, `cannot get the size of block device '${path}'`, path, new HostError('lseek', libc.errno(), path));
-  } else if (st.isDirectory()) {
-    throw new ConfigError(field, `'${path}' is a directory; give the path of a disk image file`, path);
   } else {
+    checkImageType(st, path, field);
     throw new ConfigError(field, `'${path}' is not a regular file or block device`, path);
   }
   if (size === 0) throw new ConfigError(field, `disk image '${path}' is empty; give it a size first (e.g. truncate -s 64M '${path}')`, path);

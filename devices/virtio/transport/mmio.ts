@@ -14,12 +14,15 @@ import {
   Q_DESC_HI, Q_DESC_LO, Q_DEVICE_HI, Q_DEVICE_LO, Q_DRIVER_HI, Q_DRIVER_LO, Q_NUM, Q_NUM_MAX, Q_READY, queueSlot,
   REQ_ACTIVATE, REQ_RESET, S_CONFIG_GENERATION, S_CONFIG_LENGTH, S_CONTROL_REQUEST, S_DEVICE_FEATURES_HI, S_DEVICE_FEATURES_LO,
   S_DEVICE_FEATURES_SEL, S_DEVICE_TYPE, S_DRIVER_FEATURES_HI, S_DRIVER_FEATURES_LO, S_DRIVER_FEATURES_SEL, S_INTERRUPT_STATUS,
-  S_QUEUE_SEL, S_RESET_DONE, S_STATUS, TransportState,
+  S_QUEUE_SEL, S_RESET_DONE, S_RESET_PENDING, S_RESET_SEQ, S_STATUS, TransportState,
 } from './state.js';
 
 const debug = log('virtio:mmio');
 
-/** How long a vCPU waits for the I/O worker to finish a reset before going on regardless. */
+/**
+ * How long a status write of 0 blocks its vCPU waiting for the I/O worker to
+ * reset the device. Past it the reset stays pending (see writeStatus).
+ */
 const RESET_WAIT_MS = 1000;
 
 export interface MmioTransportHooks {
@@ -74,7 +77,9 @@ export class VirtioMmioTransport implements BusDevice {
       case C.VIRTIO_MMIO_QUEUE_NUM_MAX: return qOk ? this.st.queueReg(q, Q_NUM_MAX) : 0;
       case C.VIRTIO_MMIO_QUEUE_READY: return qOk ? this.st.queueReg(q, Q_READY) : 0;
       case C.VIRTIO_MMIO_INTERRUPT_STATUS: return Atomics.load(s, S_INTERRUPT_STATUS) >>> 0;
-      case C.VIRTIO_MMIO_STATUS: return Atomics.load(s, S_STATUS) >>> 0;
+      case C.VIRTIO_MMIO_STATUS:
+        if (Atomics.load(s, S_RESET_PENDING)) this.tryCompleteReset();
+        return Atomics.load(s, S_STATUS) >>> 0;
       case C.VIRTIO_MMIO_CONFIG_GENERATION: return Atomics.load(s, S_CONFIG_GENERATION) >>> 0;
       // No shared memory regions: a length of all-ones means "no such region" (§4.2.2).
       case C.VIRTIO_MMIO_SHM_LEN_LOW: case C.VIRTIO_MMIO_SHM_LEN_HIGH: return 0xffff_ffff;
@@ -95,6 +100,13 @@ export class VirtioMmioTransport implements BusDevice {
       return;
     }
     const v = value >>> 0;
+    if (offset === C.VIRTIO_MMIO_STATUS && v === 0) return this.writeStatus(v);
+    // Until the I/O worker has acknowledged a reset, the driver must not set the device up again
+    // (it must first read status 0, §4.2.2.1): ignore everything but a repeated reset and interrupt acks.
+    if (offset !== C.VIRTIO_MMIO_INTERRUPT_ACK && Atomics.load(this.s, S_RESET_PENDING) && !this.tryCompleteReset()) {
+      this.guestBug('reset-pending', `register 0x${offset.toString(16)} written while a reset is pending (status not yet read as 0)`);
+      return;
+    }
     if (offset === C.VIRTIO_MMIO_STATUS) return this.writeStatus(v);
     if (offset === C.VIRTIO_MMIO_QUEUE_NOTIFY) {
       if (v < this.st.numQueues) this.hooks.notifyQueue(v);
@@ -165,7 +177,17 @@ export class VirtioMmioTransport implements BusDevice {
       const d = decideStatus(s[S_STATUS]!, v);
       switch (d.kind) {
         case 'reset':
-          reset = s[S_STATUS] !== 0 || Atomics.load(s, S_CONTROL_REQUEST) !== 0;
+          if (Atomics.load(s, S_RESET_PENDING)) {
+            // A repeated reset while the worker has not answered: ask and wait again.
+            reset = true;
+          } else {
+            reset = s[S_STATUS] !== 0 || Atomics.load(s, S_CONTROL_REQUEST) !== 0;
+            if (reset) {
+              // Taken before the request, under the lock: any later S_RESET_DONE means a reset done after this point.
+              Atomics.store(s, S_RESET_SEQ, Atomics.load(s, S_RESET_DONE));
+              Atomics.store(s, S_RESET_PENDING, 1);
+            }
+          }
           if (reset) {
             Atomics.or(s, S_CONTROL_REQUEST, REQ_RESET);
             wakeIo = true;
@@ -198,14 +220,37 @@ export class VirtioMmioTransport implements BusDevice {
     }
     // A reset must be complete before the driver reuses the queue memory: wait
     // (bounded) for the I/O worker to stop the device, then clear the registers.
-    const seq = Atomics.load(s, S_RESET_DONE);
+    const seq = Atomics.load(s, S_RESET_SEQ);
     this.hooks.kickControl();
     const deadline = Date.now() + RESET_WAIT_MS;
     while (Atomics.load(s, S_RESET_DONE) === seq && Date.now() < deadline) Atomics.wait(s, S_RESET_DONE, seq, 50);
-    if (Atomics.load(s, S_RESET_DONE) === seq) debug('reset: the I/O worker did not acknowledge within %d ms', RESET_WAIT_MS);
+    if (!this.tryCompleteReset()) {
+      // The worker may still be using the rings: never clear or reuse queue state before it answers.
+      // The reset stays pending and the status reads DEVICE_NEEDS_RESET (non-zero, without FEATURES_OK),
+      // so a driver that waits for 0 (§4.2.2.1) keeps waiting and one that goes on fails its feature
+      // check; the first access after the worker's acknowledgement completes the reset.
+      debug('reset: the I/O worker did not acknowledge within %d ms; the reset stays pending', RESET_WAIT_MS);
+    }
+  }
+
+  /**
+   * Completes a pending reset if the I/O worker has acknowledged it (clears
+   * every driver register; status reads 0). Otherwise keeps it pending with
+   * the status at DEVICE_NEEDS_RESET. Returns true when no reset is pending.
+   */
+  private tryCompleteReset(): boolean {
+    const s = this.s;
+    const lock = this.st.lock;
     lock.acquire();
     try {
-      this.st.clearDriverState();
+      if (!Atomics.load(s, S_RESET_PENDING)) return true;
+      if (Atomics.load(s, S_RESET_DONE) !== Atomics.load(s, S_RESET_SEQ)) {
+        this.st.clearDriverState();
+        Atomics.store(s, S_RESET_PENDING, 0);
+        return true;
+      }
+      Atomics.store(s, S_STATUS, C.VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+      return false;
     } finally {
       lock.release();
     }

@@ -30,6 +30,14 @@ export const S_DEVICE_FEATURES_HI = 14;
 export const S_CONFIG_LENGTH = 15;
 /** 1 while the device is activated on the I/O side. */
 export const S_ACTIVE = 16;
+/**
+ * 1 while a driver-requested reset waits for the I/O worker's acknowledgement
+ * (vCPU side only; see VirtioMmioTransport). Meanwhile the status reads
+ * DEVICE_NEEDS_RESET and the driver's register writes are ignored.
+ */
+export const S_RESET_PENDING = 17;
+/** The S_RESET_DONE value when the pending reset was requested: any later value means the worker has reset the device. */
+export const S_RESET_SEQ = 18;
 const S_QUEUES = 20;
 
 // Per-queue slots, relative to queueSlot(i).

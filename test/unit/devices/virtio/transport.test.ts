@@ -1,7 +1,7 @@
 import test from 'ava';
 import * as C from '../../../../devices/virtio/constants.js';
 import { VirtioMmioTransport } from '../../../../devices/virtio/transport/mmio.js';
-import { REQ_ACTIVATE, REQ_RESET, S_CONTROL_REQUEST, S_RESET_DONE, TransportState } from '../../../../devices/virtio/transport/state.js';
+import { Q_DESC_LO, Q_NUM, REQ_ACTIVATE, REQ_RESET, S_CONTROL_REQUEST, S_RESET_DONE, TransportState } from '../../../../devices/virtio/transport/state.js';
 import { decideStatus, STATUS_TRANSITIONS } from '../../../../devices/virtio/status.js';
 
 const ACK = C.VIRTIO_STATUS_ACKNOWLEDGE;
@@ -9,14 +9,15 @@ const DRV = C.VIRTIO_STATUS_DRIVER;
 const FEAT = C.VIRTIO_STATUS_FEATURES_OK;
 const OK = C.VIRTIO_STATUS_DRIVER_OK;
 
-function setup(features = C.feature(C.VIRTIO_F_EVENT_IDX) | 1n, config = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8])) {
+function setup(features = C.feature(C.VIRTIO_F_EVENT_IDX) | 1n, config = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]), worker = { answers: true }) {
   const sab = TransportState.create({ deviceType: C.VIRTIO_ID_BLOCK, queueMaxSizes: [256, 64], features, config });
   const kicks: string[] = [];
   const st = new TransportState(sab);
   const t = new VirtioMmioTransport(sab, {
     kickControl: () => {
       kicks.push('control');
-      // Stand in for the I/O worker: acknowledge resets at once.
+      // Stand in for the I/O worker: acknowledge resets at once (or, with answers false, a stuck worker).
+      if (!worker.answers) return;
       const req = Atomics.exchange(st.s, S_CONTROL_REQUEST, 0);
       if (req & REQ_RESET) Atomics.add(st.s, S_RESET_DONE, 1);
       if (req & REQ_ACTIVATE) kicks.push('activate');
@@ -162,6 +163,56 @@ test('FAILED is always accepted; reset clears every driver register after the I/
   // The driver can start over (driver unload/reload).
   negotiate(x);
   t.is(x.r(C.VIRTIO_MMIO_STATUS), ACK | DRV | FEAT);
+});
+
+test('a reset the I/O worker does not acknowledge stays pending: queue state is kept, status reads DEVICE_NEEDS_RESET', (t) => {
+  const worker = { answers: false };
+  const x = setup(undefined, undefined, worker);
+  negotiate(x);
+  x.w(C.VIRTIO_MMIO_QUEUE_SEL, 0);
+  x.w(C.VIRTIO_MMIO_QUEUE_NUM, 128);
+  x.w(C.VIRTIO_MMIO_QUEUE_DESC_LOW, 0x10000);
+  x.w(C.VIRTIO_MMIO_QUEUE_READY, 1);
+  x.w(C.VIRTIO_MMIO_STATUS, ACK | DRV | FEAT | OK);
+  const done = Atomics.load(x.st.s, S_RESET_DONE);
+  // The write returns (after the bounded wait) although the worker never answers.
+  x.w(C.VIRTIO_MMIO_STATUS, 0);
+  t.is(Atomics.load(x.st.s, S_RESET_DONE), done, 'the stand-in worker did not reset the device');
+  t.not(Atomics.load(x.st.s, S_CONTROL_REQUEST) & REQ_RESET, 0, 'the reset request is still there for the worker');
+  // The worker may still use the rings: their registers are not cleared, and cannot be changed.
+  t.is(x.st.queueReg(0, Q_NUM), 128);
+  t.is(x.st.queueAddr(0, Q_DESC_LO), 0x10000);
+  t.is(x.r(C.VIRTIO_MMIO_STATUS), C.VIRTIO_STATUS_DEVICE_NEEDS_RESET, 'non-zero: the driver must keep waiting (§4.2.2.1)');
+  x.w(C.VIRTIO_MMIO_QUEUE_READY, 0);
+  x.w(C.VIRTIO_MMIO_QUEUE_DESC_LOW, 0x20000);
+  x.w(C.VIRTIO_MMIO_STATUS, ACK);
+  t.is(x.st.queueReg(0, 2), 1, 'QueueReady unchanged');
+  t.is(x.st.queueAddr(0, Q_DESC_LO), 0x10000, 'queue address unchanged');
+  t.is(x.r(C.VIRTIO_MMIO_STATUS), C.VIRTIO_STATUS_DEVICE_NEEDS_RESET, 'the driver cannot start over yet');
+  t.false(x.kicks.includes('activate'));
+
+  // The worker answers late: the next access completes the reset.
+  Atomics.exchange(x.st.s, S_CONTROL_REQUEST, 0);
+  Atomics.add(x.st.s, S_RESET_DONE, 1);
+  t.is(x.r(C.VIRTIO_MMIO_STATUS), 0);
+  t.is(x.st.queueReg(0, Q_NUM), 0);
+  t.is(x.st.queueAddr(0, Q_DESC_LO), 0);
+  t.is(x.st.driverFeatures, 0n);
+  worker.answers = true;
+  negotiate(x);
+  t.is(x.r(C.VIRTIO_MMIO_STATUS), ACK | DRV | FEAT, 'the driver can set the device up again');
+});
+
+test('a repeated reset while one is pending completes once the worker answers', (t) => {
+  const worker = { answers: false };
+  const x = setup(undefined, undefined, worker);
+  negotiate(x);
+  x.w(C.VIRTIO_MMIO_STATUS, 0);
+  t.is(x.r(C.VIRTIO_MMIO_STATUS), C.VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+  worker.answers = true;
+  x.w(C.VIRTIO_MMIO_STATUS, 0);
+  t.is(x.r(C.VIRTIO_MMIO_STATUS), 0);
+  t.is(Atomics.load(x.st.s, S_CONTROL_REQUEST), 0);
 });
 
 test('interrupt status is acknowledged bit by bit', (t) => {

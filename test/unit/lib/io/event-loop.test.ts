@@ -320,6 +320,21 @@ test.serial('a worker that dies outside stop() emits error', async (t) => {
   await h.stop();
 });
 
+test.serial('a loop that ends without stop() is a death: one error, the worker closes its fds and exits', async (t) => {
+  await (await IoHarness.start()).stop();
+  const before = countFds();
+  const h = await harness(t);
+  await h.command(T.OP_TIMER, 1000, 1); // a timerfd the worker must close itself
+  const exited = new Promise<number>((r) => h.worker.once('exit', r));
+  h.worker.endUnexpectedlyForTest();
+  t.is(await exited, 0);
+  t.is(h.errors.length, 1, 'reported once, although both the loop end and the thread exit were seen');
+  t.regex(h.errors[0]!.message, /I\/O worker loop ended unexpectedly/);
+  t.true(h.worker.hasExited);
+  await h.stop();
+  t.is(countFds(), before, 'epoll fd, timerfd and stop eventfd released');
+});
+
 test.serial('throughput: 100000 eventfd signals main -> worker callback', async (t) => {
   const N = 100_000;
   const WAIT_MS = 5000;

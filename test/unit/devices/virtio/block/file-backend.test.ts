@@ -4,6 +4,7 @@
  */
 import test from 'ava';
 import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, GuestAddressError } from '../../../../../lib/errors.js';
@@ -131,6 +132,39 @@ test('a directory is rejected, writable or read-only', (t) => {
     t.regex(e.message, /is a directory/);
   }
   t.is(openFds(), before, 'the read-only open of the directory was closed again');
+});
+
+test('a FIFO is rejected at once, read-only or writable, without blocking in open(2)', (t) => {
+  const fifo = join(dir, 'afifo');
+  t.is(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+  // Run in a child process: before the fix the read-only open blocks the thread forever (no writer ever
+  // comes), which no in-process timeout could interrupt. The child gets 20 s, then SIGKILL.
+  const moduleUrl = new URL('../../../../../devices/virtio/backends/file.js', import.meta.url).href;
+  const script = `
+    const { openDiskImage } = await import(${JSON.stringify(moduleUrl)});
+    const out = [];
+    for (const readOnly of [true, false]) {
+      try { openDiskImage(${JSON.stringify(fifo)}, { readOnly, field: 'drives[2].path' }); out.push({ readOnly, opened: true }); }
+      catch (e) { out.push({ readOnly, name: e.name, field: e.field, message: e.message }); }
+    }
+    console.log(JSON.stringify(out));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000, killSignal: 'SIGKILL', encoding: 'utf8' });
+  t.is(r.signal, null, 'openDiskImage returned instead of blocking on the FIFO');
+  t.is(r.status, 0, r.stderr);
+  const results = JSON.parse(r.stdout) as Array<{ readOnly: boolean; name?: string; field?: string; message?: string }>;
+  t.is(results.length, 2);
+  for (const res of results) {
+    t.is(res.name, 'ConfigError', `readOnly ${res.readOnly}`);
+    t.is(res.field, 'drives[2].path');
+    t.regex(res.message!, /is a FIFO \(named pipe\); a disk image must be a regular file or a block device/);
+  }
+});
+
+test('a character device is rejected before open', (t) => {
+  const before = openFds();
+  const e = t.throws(() => openDiskImage('/dev/null', { readOnly: true, field: 'drives[0].path' }), { instanceOf: ConfigError });
+  t.regex(e.message, /^drives\[0\]\.path: '\/dev\/null' is a character device/);
+  t.is(openFds(), before);
 });
 
 test('sizes that are not a positive multiple of 512 are rejected', (t) => {
