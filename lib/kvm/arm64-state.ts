@@ -32,6 +32,8 @@ export const KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS = 6;
 export const KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO = 7;
 /** KVM_DEV_ARM_VGIC_GRP_CTRL attribute that makes the ITS/redistributors flush pending tables to guest RAM. */
 export const KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES = 3n;
+/** The first shared peripheral interrupt's INTID. */
+export const GIC_SPI_BASE_INTID = 32;
 /** LEVEL_INFO `info` value: the line level. */
 export const VGIC_LEVEL_INFO_LINE_LEVEL = 0;
 
@@ -73,7 +75,7 @@ export function levelInfoAttr(mpidr: bigint, intid: number): bigint {
 }
 
 function checkOffset(offset: number): void {
-  if (!Number.isInteger(offset) || offset < 0 || offset % 4 !== 0 || offset >= 0x10000) throw new RangeError(`GIC register offset ${offset} is not a 4-byte aligned offset in a 64 KiB frame`);
+  if (!Number.isInteger(offset) || offset < 0 || offset % 4 !== 0 || offset >= 0x20000) throw new RangeError(`GIC register offset ${offset} is not a 4-byte aligned offset in the two 64 KiB GIC frames`);
 }
 
 /** A GICv3 register range: `count` 32-bit registers from `offset`. */
@@ -83,17 +85,22 @@ export interface GicRegRange {
   readonly count: number;
 }
 
+/** GICD_TYPER: ITLinesNumber (bits 0..4) gives the number of interrupt IDs, 32 * (N + 1). */
+export const GICD_TYPER = 0x0004;
+export const GICD_TYPER_ITLINES_MASK = 0x1f;
+
 /**
- * Distributor registers saved, for `nrIrqs` interrupts (GICD_TYPER.ITLinesNumber).
+ * Distributor registers saved, for `nrIrqs` interrupts (from GICD_TYPER).
  * Per-interrupt arrays cover SPIs only (INTIDs 0..31 live in each
- * redistributor). GICD_CTLR goes last on restore so that the group/enable
- * state is complete before the distributor is enabled.
+ * redistributor). GICD_CTLR first: its ARE/DS bits decide how the others
+ * are read (under KVM, ARE is fixed at 1, but the order costs nothing).
  */
 export function gicdRanges(nrIrqs: number): GicRegRange[] {
   const words = (bitsPerIrq: number) => Math.ceil((nrIrqs * bitsPerIrq) / 32);
   const spiWords = (bitsPerIrq: number) => Math.max(0, words(bitsPerIrq) - Math.ceil((32 * bitsPerIrq) / 32));
   const spiOffset = (base: number, bitsPerIrq: number) => base + (32 * bitsPerIrq) / 8;
   return [
+    { name: 'GICD_CTLR', offset: 0x0000, count: 1 },
     { name: 'GICD_IGROUPR', offset: spiOffset(0x0080, 1), count: spiWords(1) },
     { name: 'GICD_ISENABLER', offset: spiOffset(0x0100, 1), count: spiWords(1) },
     { name: 'GICD_ISPENDR', offset: spiOffset(0x0200, 1), count: spiWords(1) },
@@ -103,7 +110,6 @@ export function gicdRanges(nrIrqs: number): GicRegRange[] {
     { name: 'GICD_IGRPMODR', offset: spiOffset(0x0d00, 1), count: spiWords(1) },
     // GICD_IROUTER<n> are 64-bit: two words each, for SPIs 32..nrIrqs-1.
     { name: 'GICD_IROUTER', offset: 0x6000 + 8 * 32, count: 2 * Math.max(0, nrIrqs - 32) },
-    { name: 'GICD_CTLR', offset: 0x0000, count: 1 },
   ];
 }
 
@@ -115,6 +121,7 @@ const GICR_SGI_BASE = 0x10000;
  * RD_base; the SGI/PPI group, enable, pending, active, priority and
  * configuration registers in SGI_base. (Offsets here are from RD_base; the
  * SGI_base ones are 0x10000 above, which the KVM attribute takes as is.)
+ * GICR_CTLR last: once it enables LPIs, PROPBASER/PENDBASER stop taking writes.
  */
 export const GICR_RANGES: readonly GicRegRange[] = [
   { name: 'GICR_PROPBASER', offset: 0x0070, count: 2 },
