@@ -16,6 +16,7 @@ import { oneRegSize } from '../../lib/kvm/arm64-state.js';
 import { KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_STOPPED, KVM_MP_STATE_SUSPENDED } from '../../lib/kvm/state-structs.js';
 import { array, expect, fromHex64, intIn, object, toHex64 } from '../../lib/kvm/state-json.js';
 import type { Vcpu } from '../../lib/kvm/vcpu.js';
+export { completePendingIo } from '../../lib/kvm/pause.js';
 
 /** Format version of Arm64VcpuState. */
 export const ARM64_VCPU_STATE_VERSION = 1;

@@ -11,7 +11,7 @@
  * "immediate_exit") says those operations finish only when userspace
  * re-enters KVM_RUN, and their pending state is not visible to userspace;
  * re-entering with immediate_exit set completes them without running guest
- * code. See `completePendingIo`.
+ * code. See `completePendingIo` (lib/kvm/pause.ts, re-exported here).
  */
 import debugFactory from 'debug';
 import { KvmError, SnapshotStateError } from '../../lib/errors.js';
@@ -19,6 +19,7 @@ import * as io from '../../lib/kvm/ioctls.js';
 import type { Kvm } from '../../lib/kvm/kvm.js';
 import type { Vcpu } from '../../lib/kvm/vcpu.js';
 import type { Vm } from '../../lib/kvm/vm.js';
+export { completePendingIo } from '../../lib/kvm/pause.js';
 import type { CpuidEntry, MsrEntry } from '../../lib/kvm/types.js';
 import {
   decodeRegs, decodeSregs, encodeRegs, encodeSregs, KVM_LAPIC_STATE_SIZE, KVM_REGS_SIZE, KVM_SREGS_SIZE,
@@ -33,7 +34,6 @@ const log = debugFactory('flintvm:arch:x86_64:vcpu-state');
 
 /** Format version of X86VcpuState; bump on any incompatible change. */
 export const X86_VCPU_STATE_VERSION = 1;
-const EINTR = 4;
 /** KVM_MAX_CPUID_ENTRIES (arch/x86/include/asm/kvm_host.h). */
 const MAX_CPUID_ENTRIES = 256;
 /** Highest exception vector (the architecture defines 0..31). */
@@ -89,19 +89,6 @@ export interface X86VcpuState {
   vcpuEvents: string;
   /** [index, hex value] for every listed MSR this vCPU could read. */
   msrs: [number, string][];
-}
-
-/**
- * Completes a PIO/MMIO exit the vCPU stopped at (and any other operation
- * KVM finishes on re-entry) without running guest code: KVM_RUN with
- * immediate_exit set returns EINTR after doing so (api.rst, immediate_exit).
- * Call on the vCPU's own thread, after its last exit, before saving.
- */
-export function completePendingIo(vcpu: Vcpu): void {
-  vcpu.setImmediateExit(true);
-  const r = vcpu.runOnce();
-  vcpu.setImmediateExit(false);
-  if (r !== -EINTR) throw new KvmError('KVM_RUN', r < 0 ? -r : 0, 'expected EINTR from KVM_RUN with immediate_exit set');
 }
 
 /** Reads every listed MSR KVM will give for this vCPU. KVM_GET_MSRS stops at the first it rejects; that one is skipped. */

@@ -125,7 +125,9 @@ function createVm(kvm: Kvm): TestVm {
 /** Loads the guest into A and puts its vCPU in long mode at CODE_ADDR. */
 function bootGuest(kvm: Kvm, a: TestVm): void {
   const m = a.memory;
-  for (let i = 0; i < RAM; i += 2) m.write(i, Uint8Array.from(UD2));
+  const fill = new Uint8Array(RAM);
+  for (let i = 0; i < RAM; i += 2) fill.set(UD2, i);
+  m.write(0, fill);
   m.fill(PML4_ADDR, PAGE_TABLES_END - PML4_ADDR, 0);
   m.writeU64(PML4_ADDR, BigInt(PDPT_ADDR) | PRESENT_RW);
   m.writeU64(PDPT_ADDR, BigInt(PD_ADDR) | PRESENT_RW);
