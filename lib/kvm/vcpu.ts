@@ -167,17 +167,36 @@ export class Vcpu {
 
   // ---- state save/restore (x86): raw structs, see lib/kvm/state-structs.ts ----
 
-  /** KVM_GET_CPUID2: the CPUID entries last set with KVM_SET_CPUID2 (none on a fresh vCPU). */
+  /**
+   * KVM_GET_CPUID2: the CPUID entries last set with KVM_SET_CPUID2 (none on
+   * a fresh vCPU). Kernels up to at least 6.1 write `nent` back only when the
+   * call fails (E2BIG), so a successful call does not say how many entries
+   * it filled; the count is found as the smallest `nent` KVM accepts (the
+   * call succeeds exactly when nent >= the vCPU's count), then read with it.
+   */
   getCpuid2(): CpuidEntry[] {
-    for (let n = 64; n <= KVM_MAX_CPUID_ENTRIES * 2; n *= 2) {
-      const b = new Uint8Array(8 + n * KVM_CPUID_ENTRY2_SIZE);
-      new DataView(b.buffer).setUint32(0, n, true);
-      const r = ffi.ioctlPtr(this.fd, io.KVM_GET_CPUID2, b);
-      if (r >= 0) return decodeCpuid2(b);
+    const fits = (n: number): boolean => {
+      const r = ffi.ioctlPtr(this.fd, io.KVM_GET_CPUID2, cpuid2Request(n));
+      if (r >= 0) return true;
       const e = ffi.errno();
       if (e !== E2BIG) throw new KvmError('KVM_GET_CPUID2', e);
+      return false;
+    };
+    if (fits(0)) return [];
+    let hi = 1;
+    while (!fits(hi)) {
+      hi *= 2;
+      if (hi > KVM_MAX_CPUID_ENTRIES * 2) throw new KvmError('KVM_GET_CPUID2', E2BIG, `more than ${KVM_MAX_CPUID_ENTRIES * 2} entries`);
     }
-    throw new KvmError('KVM_GET_CPUID2', E2BIG, `more than ${KVM_MAX_CPUID_ENTRIES * 2} entries`);
+    let lo = hi / 2; // fits(lo) is false (or lo is 0.5 when hi is 1)
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (fits(mid)) hi = mid; else lo = mid;
+    }
+    const b = cpuid2Request(hi);
+    ioctlPtr(this.fd, io.KVM_GET_CPUID2, b);
+    new DataView(b.buffer).setUint32(0, hi, true); // what this kernel may not have written
+    return decodeCpuid2(b);
   }
 
   /** KVM_GET_VCPU_EVENTS: pending/injected exception, interrupt, NMI, SMI state (struct kvm_vcpu_events). */
@@ -294,4 +313,11 @@ const MAX_XSAVE_SIZE = 64 * 1024;
 
 function requireSize(ioctl: string, b: Uint8Array, size: number): void {
   if (b.length !== size) throw new KvmError(ioctl, EINVAL, `buffer must be ${size} bytes, got ${b.length}`);
+}
+
+/** A struct kvm_cpuid2 buffer with room for `n` entries, nent = n. */
+function cpuid2Request(n: number): Uint8Array {
+  const b = new Uint8Array(8 + n * KVM_CPUID_ENTRY2_SIZE);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
 }

@@ -45,9 +45,9 @@ const PIT_MODE = 2;
 const PIT_COUNT = 0x1234;
 /** The PIC master IMR the guest writes (all masked but the cascade, IRQ 2). */
 const PIC_IMR = 0xfb;
-/** MSR_KERNEL_GS_BASE and a value the host puts there in A. */
+/** MSR_KERNEL_GS_BASE and a value the host puts there in A (canonical: KVM refuses others). */
 const MSR_KERNEL_GS_BASE = 0xc000_0102;
-const GS_BASE_VALUE = 0x1234_5678_9abc_def0n;
+const GS_BASE_VALUE = 0xffff_8000_1234_5670n;
 /** MSR_IA32_CR_PAT, and a value KVM must refuse (memory types 2 and 3 are reserved). */
 const MSR_IA32_CR_PAT = 0x277;
 const INVALID_PAT = 0x0202_0202_0202_0202n;
@@ -123,7 +123,7 @@ function createVm(kvm: Kvm): TestVm {
 }
 
 /** Loads the guest into A and puts its vCPU in long mode at CODE_ADDR. */
-function bootGuest(kvm: Kvm, a: TestVm): void {
+function bootGuest(t: ExecutionContext, kvm: Kvm, a: TestVm): void {
   const m = a.memory;
   const fill = new Uint8Array(RAM);
   for (let i = 0; i < RAM; i += 2) fill.set(UD2, i);
@@ -139,7 +139,9 @@ function bootGuest(kvm: Kvm, a: TestVm): void {
   m.writeU64(COUNTER_ADDR, 0n);
 
   const v = a.vcpu;
-  v.setCpuid2(kvm.supportedCpuid());
+  const cpuid = kvm.supportedCpuid();
+  v.setCpuid2(cpuid);
+  t.is(v.getCpuid2().length, cpuid.length, 'KVM_GET_CPUID2 returns what was set');
   const s = v.getSregs();
   const code: KvmSegment = { base: 0n, limit: 0xffff_ffff, selector: 0x08, type: 0xb, present: 1, dpl: 0, db: 0, s: 1, l: 1, g: 1, avl: 0, unusable: 0 };
   const data: KvmSegment = { ...code, selector: 0x10, type: 0x3, db: 1, l: 0 };
@@ -153,7 +155,7 @@ function bootGuest(kvm: Kvm, a: TestVm): void {
   v.setSregs(s);
   v.setRegs({ ...emptyRegs(), rip: BigInt(CODE_ADDR), rsp: 0x8000n, rcx: 1n, rflags: 2n });
   // Distinctive state that only a restore can carry over to B.
-  v.setMsrs([{ index: MSR_KERNEL_GS_BASE, data: GS_BASE_VALUE }]);
+  t.is(v.setMsrs([{ index: MSR_KERNEL_GS_BASE, data: GS_BASE_VALUE }]), 1, 'A took MSR_KERNEL_GS_BASE');
   const lapic = v.getLapic();
   lapic[APIC_TPR] = TPR_VALUE;
   v.setLapic(lapic);
@@ -190,7 +192,7 @@ interface Saved { vcpu: X86VcpuState; vm: X86VmState; ram: Uint8Array; counter: 
 function runAndSave(t: ExecutionContext, kvm: Kvm): Saved {
   const a = createVm(kvm);
   try {
-    bootGuest(kvm, a);
+    bootGuest(t, kvm, a);
     const caps = probeX86StateCaps(kvm, a.vm);
     const before = runReports(t, a.vcpu, RUN_BEFORE_SAVE);
     t.deepEqual(before, Array.from({ length: RUN_BEFORE_SAVE }, (_, i) => i + 1), 'A counts 1, 2, 3, ...');
