@@ -220,9 +220,10 @@ export function checkX86VcpuState(input: unknown, vcpuId: number, caps: X86State
  *     MSR_IA32_TSC_DEADLINE unless the LAPIC timer is already in
  *     TSC-deadline mode (kvm_set_lapic_tscdeadline_msr in arch/x86/kvm/lapic.c).
  *  5. KVM_SET_VCPU_EVENTS last: pending/injected exceptions, NMI and SMM
- *     state apply to the final register state, and KVM refuses an
- *     INIT/SIPI MP state while an INIT is latched (kvm_arch_vcpu_ioctl_set_mpstate),
- *     so MP state must be set before the events that may latch one.
+ *     state apply to the final register state; and KVM refuses an
+ *     INIT_RECEIVED/SIPI_RECEIVED MP state while INIT is blocked (in SMM) or
+ *     an SMI is pending (kvm_arch_vcpu_ioctl_set_mpstate), both of which
+ *     the events set, so the MP state must go in before them.
  */
 export function restoreVcpuState(vcpu: Vcpu, state: unknown, caps: X86StateCaps, at = 'vcpu'): void {
   const c = checkX86VcpuState(state, vcpu.id, caps, at);
