@@ -11,7 +11,7 @@
  * flushed with KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES when an ITS exists).
  * All vCPUs must be paused; the kernel answers EBUSY otherwise.
  */
-import { SnapshotStateError } from '../../lib/errors.js';
+import { KvmError, SnapshotStateError } from '../../lib/errors.js';
 import {
   cpuSysregAttr, distRegAttr, GIC_SPI_BASE_INTID, GICD_TYPER, GICD_TYPER_ITLINES_MASK, gicdRanges, GICR_RANGES, ICC_REGS,
   KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, KVM_DEV_ARM_VGIC_GRP_DIST_REGS, KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO,
@@ -21,6 +21,7 @@ import { array, expect, fromHex64, intIn, object, toHex64 } from '../../lib/kvm/
 import type { Vm } from '../../lib/kvm/vm.js';
 
 export const VGIC_STATE_VERSION = 1;
+const EINVAL = 22;
 /** Most interrupt IDs a GICv3 distributor has (ITLinesNumber 31). */
 const MAX_IRQS = 1024;
 
@@ -63,17 +64,24 @@ export function saveVgicState(vm: Vm, fd: number, mpidrs: readonly bigint[]): Vg
     vm.getDeviceAttr(fd, group, attr, b);
     return toHex64(BigInt(readU32(b)));
   };
-  const dist = gicdRanges(nrIrqs).flatMap(words).filter((o) => vm.hasDeviceAttr(fd, KVM_DEV_ARM_VGIC_GRP_DIST_REGS, distRegAttr(o)))
-    .map((o): [number, string] => [o, get32(KVM_DEV_ARM_VGIC_GRP_DIST_REGS, distRegAttr(o))]);
+  // A range is kept when KVM implements its first word (one KVM_HAS_DEVICE_ATTR per range, not per word).
+  const dist = gicdRanges(nrIrqs).filter((r) => r.count > 0 && vm.hasDeviceAttr(fd, KVM_DEV_ARM_VGIC_GRP_DIST_REGS, distRegAttr(r.offset)))
+    .flatMap(words).map((o): [number, string] => [o, get32(KVM_DEV_ARM_VGIC_GRP_DIST_REGS, distRegAttr(o))]);
   const cpus = mpidrs.map((m) => {
     const aff = vgicMpidr(m);
-    const redist = GICR_RANGES.flatMap(words).filter((o) => vm.hasDeviceAttr(fd, KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, redistRegAttr(aff, o)))
-      .map((o): [number, string] => [o, get32(KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, redistRegAttr(aff, o))]);
-    const icc = ICC_REGS.filter((r) => vm.hasDeviceAttr(fd, KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, cpuSysregAttr(aff, ...r.enc))).map((r): [string, string] => {
+    const redist = GICR_RANGES.filter((r) => vm.hasDeviceAttr(fd, KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, redistRegAttr(aff, r.offset)))
+      .flatMap(words).map((o): [number, string] => [o, get32(KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, redistRegAttr(aff, o))]);
+    const icc: [string, string][] = [];
+    for (const r of ICC_REGS) {
       const b = new Uint8Array(8);
-      vm.getDeviceAttr(fd, KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, cpuSysregAttr(aff, ...r.enc), b);
-      return [r.name, toHex64(new DataView(b.buffer).getBigUint64(0, true))];
-    });
+      try {
+        vm.getDeviceAttr(fd, KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, cpuSysregAttr(aff, ...r.enc), b);
+      } catch (e) {
+        if (r.optional && e instanceof KvmError && e.errno === EINVAL) continue; // not implemented with this many priority bits
+        throw e;
+      }
+      icc.push([r.name, toHex64(new DataView(b.buffer).getBigUint64(0, true))]);
+    }
     return { mpidr: toHex64(m), redist, icc };
   });
   const aff0 = mpidrs.length > 0 ? vgicMpidr(mpidrs[0]!) : 0n;

@@ -140,14 +140,18 @@ export const GICR_RANGES: readonly GicRegRange[] = [
 export interface IccReg {
   readonly name: string;
   readonly enc: readonly [number, number, number, number, number];
+  /** Exists only with enough priority bits: KVM answers EINVAL for it otherwise. */
+  readonly optional?: true;
 }
 
 /**
  * CPU interface registers saved per vCPU (Arm GIC architecture spec, ICC_*
  * encodings). ICC_SRE_EL1 first and ICC_CTLR_EL1 next: they decide how the
- * rest are interpreted. The active-priority registers AP0R/AP1R<n> that
- * exist depend on ICC_CTLR_EL1.PRIbits; the ones KVM_HAS_DEVICE_ATTR
- * rejects are skipped.
+ * rest are interpreted. Which active-priority registers AP0R/AP1R<n>
+ * exist depends on the priority bits the vCPU interface implements (KVM:
+ * n <= 0 for 5 bits, 1 for 6, 3 for 7, vgic_v3_max_apr_idx); KVM_HAS_DEVICE_ATTR
+ * accepts all of them, the access then fails with EINVAL, and the saver
+ * skips those marked optional.
  */
 export const ICC_REGS: readonly IccReg[] = [
   { name: 'ICC_SRE_EL1', enc: [3, 0, 12, 12, 5] },
@@ -156,13 +160,13 @@ export const ICC_REGS: readonly IccReg[] = [
   { name: 'ICC_BPR0_EL1', enc: [3, 0, 12, 8, 3] },
   { name: 'ICC_BPR1_EL1', enc: [3, 0, 12, 12, 3] },
   { name: 'ICC_AP0R0_EL1', enc: [3, 0, 12, 8, 4] },
-  { name: 'ICC_AP0R1_EL1', enc: [3, 0, 12, 8, 5] },
-  { name: 'ICC_AP0R2_EL1', enc: [3, 0, 12, 8, 6] },
-  { name: 'ICC_AP0R3_EL1', enc: [3, 0, 12, 8, 7] },
+  { name: 'ICC_AP0R1_EL1', enc: [3, 0, 12, 8, 5], optional: true },
+  { name: 'ICC_AP0R2_EL1', enc: [3, 0, 12, 8, 6], optional: true },
+  { name: 'ICC_AP0R3_EL1', enc: [3, 0, 12, 8, 7], optional: true },
   { name: 'ICC_AP1R0_EL1', enc: [3, 0, 12, 9, 0] },
-  { name: 'ICC_AP1R1_EL1', enc: [3, 0, 12, 9, 1] },
-  { name: 'ICC_AP1R2_EL1', enc: [3, 0, 12, 9, 2] },
-  { name: 'ICC_AP1R3_EL1', enc: [3, 0, 12, 9, 3] },
+  { name: 'ICC_AP1R1_EL1', enc: [3, 0, 12, 9, 1], optional: true },
+  { name: 'ICC_AP1R2_EL1', enc: [3, 0, 12, 9, 2], optional: true },
+  { name: 'ICC_AP1R3_EL1', enc: [3, 0, 12, 9, 3], optional: true },
   { name: 'ICC_IGRPEN0_EL1', enc: [3, 0, 12, 12, 6] },
   { name: 'ICC_IGRPEN1_EL1', enc: [3, 0, 12, 12, 7] },
 ];

@@ -139,7 +139,8 @@ test.serial('arm64: a second VM restored from saved vCPU registers, vGIC state a
       restoreVgicState(b.vm, b.gic, [b.vcpu.getOneReg(REG_MPIDR_EL1)], saved.vgic);
       restoreMs.push(performance.now() - t0);
     }
-    const summary = `arm64 save (vCPU + vGIC) median ${median(saveMs).toFixed(3)} ms; restore median ${median(restoreMs).toFixed(3)} ms; state ${size} B JSON`;
+    const summary = `arm64 save (vCPU + vGIC) median ${median(saveMs).toFixed(3)} ms [${saveMs.map((x) => x.toFixed(1)).join(', ')}]; `
+      + `restore median ${median(restoreMs).toFixed(3)} ms [${restoreMs.map((x) => x.toFixed(1)).join(', ')}]; state ${size} B JSON`;
     t.log(summary);
     console.log(`[vcpu-state] ${summary}`);
     const vb = b!;
