@@ -97,6 +97,20 @@ export class IoWorkerError extends FlintvmError {
   }
 }
 
+/**
+ * A saved vCPU/VM state (a snapshot's state file) is malformed, or does not
+ * fit the VM it is restored into. `field` names the offending part (e.g.
+ * `vcpus[0].xsave`); nothing reaches KVM until every field has passed.
+ */
+export class SnapshotStateError extends FlintvmError {
+  readonly field: string;
+
+  constructor(field: string, message: string, value?: unknown) {
+    super('FLINTVM_E_SNAPSHOT_STATE', `${field}: ${message}`, { value });
+    this.field = field;
+  }
+}
+
 function hex(n: number): string {
   return Number.isFinite(n) && n >= 0 ? n.toString(16) : String(n);
 }

@@ -96,3 +96,49 @@ const NAMED: Record<string, number> = {
   KVM_GET_MSRS, KVM_SET_MSRS, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_SET_CPUID2,
   KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_ONE_REG, KVM_SET_ONE_REG, KVM_ARM_VCPU_INIT, KVM_ARM_PREFERRED_TARGET,
 };
+
+// ---- vCPU and VM state save/restore (snapshot groundwork, issue #15) ----
+// Struct sizes: lib/kvm/state-structs.ts; values checked against linux/kvm.h in test/unit/lib/kvm/state-ioctls.test.ts.
+
+// system ioctls (/dev/kvm fd): none new (KVM_CHECK_EXTENSION also works on a VM fd, which KVM_CAP_XSAVE2 needs).
+
+// VM ioctls
+export const KVM_GET_IRQCHIP = iowr(0x62, 520); // KVM_CAP_IRQCHIP; struct kvm_irqchip
+export const KVM_SET_IRQCHIP = ior(0x63, 520); // KVM_CAP_IRQCHIP (the header declares it _IOR)
+export const KVM_SET_CLOCK = iow(0x7b, 48); // KVM_CAP_ADJUST_CLOCK; struct kvm_clock_data
+export const KVM_GET_CLOCK = ior(0x7c, 48); // KVM_CAP_ADJUST_CLOCK
+export const KVM_GET_PIT2 = ior(0x9f, 112); // KVM_CAP_PIT_STATE2; struct kvm_pit_state2
+export const KVM_SET_PIT2 = iow(0xa0, 112); // KVM_CAP_PIT_STATE2
+export const KVM_HAS_DEVICE_ATTR = iow(0xe3, 24); // KVM_CAP_DEVICE_CTRL; struct kvm_device_attr (device fd)
+
+// vCPU ioctls
+export const KVM_GET_CPUID2 = iowr(0x91, 8); // KVM_CAP_EXT_CPUID; struct kvm_cpuid2 header
+export const KVM_GET_VCPU_EVENTS = ior(0x9f, 64); // KVM_CAP_VCPU_EVENTS; struct kvm_vcpu_events
+export const KVM_SET_VCPU_EVENTS = iow(0xa0, 64); // KVM_CAP_VCPU_EVENTS
+export const KVM_GET_DEBUGREGS = ior(0xa1, 128); // KVM_CAP_DEBUGREGS; struct kvm_debugregs
+export const KVM_SET_DEBUGREGS = iow(0xa2, 128); // KVM_CAP_DEBUGREGS
+export const KVM_SET_TSC_KHZ = io(0xa2); // KVM_CAP_TSC_CONTROL
+export const KVM_GET_TSC_KHZ = io(0xa3); // KVM_CAP_GET_TSC_KHZ
+export const KVM_GET_XSAVE = ior(0xa4, 4096); // KVM_CAP_XSAVE; struct kvm_xsave
+export const KVM_SET_XSAVE = iow(0xa5, 4096); // KVM_CAP_XSAVE (reads KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) bytes when larger)
+export const KVM_GET_XCRS = ior(0xa6, 392); // KVM_CAP_XCRS; struct kvm_xcrs
+export const KVM_SET_XCRS = iow(0xa7, 392); // KVM_CAP_XCRS
+export const KVM_GET_REG_LIST = iowr(0xb0, 8); // arm64 (KVM_CAP_ONE_REG); struct kvm_reg_list header
+export const KVM_GET_XSAVE2 = ior(0xcf, 4096); // KVM_CAP_XSAVE2
+
+// capabilities
+export const KVM_CAP_PIT_STATE2 = 35;
+export const KVM_CAP_ADJUST_CLOCK = 39;
+export const KVM_CAP_VCPU_EVENTS = 41;
+export const KVM_CAP_DEBUGREGS = 50;
+export const KVM_CAP_XSAVE = 55;
+export const KVM_CAP_XCRS = 56;
+export const KVM_CAP_TSC_CONTROL = 60;
+export const KVM_CAP_GET_TSC_KHZ = 61;
+export const KVM_CAP_XSAVE2 = 208;
+
+Object.assign(NAMED, {
+  KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_SET_CLOCK, KVM_GET_CLOCK, KVM_GET_PIT2, KVM_SET_PIT2, KVM_HAS_DEVICE_ATTR,
+  KVM_GET_CPUID2, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, KVM_SET_TSC_KHZ,
+  KVM_GET_TSC_KHZ, KVM_GET_XSAVE, KVM_SET_XSAVE, KVM_GET_XCRS, KVM_SET_XCRS, KVM_GET_REG_LIST, KVM_GET_XSAVE2,
+});

@@ -9,6 +9,16 @@ import {
 } from './structs.js';
 import { Vcpu } from './vcpu.js';
 import { decodeVcpuInit, KVM_VCPU_INIT_SIZE, type ArmVcpuInit } from './arm64.js';
+import {
+  decodeClockData, encodeClockData, irqchipRequest, KVM_CLOCK_DATA_SIZE, KVM_IRQCHIP_SIZE, KVM_PIT_STATE2_SIZE,
+  type KvmClockData,
+} from './state-structs.js';
+
+const EINVAL = 22;
+
+function requireSize(ioctl: string, b: Uint8Array, size: number): void {
+  if (b.length !== size) throw new KvmError(ioctl, EINVAL, `buffer must be ${size} bytes, got ${b.length}`);
+}
 
 /**
  * A KVM VM fd. One method per ioctl, no policy. Methods may be called from
@@ -85,6 +95,58 @@ export class Vm {
   setDeviceAttr(deviceFd: number, group: number, attr: bigint, value: Uint8Array | null): void {
     const addr = value ? ffi.addressOf(value) : 0n;
     ioctlPtr(deviceFd, io.KVM_SET_DEVICE_ATTR, encodeDeviceAttr(group, attr, addr));
+  }
+
+  /** KVM_CHECK_EXTENSION on the VM fd (answers for this VM; KVM_CAP_XSAVE2 must be asked here). */
+  checkExtension(cap: number): number {
+    return ioctlValue(this.fd, io.KVM_CHECK_EXTENSION, cap);
+  }
+
+  /** KVM_GET_DEVICE_ATTR on a device fd: the kernel writes the value into `value` (its size is the attribute's). */
+  getDeviceAttr(deviceFd: number, group: number, attr: bigint, value: Uint8Array): void {
+    ioctlPtr(deviceFd, io.KVM_GET_DEVICE_ATTR, encodeDeviceAttr(group, attr, ffi.addressOf(value)));
+  }
+
+  /** KVM_HAS_DEVICE_ATTR on a device fd: whether the device implements (group, attr). */
+  hasDeviceAttr(deviceFd: number, group: number, attr: bigint): boolean {
+    return ffi.ioctlPtr(deviceFd, io.KVM_HAS_DEVICE_ATTR, encodeDeviceAttr(group, attr, 0n)) === 0;
+  }
+
+  /** KVM_GET_IRQCHIP (x86): struct kvm_irqchip of chip `chipId` (PIC master 0, PIC slave 1, IOAPIC 2). */
+  getIrqchip(chipId: number): Uint8Array {
+    const b = irqchipRequest(chipId);
+    ioctlPtr(this.fd, io.KVM_GET_IRQCHIP, b);
+    return b;
+  }
+
+  /** KVM_SET_IRQCHIP (x86): the chip is named by the buffer's chip_id. */
+  setIrqchip(chip: Uint8Array): void {
+    requireSize('KVM_SET_IRQCHIP', chip, KVM_IRQCHIP_SIZE);
+    ioctlPtr(this.fd, io.KVM_SET_IRQCHIP, chip);
+  }
+
+  /** KVM_GET_PIT2: struct kvm_pit_state2 of the in-kernel i8254. */
+  getPit2(): Uint8Array {
+    const b = new Uint8Array(KVM_PIT_STATE2_SIZE);
+    ioctlPtr(this.fd, io.KVM_GET_PIT2, b);
+    return b;
+  }
+
+  setPit2(state: Uint8Array): void {
+    requireSize('KVM_SET_PIT2', state, KVM_PIT_STATE2_SIZE);
+    ioctlPtr(this.fd, io.KVM_SET_PIT2, state);
+  }
+
+  /** KVM_GET_CLOCK: the VM's kvmclock (ns) and, per flags, the host realtime/TSC it was read at. */
+  getClock(): KvmClockData {
+    const b = new Uint8Array(KVM_CLOCK_DATA_SIZE);
+    ioctlPtr(this.fd, io.KVM_GET_CLOCK, b);
+    return decodeClockData(b);
+  }
+
+  /** KVM_SET_CLOCK: sets kvmclock; with KVM_CLOCK_REALTIME in flags KVM adds the realtime elapsed since `realtime`. */
+  setClock(c: KvmClockData): void {
+    ioctlPtr(this.fd, io.KVM_SET_CLOCK, encodeClockData(c));
   }
 
   /** KVM_CREATE_VCPU and mmap of its kvm_run page. */

@@ -2,7 +2,7 @@
  * The one place that knows every layer: turns a validated MicroVMConfig into
  * a Machine (KVM VM, memory, vCPUs, devices) ready to start. The arch-neutral
  * part lives here (backends, virtio transports, the I/O worker, the console);
- * the host's platform (lib/platform) supplies memory, legacy devices and
+ * the host's platform (lib/vm/platform) supplies memory, legacy devices and
  * VM/vCPU setup.
  */
 import { readFile } from 'node:fs/promises';

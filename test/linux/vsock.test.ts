@@ -159,7 +159,7 @@ test.serial(`vsock: host->guest echo and guest->host transfer of ${SIZE / MiB} M
     // The config field exists but the builder does not pass it on yet: fail fast rather than time out.
     server.close();
     rmSync(dir, { recursive: true, force: true });
-    t.fail('MicroVM ignored config.vsock: wire openVsockBackend/createVsockDevice into lib/config.ts, lib/builder.ts and lib/io-wiring.ts');
+    t.fail('MicroVM ignored config.vsock: check vsockKind in lib/vm/registry.ts');
     return;
   }
   let out = '';

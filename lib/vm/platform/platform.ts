@@ -1,7 +1,7 @@
 /**
  * What the VM builder asks of an architecture: where virtio devices go, the
  * default command line, and a plan (memory, bus devices, VM and vCPU setup)
- * for one VM. lib/builder.ts does everything arch-neutral (backends, virtio
+ * for one VM. lib/vm/builder.ts does everything arch-neutral (backends, virtio
  * transports, the I/O worker, the console) and picks the host's platform.
  * Part of the builder layer: platforms know devices and arch code both.
  */

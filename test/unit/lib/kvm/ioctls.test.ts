@@ -7,6 +7,7 @@
  */
 import test from 'ava';
 import * as io from '../../../../lib/kvm/ioctls.js';
+import { HEADER_CAPS as STATE_CAPS, HEADER_IOCTLS as STATE_IOCTLS } from './state-header-values.js';
 
 /** printf("%lx", KVM_...) for each ioctl, from linux/kvm.h. */
 const HEADER_IOCTLS: Record<string, number> = {
@@ -48,6 +49,7 @@ const HEADER_IOCTLS: Record<string, number> = {
   // arm64's struct kvm_vcpu_init (32 bytes) declared by hand, as the x86 header only names it.
   KVM_ARM_VCPU_INIT: 0x4020aeae,
   KVM_ARM_PREFERRED_TARGET: 0x8020aeaf,
+  ...STATE_IOCTLS,
 };
 
 /** The capability numbers and constants from the same header. */
@@ -70,6 +72,7 @@ const HEADER_CONSTANTS: Record<string, number> = {
   KVM_CAP_IMMEDIATE_EXIT: 136,
   KVM_API_VERSION: 12,
   KVMIO: 0xae,
+  ...STATE_CAPS,
 };
 
 /** Every numeric KVM_* export of ioctls.ts. */
