@@ -8,7 +8,7 @@
  * | unit | dist/test/unit | here |
  * | integration | dist/test/integration: tiny hand-assembled x86 guests against KVM | here when this is an x86_64 machine with a usable /dev/kvm, else inside the x86_64 test host |
  * | linux-x86_64 | dist/test/linux: real Linux guests | inside the x86_64 test host |
- * | linux-arm64 | the arm64 subset of dist/test/linux | inside the arm64 test host |
+ * | linux-arm64 | the arm64 subset of dist/test/linux, and the `*-arm64` integration tests | inside the arm64 test host |
  *
  * The unit tier runs first. Then the two test hosts run side by side (each is
  * one single-threaded TCG process, so two of them fill a 2-core machine):
@@ -27,7 +27,7 @@
  * Exit status: 0 when every tier passed (and, in CI, nothing was skipped), else 1.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { haveKvm, inCi } from './helpers/kvm.js';
@@ -38,6 +38,19 @@ const HOST_CLI = join(ROOT, 'dist', 'test', 'hosts', 'cli.js');
 
 /** The Linux test files that run in the arm64 test host (the others need x86-only guest tools or set-up). */
 export const ARM64_LINUX_FILES = ['dist/test/linux/boot.test.js', 'dist/test/linux/virtio.test.js'];
+
+/**
+ * The integration test files, split by the arch of their hand-made guests: `*-arm64.test.js` files run in
+ * the arm64 tier (its host has arm64 KVM), every other one is x86 code for the integration tier.
+ */
+export function integrationFiles(arch: 'x86_64' | 'arm64'): string[] {
+  const dir = join(ROOT, 'dist', 'test', 'integration');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.test.js') && f.endsWith('-arm64.test.js') === (arch === 'arm64'))
+    .sort()
+    .map((f) => `dist/test/integration/${f}`);
+}
 
 type TierName = 'unit' | 'integration' | 'linux-x86_64' | 'linux-arm64';
 const ALL_TIERS: readonly TierName[] = ['unit', 'integration', 'linux-x86_64', 'linux-arm64'];
@@ -88,14 +101,17 @@ function plan(names: readonly TierName[]): Tier[] {
   const tiers: Record<TierName, Tier> = {
     unit: { name: 'unit', where: 'here', cmd: [AVA, 'dist/test/unit/**/*.test.js'] },
     integration: localKvm
-      ? { name: 'integration', where: 'here (local /dev/kvm)', cmd: [AVA, 'dist/test/integration/**/*.test.js'] }
+      ? { name: 'integration', where: 'here (local /dev/kvm)', cmd: [AVA, ...integrationFiles('x86_64')] }
       : {
           name: 'integration',
           where: `inside the x86_64 test host (${process.arch !== 'x64' ? 'its tiny guests are x86 code' : 'no usable /dev/kvm here'})`,
-          cmd: host('x86_64', 1800, ['dist/test/integration/**/*.test.js']),
+          cmd: host('x86_64', 1800, integrationFiles('x86_64')),
         },
     'linux-x86_64': { name: 'linux-x86_64', where: 'inside the x86_64 test host', cmd: host('x86_64', 2700, ['dist/test/linux/**/*.test.js']) },
-    'linux-arm64': { name: 'linux-arm64', where: 'inside the arm64 test host', cmd: host('arm64', 2700, ARM64_LINUX_FILES) },
+    'linux-arm64': {
+      name: 'linux-arm64', where: 'inside the arm64 test host (with the arm64 integration tests)',
+      cmd: host('arm64', 2700, [...integrationFiles('arm64'), ...ARM64_LINUX_FILES]),
+    },
   };
   return names.map((n) => tiers[n]);
 }
