@@ -1,83 +1,198 @@
-import { accessSync, constants, statSync } from 'node:fs';
+/**
+ * The MicroVM configuration: its schema (the single source of the types below, of the CLI's names for
+ * the fields and of the README's config reference) and {@link resolveConfig}, which checks every field,
+ * including the files it names, and reports every problem at once in one {@link ConfigError}.
+ */
+import { accessSync, constants, statSync, type Stats } from 'node:fs';
 import { totalmem } from 'node:os';
+import { dirname } from 'node:path';
 import { ConfigError } from './errors.js';
 import { WorkerPool } from './worker-pool.js';
+import { Kvm } from './kvm/kvm.js';
+import { hostPlatform } from './platform/index.js';
+import { VIRTIO_MMIO_SLOT_COUNT as X86_VIRTIO_SLOTS } from '../arch/x86_64/layout.js';
+import { VIRTIO_MMIO_SLOT_COUNT as ARM64_VIRTIO_SLOTS } from '../arch/arm64/layout.js';
+import { VMADDR_CID_ANY, VSOCK_MIN_GUEST_CID, VSOCK_MAX_PORT } from '../devices/virtio/vsock/constants.js';
+import { parseMac } from '../devices/virtio/net/mac.js';
+import { tagBytes } from '../devices/virtio/9p/device.js';
+import { fsTagBytes } from '../devices/virtio/fs/device.js';
+import {
+  bool, custom, describe, displayName, int, list, obj, oneOf, optional, refine, schemaReference, str,
+  type CheckContext, type ConfigIssue, type Infer,
+} from './config-schema.js';
 
-/** What the guest console is connected to. */
-export type ConsoleMode = 'pipe' | 'none';
+export const DEFAULT_MEMORY_MIB = 256;
+/** Guest RAM granularity: 2 MiB, the page size of the boot page tables and of huge pages. */
+export const MEMORY_ALIGN_MIB = 2;
+/** x86 COMMAND_LINE_SIZE is 2048 bytes including the NUL. */
+export const MAX_CMDLINE_BYTES = 2047;
+/** Largest guest CID: VMADDR_CID_ANY (2^32-1) is reserved. */
+export const MAX_GUEST_CID = VMADDR_CID_ANY - 1;
+/** Linux IFNAMSIZ is 16 including the NUL. */
+export const MAX_IFNAME_BYTES = 15;
+/** sun_path holds 108 bytes including the NUL. */
+const MAX_SUN_PATH_BYTES = 107;
+const MAX_SERIAL_BYTES = 20;
 
-/** Public configuration of a {@link MicroVM}. */
-export interface MicroVMConfig {
-  /** Path of the guest kernel: an ELF `vmlinux` or a `bzImage` on x86_64, an `Image` (or `Image.gz`) on arm64. Required. */
-  kernel: string;
-  /** Path of an initramfs (cpio, optionally compressed). */
-  initrd?: string;
-  /** Kernel command line. Replaces the default (see `defaultCmdline`); use `extraCmdline` to append instead. */
-  cmdline?: string;
-  /** Appended to the command line (default or given). */
-  extraCmdline?: string;
-  /** Guest RAM in MiB: a positive multiple of 2. Default 256. */
-  memoryMiB?: number;
-  /** Number of vCPUs, 1 to the KVM maximum. Default 1. */
-  vcpus?: number;
-  /** 'pipe' (default): `vm.console` is a Duplex on the guest's ttyS0. 'none': output is discarded. */
-  console?: ConsoleMode;
-  /** Boot protocol for an ELF vmlinux on x86_64: 'linux64' (default) or 'pvh'. Ignored on arm64. */
-  bootProtocol?: 'linux64' | 'pvh';
-  /** virtio-blk disks backed by raw image files, in order: the guest sees /dev/vda, /dev/vdb, … */
-  drives?: DriveConfig[];
-  /** A virtio-rng device fed by the host's getrandom (the guest's /dev/hwrng). */
-  rng?: boolean;
-  /** virtio-net NICs on host TAP devices, in order (the guest's eth0, eth1, …). */
-  net?: NetConfig[];
-  /** A virtio-vsock device in Firecracker's "hybrid" style: guest AF_VSOCK <-> host Unix sockets. */
-  vsock?: VsockConfig;
-  /** Host directories shared with the guest over virtio-9p or virtio-fs. */
-  shares?: ShareConfig[];
-  /** Take the VM's vCPU and I/O workers from this pool of ready workers (faster start()); see {@link WorkerPool}. */
-  workerPool?: WorkerPool;
+/**
+ * Virtio devices that fit this host's layout: one per free IOAPIC pin on x86_64 (17), 32 MMIO slots on arm64.
+ * Every drive, NIC, share, the vsock and the rng device take one.
+ */
+export const MAX_VIRTIO_DEVICES = process.arch === 'arm64' ? ARM64_VIRTIO_SLOTS : X86_VIRTIO_SLOTS;
+
+/** The kernel's 'no such file' and 'no permission' errors, as a fix. */
+function fsProblem(e: unknown, what: string): string {
+  const code = (e as NodeJS.ErrnoException).code ?? 'error';
+  if (code === 'ENOENT') return `${what} does not exist (ENOENT); check the path (relative paths resolve against the current directory)`;
+  if (code === 'EACCES') return `${what}: permission denied (EACCES); make it accessible to this user`;
+  if (code === 'ENOTDIR') return `${what}: a component of the path is not a directory (ENOTDIR)`;
+  return `${what}: cannot access it (${code})`;
 }
 
-/** One virtio-net NIC. */
-export interface NetConfig {
-  /** Name of the host TAP device: attached if it exists, created otherwise (needs CAP_NET_ADMIN). */
-  tap: string;
-  /** Guest MAC address `xx:xx:xx:xx:xx:xx`. Default: a locally administered address derived from the tap name. */
-  mac?: string;
+function statOf(p: string, path: string, ctx: CheckContext): Stats | undefined {
+  if (p.includes('\0')) { ctx.issue(path, 'must not contain NUL characters', p); return undefined; }
+  try {
+    return statSync(p);
+  } catch (e) {
+    ctx.issue(path, fsProblem(e, p), p, e);
+    return undefined;
+  }
 }
 
-/** The vsock device. */
-export interface VsockConfig {
-  /** The guest's context ID: 3 or more (0-2 are reserved). */
-  guestCid: number;
-  /**
-   * Host Unix socket path. Host-initiated connections: connect to `udsPath`, send `CONNECT <port>\n`.
-   * Guest-initiated connections to host port P go to the Unix socket `<udsPath>_P`.
-   */
-  udsPath: string;
+function kindOf(st: Stats): string {
+  return st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : 'a regular file';
 }
 
-/** One shared host directory. */
-export interface ShareConfig {
-  /** Mount tag the guest uses (`mount -t 9p TAG` / `mount -t virtiofs TAG`): 1-31 bytes for 9p, 1-36 for virtiofs. */
-  tag: string;
-  /** Host directory to share; nothing outside it is reachable. */
-  path: string;
-  readOnly?: boolean;
-  protocol: '9p' | 'virtiofs';
+function canAccess(p: string, mode: number): NodeJS.ErrnoException | undefined {
+  try { accessSync(p, mode); return undefined; } catch (e) { return e as NodeJS.ErrnoException; }
 }
 
+/** A readable, non-empty regular file (kernel, initrd). */
+function readableFile(p: string, path: string, ctx: CheckContext): boolean {
+  if (ctx.skip.has(path)) return true;
+  const st = statOf(p, path, ctx);
+  if (!st) return false;
+  if (!st.isFile()) { ctx.issue(path, `${p} is ${kindOf(st)}, not a regular file`, p); return false; }
+  const e = canAccess(p, constants.R_OK);
+  if (e) { ctx.issue(path, `cannot read ${p} (${e.code ?? 'error'}): make it readable by this user`, p, e); return false; }
+  if (st.size === 0) { ctx.issue(path, `${p} is empty`, p); return false; }
+  return true;
+}
+
+const nicSpec = obj({ doc: 'A virtio-net NIC on a host TAP device.', example: '{ tap: "tap0" }' }, {
+  tap: str({ doc: 'Host TAP device name (at most 15 bytes): attached if it exists, created otherwise (needs CAP_NET_ADMIN).', cli: 'tap', nonEmpty: true }, (v, path, ctx) => {
+    const n = Buffer.byteLength(v);
+    if (n > MAX_IFNAME_BYTES || /[\s/:]/.test(v) || v === '.' || v === '..') {
+      ctx.issue(path, `must be a network interface name of 1 to ${MAX_IFNAME_BYTES} bytes without whitespace, '/' or ':', got ${describe(v)} (${n} bytes)`, v);
+      return false;
+    }
+    return true;
+  }),
+  mac: optional(str({ doc: 'Guest MAC address xx:xx:xx:xx:xx:xx (unicast). Default: derived from the tap name.', cli: 'mac' }, (v, path, ctx) => {
+    const r = parseMac(v);
+    if (typeof r === 'string') { ctx.issue(path, `${r}, got ${describe(v)}`, v); return false; }
+    return true;
+  })),
+});
+
+const shareSpec = refine(obj({ doc: 'A host directory shared with the guest.', example: "{ tag: 'data', path: '/srv/data', protocol: '9p' }" }, {
+  tag: str({ doc: 'Mount tag the guest uses: 1-31 bytes for 9p, 1-36 for virtiofs.', cli: 'tag', nonEmpty: true }),
+  path: str({ doc: 'Host directory to share; nothing outside it is reachable.', cli: 'path', nonEmpty: true }),
+  readOnly: optional(bool({ doc: 'Share read-only.', cli: 'ro', default: 'false' })),
+  protocol: oneOf({ doc: 'virtio-9p or virtio-fs.', cli: 'proto' }, ['9p', 'virtiofs'] as const),
+}), (s, path, ctx) => {
+  let ok = true;
+  try {
+    if (s.protocol === '9p') tagBytes(s.tag); else fsTagBytes(s.tag);
+  } catch (e) {
+    ctx.issue(`${path}.tag`, (e as Error).message, s.tag);
+    ok = false;
+  }
+  const st = statOf(s.path, `${path}.path`, ctx);
+  if (!st) return false;
+  if (!st.isDirectory()) { ctx.issue(`${path}.path`, `${s.path} is ${kindOf(st)}; a share must be a directory`, s.path); return false; }
+  const e = canAccess(s.path, constants.R_OK | constants.X_OK);
+  if (e) { ctx.issue(`${path}.path`, `cannot read directory ${s.path} (${e.code ?? 'error'})`, s.path, e); return false; }
+  return ok;
+});
+
+const driveSpec = refine(obj({ doc: 'A virtio-blk disk backed by a raw image or a block device.', example: '{ path: "disk.img" }' }, {
+  path: str({ doc: 'Raw disk image (size a multiple of 512) or block device; writable ones are locked against a second user.', cli: 'path', nonEmpty: true }),
+  readOnly: optional(bool({ doc: 'Expose the disk read-only (VIRTIO_BLK_F_RO); the image is opened O_RDONLY.', cli: 'ro', default: 'false' })),
+  root: optional(bool({ doc: 'Boot from this disk: adds root=/dev/vdX (and rw unless read-only) to the command line.', cli: 'root', default: 'false' })),
+  serial: optional(str({ doc: `Serial number the guest reads with GET_ID (at most ${MAX_SERIAL_BYTES} bytes).`, cli: 'serial', default: 'flintvm<index>' }, (v, path, ctx) => {
+    if (Buffer.byteLength(v) <= MAX_SERIAL_BYTES) return true;
+    ctx.issue(path, `must be at most ${MAX_SERIAL_BYTES} bytes, got ${Buffer.byteLength(v)}`, v);
+    return false;
+  })),
+}), (d, path, ctx) => {
+  const p = `${path}.path`;
+  const st = statOf(d.path, p, ctx);
+  if (!st) return false;
+  if (!st.isFile() && !st.isBlockDevice()) { ctx.issue(p, `${d.path} is ${kindOf(st)}; give the path of a raw disk image file or a block device`, d.path); return false; }
+  const e = canAccess(d.path, constants.R_OK | (d.readOnly ? 0 : constants.W_OK));
+  if (e) {
+    const fix = d.readOnly ? 'make it readable by this user' : `make it writable by this user, or make the drive read-only (${ctx.cli ? 'ro' : 'readOnly: true'})`;
+    ctx.issue(p, `cannot open ${d.path} ${d.readOnly ? 'for reading' : 'for writing'} (${e.code ?? 'error'}): ${fix}`, d.path, e);
+    return false;
+  }
+  return true;
+});
+
+const vsockSpec = refine(obj({ doc: 'A virtio-vsock device: guest AF_VSOCK <-> host Unix sockets (Firecracker\'s hybrid style).', example: '{ guestCid: 3, udsPath: "/tmp/vm.sock" }' }, {
+  guestCid: int({ doc: "The guest's context ID (0, 1 and 2 are reserved; 2 is the host).", cli: 'cid', min: VSOCK_MIN_GUEST_CID, max: MAX_GUEST_CID }),
+  udsPath: str({ doc: 'Host Unix socket: host clients connect and send "CONNECT <port>"; guest connections to host port P go to <udsPath>_P.', cli: 'uds', nonEmpty: true }),
+}), (v, path, ctx) => {
+  const p = `${path}.udsPath`;
+  const room = MAX_SUN_PATH_BYTES - 1 - String(VSOCK_MAX_PORT).length;
+  if (Buffer.byteLength(v.udsPath) > room) { ctx.issue(p, `is ${Buffer.byteLength(v.udsPath)} bytes; at most ${room} fit a Unix socket address with the _<port> suffix`, v.udsPath); return false; }
+  const st = statOf(dirname(v.udsPath), p, ctx);
+  if (st && !st.isDirectory()) { ctx.issue(p, `${dirname(v.udsPath)} is not a directory`, v.udsPath); return false; }
+  return st !== undefined;
+});
+
+const cmdlineCheck = (v: string, path: string, ctx: CheckContext): boolean => {
+  if (!/[\0\n]/.test(v)) return true;
+  ctx.issue(path, 'must not contain NUL or newline characters', v);
+  return false;
+};
+
+/** The schema of {@link MicroVMConfig}. */
+export const microVMConfigSchema = obj({ doc: 'MicroVM configuration.', example: '{ kernel, memoryMiB, vcpus }' }, {
+  kernel: refine(str({ doc: 'The guest kernel file path: an ELF vmlinux or a bzImage on x86_64, an Image (or Image.gz) on arm64.', cli: '--kernel', nonEmpty: true, what: 'the path of a kernel image' }), (v, p, ctx) => readableFile(v, p, ctx)),
+  initrd: optional(refine(str({ doc: 'An initramfs file path (cpio, optionally compressed).', cli: '--initrd', nonEmpty: true, what: 'the path of an initramfs' }), (v, p, ctx) => readableFile(v, p, ctx))),
+  cmdline: optional(str({ doc: 'Kernel command line; replaces the default (use extraCmdline to append).', cli: '--cmdline' }, cmdlineCheck)),
+  extraCmdline: optional(str({ doc: 'Appended to the command line (default or given).', cli: '--append' }, cmdlineCheck)),
+  memoryMiB: optional(int({ doc: 'Guest RAM in MiB, at most the host\'s RAM.', cli: '--mem', min: MEMORY_ALIGN_MIB, unit: 'MiB', multipleOf: MEMORY_ALIGN_MIB, default: String(DEFAULT_MEMORY_MIB) })),
+  vcpus: optional(int({ doc: 'Number of vCPUs, up to KVM_CAP_MAX_VCPUS (or the layout\'s limit when /dev/kvm is absent).', cli: '--cpus', min: 1, default: '1' })),
+  console: optional(oneOf({ doc: "'pipe': vm.console is a Duplex on the guest's serial console; 'none': output is discarded.", default: "'pipe'" }, ['pipe', 'none'] as const)),
+  bootProtocol: optional(oneOf({ doc: 'x86_64 ELF vmlinux boot protocol; ignored on arm64.', cli: '--pvh', default: "'linux64'" }, ['linux64', 'pvh'] as const)),
+  drives: optional(list({ doc: 'virtio-blk disks, in order: the guest sees /dev/vda, /dev/vdb, ...', cli: '--drive' }, driveSpec)),
+  rng: optional(bool({ doc: "A virtio-rng device fed by the host's getrandom (the guest's /dev/hwrng).", cli: '--rng', default: 'false' })),
+  net: optional(list({ doc: "virtio-net NICs on host TAP devices, in order (the guest's eth0, eth1, ...).", cli: '--net' }, nicSpec)),
+  vsock: optional(vsockSpec),
+  shares: optional(list({ doc: 'Host directories shared over virtio-9p or virtio-fs.', cli: '--share' }, shareSpec)),
+  workerPool: optional(custom<WorkerPool>('WorkerPool', { doc: "Take the VM's vCPU and I/O workers from this pool of ready workers (faster start())." }, (v, path, ctx) => {
+    if (v instanceof WorkerPool) return v;
+    ctx.issue(path, `must be a WorkerPool (new WorkerPool({ size })) or left out, got ${describe(v)}`, v);
+    return undefined;
+  })),
+});
+// The vsock spec's CLI name and docs (refine keeps the object's).
+Object.assign(microVMConfigSchema.fields!.vsock!, { cli: '--vsock' });
+
+/** Public configuration of a {@link MicroVM}; see the README's configuration reference (generated from the schema). */
+export type MicroVMConfig = Infer<typeof microVMConfigSchema>;
 /** One virtio-blk disk. */
-export interface DriveConfig {
-  /** Raw disk image; its size must be a multiple of 512 bytes. Writable drives are locked (flock) against a second user. */
-  path: string;
-  /** Expose the disk read-only (VIRTIO_BLK_F_RO); the image is then opened O_RDONLY. */
-  readOnly?: boolean;
-  /** Boot from this disk: adds `root=/dev/vdX` (and `rw` unless read-only) to the command line. */
-  root?: boolean;
-  /** Serial number the guest reads with GET_ID (at most 20 bytes). Default: `flintvm<index>`. */
-  serial?: string;
-}
+export type DriveConfig = Infer<typeof driveSpec>;
+/** One virtio-net NIC. */
+export type NetConfig = Infer<typeof nicSpec>;
+/** One shared host directory. */
+export type ShareConfig = Infer<typeof shareSpec>;
+/** The vsock device. */
+export type VsockConfig = Infer<typeof vsockSpec>;
+/** What the guest console is connected to. */
+export type ConsoleMode = NonNullable<MicroVMConfig['console']>;
 
 /** A validated config with every default filled in. */
 export interface ResolvedConfig {
@@ -97,152 +212,81 @@ export interface ResolvedConfig {
   readonly workerPool: WorkerPool | undefined;
 }
 
-export const DEFAULT_MEMORY_MIB = 256;
-/** Guest RAM granularity: 2 MiB, the page size of the boot page tables and of huge pages. */
-export const MEMORY_ALIGN_MIB = 2;
-/** x86 COMMAND_LINE_SIZE is 2048 bytes including the NUL. */
-export const MAX_CMDLINE_BYTES = 2047;
-
-function readableFile(field: string, path: unknown, what: string): string {
-  if (typeof path !== 'string' || path.length === 0) throw new ConfigError(field, `must be the path of ${what}`, path);
-  let st;
-  try {
-    st = statSync(path);
-    accessSync(path, constants.R_OK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    const fix = code === 'ENOENT' ? 'check the path (build the default guest with `npm run guest`)' : 'make it readable by this user';
-    throw new ConfigError(field, `cannot read ${path} (${code}): ${fix}`, path, e);
-  }
-  if (!st.isFile()) throw new ConfigError(field, `${path} is not a regular file`, path);
-  if (st.size === 0) throw new ConfigError(field, `${path} is empty`, path);
-  return path;
+/** Options of {@link resolveConfig}. */
+export interface ResolveOptions {
+  /** Name fields as the CLI does (`--mem`, `--drive #2 ro`) in messages. */
+  readonly cli?: boolean;
+  /** Field paths whose files are not checked (e.g. `kernel` while the default guest is still to be built). */
+  readonly skip?: readonly string[];
 }
 
 /**
- * Checks every field and fills defaults. Throws {@link ConfigError} naming
- * the field and the fix. Does not open /dev/kvm (the vCPU maximum is checked
- * against KVM at start()).
+ * The most vCPUs a VM may have here: KVM_CAP_MAX_VCPUS when /dev/kvm can be opened, capped by the
+ * platform's layout; the layout's limit alone otherwise (start() checks KVM's then).
  */
-export function resolveConfig(config: MicroVMConfig): ResolvedConfig {
-  if (config === null || typeof config !== 'object') throw new ConfigError('config', 'must be an object like { kernel, memoryMiB, vcpus }', config);
-  const kernel = readableFile('kernel', config.kernel, process.arch === 'arm64' ? 'an arm64 Image (or Image.gz)' : 'a vmlinux or bzImage');
-  const initrd = config.initrd === undefined ? undefined : readableFile('initrd', config.initrd, 'an initramfs');
+export function maxVcpus(): number {
+  const layoutMax = hostPlatform().maxVcpus;
+  let kvm: Kvm;
+  try { kvm = Kvm.open(); } catch { return layoutMax; }
+  try { return Math.min(kvm.maxVcpus(), layoutMax); } catch { return layoutMax; } finally { kvm.close(); }
+}
 
-  const memoryMiB = config.memoryMiB ?? DEFAULT_MEMORY_MIB;
-  if (!Number.isInteger(memoryMiB) || memoryMiB <= 0) throw new ConfigError('memoryMiB', `must be a positive integer number of MiB, got ${String(memoryMiB)}`, memoryMiB);
-  if (memoryMiB % MEMORY_ALIGN_MIB !== 0) {
-    throw new ConfigError('memoryMiB', `must be a multiple of ${MEMORY_ALIGN_MIB} MiB, got ${memoryMiB} (use ${memoryMiB + (MEMORY_ALIGN_MIB - (memoryMiB % MEMORY_ALIGN_MIB))})`, memoryMiB);
+/**
+ * Checks every field (types, ranges, the files it names) and fills the defaults. Throws one
+ * {@link ConfigError} listing every problem, each naming the field and the fix.
+ */
+export function resolveConfig(config: MicroVMConfig, opts: ResolveOptions = {}): ResolvedConfig {
+  const issues: ConfigIssue[] = [];
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw new ConfigError('config', `must be an object like { kernel, memoryMiB, vcpus }, got ${describe(config)}`, config);
   }
-  const hostMiB = Math.floor(totalmem() / (1024 * 1024));
-  if (memoryMiB > hostMiB) throw new ConfigError('memoryMiB', `${memoryMiB} MiB is more than this host's ${hostMiB} MiB of RAM`, memoryMiB);
-
-  const vcpus = config.vcpus ?? 1;
-  if (!Number.isInteger(vcpus) || vcpus < 1) throw new ConfigError('vcpus', `must be an integer >= 1, got ${String(vcpus)}`, vcpus);
-
-  for (const field of ['cmdline', 'extraCmdline'] as const) {
-    const v = config[field];
-    if (v !== undefined && typeof v !== 'string') throw new ConfigError(field, 'must be a string', v);
-    if (v !== undefined && /[\0\n]/.test(v)) throw new ConfigError(field, 'must not contain NUL or newline characters', v);
-  }
-  // The default command line is the arch's; prepareX86Boot checks the final length against the kernel's limit too.
-  const total = [config.cmdline, config.extraCmdline].filter((s) => s !== undefined).join(' ');
-  if (Buffer.byteLength(total) > MAX_CMDLINE_BYTES) throw new ConfigError('cmdline', `is ${Buffer.byteLength(total)} bytes; the limit is ${MAX_CMDLINE_BYTES}`, total.length);
-
-  const consoleMode = config.console ?? 'pipe';
-  if (consoleMode !== 'pipe' && consoleMode !== 'none') throw new ConfigError('console', `must be 'pipe' or 'none', got ${String(consoleMode)}`, consoleMode);
-  const bootProtocol = config.bootProtocol ?? 'linux64';
-  if (bootProtocol !== 'linux64' && bootProtocol !== 'pvh') throw new ConfigError('bootProtocol', `must be 'linux64' or 'pvh'`, bootProtocol);
-
-  const drives = resolveDrives(config.drives);
-  if (config.rng !== undefined && typeof config.rng !== 'boolean') throw new ConfigError('rng', 'must be true or false', config.rng);
-
-  if (config.workerPool !== undefined && !(config.workerPool instanceof WorkerPool)) {
-    throw new ConfigError('workerPool', 'must be a WorkerPool (new WorkerPool({ size })) or left out', config.workerPool);
-  }
-
+  const ctx: CheckContext & { cli: boolean } = {
+    issue: (path, message, value, cause) => { issues.push({ path, message, value, cause }); },
+    skip: new Set(opts.skip ?? []),
+    cli: opts.cli ?? false,
+  };
+  const c = microVMConfigSchema.check(config, '', ctx);
+  if (c) crossChecks(c, ctx);
+  if (issues.length) throw ConfigError.fromProblems(issues.map((i) => ({ ...i, field: displayName(microVMConfigSchema, i.path, ctx.cli) })));
+  const r = c!;
   return {
-    kernel, initrd, cmdline: config.cmdline, extraCmdline: config.extraCmdline, memoryMiB, vcpus, console: consoleMode, bootProtocol,
-    drives, rng: config.rng ?? false, net: resolveNet(config.net), shares: resolveShares(config.shares),
-    vsock: resolveVsock(config.vsock), workerPool: config.workerPool,
+    kernel: r.kernel, initrd: r.initrd, cmdline: r.cmdline, extraCmdline: r.extraCmdline, memoryMiB: r.memoryMiB ?? DEFAULT_MEMORY_MIB,
+    vcpus: r.vcpus ?? 1, console: r.console ?? 'pipe', bootProtocol: r.bootProtocol ?? 'linux64',
+    drives: (r.drives ?? []).map((d, i) => ({ path: d.path, readOnly: d.readOnly ?? false, root: d.root ?? false, serial: d.serial ?? `flintvm${i}` })),
+    rng: r.rng ?? false, net: (r.net ?? []).map((n) => ({ ...n })), shares: (r.shares ?? []).map((s) => ({ ...s })),
+    vsock: r.vsock ? { ...r.vsock } : undefined, workerPool: r.workerPool,
   };
 }
 
-/** Largest number of virtio devices flintvm places (the x86 layout has IRQs for 16; arm64 has room for 32). */
-export const MAX_VIRTIO_DEVICES = 16;
-const MAX_SERIAL_BYTES = 20;
-
-/**
- * Shape checks for shares; the tag's length limit, the directory and openat2
- * support are checked when the share's backend opens it (before KVM is touched).
- */
-function resolveShares(shares: unknown): ShareConfig[] {
-  if (shares === undefined) return [];
-  if (!Array.isArray(shares)) throw new ConfigError('shares', "must be an array of { tag, path, protocol: '9p' | 'virtiofs', readOnly? }", shares);
-  const tags = new Set<string>();
-  return shares.map((s: unknown, i): ShareConfig => {
-    const field = `shares[${i}]`;
-    if (s === null || typeof s !== 'object') throw new ConfigError(field, "must be an object like { tag: 'data', path: '/srv/data', protocol: '9p' }", s);
-    const share = s as ShareConfig;
-    if (share.protocol !== '9p' && share.protocol !== 'virtiofs') throw new ConfigError(`${field}.protocol`, "must be '9p' or 'virtiofs'", share.protocol);
-    if (typeof share.tag !== 'string' || share.tag.length === 0) throw new ConfigError(`${field}.tag`, 'must be a non-empty mount tag', share.tag);
-    if (typeof share.path !== 'string' || share.path.length === 0) throw new ConfigError(`${field}.path`, 'must be the path of a host directory', share.path);
-    if (tags.has(share.tag)) throw new ConfigError(`${field}.tag`, `${share.tag} is already the tag of another share`, share.tag);
-    tags.add(share.tag);
-    return { ...share };
-  });
-}
-
-/** Shape checks; the CID range and the socket path are checked when the backend opens (before KVM is touched). */
-function resolveVsock(v: unknown): VsockConfig | undefined {
-  if (v === undefined) return undefined;
-  if (v === null || typeof v !== 'object') throw new ConfigError('vsock', 'must be an object like { guestCid: 3, udsPath: "/tmp/vm.sock" }', v);
-  const { guestCid, udsPath } = v as VsockConfig;
-  if (!Number.isInteger(guestCid)) throw new ConfigError('vsock.guestCid', 'must be an integer >= 3', guestCid);
-  if (typeof udsPath !== 'string' || udsPath.length === 0) throw new ConfigError('vsock.udsPath', 'must be the path of the host Unix socket', udsPath);
-  return { guestCid, udsPath };
-}
-
-function resolveNet(net: unknown): NetConfig[] {
-  if (net === undefined) return [];
-  if (!Array.isArray(net)) throw new ConfigError('net', 'must be an array of { tap, mac? }', net);
-  const out = net.map((n: unknown, i): NetConfig => {
-    const field = `net[${i}]`;
-    if (n === null || typeof n !== 'object') throw new ConfigError(field, 'must be an object like { tap: "tap0" }', n);
-    const { tap, mac } = n as NetConfig;
-    if (typeof tap !== 'string' || tap.length === 0) throw new ConfigError(`${field}.tap`, 'must be the name of a TAP interface, e.g. "tap0"', tap);
-    if (mac !== undefined && typeof mac !== 'string') throw new ConfigError(`${field}.mac`, 'must be a MAC address string like 02:00:00:12:34:56', mac);
-    return mac === undefined ? { tap } : { tap, mac };
-  });
-  const taps = new Set<string>();
-  for (const [i, n] of out.entries()) {
-    if (taps.has(n.tap)) throw new ConfigError(`net[${i}].tap`, `${n.tap} is already used by another NIC`, n.tap);
-    taps.add(n.tap);
+/** Checks between fields and against the host: RAM, vCPUs, device count, duplicates, command-line length. */
+function crossChecks(c: MicroVMConfig, ctx: CheckContext & { cli: boolean }): void {
+  const hostMiB = Math.floor(totalmem() / (1024 * 1024));
+  if (c.memoryMiB !== undefined && c.memoryMiB > hostMiB) ctx.issue('memoryMiB', `${c.memoryMiB} MiB is more than this host's ${hostMiB} MiB of RAM`, c.memoryMiB);
+  if (c.vcpus !== undefined && c.vcpus > 1) {
+    const max = maxVcpus();
+    if (c.vcpus > max) ctx.issue('vcpus', `${c.vcpus} is more than this host's maximum of ${max} vCPUs`, c.vcpus);
   }
-  return out;
+  const devices = (c.drives?.length ?? 0) + (c.net?.length ?? 0) + (c.shares?.length ?? 0) + (c.vsock ? 1 : 0) + (c.rng ? 1 : 0);
+  if (devices > MAX_VIRTIO_DEVICES) {
+    ctx.issue(c.shares?.length ? 'shares' : c.drives?.length ? 'drives' : 'net',
+      `${devices} virtio devices asked for (drives, NICs, shares, vsock and rng together); at most ${MAX_VIRTIO_DEVICES} fit the ${process.arch === 'arm64' ? 'arm64' : 'x86_64'} layout`, devices);
+  }
+  const total = [c.cmdline, c.extraCmdline].filter((s) => s !== undefined).join(' ');
+  if (Buffer.byteLength(total) > MAX_CMDLINE_BYTES) ctx.issue('cmdline', `is ${Buffer.byteLength(total)} bytes; the limit is ${MAX_CMDLINE_BYTES}`, total.length);
+  if ((c.drives ?? []).filter((d) => d.root).length > 1) ctx.issue('drives', 'only one drive can be the root device', c.drives!.map((d) => d.root ?? false));
+  const dup = (items: readonly { [k: string]: unknown }[] | undefined, key: string, base: string, what: string) => {
+    const seen = new Set<unknown>();
+    items?.forEach((it, i) => {
+      if (seen.has(it[key])) ctx.issue(`${base}[${i}].${key}`, `${String(it[key])} is already ${what}`, it[key]);
+      seen.add(it[key]);
+    });
+  };
+  dup(c.drives, 'path', 'drives', 'attached as another drive');
+  dup(c.net, 'tap', 'net', 'used by another NIC');
+  dup(c.shares, 'tag', 'shares', 'the tag of another share');
 }
 
-function resolveDrives(drives: unknown): Required<DriveConfig>[] {
-  if (drives === undefined) return [];
-  if (!Array.isArray(drives)) throw new ConfigError('drives', 'must be an array of { path, readOnly?, root? }', drives);
-  if (drives.length > MAX_VIRTIO_DEVICES - 1) throw new ConfigError('drives', `at most ${MAX_VIRTIO_DEVICES - 1} drives are supported`, drives.length);
-  const out = drives.map((d: unknown, i): Required<DriveConfig> => {
-    const field = `drives[${i}]`;
-    if (d === null || typeof d !== 'object') throw new ConfigError(field, 'must be an object like { path: "disk.img" }', d);
-    const { path, readOnly, root, serial } = d as DriveConfig;
-    if (typeof path !== 'string' || path.length === 0) throw new ConfigError(`${field}.path`, 'must be the path of a raw disk image', path);
-    for (const [k, v] of [['readOnly', readOnly], ['root', root]] as const) {
-      if (v !== undefined && typeof v !== 'boolean') throw new ConfigError(`${field}.${k}`, 'must be true or false', v);
-    }
-    const s = serial ?? `flintvm${i}`;
-    if (typeof s !== 'string' || Buffer.byteLength(s) > MAX_SERIAL_BYTES) throw new ConfigError(`${field}.serial`, `must be a string of at most ${MAX_SERIAL_BYTES} bytes`, serial);
-    return { path, readOnly: readOnly ?? false, root: root ?? false, serial: s };
-  });
-  if (out.filter((d) => d.root).length > 1) throw new ConfigError('drives', 'only one drive can be the root device', out.map((d) => d.root));
-  const paths = new Set<string>();
-  for (const [i, d] of out.entries()) {
-    if (paths.has(d.path)) throw new ConfigError(`drives[${i}].path`, `${d.path} is already attached as another drive`, d.path);
-    paths.add(d.path);
-  }
-  return out;
+/** The configuration reference as Markdown table rows (the README's is generated from it; a test keeps them equal). */
+export function configReference(): string {
+  return ['| Field | CLI | Type | Default | Meaning |', '|---|---|---|---|---|', ...schemaReference(microVMConfigSchema)].join('\n');
 }

@@ -102,6 +102,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       this.resolveExit(v);
       this.setState('exited');
       this.console.push(null);
+      this.emit('exit', v);
       throw e;
     }
     const { machine } = this.built;
