@@ -161,7 +161,7 @@ const cmdlineCheck = (v: string, path: string, ctx: CheckContext): boolean => {
 export const microVMConfigSchema = obj({ doc: 'MicroVM configuration.', example: '{ kernel, memoryMiB, vcpus }' }, {
   kernel: refine(str({ doc: 'The guest kernel file path: an ELF vmlinux or a bzImage on x86_64, an Image (or Image.gz) on arm64.', cli: '--kernel', nonEmpty: true, what: 'the path of a kernel image' }), (v, p, ctx) => readableFile(v, p, ctx)),
   initrd: optional(refine(str({ doc: 'An initramfs file path (cpio, optionally compressed).', cli: '--initrd', nonEmpty: true, what: 'the path of an initramfs' }), (v, p, ctx) => readableFile(v, p, ctx))),
-  cmdline: optional(str({ doc: 'Kernel command line; replaces the default (use extraCmdline to append).', cli: '--cmdline' }, cmdlineCheck)),
+  cmdline: optional(str({ doc: 'Kernel command line; replaces the default (extraCmdline, --append, appends instead).', cli: '--cmdline' }, cmdlineCheck)),
   extraCmdline: optional(str({ doc: 'Appended to the command line (default or given).', cli: '--append' }, cmdlineCheck)),
   memoryMiB: optional(int({ doc: 'Guest RAM in MiB, at most the host\'s RAM.', cli: '--mem', min: MEMORY_ALIGN_MIB, unit: 'MiB', multipleOf: MEMORY_ALIGN_MIB, default: String(DEFAULT_MEMORY_MIB) })),
   vcpus: optional(int({ doc: 'Number of vCPUs, up to KVM_CAP_MAX_VCPUS (or the layout\'s limit when /dev/kvm is absent).', cli: '--cpus', min: 1, default: '1' })),
@@ -246,7 +246,7 @@ export function resolveConfig(config: MicroVMConfig, opts: ResolveOptions = {}):
     cli: opts.cli ?? false,
   };
   const c = microVMConfigSchema.check(config, '', ctx);
-  if (c) crossChecks(c, ctx);
+  crossChecks(config, ctx);
   if (issues.length) throw ConfigError.fromProblems(issues.map((i) => ({ ...i, field: displayName(microVMConfigSchema, i.path, ctx.cli) })));
   const r = c!;
   return {
@@ -258,32 +258,41 @@ export function resolveConfig(config: MicroVMConfig, opts: ResolveOptions = {}):
   };
 }
 
-/** Checks between fields and against the host: RAM, vCPUs, device count, duplicates, command-line length. */
-function crossChecks(c: MicroVMConfig, ctx: CheckContext & { cli: boolean }): void {
+/**
+ * Checks between fields and against the host: RAM, vCPUs, device count, duplicates, command-line length.
+ * Runs on the raw config (each value only where its type is right) so they are reported with the other problems.
+ */
+function crossChecks(config: MicroVMConfig, ctx: CheckContext): void {
+  const c = config as Record<string, unknown>;
+  const arr = (k: string): Record<string, unknown>[] => (Array.isArray(c[k]) ? (c[k] as unknown[]).filter((x): x is Record<string, unknown> => x !== null && typeof x === 'object') : []);
   const hostMiB = Math.floor(totalmem() / (1024 * 1024));
-  if (c.memoryMiB !== undefined && c.memoryMiB > hostMiB) ctx.issue('memoryMiB', `${c.memoryMiB} MiB is more than this host's ${hostMiB} MiB of RAM`, c.memoryMiB);
-  if (c.vcpus !== undefined && c.vcpus > 1) {
+  if (typeof c.memoryMiB === 'number' && c.memoryMiB > hostMiB) ctx.issue('memoryMiB', `${c.memoryMiB} MiB is more than this host's ${hostMiB} MiB of RAM`, c.memoryMiB);
+  if (typeof c.vcpus === 'number' && Number.isInteger(c.vcpus) && c.vcpus > 1) {
     const max = maxVcpus();
     if (c.vcpus > max) ctx.issue('vcpus', `${c.vcpus} is more than this host's maximum of ${max} vCPUs`, c.vcpus);
   }
-  const devices = (c.drives?.length ?? 0) + (c.net?.length ?? 0) + (c.shares?.length ?? 0) + (c.vsock ? 1 : 0) + (c.rng ? 1 : 0);
+  const drives = arr('drives');
+  const shares = arr('shares');
+  const net = arr('net');
+  const devices = drives.length + net.length + shares.length + (c.vsock !== undefined ? 1 : 0) + (c.rng === true ? 1 : 0);
   if (devices > MAX_VIRTIO_DEVICES) {
-    ctx.issue(c.shares?.length ? 'shares' : c.drives?.length ? 'drives' : 'net',
+    ctx.issue(shares.length ? 'shares' : drives.length ? 'drives' : 'net',
       `${devices} virtio devices asked for (drives, NICs, shares, vsock and rng together); at most ${MAX_VIRTIO_DEVICES} fit the ${process.arch === 'arm64' ? 'arm64' : 'x86_64'} layout`, devices);
   }
-  const total = [c.cmdline, c.extraCmdline].filter((s) => s !== undefined).join(' ');
+  const total = [c.cmdline, c.extraCmdline].filter((s): s is string => typeof s === 'string').join(' ');
   if (Buffer.byteLength(total) > MAX_CMDLINE_BYTES) ctx.issue('cmdline', `is ${Buffer.byteLength(total)} bytes; the limit is ${MAX_CMDLINE_BYTES}`, total.length);
-  if ((c.drives ?? []).filter((d) => d.root).length > 1) ctx.issue('drives', 'only one drive can be the root device', c.drives!.map((d) => d.root ?? false));
-  const dup = (items: readonly { [k: string]: unknown }[] | undefined, key: string, base: string, what: string) => {
+  if (drives.filter((d) => d.root === true).length > 1) ctx.issue('drives', 'only one drive can be the root device', drives.map((d) => d.root ?? false));
+  const dup = (items: Record<string, unknown>[], key: string, base: string, what: string) => {
     const seen = new Set<unknown>();
-    items?.forEach((it, i) => {
+    items.forEach((it, i) => {
+      if (typeof it[key] !== 'string') return;
       if (seen.has(it[key])) ctx.issue(`${base}[${i}].${key}`, `${String(it[key])} is already ${what}`, it[key]);
       seen.add(it[key]);
     });
   };
-  dup(c.drives, 'path', 'drives', 'attached as another drive');
-  dup(c.net, 'tap', 'net', 'used by another NIC');
-  dup(c.shares, 'tag', 'shares', 'the tag of another share');
+  dup(drives, 'path', 'drives', 'attached as another drive');
+  dup(net, 'tap', 'net', 'used by another NIC');
+  dup(shares, 'tag', 'shares', 'the tag of another share');
 }
 
 /** The configuration reference as Markdown table rows (the README's is generated from it; a test keeps them equal). */
