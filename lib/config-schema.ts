@@ -99,7 +99,7 @@ export function int(base: Base & { min: number; max?: number; unit?: string; mul
   const positive = base.max === undefined && base.multipleOf !== undefined && base.min === base.multipleOf;
   const range = positive ? 'positive' : base.max === undefined ? `>= ${base.min}` : `from ${base.min} to ${base.max}`;
   const unit = base.unit ? ` ${base.unit}` : '';
-  return spec<number>(`integer ${range}${base.multipleOf ? `, multiple of ${base.multipleOf}` : ''}`, base, (v, path, ctx) => {
+  return spec<number>(positive ? `positive integer, multiple of ${base.multipleOf}` : `integer ${range}${base.multipleOf ? `, multiple of ${base.multipleOf}` : ''}`, base, (v, path, ctx) => {
     if (typeof v !== 'number' || !Number.isSafeInteger(v)) { ctx.issue(path, `must be an integer${unit ? ` number of${unit}` : ''} ${range}, got ${describe(v)}`, v); return undefined; }
     if (v < base.min || (base.max !== undefined && v > base.max)) {
       ctx.issue(path, positive ? `must be a positive multiple of ${base.multipleOf}${unit}, got ${v}` : `must be ${range}${unit}, got ${v}`, v);

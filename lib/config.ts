@@ -120,7 +120,7 @@ const driveSpec = refine(obj({ doc: 'A virtio-blk disk backed by a raw image or 
   path: str({ doc: 'Raw disk image (size a multiple of 512) or block device; writable ones are locked against a second user.', cli: 'path', nonEmpty: true }),
   readOnly: optional(bool({ doc: 'Expose the disk read-only (VIRTIO_BLK_F_RO); the image is opened O_RDONLY.', cli: 'ro', default: 'false' })),
   root: optional(bool({ doc: 'Boot from this disk: adds root=/dev/vdX (and rw unless read-only) to the command line.', cli: 'root', default: 'false' })),
-  serial: optional(str({ doc: `Serial number the guest reads with GET_ID (at most ${MAX_SERIAL_BYTES} bytes).`, cli: 'serial', default: 'flintvm<index>' }, (v, path, ctx) => {
+  serial: optional(str({ doc: `Serial number the guest reads with GET_ID (at most ${MAX_SERIAL_BYTES} bytes).`, cli: 'serial', default: 'flintvm0, flintvm1, ... by position' }, (v, path, ctx) => {
     if (Buffer.byteLength(v) <= MAX_SERIAL_BYTES) return true;
     ctx.issue(path, `must be at most ${MAX_SERIAL_BYTES} bytes, got ${Buffer.byteLength(v)}`, v);
     return false;
@@ -139,9 +139,9 @@ const driveSpec = refine(obj({ doc: 'A virtio-blk disk backed by a raw image or 
   return true;
 });
 
-const vsockSpec = refine(obj({ doc: 'A virtio-vsock device: guest AF_VSOCK <-> host Unix sockets (Firecracker\'s hybrid style).', example: '{ guestCid: 3, udsPath: "/tmp/vm.sock" }' }, {
+const vsockSpec = refine(obj({ doc: 'A virtio-vsock device: guest AF_VSOCK to and from host Unix sockets (Firecracker\'s hybrid style).', example: '{ guestCid: 3, udsPath: "/tmp/vm.sock" }' }, {
   guestCid: int({ doc: "The guest's context ID (0, 1 and 2 are reserved; 2 is the host).", cli: 'cid', min: VSOCK_MIN_GUEST_CID, max: MAX_GUEST_CID }),
-  udsPath: str({ doc: 'Host Unix socket: host clients connect and send "CONNECT <port>"; guest connections to host port P go to <udsPath>_P.', cli: 'uds', nonEmpty: true }),
+  udsPath: str({ doc: 'Host Unix socket: host clients connect and send "CONNECT PORT"; guest connections to host port P go to udsPath_P.', cli: 'uds', nonEmpty: true }),
 }), (v, path, ctx) => {
   const p = `${path}.udsPath`;
   const room = MAX_SUN_PATH_BYTES - 1 - String(VSOCK_MAX_PORT).length;
