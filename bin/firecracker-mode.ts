@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import createDebug from 'debug';
 import { MicroVM, type VmExit } from '../lib/microvm.js';
-import type { MicroVMConfig } from '../lib/config.js';
+import type { MicroVMConfig } from '../lib/vm/config.js';
 import { FlintvmError } from '../lib/errors.js';
 import { parseLogger, parseVmConfigFile, type FcLogger, type FcLogLevel } from '../lib/firecracker/config.js';
 import { FirecrackerApi, type FcInstanceState, type VmController } from '../lib/firecracker/api-server.js';

@@ -3,14 +3,45 @@
  * offending value where there is one, and wraps its `cause`.
  */
 
+/**
+ * The stable codes of {@link FlintvmError} (see the README's error table):
+ * - `FLINTVM_E_CONFIG`: the config (or a CLI flag) is invalid ({@link ConfigError});
+ * - `FLINTVM_E_KVM_IOCTL`: a KVM call failed, including opening /dev/kvm ({@link KvmError});
+ * - `FLINTVM_E_HOST`: another host system call failed ({@link HostError});
+ * - `FLINTVM_E_GUEST_ADDR`: a guest-physical access fell outside guest RAM ({@link GuestAddressError});
+ * - `FLINTVM_E_LOADER`: a kernel or initrd image is malformed or does not fit ({@link LoaderError});
+ * - `FLINTVM_E_STATE`: a lifecycle call in the wrong state ({@link StateError});
+ * - `FLINTVM_E_GUEST`: the guest did something the VMM cannot continue from ({@link GuestError});
+ * - `FLINTVM_E_GUEST_IMAGES`: the default guest images are missing or failed to build;
+ * - `FLINTVM_E_VIRTQUEUE`: a guest's virtqueue is malformed (device level);
+ * - `FLINTVM_E_HOSTDIR`: a share's host-directory operation failed or was refused (device level);
+ * - `FLINTVM_E_WORKER`: a vCPU worker thread failed to start or died;
+ * - `FLINTVM_E_IO_WORKER`: the VM's I/O worker died while the VM ran ({@link IoWorkerError}); that VM stops with reason `error`;
+ * - `FLINTVM_E_SNAPSHOT_STATE`: saved vCPU/VM state is malformed or does not fit this host ({@link SnapshotStateError}).
+ */
+export type FlintvmErrorCode =
+  | 'FLINTVM_E_CONFIG'
+  | 'FLINTVM_E_KVM_IOCTL'
+  | 'FLINTVM_E_HOST'
+  | 'FLINTVM_E_GUEST_ADDR'
+  | 'FLINTVM_E_LOADER'
+  | 'FLINTVM_E_STATE'
+  | 'FLINTVM_E_GUEST'
+  | 'FLINTVM_E_GUEST_IMAGES'
+  | 'FLINTVM_E_VIRTQUEUE'
+  | 'FLINTVM_E_HOSTDIR'
+  | 'FLINTVM_E_WORKER'
+  | 'FLINTVM_E_IO_WORKER'
+  | 'FLINTVM_E_SNAPSHOT_STATE';
+
 /** Base class of every error flintvm throws on purpose. */
 export class FlintvmError extends Error {
   /** Stable machine-readable code, e.g. `FLINTVM_E_CONFIG`. */
-  readonly code: string;
+  readonly code: FlintvmErrorCode;
   /** The offending value, if any. */
   readonly value?: unknown;
 
-  constructor(code: string, message: string, options: { value?: unknown; cause?: unknown } = {}) {
+  constructor(code: FlintvmErrorCode, message: string, options: { value?: unknown; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
@@ -55,13 +86,37 @@ export class GuestAddressError extends FlintvmError {
   }
 }
 
-/** The user's configuration is invalid. The message names the field and the fix. */
+/** One problem in a config: the field as the user named it, and what is wrong with it. */
+export interface ConfigProblem {
+  readonly field: string;
+  readonly message: string;
+  readonly value?: unknown;
+  readonly cause?: unknown;
+}
+
+/**
+ * The user's configuration is invalid. The message names the field and the fix; when several fields are
+ * wrong, `problems` lists all of them (one per message line) and `field` is the first.
+ */
 export class ConfigError extends FlintvmError {
   readonly field: string;
+  /** Every problem found, in order (at least one). */
+  readonly problems: readonly ConfigProblem[];
 
   constructor(field: string, message: string, value?: unknown, cause?: unknown) {
     super('FLINTVM_E_CONFIG', `${field}: ${message}`, { value, cause });
     this.field = field;
+    this.problems = [{ field, message, value, cause }];
+  }
+
+  /** One ConfigError for several problems (the first names `field`, `value` and `cause`). */
+  static fromProblems(problems: readonly ConfigProblem[]): ConfigError {
+    const [first, ...rest] = problems;
+    if (!first) throw new RangeError('ConfigError.fromProblems needs at least one problem');
+    const text = [first.message, ...rest.map((p) => `${p.field}: ${p.message}`)].join('\n');
+    const e = new ConfigError(first.field, text, first.value, first.cause);
+    (e as { problems: readonly ConfigProblem[] }).problems = [...problems];
+    return e;
   }
 }
 

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import { resolveConfig, type MicroVMConfig, type ResolvedConfig } from './config.js';
+import { resolveConfig, type MicroVMConfig, type ResolvedConfig } from './vm/config.js';
 import { buildVm, type BuiltVm } from './vm/builder.js';
 import { describeDevices } from './vm/registry.js';
 import type { ExitInfo, ExitReason } from './vcpu/protocol.js';
@@ -120,6 +120,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       this.resolveExit(v);
       this.setState('exited');
       this.console.push(null);
+      this.emit('exit', v);
       throw e;
     }
     const { machine } = this.built;

@@ -12,7 +12,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { existsSync, unlinkSync } from 'node:fs';
-import type { MicroVMConfig } from '../config.js';
+import type { MicroVMConfig } from '../vm/config.js';
 import { ConfigError } from '../errors.js';
 import { log } from '../log.js';
 import {

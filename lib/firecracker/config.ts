@@ -12,7 +12,7 @@
  * {@link FirecrackerConfigError} naming the field, rather than being ignored.
  */
 import { ConfigError } from '../errors.js';
-import type { DriveConfig, MicroVMConfig, NetConfig, VsockConfig } from '../config.js';
+import type { DriveConfig, MicroVMConfig, NetConfig, VsockConfig } from '../vm/config.js';
 
 /** A Firecracker resource or field that is malformed or that flintvm cannot honour. */
 export class FirecrackerConfigError extends ConfigError {}

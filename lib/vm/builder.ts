@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { Machine } from '../machine.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { Vm } from '../kvm/vm.js';
-import type { ResolvedConfig } from '../config.js';
+import type { ResolvedConfig } from './config.js';
 import { ConfigError, IoWorkerError } from '../errors.js';
 import { ByteRing } from '../io/byte-ring.js';
 import type { BootTimings } from '../microvm.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { MicroVM } from '../../lib/index.js';
 import { requireKvm } from '../helpers/kvm.js';
 import { printAndExitCode, spinCode, writeTempKernel } from '../helpers/tiny-elf.js';
@@ -131,7 +131,10 @@ test('stop() during start() never runs the guest and releases everything; a fail
   t.is(vm.state, 'exited');
   t.is(e.timings.firstRun, undefined, 'the vCPU never entered KVM_RUN');
 
-  const bad = new MicroVM({ kernel, memoryMiB: 16, drives: [{ path: '/nonexistent/disk.img' }] });
+  // A disk image whose size is not a multiple of 512 passes the constructor and fails in start().
+  const oddDisk = `${kernel}.odd.img`;
+  writeFileSync(oddDisk, Buffer.alloc(100));
+  const bad = new MicroVM({ kernel, memoryMiB: 16, drives: [{ path: oddDisk }] });
   await t.throwsAsync(bad.start(), { code: 'FLINTVM_E_CONFIG' });
   t.is((await bad.wait()).reason, 'error');
 });

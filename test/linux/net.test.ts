@@ -179,6 +179,6 @@ test.serial(`virtio-net: MAC, ping both ways, ${SIZE_MIB} MiB of TCP each way th
 test.serial('virtio-net: a bad tap name or MAC is refused before the VM starts', async (t) => {
   if (!requireKvm(t)) return;
   const imgs = await defaultGuestImages({ quiet: true });
-  await t.throwsAsync(new MicroVM({ kernel: imgs.vmlinux, net: [{ tap: 'a-name-that-is-too-long' }] }).start(), { message: /net\[0\]\.tap/ });
-  await t.throwsAsync(new MicroVM({ kernel: imgs.vmlinux, net: [{ tap: 'fltap1', mac: 'ff:ff:ff:ff:ff:ff' }] }).start(), { message: /net\[0\]\.mac/ });
+  await t.throwsAsync(async () => new MicroVM({ kernel: imgs.vmlinux, net: [{ tap: 'a-name-that-is-too-long' }] }).start(), { message: /net\[0\]\.tap/ });
+  await t.throwsAsync(async () => new MicroVM({ kernel: imgs.vmlinux, net: [{ tap: 'fltap1', mac: 'ff:ff:ff:ff:ff:ff' }] }).start(), { message: /net\[0\]\.mac/ });
 });

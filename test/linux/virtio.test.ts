@@ -76,7 +76,7 @@ test.serial('virtio-blk: bad drives are refused before the VM starts', async (t)
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-blk-'));
   const a = join(dir, 'a.img');
   writeFileSync(a, Buffer.alloc(1024 * 1024));
-  await t.throwsAsync(new MicroVM({ kernel: imgs.kernel, drives: [{ path: join(dir, 'missing.img') }] }).start(), { message: /drives\[0\]\.path/ });
+  await t.throwsAsync(async () => new MicroVM({ kernel: imgs.kernel, drives: [{ path: join(dir, 'missing.img') }] }).start(), { message: /drives\[0\]\.path/ });
   const holder = new MicroVM({ kernel: imgs.kernel, initrd: imgs.initrd, drives: [{ path: a }], extraCmdline: guestCommandCmdline(['sleep', '30']) });
   await holder.start();
   await t.throwsAsync(new MicroVM({ kernel: imgs.kernel, drives: [{ path: a }] }).start(), { message: /locked/ });

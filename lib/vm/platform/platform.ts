@@ -10,7 +10,7 @@ import type { Vm } from '../../kvm/vm.js';
 import type { Vcpu } from '../../kvm/vcpu.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import type { DeviceSpec } from '../../vcpu/protocol.js';
-import type { ResolvedConfig } from '../../config.js';
+import type { ResolvedConfig } from '../config.js';
 
 /** A virtio-mmio window and its interrupt (the irqfd GSI; on arm64 an SPI number). */
 export interface VirtioSlot {

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FirecrackerApi, MAX_BODY_BYTES, type FcInstanceState, type VmController } from '../../../lib/firecracker/api-server.js';
-import type { MicroVMConfig } from '../../../lib/config.js';
+import type { MicroVMConfig } from '../../../lib/vm/config.js';
 
 /** Test double: records calls; `failStart` makes start() reject (with `built` saying whether a VM was made). */
 class FakeVm implements VmController {

@@ -2,7 +2,7 @@ import test from 'ava';
 import { accessSync, chmodSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { resolveConfig, DEFAULT_MEMORY_MIB, MAX_CMDLINE_BYTES, type MicroVMConfig } from '../../../lib/config.js';
+import { resolveConfig, DEFAULT_MEMORY_MIB, MAX_CMDLINE_BYTES, type MicroVMConfig } from '../../../lib/vm/config.js';
 import { ConfigError, FlintvmError } from '../../../lib/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flintvm-config-'));

@@ -56,7 +56,7 @@ test('cause is wrapped when given and absent otherwise', (t) => {
   const plain = new ConfigError('vcpus', 'bad');
   t.false('cause' in plain, 'no cause property when none was given');
   t.is(plain.value, undefined);
-  const f = new FlintvmError('FLINTVM_E_X', 'outer', { cause: e, value: 0 });
+  const f = new FlintvmError('FLINTVM_E_STATE', 'outer', { cause: e, value: 0 });
   t.is(f.cause, e);
   t.is(f.value, 0, 'a falsy value is kept');
   t.is(f.name, 'FlintvmError');
