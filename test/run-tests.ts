@@ -5,7 +5,7 @@
  *
  * | tier | what | where |
  * |---|---|---|
- * | unit | dist/test/unit | here |
+ * | unit | dist/test/unit and dist/test/package (the packed tarball, installed) | here |
  * | integration | dist/test/integration: tiny hand-assembled x86 guests against KVM | here when this is an x86_64 machine with a usable /dev/kvm, else inside the x86_64 test host |
  * | linux-x86_64 | dist/test/linux: real Linux guests | inside the x86_64 test host |
  * | linux-arm64 | the arm64 subset of dist/test/linux, and the `*-arm64` integration tests | inside the arm64 test host |
@@ -99,7 +99,8 @@ function plan(names: readonly TierName[]): Tier[] {
     process.execPath, HOST_CLI, '--arch', arch, '--timeout', String(timeoutSec), ...files.flatMap((f) => ['--files', f]),
   ];
   const tiers: Record<TierName, Tier> = {
-    unit: { name: 'unit', where: 'here', cmd: [AVA, 'dist/test/unit/**/*.test.js'] },
+    // The package test packs the tarball and installs it into an empty project (README's install path).
+    unit: { name: 'unit', where: 'here', cmd: [AVA, 'dist/test/unit/**/*.test.js', 'dist/test/package/**/*.test.js'] },
     integration: localKvm
       ? { name: 'integration', where: 'here (local /dev/kvm)', cmd: [AVA, ...integrationFiles('x86_64')] }
       : {
