@@ -22,6 +22,8 @@
  * In the arm64 test host (TCG emulating an arm64 CPU with EL2, the guest
  * nested in it) the default is 64 MiB each way: it is several times slower
  * than the x86_64 one. The guest kernel there is `Image` (imgs.kernel).
+ * Measured there (ava --concurrency=1, build machine load ~10): 5m01s for
+ * the test, host -> guest 0.8 MiB/s, guest -> host 0.6 MiB/s.
  */
 import test from 'ava';
 import { execFile, execFileSync } from 'node:child_process';

@@ -13,7 +13,9 @@
  * the test host: 45 s for the whole file (the 64 MiB echo at ~4 MiB/s each way).
  * In the (slower) arm64 test host the default is 16 MiB; the guest kernel
  * there is `Image` (imgs.kernel) and its tools initramfs is built from the
- * arm64 Debian packages.
+ * arm64 Debian packages. Measured there (ava --concurrency=1, build machine
+ * load ~10): 3m46s for the test; the guest listened after 121 s, the 16 MiB
+ * echo ran at 0.3 MiB/s each way.
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
