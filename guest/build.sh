@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Build the default flintvm guest: Linux 6.1 from Debian's linux-source-6.1
-# and a busybox initramfs. x86_64 (the default): vmlinux + bzImage, plus a
-# tools initramfs (the busybox one with socat, fio and iperf3 from Debian
-# appended; see tools.list). arm64: Image, cross-built with Debian's
-# gcc-aarch64-linux-gnu, and busybox from busybox-static:arm64.
+# and a busybox initramfs, plus a tools initramfs (the busybox one with
+# socat, fio, iperf3 and attr from Debian appended; see tools.list).
+# x86_64 (the default): vmlinux + bzImage. arm64: Image, cross-built with
+# Debian's gcc-aarch64-linux-gnu; busybox and the tools from the arm64
+# Debian packages.
 #
 #   bash guest/build.sh [--arch x86_64|arm64] [--force]   build if needed; print the output dir
 #   bash guest/build.sh [--arch x86_64|arm64] --print-key print the cache key only
 #
 # Results are cached in ${FLINTVM_CACHE:-$HOME/.cache/flintvm}/guest/<arch>-<key>/:
 # x86_64 with vmlinux, bzImage, initramfs.cpio.gz, initramfs-tools.cpio.gz and
-# manifest.json; arm64 with Image, initramfs.cpio.gz and manifest.json. The key
-# hashes everything the result depends on (see cache_key), so a cache hit is a
-# no-op.
+# manifest.json; arm64 with Image, initramfs.cpio.gz, initramfs-tools.cpio.gz
+# and manifest.json. The kernel is cached on its own, in
+# guest/kernel-<arch>-<kernel key>/, keyed only by what it is built from
+# (kernel.sh, the config fragment, the linux-source and compiler versions;
+# see kernel_key), and hard-linked (or copied) into the output directory, so
+# a change to this script, the init script or the tools rebuilds only the
+# initramfs archives. The output key hashes the kernel key and everything
+# the archives depend on (see cache_key); a cache hit is a no-op.
 #
 # The LAST (and only) line on stdout is the absolute output directory, so
 # callers can do `dir=$(bash guest/build.sh)`. Progress goes to stderr.
@@ -25,6 +31,7 @@ exec 3>&1 1>&2
 GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 INIT_SCRIPT=$GUEST_DIR/init
 SELF=$GUEST_DIR/build.sh
+KERNEL_SH=$GUEST_DIR/kernel.sh
 TOOLS_LIST=$GUEST_DIR/tools.list
 
 KSRC_PKG=linux-source-6.1
@@ -47,7 +54,7 @@ elapsed() { local s=$((SECONDS - T0)); printf '%dm%02ds' $((s / 60)) $((s % 60))
 phase() { log "$1 (elapsed $(elapsed))"; }
 
 usage() {
-    sed -n '2,19s/^# \{0,1\}//p' "$SELF" >&2
+    sed -n '2,24s/^# \{0,1\}//p' "$SELF" >&2
 }
 
 FORCE=0
@@ -77,8 +84,9 @@ case $ARCH in
     x86_64|amd64)
         ARCH=x86_64 DEB_ARCH=amd64
         FRAGMENT=$GUEST_DIR/microvm-x86_64.config
-        CROSS= CC_PKG=
+        CROSS= CC_PKG= KCC_PKG=gcc
         KTARGETS=(bzImage vmlinux)
+        KERNEL_FILES=(vmlinux bzImage)
         OUTPUTS=(vmlinux bzImage initramfs.cpio.gz initramfs-tools.cpio.gz manifest.json)
         MAKE_LOG=$BUILD_ROOT/kernel-make.log
         [ "$HOST_DEB_ARCH" = amd64 ] || die "the x86_64 guest is built on an amd64 (x86_64) Debian machine; this one is $HOST_DEB_ARCH"
@@ -88,8 +96,10 @@ case $ARCH in
         FRAGMENT=$GUEST_DIR/microvm-arm64.config
         CROSS=aarch64-linux-gnu-
         if [ "$HOST_DEB_ARCH" = arm64 ]; then CC_PKG=gcc; else CC_PKG=gcc-aarch64-linux-gnu; fi
+        KCC_PKG=$CC_PKG
         KTARGETS=(Image)
-        OUTPUTS=(Image initramfs.cpio.gz manifest.json)
+        KERNEL_FILES=(Image)
+        OUTPUTS=(Image initramfs.cpio.gz initramfs-tools.cpio.gz manifest.json)
         MAKE_LOG=$BUILD_ROOT/kernel-make-arm64.log
         ;;
     *) usage; die "unknown --arch $ARCH (x86_64 or arm64)" ;;
@@ -197,9 +207,11 @@ fi
 # tools.list names Debian packages and the programs to take from them. Their
 # libraries come from the Depends/Pre-Depends closure of those packages
 # (first alternative; virtual packages and `exclude`d names not followed),
-# at the versions apt would install now. That closure, with versions, is
-# part of the cache key. Walking it takes a few seconds of apt-cache, so the
-# answer is memoized while the apt lists and tools.list are unchanged.
+# at the versions apt would install now, for the guest's Debian architecture
+# (PKG:arm64 for an arm64 guest built on amd64). That closure, with
+# versions, is part of the cache key. Walking it takes a few seconds of
+# apt-cache, so the answer is memoized while the apt lists and tools.list
+# are unchanged.
 
 [ -f "$TOOLS_LIST" ] || die "$TOOLS_LIST missing"
 TOOL_PKGS=()
@@ -217,10 +229,18 @@ while read -r first rest; do
 done <"$TOOLS_LIST"
 [ ${#TOOL_PKGS[@]} -gt 0 ] || die "tools.list names no package"
 
-# Prints "package version" lines, sorted: the closure at the candidate versions.
+# APT_Q: the architecture qualifier apt needs for the guest's packages.
+APT_Q=
+[ "$FOREIGN_BB" = 0 ] || APT_Q=":$DEB_ARCH"
+
+# Prints "package version" lines, sorted: the closure at the candidate
+# versions; for a foreign architecture "package version architecture" (an
+# Architecture: all package is downloaded without the :arm64 qualifier). apt
+# shows a foreign package's dependency on an Architecture: all package as a
+# virtual <name:arch> provided by name: that one is followed too.
 tools_closure() {
     local -A seen=()
-    local level=("${TOOL_PKGS[@]}") new p
+    local level=("${TOOL_PKGS[@]/%/$APT_Q}") new p
     while [ ${#level[@]} -gt 0 ]; do
         new=()
         for p in "${level[@]}"; do
@@ -231,33 +251,42 @@ tools_closure() {
             apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks \
                 --no-replaces --no-enhances "${new[@]}" 2>/dev/null |
             awk -v excl="$TOOL_EXCL" '
-                function take(n) { sub(/:any$/, "", n); if (n !~ /^</ && index(excl, " " n " ") == 0) print n }
-                /^[^ ]/                 { alt = 0; next }
-                /^  \|(Pre)?Depends: /  { if (!alt) take($2); alt = 1; next }
-                /^  (Pre)?Depends: /    { if (!alt) take($2); alt = 0; next }' |
+                function take(n,  b) { sub(/:any$/, "", n); b = n; sub(/:.*/, "", b)
+                                       if (n !~ /^</ && index(excl, " " b " ") == 0) print n }
+                function dep(n) { virt = ""
+                                  if (n ~ /^</) { virt = n; gsub(/^<|>$/, "", virt); sub(/:.*/, "", virt) } else take(n) }
+                /^[^ ]/                 { alt = 0; virt = ""; next }
+                /^  \|(Pre)?Depends: /  { if (!alt) dep($2); alt = 1; next }
+                /^  (Pre)?Depends: /    { if (!alt) dep($2); alt = 0; next }
+                /^    [^ ]/             { if (virt != "" && $1 == virt) { take($1); virt = "" } next }
+                                        { virt = "" }' |
             LC_ALL=C sort -u)
     done
     apt-cache show --no-all-versions "${!seen[@]}" 2>/dev/null |
-        awk '/^Package: / { p = $2 } /^Version: / { print p, $2 }' | LC_ALL=C sort -u
+        awk -v foreign="$APT_Q" '
+            function out() { if (p != "") { if (foreign != "") print p, v, a; else print p, v }; p = "" }
+            /^Package: / { p = $2 } /^Version: / { v = $2 } /^Architecture: / { a = $2 }
+            /^$/ { out() } END { out() }' | LC_ALL=C sort -u
 }
 
 # The memoized closure, computed (and apt-get update'd, as root, if apt
 # knows none of the packages) when needed.
 tools_versions() {
-    local memo=$CACHE/guest/.tools-closure stamp out p
+    # (The memo file is per format of this output and per architecture.)
+    local memo=$CACHE/guest/.tools-closure2-$DEB_ARCH stamp out p
     mkdir -p "$CACHE/guest"
     stamp=$(apt_stamp)
     if [ -f "$memo" ] && [ "$(head -n1 "$memo")" = "$stamp" ]; then
         tail -n +2 "$memo"
         return 0
     fi
-    if ! apt-cache show --no-all-versions "${TOOL_PKGS[@]}" >/dev/null 2>&1; then
+    if ! apt-cache show --no-all-versions "${TOOL_PKGS[@]/%/$APT_Q}" >/dev/null 2>&1; then
         [ "$(id -u)" -eq 0 ] || die "apt does not know ${TOOL_PKGS[*]}; run apt-get update (as root)"
         log "apt does not know ${TOOL_PKGS[*]}: apt-get update"
         DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || die "apt-get update failed"
         stamp=$(apt_stamp)
     fi
-    log "tools: resolving the package closure of ${TOOL_PKGS[*]}"
+    log "tools: resolving the package closure of ${TOOL_PKGS[*]} ($DEB_ARCH)"
     out=$(tools_closure)
     for p in "${TOOL_PKGS[@]}"; do
         grep -q "^$p " <<<"$out" || die "tools: apt has no candidate version of $p"
@@ -265,26 +294,40 @@ tools_versions() {
     printf '%s\n%s\n' "$stamp" "$out" >"$memo.$$" && mv "$memo.$$" "$memo"
     printf '%s\n' "$out"
 }
-# The tools initramfs is built for x86_64 only.
-TOOLS_VERSIONS=
-[ "$ARCH" != x86_64 ] || TOOLS_VERSIONS=$(tools_versions)
+TOOLS_VERSIONS=$(tools_versions)
 
-cache_key() {
+# The kernel's key: only what the kernel is built from. (Not this script,
+# the init script or the initramfs inputs: see kernel.sh.)
+KCC_VER=$(pkg_version "$KCC_PKG")
+[ -n "$KCC_VER" ] || { ensure_deps; KCC_VER=$(pkg_version "$KCC_PKG"); }
+[ -n "$KCC_VER" ] || die "$KCC_PKG still not installed"
+kernel_key() {
     {
-        printf 'flintvm guest %s\n' "$ARCH"
-        local f files=("$FRAGMENT" "$SELF" "$INIT_SCRIPT")
-        [ "$ARCH" != x86_64 ] || files+=("$TOOLS_LIST")
-        for f in "${files[@]}"; do
+        printf 'flintvm guest kernel %s\n' "$ARCH"
+        local f
+        for f in "$FRAGMENT" "$KERNEL_SH"; do
             printf '\n== %s\n' "${f##*/}"
             cat "$f"
         done
-        printf '\n== %s %s\n== %s %s\n' "$KSRC_PKG" "$KSRC_VER" "$BB_PKG" "$BB_VER"
-        if [ "$ARCH" = x86_64 ]; then
-            printf '\n== tools closure\n%s\n' "$TOOLS_VERSIONS"
-        else
-            printf '== %s %s\n' "$CC_PKG" "$CC_VER"
-            [ "$FOREIGN_BB" = 0 ] || printf '== %s:%s %s (applet directories)\n' "$BB_PKG" "$HOST_DEB_ARCH" "$HOST_BB_VER"
-        fi
+        printf '\n== %s %s\n== %s %s\n' "$KSRC_PKG" "$KSRC_VER" "$KCC_PKG" "$KCC_VER"
+    } | sha256sum | cut -c1-16
+}
+KKEY=$(kernel_key)
+KERNEL_DIR=$CACHE/guest/kernel-$ARCH-$KKEY
+
+# The output's key: the kernel's, and everything the initramfs archives and
+# the assembly depend on.
+cache_key() {
+    {
+        printf 'flintvm guest %s\n== kernel %s\n' "$ARCH" "$KKEY"
+        local f
+        for f in "$SELF" "$INIT_SCRIPT" "$TOOLS_LIST"; do
+            printf '\n== %s\n' "${f##*/}"
+            cat "$f"
+        done
+        printf '\n== %s %s\n' "$BB_PKG" "$BB_VER"
+        printf '\n== tools closure\n%s\n' "$TOOLS_VERSIONS"
+        [ "$FOREIGN_BB" = 0 ] || printf '== %s:%s %s (applet directories)\n' "$BB_PKG" "$HOST_DEB_ARCH" "$HOST_BB_VER"
     } | sha256sum | cut -c1-16
 }
 KEY=$(cache_key)
@@ -340,122 +383,36 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 bb_label=$BB_PKG; [ "$FOREIGN_BB" = 0 ] || bb_label+=":$DEB_ARCH"
-log "building $ARCH guest, key $KEY ($KSRC_PKG $KSRC_VER, $bb_label $BB_VER${CC_PKG:+, $CC_PKG $CC_VER})"
+log "building $ARCH guest, key $KEY, kernel key $KKEY ($KSRC_PKG $KSRC_VER, $bb_label $BB_VER${CC_PKG:+, $CC_PKG $CC_VER})"
 
-# ------------------------------------------------------------------ kernel source
-# Unpacked once into $BUILD_ROOT and reused; the object tree (O=) is separate
-# so rebuilds after a config change are incremental.
+# ------------------------------------------------------------------ kernel (cached on its own)
+# kernel.sh builds it into a scratch directory, which becomes $KERNEL_DIR;
+# its files are then hard-linked (copied across file systems) into the
+# output. A kernel directory of another key is left alone (another
+# checkout may use it).
 
-KSRC=$BUILD_ROOT/$KSRC_PKG
-KOBJ=$BUILD_ROOT/kernel-$ARCH
-STAMP=".flintvm-source-version"
-
-if [ "$(cat "$KSRC/$STAMP" 2>/dev/null)" != "$KSRC_VER" ]; then
-    phase "kernel: unpacking $KSRC_TARBALL"
-    # (every architecture's object tree: they were built from the old source)
-    rm -rf "$KSRC" "$BUILD_ROOT"/kernel-x86_64 "$BUILD_ROOT"/kernel-arm64 "$BUILD_ROOT"/.unpack.*
-    unpack=$(mktemp -d "$BUILD_ROOT/.unpack.XXXXXX")
-    tar -xf "$KSRC_TARBALL" -C "$unpack"
-    [ -f "$unpack/$KSRC_PKG/Makefile" ] || die "unexpected layout in $KSRC_TARBALL"
-    printf '%s\n' "$KSRC_VER" >"$unpack/$KSRC_PKG/$STAMP"
-    mv "$unpack/$KSRC_PKG" "$KSRC"
-    rmdir "$unpack"
-fi
-mkdir -p "$KOBJ"
-
-kmake() { make -C "$KSRC" O="$KOBJ" ARCH="$ARCH" ${CROSS:+CROSS_COMPILE="$CROSS"} "$@"; }
-
-show_log_tail() {
-    log "last 40 lines of $MAKE_LOG:"
-    tail -n 40 "$MAKE_LOG" >&2 || true
+kernel_complete() {
+    local f
+    for f in "${KERNEL_FILES[@]}" release; do [ -s "$KERNEL_DIR/$f" ] || return 1; done
 }
-
-# ------------------------------------------------------------------ kernel config
-
-phase "kernel: config (tinyconfig + $(basename "$FRAGMENT"))"
-: >"$MAKE_LOG"
-{
-    kmake tinyconfig &&
-    "$KSRC/scripts/kconfig/merge_config.sh" -m -O "$KOBJ" "$KOBJ/.config" "$FRAGMENT" &&
-    kmake olddefconfig
-} >>"$MAKE_LOG" 2>&1 || { show_log_tail; die "kernel configuration failed"; }
-
-# Every option the fragment sets must have survived olddefconfig.
-verify_config() {
-    local cfg=$KOBJ/.config bad=0 line sym val
-    while IFS= read -r line; do
-        case $line in
-            CONFIG_*=*)
-                sym=${line%%=*} val=${line#*=}
-                if [ "$val" = n ]; then
-                    if grep -q "^$sym=" "$cfg"; then
-                        log "config: $sym should be off but is $(grep "^$sym=" "$cfg")"; bad=1
-                    fi
-                elif ! grep -qxF "$line" "$cfg"; then
-                    log "config: $sym=$val requested but .config has: $(grep -E "^(# )?$sym[= ]" "$cfg" || echo 'nothing (dependency not met)')"
-                    bad=1
-                fi ;;
-            "# CONFIG_"*" is not set")
-                sym=${line#\# } sym=${sym%% *}
-                if grep -q "^$sym=" "$cfg"; then
-                    log "config: $sym should be off but is $(grep "^$sym=" "$cfg")"; bad=1
-                fi ;;
-        esac
-    done <"$FRAGMENT"
-    return $bad
-}
-verify_config || die "kernel config check failed: options above were dropped or changed by olddefconfig (see $KOBJ/.config)"
-
-# ------------------------------------------------------------------ kernel build
-
-phase "kernel: make -j$(nproc) ${KTARGETS[*]} (log $MAKE_LOG)"
-# In the background (without our stdout pipe or the lock fd) so we can report
-# progress while it runs.
-kmake -j"$(nproc)" "${KTARGETS[@]}" >>"$MAKE_LOG" 2>&1 </dev/null 3>&- 9>&- &
-MAKE_PID=$!
-last_beat=$SECONDS
-while kill -0 "$MAKE_PID" 2>/dev/null; do
-    sleep 1
-    if [ $((SECONDS - last_beat)) -ge 20 ]; then
-        last_beat=$SECONDS
-        last=$(tail -n 30 "$MAKE_LOG" 2>/dev/null |
-               sed -n 's/^ *\(CC\|AS\|LD\|AR\|HOSTCC\|OBJCOPY\|LZ4\|GEN\)[^ ]* *//p' | tail -n 1) || last=
-        log "kernel: make (elapsed $(elapsed))${last:+ ... $last}"
-    fi
-done
-if ! wait "$MAKE_PID"; then
-    MAKE_PID=
-    show_log_tail
-    die "kernel build failed (full log: $MAKE_LOG)"
-fi
-MAKE_PID=
-KVERSION=$(cat "$KOBJ/include/config/kernel.release")
-[ -n "$KVERSION" ] || die "could not read the kernel release"
-
-if [ "$ARCH" = x86_64 ]; then
-phase "kernel: built Linux $KVERSION; collecting vmlinux and bzImage"
-cp "$KOBJ/vmlinux" "$STAGE/vmlinux"
-cp "$KOBJ/arch/x86/boot/bzImage" "$STAGE/bzImage"
-if command -v strip >/dev/null; then
-    strip --strip-debug "$STAGE/vmlinux"
-fi
-# The PVH entry note (Xen owner, type 0x12 = XEN_ELFNOTE_PHYS32_ENTRY) must be present.
-notes=$(readelf -W -n "$STAGE/vmlinux") || die "readelf -n vmlinux failed"
-if ! grep -qiE '^[[:space:]]*Xen[[:space:]].*(0x0*12\)|PHYS32)' <<<"$notes"; then
-    printf '%s\n' "$notes" >&2
-    die "vmlinux has no Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)"
-fi
+if [ "$FORCE" = 1 ] || ! kernel_complete; then
+    # shellcheck source=guest/kernel.sh
+    . "$KERNEL_SH"
+    KSTAGE=$STAGE/kernel
+    mkdir -p "$KSTAGE"
+    build_kernel "$KSTAGE"
+    chmod 0755 "$KSTAGE"
+    rm -rf "$KERNEL_DIR.old"
+    [ ! -e "$KERNEL_DIR" ] || mv "$KERNEL_DIR" "$KERNEL_DIR.old"
+    mv "$KSTAGE" "$KERNEL_DIR"
+    rm -rf "$KERNEL_DIR.old"
 else
-phase "kernel: built Linux $KVERSION; collecting Image"
-cp "$KOBJ/arch/arm64/boot/Image" "$STAGE/Image"
-# The arm64 boot header (Documentation/arm64/booting.rst): magic "ARM\x64" at
-# 56; flags at 24, whose bits 1-2 give the page size (1 = 4K) and bit 3
-# means "may be placed anywhere in RAM" (2 MiB aligned).
-[ "$(head -c 60 "$STAGE/Image" | tail -c 4)" = 'ARMd' ] || die "arch/arm64/boot/Image has no arm64 boot header (magic ARM\\x64 at 56)"
-flags=$(od -An -tu8 -j24 -N8 --endian=little "$STAGE/Image" | tr -d ' ')
-[ $(( (flags >> 1) & 3 )) = 1 ] && [ $(( (flags >> 3) & 1 )) = 1 ] ||
-    die "Image header flags $flags: expected 4K pages and physical placement anywhere"
+    phase "kernel: cached in $KERNEL_DIR"
 fi
+KVERSION=$(cat "$KERNEL_DIR/release")
+for f in "${KERNEL_FILES[@]}"; do
+    ln "$KERNEL_DIR/$f" "$STAGE/$f" 2>/dev/null || cp "$KERNEL_DIR/$f" "$STAGE/$f"
+done
 
 # ------------------------------------------------------------------ initramfs: busybox
 # busybox-static:$DEB_ARCH (apt-get download into $BUILD_ROOT/debs-$DEB_ARCH,
@@ -559,8 +516,6 @@ make_cpio_gz() { # make_cpio_gz DIR OUT
 make_cpio_gz "$ROOTFS" "$STAGE/initramfs.cpio.gz"
 rm -rf "$ROOTFS" "$STAGE/bbroot"
 
-if [ "$ARCH" = x86_64 ]; then
-
 # ------------------------------------------------------------------ tools initramfs
 # initramfs-tools.cpio.gz = initramfs.cpio.gz followed by a second gzip'd
 # newc archive with the tools.list programs, their libraries and the ELF
@@ -568,12 +523,17 @@ if [ "$ARCH" = x86_64 ]; then
 # one rootfs, so the default archive stays as it is and small.
 #
 # Everything comes from Debian packages (apt-get download, dpkg-deb -x into
-# a scratch root), never from this machine's /lib: the scratch root's own
-# ld.so lists each program's libraries with --library-path pointing at the
-# scratch root only, and every library must resolve inside it.
+# a scratch root), never from this machine's /lib. For this machine's
+# architecture the scratch root's own ld.so lists each program's libraries
+# with --library-path pointing at the scratch root only; a foreign one
+# (arm64 built on amd64) cannot run here, so its DT_NEEDED entries are
+# followed with readelf and looked up the way its loader would (see
+# foreign_libs). Either way every library must resolve inside the scratch
+# root.
 
 phase "tools initramfs: $(printf '%s ' "${TOOL_PKGS[@]}")($(wc -l <<<"$TOOLS_VERSIONS") packages with dependencies)"
-DEBS=$BUILD_ROOT/debs
+# (Per architecture: other versions are pruned from it below.)
+DEBS=$BUILD_ROOT/debs${APT_Q:+-tools-$DEB_ARCH}
 TROOT=$STAGE/tools-debroot
 TOOLFS=$STAGE/tools-rootfs
 mkdir -p "$DEBS" "$TROOT" "$TOOLFS"
@@ -584,8 +544,9 @@ deb_of() { # deb_of PKG VERSION: the cached .deb, or nothing
     return 0
 }
 want=()
-while read -r p v; do
-    [ -n "$(deb_of "$p" "$v")" ] || want+=("$p=$v")
+while read -r p v a; do
+    q=$APT_Q; [ "$a" != all ] || q=
+    [ -n "$(deb_of "$p" "$v")" ] || want+=("$p$q=$v")
 done <<<"$TOOLS_VERSIONS"
 if [ ${#want[@]} -gt 0 ]; then
     log "tools: apt-get download ${#want[@]} packages into $DEBS"
@@ -602,7 +563,7 @@ fi
 OWNERS=$STAGE/tools-owners
 : >"$OWNERS"
 keep=()
-while read -r p v; do
+while read -r p v _; do
     deb=$(deb_of "$p" "$v")
     [ -n "$deb" ] || die "tools: $p $v was not downloaded"
     keep+=("$deb")
@@ -644,6 +605,41 @@ add_tool_file() {
     TOOL_OWNERS[$pkg]=1
 }
 
+# foreign_libs PROG: `ldd`-style "NAME => PATH" lines for a program of the
+# guest's (foreign) architecture: its DT_NEEDED entries, recursively, each
+# searched for as the loader does -- the needing object's DT_RPATH and
+# DT_RUNPATH ($ORIGIN expanded), then /lib/<triplet>, /usr/lib/<triplet>,
+# /lib, /usr/lib -- in the scratch root. PATH is "not" when none has it.
+foreign_libs() {
+    local -A done=()
+    local queue=("$1") obj n d found dirs rp
+    local triplet
+    case $DEB_ARCH in arm64) triplet=aarch64-linux-gnu ;; amd64) triplet=x86_64-linux-gnu ;; *) die "tools: no multiarch triplet for $DEB_ARCH" ;; esac
+    while [ ${#queue[@]} -gt 0 ]; do
+        obj=${queue[0]}
+        queue=("${queue[@]:1}")
+        rp=$(readelf -d "$TROOT$obj" 2>/dev/null | sed -n 's/.*(R\(UN\)\{0,1\}PATH).*\[\(.*\)\]$/\2/p' | tr ':' ' ')
+        dirs=()
+        for d in $rp; do dirs+=("${d//\$ORIGIN/${obj%/*}}"); done
+        dirs+=("/lib/$triplet" "/usr/lib/$triplet" /lib /usr/lib)
+        for n in $(readelf -d "$TROOT$obj" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
+            [ -z "${done[$n]:-}" ] || continue
+            found=not
+            for d in "${dirs[@]}"; do
+                # (in_root: a link's absolute target is inside the scratch root)
+                if [ -f "$TROOT$(in_root "$d/$n")" ]; then found=$d/$n; break; fi
+            done
+            done[$n]=$found
+            if [ "$found" = not ]; then
+                printf '%s => not found\n' "$n"
+            else
+                printf '%s => %s (0)\n' "$n" "$TROOT$found"
+                queue+=("$(in_root "$found")")
+            fi
+        done
+    done
+}
+
 LIBPATH=$(find "$TROOT" \( -type f -o -type l \) -name '*.so*' -printf '%h\n' | LC_ALL=C sort -u | paste -sd:)
 for prog in "${TOOL_PROGS[@]}"; do
     [ -f "$TROOT$prog" ] && [ ! -L "$TROOT$prog" ] || die "tools: $prog is not a program in ${TOOL_PKGS[*]}"
@@ -653,13 +649,17 @@ for prog in "${TOOL_PROGS[@]}"; do
     ldso=$(in_root "$interp")
     [ -x "$TROOT$ldso" ] || die "tools: $prog wants the interpreter $interp, which is not in the packages"
     add_tool_file "$ldso"
-    if [ "$ldso" != "$interp" ] && [ ! -e "$TOOLFS$interp" ]; then
+    if [ "$ldso" != "$interp" ] && [ ! -e "$TOOLFS$interp" ] && [ ! -L "$TOOLFS$interp" ]; then
         mkdir -p "$TOOLFS${interp%/*}"
         ln -s "$ldso" "$TOOLFS$interp"
     fi
     # What ldd prints, from the scratch root's loader and libraries only.
-    listing=$("$TROOT$ldso" --library-path "$LIBPATH" --list "$TROOT$prog") ||
-        die "tools: $ldso --list $prog failed: $listing"
+    if [ "$FOREIGN_BB" = 1 ]; then
+        listing=$(foreign_libs "$prog")
+    else
+        listing=$("$TROOT$ldso" --library-path "$LIBPATH" --list "$TROOT$prog") ||
+            die "tools: $ldso --list $prog failed: $listing"
+    fi
     while read -r name arrow path _; do
         [ "$arrow" = "=>" ] || continue     # linux-vdso.so.1, the interpreter itself
         case $path in
@@ -694,21 +694,16 @@ make_cpio_gz "$TOOLFS" "$STAGE/tools.cpio.gz"
 cat "$STAGE/initramfs.cpio.gz" "$STAGE/tools.cpio.gz" >"$STAGE/initramfs-tools.cpio.gz"
 log "tools: $(wc -l <"$TOOLFS/usr/share/flintvm/tools-packages.txt") packages, ${#TOOL_FILES[@]} files, $(du -sh --apparent-size "$TOOLFS" | cut -f1) unpacked, $(du -h --apparent-size "$STAGE/tools.cpio.gz" | cut -f1) gzip'd"
 rm -rf "$TROOT" "$TOOLFS" "$OWNERS" "$STAGE/tools.cpio.gz"
-fi # x86_64: tools initramfs
 
 # ------------------------------------------------------------------ manifest + publish
 
-if [ "$ARCH" = x86_64 ]; then
 tools_json=$(for p in "${TOOL_PKGS[@]}"; do grep "^$p " <<<"$TOOLS_VERSIONS"; done |
     awk '{ printf "%s\"%s\":\"%s\"", (NR > 1 ? "," : ""), $1, $2 }')
-printf '{"kernelVersion":"%s","key":"%s","built":"%s","arch":"%s","linuxSource":"%s","busybox":"%s","tools":{%s}}\n' \
-    "$KVERSION" "$KEY" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$ARCH" "$KSRC_VER" "$BB_VER" "$tools_json" \
+compiler_json=
+[ -z "$CC_PKG" ] || compiler_json=$(printf ',"compiler":"%s"' "$CC_PKG $CC_VER")
+printf '{"kernelVersion":"%s","key":"%s","kernelKey":"%s","built":"%s","arch":"%s","linuxSource":"%s","busybox":"%s"%s,"tools":{%s}}\n' \
+    "$KVERSION" "$KEY" "$KKEY" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$ARCH" "$KSRC_VER" "$BB_VER" "$compiler_json" "$tools_json" \
     >"$STAGE/manifest.json"
-else
-printf '{"kernelVersion":"%s","key":"%s","built":"%s","arch":"%s","linuxSource":"%s","busybox":"%s","compiler":"%s"}\n' \
-    "$KVERSION" "$KEY" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$ARCH" "$KSRC_VER" "$BB_VER" "$CC_PKG $CC_VER" \
-    >"$STAGE/manifest.json"
-fi
 
 complete "$STAGE" || die "internal error: staged outputs incomplete"
 chmod 0755 "$STAGE"

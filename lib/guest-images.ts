@@ -14,8 +14,9 @@ export interface GuestImages {
   readonly bzImage: string;
   readonly initrd: string;
   /**
-   * `initrd` with a second archive appended: socat, fio and iperf3 from Debian with their libraries
-   * (guest/tools.list). Much larger (~35 MB vs ~1 MB); for benchmarks and tests that need those tools.
+   * `initrd` with a second archive appended: socat, fio, iperf3 and setfattr/getfattr from Debian (the guest
+   * architecture's packages) with their libraries (guest/tools.list); built for x86_64 and arm64. Much larger
+   * (~35 MB vs ~1 MB); for benchmarks and tests that need those tools.
    * A `FLINTVM_GUEST_DIR` set built before it existed may lack this file.
    */
   readonly toolsInitrd: string;

@@ -28,7 +28,8 @@ export interface GuestRun {
 export async function runGuest(config: Omit<MicroVMConfig, 'kernel'>, script: string, steps: Record<string, () => void> = {}, timeoutMs = 5 * 60_000): Promise<GuestRun> {
   const imgs = await defaultGuestImages({ quiet: true });
   const vm = new MicroVM({
-    kernel: imgs.vmlinux, initrd: imgs.initrd, memoryMiB: 256, ...config,
+    // imgs.kernel: vmlinux on x86_64, Image on arm64.
+    kernel: imgs.kernel, initrd: imgs.initrd, memoryMiB: 256, ...config,
     extraCmdline: guestCommandCmdline(['sh', '-c', script]),
   });
   let out = '';
