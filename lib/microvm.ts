@@ -48,6 +48,15 @@ export interface MicroVMEvents {
 
 const now = () => performance.timeOrigin + performance.now();
 
+/** {@link MicroVM.describe}'s answer. */
+export interface VmDescription {
+  readonly state: MicroVMState;
+  readonly memoryMiB: number;
+  readonly vcpus: number;
+  /** One per virtio device, in slot order: `kind` ('virtio-blk'...), `field` (`drives[0]`...) and the kind's own description. */
+  readonly devices: readonly { kind: string; field: string; [key: string]: unknown }[];
+}
+
 /**
  * A lightweight KVM virtual machine running a Linux kernel.
  *
@@ -62,15 +71,6 @@ const now = () => performance.timeOrigin + performance.now();
  * Many MicroVMs can run in one process; each owns its fds, memory and workers,
  * and releases all of them when it exits or is stopped. Main thread only.
  */
-/** {@link MicroVM.describe}'s answer. */
-export interface VmDescription {
-  readonly state: MicroVMState;
-  readonly memoryMiB: number;
-  readonly vcpus: number;
-  /** One per virtio device, in slot order: `kind` ('virtio-blk'...), `field` (`drives[0]`...) and the kind's own description. */
-  readonly devices: readonly { kind: string; field: string; [key: string]: unknown }[];
-}
-
 export class MicroVM extends EventEmitter<MicroVMEvents> {
   readonly config: ResolvedConfig;
   /** The guest's serial console (ttyS0): read guest output, write guest input. */

@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { MicroVM, defaultGuestImages, guestCommandCmdline, type ShareConfig } from '../../lib/index.js';
-import { requireKvm } from '../helpers/kvm.js';
+import { requireKvm, skipOrFail } from '../helpers/kvm.js';
 
 const CYCLES = Number(process.env.FLINTVM_LIFECYCLE_CYCLES ?? 24);
 /**
@@ -98,11 +98,7 @@ async function settledCounts(threads: number): Promise<Counts> {
 
 test.serial(`lifecycle: ${CYCLES} create-start-stop cycles of a Linux guest with blk, net, vsock and a share leak nothing`, async (t) => {
   if (!requireKvm(t)) return;
-  if (!existsSync('/dev/net/tun')) {
-    t.log('SKIPPED: no /dev/net/tun in this host (tun.ko not loaded)');
-    t.pass();
-    return;
-  }
+  if (!existsSync('/dev/net/tun')) return skipOrFail(t, 'no /dev/net/tun in this host (tun.ko not loaded)');
   t.timeout(60 * 60_000);
   const imgs = await defaultGuestImages({ quiet: true });
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-lifecycle-'));

@@ -32,7 +32,7 @@ import { existsSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { MicroVM, defaultGuestImages, guestCommandCmdline, type VmExit } from '../../lib/index.js';
-import { requireKvm } from '../helpers/kvm.js';
+import { requireKvm, skipOrFail } from '../helpers/kvm.js';
 
 const run = promisify(execFile);
 const ARM64 = process.arch === 'arm64';
@@ -120,11 +120,7 @@ async function sendToGuest(data: Buffer, deadline: number): Promise<number> {
 
 test.serial(`virtio-net: MAC, ping both ways, ${SIZE_MIB} MiB of TCP each way through a tap with matching MD5s`, async (t) => {
   if (!requireKvm(t)) return;
-  if (!existsSync('/dev/net/tun')) {
-    t.log('SKIPPED: no /dev/net/tun in this host (tun.ko not loaded)');
-    t.pass();
-    return;
-  }
+  if (!existsSync('/dev/net/tun')) return skipOrFail(t, 'no /dev/net/tun in this host (tun.ko not loaded)');
   const imgs = await defaultGuestImages({ quiet: true });
   const data = randomBytes(SIZE_MIB * MIB);
   const md5 = createHash('md5').update(data).digest('hex');

@@ -10,6 +10,7 @@ import koffi from 'koffi';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MicroVM, defaultGuestImages, guestCommandCmdline, type MicroVMConfig, type VmExit } from '../../lib/index.js';
+import { skipOrFail } from '../helpers/kvm.js';
 
 export type ShareProtocol = '9p' | 'virtiofs';
 
@@ -82,8 +83,7 @@ export async function toolsInitrd(): Promise<string | null> {
 export async function requireToolsInitrd(t: ExecutionContext, needs: string): Promise<string | null> {
   const initrd = await toolsInitrd();
   if (initrd) return initrd;
-  t.log(`SKIPPED: needs the guest tools initramfs (${needs}): bash guest/build.sh, or set FLINTVM_GUEST_TOOLS_INITRD`);
-  t.pass();
+  skipOrFail(t, `needs the guest tools initramfs (${needs}): bash guest/build.sh, or set FLINTVM_GUEST_TOOLS_INITRD`);
   return null;
 }
 

@@ -24,7 +24,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MicroVM, defaultGuestImages, guestCommandCmdline, type MicroVMConfig } from '../../lib/index.js';
-import { requireKvm } from '../helpers/kvm.js';
+import { requireKvm, skipOrFail } from '../helpers/kvm.js';
 
 const ARM64 = process.arch === 'arm64';
 /** The VM is stopped after this long (longer in the slower arm64 test host; ava's own timeout is 10 minutes). */
@@ -125,11 +125,7 @@ test.serial(`vsock: host->guest echo and guest->host transfer of ${SIZE / MiB} M
   if (!requireKvm(t)) return;
   const imgs = await defaultGuestImages({ quiet: true });
   const TOOLS_INITRD = toolsInitrd(imgs);
-  if (!TOOLS_INITRD) {
-    t.log('SKIPPED: needs the guest tools image (an initramfs with socat): build it with guest/build.sh, or set FLINTVM_GUEST_TOOLS_INITRD');
-    t.pass();
-    return;
-  }
+  if (!TOOLS_INITRD) return skipOrFail(t, 'needs the guest tools image (an initramfs with socat): build it with guest/build.sh, or set FLINTVM_GUEST_TOOLS_INITRD');
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-vsock-'));
   const udsPath = join(dir, 'v.sock');
 
