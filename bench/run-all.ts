@@ -125,7 +125,6 @@ function runBench(name: BenchName, log: (s: string) => void): Promise<{ json?: u
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       const seconds = round((monoMs() - t0) / 1000, 1);
-    if (hostMachine) testHostMachine = hostMachine;
       const load = { before, after: loadInfo() };
       if (code === 0) {
         // The JSON is the whole stdout (exits.js pretty-prints it) or its last line.
@@ -323,6 +322,7 @@ async function main(): Promise<void> {
       return { name: n, script: b.script, flags: b.flags, args: IN_HOST[n]!.args, timeoutMin: IN_HOST[n]!.timeoutMin };
     }), log);
     const seconds = round((monoMs() - t0) / 1000, 1);
+    if (hostMachine) testHostMachine = hostMachine;
     if (hostMachine) testHostMachine = hostMachine;
     for (const n of toHost) {
       const o = outcomes[n]!;
