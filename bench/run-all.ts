@@ -323,7 +323,6 @@ async function main(): Promise<void> {
     }), log);
     const seconds = round((monoMs() - t0) / 1000, 1);
     if (hostMachine) testHostMachine = hostMachine;
-    if (hostMachine) testHostMachine = hostMachine;
     for (const n of toHost) {
       const o = outcomes[n]!;
       runs[n] = { seconds, commit, load: o.load, where: 'x86_64 test host', ...(o.error ? { error: o.error } : {}) };
