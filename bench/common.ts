@@ -114,6 +114,7 @@ export function smapsRollupKiB(pid: number | 'self' = 'self'): { rss: number; ps
 
 /** Which KVM this is: the local nested kvm_pvm, or kvm_amd/kvm_intel (under TCG inside a test host). */
 export function kvmKind(): string {
+  if (!existsSync('/dev/kvm')) return 'none (no /dev/kvm)';
   const mods = ['kvm_pvm', 'kvm_amd', 'kvm_intel'].filter((m) => existsSync(`/sys/module/${m}`));
   const m = mods[0] ?? (existsSync('/dev/kvm') ? 'kvm (module unknown)' : 'none');
   if (process.env.FLINTVM_IN_TEST_HOST === '1') return `${m} under TCG (test host)`;

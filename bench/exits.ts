@@ -66,8 +66,12 @@ export interface ExitsResult {
 }
 
 export async function benchExits(exits = 50_000, runs = 5): Promise<ExitsResult> {
-  const bin = join(mkdtempSync(join(tmpdir(), 'flintvm-bench-')), 'exit-loop');
-  execFileSync('gcc', ['-O2', '-o', bin, C_SOURCE]);
+  // In the test host there is no compiler: bench/host-local.ts builds the loop outside and names it here.
+  let bin = process.env.FLINTVM_EXIT_LOOP_BIN ?? '';
+  if (!bin) {
+    bin = join(mkdtempSync(join(tmpdir(), 'flintvm-bench-')), 'exit-loop');
+    execFileSync('gcc', ['-O2', '-o', bin, C_SOURCE]);
+  }
   const js: number[] = [];
   const c: number[] = [];
   // Interleave so both see the same machine noise.

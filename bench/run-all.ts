@@ -35,6 +35,8 @@ import type { LinuxBootArm64Result } from './linux-boot-arm64.js';
 import type { Comparison } from './vmm-compare.js';
 import { bootSvg } from './svg.js';
 import { findProjectDir } from '../test/hosts/run.js';
+import { haveKvm } from '../test/helpers/kvm.js';
+import { runLocalBenchesInTestHost } from './host-local.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** A bench's time limit unless it names its own (the test-host I/O benches boot a guest per repetition). */
@@ -63,9 +65,35 @@ const BENCHES = {
 } satisfies Record<string, BenchSpec>;
 type BenchName = keyof typeof BENCHES;
 
+/** The benches that need a local KVM; without one they run inside the x86_64 test host (bench/host-local.ts). */
+const LOCAL_KVM_BENCHES: readonly BenchName[] = ['exits', 'boot', 'memory', 'density'];
+
+/**
+ * Their arguments inside the test host, where every VM start costs a second or more of emulated CPU:
+ * fewer repetitions and smaller counts, with minute limits to match (measured: see bench/README.md).
+ */
+const IN_HOST: Partial<Record<BenchName, { args: string[]; timeoutMin: number }>> = {
+  exits: { args: ['--runs', '5'], timeoutMin: 10 },
+  boot: { args: ['--runs', '5'], timeoutMin: 20 },
+  memory: { args: ['--counts', '1,8', '--reps', '3'], timeoutMin: 20 },
+  density: { args: ['--counts', '8', '--reps', '3'], timeoutMin: 20 },
+};
+
+/** Where a bench's figures were taken. */
+export type Where = 'local' | 'x86_64 test host' | 'arm64 test host';
+
+/** Where each bench runs: the test-host benches always in theirs, the local ones here only with a usable x86_64 /dev/kvm. */
+function whereOf(name: BenchName, localKvm: boolean): Where {
+  if (name === 'linux-boot-arm64') return 'arm64 test host';
+  if (LOCAL_KVM_BENCHES.includes(name) && localKvm) return 'local';
+  return 'x86_64 test host';
+}
+
 /** One row of the summary: a flintvm figure, its peer's, and flintvm/peer. */
 export interface Figure {
   bench: BenchName;
+  /** Where it was measured (and so on which machine: `machine.local`, or the test host on it). */
+  where?: Where;
   name: string;
   unit: string;
   /** Which way is better: for 'lower', a ratio above 1 means flintvm is slower/bigger. */
@@ -244,8 +272,8 @@ function figures(r: Results): Figure[] {
 export function formatTable(fs: Figure[]): string[] {
   const num = (x: number | undefined) => (x === undefined ? '' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
   const range = (v: { median: number; min?: number; max?: number }) => `${num(v.median)}${v.min !== undefined && v.max !== undefined && v.min !== v.max ? ` [${num(v.min)}..${num(v.max)}]` : ''}`;
-  const rows = fs.map((f) => [f.name, f.unit, range(f.flintvm), String(f.flintvm.n), f.peer ? range(f.peer) : '-', f.peer?.name ?? '', f.ratio !== undefined ? f.ratio.toFixed(2) : '']);
-  const head = ['figure', 'unit', 'flintvm median [min..max]', 'n', 'peer median', 'peer', 'flintvm/peer'];
+  const rows = fs.map((f) => [f.name, f.unit, range(f.flintvm), String(f.flintvm.n), f.peer ? range(f.peer) : '-', f.peer?.name ?? '', f.ratio !== undefined ? f.ratio.toFixed(2) : '', f.where ?? '']);
+  const head = ['figure', 'unit', 'flintvm median [min..max]', 'n', 'peer median', 'peer', 'flintvm/peer', 'where'];
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => (i === 1 || i === 3 ? c.padStart(w[i]!) : c.padEnd(w[i]!))).join('  ').trimEnd();
   return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)];
@@ -263,7 +291,7 @@ async function main(): Promise<void> {
   const startLoad = loadInfo();
   log(`bench: running ${chosen.join(', ')} (load ${startLoad.loadavg.join(' ')} on ${startLoad.nproc} CPUs)`);
 
-  type RunInfo = { seconds: number; commit: string; load: { before: LoadInfo; after: LoadInfo }; error?: string };
+  type RunInfo = { seconds: number; commit: string; load: { before: LoadInfo; after: LoadInfo }; where?: Where; error?: string };
   const results: Record<string, unknown> = {};
   const runs: Record<string, RunInfo> = {};
   const latestPath = join(outDir, 'latest.json');
@@ -281,23 +309,49 @@ async function main(): Promise<void> {
     log(`bench: merging with ${latestPath} (keeping ${Object.keys(results).join(', ') || 'nothing'})`);
   }
   const commit = gitCommit(projectDir);
-  for (const name of chosen) {
+  const localKvm = haveKvm() && process.arch === 'x64';
+  let testHostMachine: unknown;
+  const where: Record<string, Where> = {};
+  // Without a local KVM, the local benches go to the x86_64 test host together, in one boot.
+  const toHost = localKvm ? [] : chosen.filter((n) => LOCAL_KVM_BENCHES.includes(n));
+  if (toHost.length) {
+    log(`bench: ${toHost.join(', ')} inside the x86_64 test host (no usable /dev/kvm here), with their peers beside them ...`);
+    const t0 = monoMs();
+    const { outcomes, hostMachine } = await runLocalBenchesInTestHost(projectDir, toHost.map((n) => {
+      const b: BenchSpec = BENCHES[n];
+      return { name: n, script: b.script, flags: b.flags, args: IN_HOST[n]!.args, timeoutMin: IN_HOST[n]!.timeoutMin };
+    }), log);
+    const seconds = round((monoMs() - t0) / 1000, 1);
+    if (hostMachine) testHostMachine = hostMachine;
+    for (const n of toHost) {
+      const o = outcomes[n]!;
+      runs[n] = { seconds, commit, load: o.load, where: 'x86_64 test host', ...(o.error ? { error: o.error } : {}) };
+      if (o.json !== undefined) results[n] = o.json;
+      where[n] = 'x86_64 test host';
+      log(`bench: ${n} ${o.error ? 'FAILED' : 'done'} (in the test host)${o.error ? `: ${o.error.slice(0, 400)}` : ''}`);
+    }
+  }
+  for (const name of chosen.filter((n) => !toHost.includes(n))) {
     log(`bench: ${name} ...`);
     const r = await runBench(name, log);
-    runs[name] = { seconds: r.seconds, commit, load: r.load, ...(r.error ? { error: r.error } : {}) };
+    where[name] = whereOf(name, localKvm);
+    runs[name] = { seconds: r.seconds, commit, load: r.load, where: where[name], ...(r.error ? { error: r.error } : {}) };
     if (r.json !== undefined) results[name] = r.json;
     log(`bench: ${name} ${r.error ? 'FAILED' : 'done'} in ${r.seconds} s${r.error ? `: ${r.error.slice(0, 400)}` : ''}`);
   }
+  // Merged benches keep where they ran; older records without it ran before the machines lost /dev/kvm.
+  for (const [n, r] of Object.entries(runs)) where[n] ??= r.where ?? (LOCAL_KVM_BENCHES.includes(n as BenchName) ? 'local' : whereOf(n as BenchName, true));
 
   const typed = results as Results;
-  const figs = figures(typed);
+  const figs = figures(typed).map((f) => ({ ...f, where: where[f.bench] ?? whereOf(f.bench, localKvm) }));
   const machine = machineInfo();
   const latest = {
     generated: new Date().toISOString(),
     commit,
     machine: {
+      /** The machine run-all ran on; 'x86_64 test host' rows ran in a TCG L1 (kvm_amd) booted on it. */
       local: machine,
-      ...(typed['linux-boot']?.inner ? { testHost: typed['linux-boot'].inner.machine } : {}),
+      ...(typed['linux-boot']?.inner ? { testHost: typed['linux-boot'].inner.machine } : testHostMachine ? { testHost: testHostMachine } : {}),
     },
     load: { start: startLoad, end: loadInfo() },
     ratioConvention: 'ratio = flintvm median / peer median; for times and memory above 1 means flintvm is slower/bigger, for VMs/s above 1 means flintvm is faster',

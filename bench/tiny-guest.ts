@@ -135,7 +135,10 @@ export function writeTinyGuests(): { bootExit: string; bootSpin: string; bootHal
 
 /** QEMU microvm argv (ENVIRONMENT.md §4 flags) for a tiny guest on the local nested KVM. */
 export function qemuTinyArgs(kernel: string, memoryMiB = 128): string[] {
+  // Inside the test host QEMU's firmware is not where it was built to look (bench/host-local.ts).
+  const datadir = process.env.FLINTVM_QEMU_DATADIR;
   return [
+    ...(datadir ? ['-L', datadir] : []),
     '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-enable-kvm', '-cpu', 'host,-arch-capabilities', '-m', String(memoryMiB),
