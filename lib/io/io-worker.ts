@@ -17,7 +17,7 @@ import { EventEmitter } from 'node:events';
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { log } from '../log.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, IoWorkerError } from '../errors.js';
 import { installKickHandler, kickThread } from '../vcpu/kick.js';
 import { startWorker, type WorkerPool } from '../worker-pool.js';
 import { CTL_LOOP_STATE, EventLoop, LOOP_RETURNED, type StopSignal } from './event-loop.js';
@@ -113,7 +113,7 @@ export class IoWorker extends EventEmitter<IoWorkerEvents> {
       worker.once('exit', (code) => {
         this.exited = true;
         resolve();
-        if (this.isReady && !this.stopping) this.died(new Error(`I/O worker exited unexpectedly (code ${code})`));
+        if (this.isReady && !this.stopping) this.died(new IoWorkerError(`I/O worker exited unexpectedly (code ${code})`));
         this.emit('exit', code);
       });
     });
@@ -135,10 +135,10 @@ export class IoWorker extends EventEmitter<IoWorkerEvents> {
             this.closedSeen = true;
             this.resolveClosed();
             // The loop returned and its fds are closed although nobody asked: the devices are gone.
-            if (this.isReady && !this.stopping) this.died(new Error('I/O worker loop ended unexpectedly'));
+            if (this.isReady && !this.stopping) this.died(new IoWorkerError('I/O worker loop ended unexpectedly'));
             break;
           case 'fatal': {
-            const e = Object.assign(new Error(`I/O worker failed: ${m.message}`), m.stack ? { workerStack: m.stack } : {});
+            const e = Object.assign(new IoWorkerError(`I/O worker failed: ${m.message}`), m.stack ? { workerStack: m.stack } : {});
             if (this.isReady) this.died(e);
             else reject(e);
             break;
@@ -149,7 +149,7 @@ export class IoWorker extends EventEmitter<IoWorkerEvents> {
         if (this.isReady) this.died(e);
         else reject(e);
       });
-      worker.once('exit', (code) => reject(new Error(`I/O worker exited during setup (code ${code})`)));
+      worker.once('exit', (code) => reject(new IoWorkerError(`I/O worker exited during setup (code ${code})`)));
     });
   }
 
