@@ -7,7 +7,8 @@
  */
 import type { ExecutionContext } from 'ava';
 import koffi from 'koffi';
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { MicroVM, defaultGuestImages, guestCommandCmdline, type MicroVMConfig, type VmExit } from '../../lib/index.js';
 import { skipOrFail } from '../helpers/kvm.js';
@@ -117,4 +118,70 @@ export function hostListXattrs(path: string): string[] {
   const n = llistxattr(path, buf, buf.length);
   if (n < 0) throw new Error(`llistxattr(${path}): errno ${koffi.errno() as number}`);
   return buf.subarray(0, n).toString('latin1').split('\0').filter(Boolean).sort();
+}
+
+/** What {@link checkShareWorkload} needs: the guest's run of the shared workload script and the host's side of it. */
+export interface ShareWorkloadRun {
+  exit: VmExit;
+  out: string;
+  r: Map<string, string>;
+  tail: string;
+  /** The shared directory and the directory beside it that must stay unreachable. */
+  share: string;
+  outside: string;
+  secret: string;
+  /** How many files the workload made in one directory, and the size of its big file. */
+  many: number;
+  bigMiB: number;
+  /** Why host changes are visible to the guest, for the assertion message. */
+  changedNote: string;
+}
+
+/**
+ * The assertions of the share workload, the same for 9p and virtio-fs: each
+ * step's result as the guest saw it, the same changes on the host, and that
+ * no escape reached outside the share.
+ */
+export function checkShareWorkload(t: ExecutionContext, w: ShareWorkloadRun): void {
+  t.is(w.exit.reason, 'guest-exit', w.tail);
+  t.is(w.exit.exitStatus, 0, w.tail);
+  t.is(w.r.get('host-file'), 'written-by-the-host');
+  t.is(w.r.get('append'), 'hello+world+');
+  t.is(w.r.get('truncate'), 'hel');
+  t.is(w.r.get('rename'), 'hel');
+  t.is(w.r.get('nlink'), '2');
+  t.is(w.r.get('readlink'), 'b.txt');
+  t.is(w.r.get('via-symlink'), 'hel');
+  t.is(w.r.get('mode'), '741');
+  t.is(w.r.get('mtime'), '981173106');
+  t.is(w.r.get('dirs'), 'd2');
+  t.is(w.r.get('rmdir'), 'removed');
+  t.is(w.r.get('many'), String(w.many));
+  t.is(w.r.get('many-last'), '1');
+  t.is(w.r.get('made'), '200');
+  t.is(w.r.get('unlink'), '199');
+  t.is(w.r.get('big-size'), String(w.bigMiB * 1024 * 1024));
+  t.is(w.r.get('late'), 'made-on-the-host-meanwhile', 'a file the host wrote while the guest ran');
+  t.is(w.r.get('changed'), 'changed-by-the-host', `host changes are seen (${w.changedNote})`);
+  t.is(w.r.get('umount'), 'done');
+
+  // The host side of the same workload.
+  t.is(readFileSync(join(w.share, 'b.txt'), 'utf8'), 'hel');
+  t.false(existsSync(join(w.share, 'a.txt')));
+  t.is(statSync(join(w.share, 'b.txt')).ino, statSync(join(w.share, 'hard.txt')).ino);
+  t.is(readlinkSync(join(w.share, 'sym')), 'b.txt');
+  t.is(statSync(join(w.share, 'b.txt')).mode & 0o7777, 0o741);
+  t.is(Math.floor(statSync(join(w.share, 'b.txt')).mtimeMs / 1000), 981173106);
+  t.true(statSync(join(w.share, 'd1')).isDirectory());
+  t.is(readFileSync(join(w.share, 'made/f200'), 'utf8'), '200\n');
+  const md5 = createHash('md5').update(readFileSync(join(w.share, 'big'))).digest('hex');
+  t.is(w.r.get('big-md5'), md5, `${w.bigMiB} MiB written by the guest: same bytes on the host`);
+
+  // Escapes: nothing of the outside directory reached the guest.
+  t.false(w.out.includes(w.secret), 'the secret never appears on the console');
+  for (const k of ['esc-root-link', 'esc-dotdot', 'esc-dotdot-many', 'esc-host-link', 'esc-host-link-file', 'esc-abs-link', 'esc-proc']) t.is(w.r.get(k), 'blocked', k);
+  t.is(w.r.get('esc-mknod'), 'refused', 'no device node on the host');
+  t.false(existsSync(join(w.share, 'mem')));
+  t.true(lstatSync(join(w.share, 'root')).isSymbolicLink(), 'the guest made its symlink to / ...');
+  t.is(readFileSync(join(w.outside, 'secret'), 'utf8'), `${w.secret}\n`, '... and the outside is untouched');
 }
