@@ -34,8 +34,8 @@ import type { StandbyAssignment, StandbyData, StandbyMessage } from './worker-st
 
 const debug = log('pool');
 const STANDBY_URL = new URL('./worker-standby.js', import.meta.url);
-/** What every flintvm worker imports: loading these is the slow part of a worker's start. */
-const DEFAULT_PRELOAD = ['./kvm/vcpu.js', './kvm/vm.js', './memory/host-memory.js', './bus/bus.js', './io/event-loop.js', './wiring.js', './io-wiring.js']
+/** What every flintvm worker imports (module URLs): loading these is the slow part of a worker's start. Internal. */
+export const DEFAULT_PRELOAD = ['./kvm/vcpu.js', './kvm/vm.js', './memory/host-memory.js', './bus/bus.js', './io/event-loop.js', './vm/wiring.js', './vm/io-wiring.js']
   .map((p) => new URL(p, import.meta.url).href);
 const MAX_SIZE = 64;
 /** After this many standbys in a row fail to start, the pool stops refilling (and says why). */
