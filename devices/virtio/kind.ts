@@ -59,12 +59,30 @@ export interface VirtioKind<Entry = unknown, Params = unknown> {
   /** A JSON-able description of the entry for APIs (no fds, no secrets). */
   describe(entry: Entry): Record<string, unknown>;
   /**
-   * Snapshot hooks (I/O worker, device quiesced): the device's own state as
-   * JSON-able data, and its inverse. A kind without them cannot be
-   * snapshotted yet, and snapshot() refuses a VM that has one, naming it.
+   * Snapshot hooks; a kind without them cannot be snapshotted yet, and
+   * `snapshot()` refuses a VM that has one, naming it, before writing anything.
+   *
+   * `saveState` runs on the I/O worker between two turns of its loop, with
+   * every vCPU paused: no request is being served. It returns the device's own
+   * state as JSON-able data (numbers, strings, booleans, arrays, plain objects;
+   * no bigints, no fds, no buffers: encode bytes as base64). The transport
+   * (status, features, queue addresses, config space) and each queue's ring
+   * indexes are saved by the transport, not here. A device must not hold a
+   * chain it popped without returning it at this point; if it ever does, its
+   * state must carry it.
+   *
+   * `restoreState` runs on the I/O worker of the restored VM, right after
+   * `create(params)` (params from `open` of the entry in the restored config,
+   * which may carry new host resources: another tap, socket path or disk file)
+   * and, when the device was active at the snapshot (`how.active`), after
+   * `activate(ctx)` with its queues at their saved indexes. `state` comes from
+   * a file: validate it (types, ranges, table sizes within the device's
+   * bounds) and throw an Error naming the bad field rather than trust it. It
+   * may talk to the driver through the activation context (vsock sends its
+   * transport-reset event here).
    */
   saveState?(device: VirtioDevice): unknown;
-  restoreState?(device: VirtioDevice, state: unknown): void;
+  restoreState?(device: VirtioDevice, state: unknown, how: { readonly active: boolean }): void;
 }
 
 /** Identity helper that keeps a kind's `Entry`/`Params` types while checking it against the contract. */
