@@ -17,7 +17,9 @@
  * - `FLINTVM_E_HOSTDIR`: a share's host-directory operation failed or was refused (device level);
  * - `FLINTVM_E_WORKER`: a vCPU worker thread failed to start or died;
  * - `FLINTVM_E_IO_WORKER`: the VM's I/O worker died while the VM ran ({@link IoWorkerError}); that VM stops with reason `error`;
- * - `FLINTVM_E_SNAPSHOT_STATE`: saved vCPU/VM state is malformed or does not fit this host ({@link SnapshotStateError}).
+ * - `FLINTVM_E_SNAPSHOT_STATE`: saved vCPU/VM state is malformed or does not fit this host ({@link SnapshotStateError});
+ * - `FLINTVM_E_SNAPSHOT`: a snapshot cannot be taken now or read at all: a device that cannot be saved, a VM not paused, a
+ *   directory that is not a snapshot or is of another format version ({@link SnapshotError}).
  */
 export type FlintvmErrorCode =
   | 'FLINTVM_E_CONFIG'
@@ -32,7 +34,8 @@ export type FlintvmErrorCode =
   | 'FLINTVM_E_HOSTDIR'
   | 'FLINTVM_E_WORKER'
   | 'FLINTVM_E_IO_WORKER'
-  | 'FLINTVM_E_SNAPSHOT_STATE';
+  | 'FLINTVM_E_SNAPSHOT_STATE'
+  | 'FLINTVM_E_SNAPSHOT';
 
 /** Base class of every error flintvm throws on purpose. */
 export class FlintvmError extends Error {
@@ -180,4 +183,16 @@ const ERRNO_NAMES: Record<number, string> = {
 /** Symbolic name of an errno value, e.g. 13 -> 'EACCES'. */
 export function errnoName(errno: number): string {
   return ERRNO_NAMES[errno] ?? `E#${errno}`;
+}
+
+/**
+ * A snapshot cannot be taken (a device without snapshot support, a VM that
+ * is not paused or not running, a device mid-reset) or a directory cannot be
+ * read as one (missing files, another format, a newer version). Nothing was
+ * written, or nothing was started.
+ */
+export class SnapshotError extends FlintvmError {
+  constructor(message: string, options?: { cause?: unknown; value?: unknown }) {
+    super('FLINTVM_E_SNAPSHOT', message, options);
+  }
 }

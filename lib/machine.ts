@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { Kvm } from './kvm/kvm.js';
 import type { Vm } from './kvm/vm.js';
 import type { Vcpu } from './kvm/vcpu.js';
-import { mapGuestMemory, type HostGuestMemory } from './memory/host-memory.js';
+import { mapGuestMemory, saveGuestMemory, type HostGuestMemory, type MemorySource, type SavedMemoryStats } from './memory/host-memory.js';
 import type { GuestMemory } from './memory/guest-memory.js';
 import { VcpuHandle } from './vcpu/handle.js';
 import type { WorkerPool } from './worker-pool.js';
@@ -16,6 +16,8 @@ const debug = log('machine');
 export interface MachineSpec {
   /** Guest RAM ranges (page-aligned). */
   readonly memory: ReadonlyArray<{ gpa: number; size: number }>;
+  /** Where guest RAM comes from: anonymous memory (default) or a snapshot's memory file, mapped private. */
+  readonly memorySource?: MemorySource;
   readonly vcpus: number;
   /** Devices every vCPU worker maps on its buses. */
   readonly devices: readonly DeviceSpec[];
@@ -68,7 +70,8 @@ export class Machine extends EventEmitter<MachineEvents> {
   private failureValue: Error | null = null;
 
   private constructor(
-    private readonly kvm: Kvm,
+    /** The /dev/kvm handle this machine owns (closed on release). */
+    readonly kvm: Kvm,
     readonly vm: Vm,
     private readonly hostMemory: HostGuestMemory,
     private readonly handles: VcpuHandle[],
@@ -94,6 +97,21 @@ export class Machine extends EventEmitter<MachineEvents> {
     return this.stateValue;
   }
 
+  /** The vCPUs, in id order (their fds; the workers run them). Only while the machine has not been released. */
+  get vcpus(): readonly Vcpu[] {
+    if (this.releasing) throw new StateError('the vCPUs are released once the machine has exited');
+    return this.handles.map((h) => h.vcpu);
+  }
+
+  /**
+   * Writes guest RAM to `fd` (an empty file), sparse (see saveGuestMemory).
+   * Only while paused: every vCPU is parked outside KVM_RUN.
+   */
+  saveMemory(fd: number): SavedMemoryStats {
+    if (this.stateValue !== 'paused') throw new StateError(`saving guest memory needs a paused machine, it is ${this.stateValue}`);
+    return saveGuestMemory(this.hostMemory, fd);
+  }
+
   /** The host-side error that ended the machine (a service that died), or null. */
   get failure(): Error | null {
     return this.failureValue;
@@ -115,7 +133,7 @@ export class Machine extends EventEmitter<MachineEvents> {
     try {
       vm = kvm.createVm();
       spec.setupVm?.(vm, kvm);
-      mem = mapGuestMemory(spec.memory);
+      mem = mapGuestMemory(spec.memory, spec.memorySource);
       mem.memory.regions.forEach((r, slot) => vm!.setUserMemoryRegion(slot, r.gpa, r.size, r.hostAddr));
       const vcpus: Vcpu[] = [];
       for (let i = 0; i < spec.vcpus; i++) vcpus.push(vm.createVcpu(i));
@@ -145,11 +163,11 @@ export class Machine extends EventEmitter<MachineEvents> {
     this.emit('state', s);
   }
 
-  /** Lets every vCPU run. */
-  start(): void {
+  /** Lets every vCPU run; with `paused`, the vCPUs start parked (resume() lets them run). */
+  start(opts: { paused?: boolean } = {}): void {
     if (this.stateValue !== 'created') throw new StateError(`start() needs a created machine, it is ${this.stateValue}`);
-    for (const h of this.handles) h.start();
-    this.setState('running');
+    for (const h of this.handles) h.start(opts.paused ?? false);
+    this.setState(opts.paused ? 'paused' : 'running');
   }
 
   async pause(): Promise<void> {

@@ -2,7 +2,12 @@ import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { resolveConfig, type MicroVMConfig, type ResolvedConfig } from './vm/config.js';
-import { buildVm, type BuiltVm } from './vm/builder.js';
+import { buildVm, type BuiltVm, type MachineSnapshot, type RestoreInput } from './vm/builder.js';
+import { readSnapshot, restoredConfig, writeSnapshot, SNAPSHOT_VERSION, type RestoreOverrides, type SnapshotConfig } from './vm/snapshot.js';
+import { closeSync } from 'node:fs';
+import * as ffi from './kvm/ffi.js';
+import { HostError } from './errors.js';
+import { flintvmVersion } from './version.js';
 import { describeDevices } from './vm/registry.js';
 import type { ExitInfo, ExitReason } from './vcpu/protocol.js';
 import { StateError } from './errors.js';
@@ -48,6 +53,24 @@ export interface MicroVMEvents {
 
 const now = () => performance.timeOrigin + performance.now();
 
+/** What {@link MicroVM.snapshot} wrote. */
+export interface SnapshotInfo {
+  readonly dir: string;
+  /** Snapshot format version (state.json's `version`). */
+  readonly version: number;
+  /** Guest RAM in bytes (the memory file's length) and the bytes written (the rest are holes). */
+  readonly memoryBytes: number;
+  readonly memoryWritten: number;
+  /** Wall-clock time of the snapshot call, ms (including the pause and resume it did itself). */
+  readonly ms: number;
+}
+
+/** Options of {@link MicroVM.restore} and {@link MicroVM.clone}. */
+export interface RestoreOptions {
+  /** Leave the restored VM paused (its vCPUs parked before running any guest code); resume() runs it. Default false. */
+  readonly paused?: boolean;
+}
+
 /** {@link MicroVM.describe}'s answer. */
 export interface VmDescription {
   readonly state: MicroVMState;
@@ -83,10 +106,18 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   private resolveExit!: (e: VmExit) => void;
   private consoleDone = false;
   private stopRequested = false;
+  /** Set for a VM built from a snapshot (MicroVM.restore / clone) instead of a kernel. */
+  private restoreFrom: { input: RestoreInput; paused: boolean } | null = null;
 
-  constructor(config: MicroVMConfig) {
+  /**
+   * Validates `config` (ConfigError naming every bad field). The second
+   * parameter is internal (restore() uses it: a restored VM does not need its
+   * kernel file any more).
+   * @internal second parameter
+   */
+  constructor(config: MicroVMConfig, internal?: { readonly restoring: true }) {
     super();
-    this.config = resolveConfig(config);
+    this.config = resolveConfig(config, internal?.restoring ? { skip: ['kernel', 'initrd'] } : {});
     this.exitPromise = new Promise((r) => { this.resolveExit = r; });
     this.exitPromise.catch(() => undefined);
     this.console = new Duplex({
@@ -112,7 +143,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     this.timings.startCalled = now();
     this.setState('starting');
     try {
-      this.built = await buildVm(this.config, { timings: this.timings, now });
+      this.built = await buildVm(this.config, { timings: this.timings, now }, this.restoreFrom?.input);
     } catch (e) {
       // Nothing was left running or open (buildVm cleans up); wait() reports the failure too.
       const v: VmExit = { reason: 'error', vcpu: -1, detail: { message: (e as Error).message }, error: e as Error, timings: { ...this.timings } };
@@ -138,8 +169,106 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       void machine.stop();
       return;
     }
-    machine.start();
-    this.setState('running');
+    const paused = this.restoreFrom?.paused ?? false;
+    this.restoreFrom = null;
+    machine.start({ paused });
+    this.setState(paused ? 'paused' : 'running');
+  }
+
+  /**
+   * Writes a snapshot of this VM into `dir` (created if missing; it must be
+   * empty or hold an older snapshot, which is replaced only once the new one
+   * is complete): guest RAM as `dir/memory` (sparse: pages the guest never
+   * touched or that are all zeros are holes) and `dir/state.json` (format
+   * version, flintvm version, arch, config, every vCPU's and device's
+   * state). A running VM is paused for the snapshot and resumed after it; a
+   * paused one stays paused. The disk images are not copied: the snapshot
+   * names them, and a writable drive's image must not change until a restore
+   * (each device flushes its writes before the snapshot completes).
+   * `MicroVM.restore(dir)` continues the guest where it was.
+   *
+   * Throws StateError unless the VM is running or paused, SnapshotError when
+   * a device cannot be saved (naming it; nothing is written) or the directory
+   * is unusable, HostError when writing fails (nothing is left in `dir`).
+   */
+  async snapshot(dir: string): Promise<SnapshotInfo> {
+    const t0 = performance.now();
+    const built = this.requireSnapshotable('snapshot()');
+    const wasRunning = this.stateValue === 'running';
+    if (wasRunning) await this.pause();
+    try {
+      const file = await writeSnapshot(dir, this.config, flintvmVersion(), (fd) => built.capture(fd));
+      return { dir, version: file.version, memoryBytes: file.memory.size, memoryWritten: file.memory.written, ms: performance.now() - t0 };
+    } finally {
+      if (wasRunning && this.stateValue === 'paused') await this.resume();
+    }
+  }
+
+  /**
+   * A new, independent VM that continues from this VM's current state: the
+   * in-process shortcut of snapshot() + restore(), with the memory kept in a
+   * memfd instead of files (nothing touches the disk). This VM is paused for
+   * the copy and resumed after it (a paused one stays paused). The clone's
+   * unchanged pages are shared with the memfd, not with this VM. Host
+   * resources two VMs cannot share (a tap, the vsock socket path, a writable
+   * disk image, which is locked) must be replaced through `overrides`; the
+   * clone's guest gets a vsock transport reset. Resolves once the clone runs
+   * (or is paused, with `opts.paused`).
+   */
+  async clone(overrides: RestoreOverrides = {}, opts: RestoreOptions = {}): Promise<MicroVM> {
+    const built = this.requireSnapshotable('clone()');
+    const config = restoredConfig(snapshotConfigOf(this.config), overrides);
+    const wasRunning = this.stateValue === 'running';
+    const memfd = ffi.memfdCreate('flintvm-clone', ffi.MFD_CLOEXEC);
+    if (memfd < 0) throw new HostError('memfd_create', ffi.errno());
+    try {
+      let machine: MachineSnapshot;
+      if (wasRunning) await this.pause();
+      try {
+        ({ machine } = await built.capture(memfd));
+      } finally {
+        if (wasRunning && this.stateValue === 'paused') await this.resume();
+      }
+      const vm = new MicroVM(config, { restoring: true });
+      vm.restoreFrom = { input: { machine, memoryFd: memfd, memoryWhat: 'the clone memfd' }, paused: opts.paused ?? false };
+      await vm.start();
+      return vm;
+    } finally {
+      closeSync(memfd);
+    }
+  }
+
+  /**
+   * Restores a VM from a snapshot directory written by {@link snapshot}: it
+   * continues exactly where the guest was (running, or paused with
+   * `opts.paused`). Guest RAM is the memory file mapped private, so nothing
+   * is read up front and every VM restored from one snapshot shares the pages
+   * none of them wrote. `overrides` replaces host resources (tap and MAC,
+   * vsock socket path and CID, console, disk paths). Many restores of one
+   * snapshot may run at once in one process. The guest sees a vsock
+   * transport reset (its connections are gone); see the README for reseeding
+   * its RNG.
+   *
+   * Throws SnapshotError (not a snapshot, another format version or arch),
+   * SnapshotStateError (a damaged or tampered state, naming the field),
+   * ConfigError (an override, or a file the config names that is gone), and
+   * whatever start() throws; nothing is left running when it throws.
+   */
+  static async restore(dir: string, overrides: RestoreOverrides = {}, opts: RestoreOptions = {}): Promise<MicroVM> {
+    const snap = readSnapshot(dir);
+    try {
+      const vm = new MicroVM(restoredConfig(snap.file.config, overrides), { restoring: true });
+      vm.restoreFrom = { input: { machine: snap.file.machine, memoryFd: snap.memoryFd, memoryWhat: snap.memoryWhat }, paused: opts.paused ?? false };
+      await vm.start();
+      return vm;
+    } finally {
+      closeSync(snap.memoryFd);
+    }
+  }
+
+  private requireSnapshotable(what: string): BuiltVm {
+    if ((this.stateValue !== 'running' && this.stateValue !== 'paused') || !this.built) throw new StateError(`${what} needs a running or paused VM; it is ${this.stateValue}`);
+    return this.built;
   }
 
   /**
@@ -244,4 +373,11 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   }
 }
 
-export type { ExitReason };
+/** The config a snapshot of `cfg` keeps (for clone(): no files involved). */
+function snapshotConfigOf(cfg: ResolvedConfig): SnapshotConfig {
+  const { workerPool: _pool, ...rest } = cfg;
+  return rest;
+}
+
+export { SNAPSHOT_VERSION };
+export type { ExitReason, RestoreOverrides };

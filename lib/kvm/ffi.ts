@@ -28,6 +28,10 @@ export const mmap = libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int
   addr: bigint | null, len: number | bigint, prot: number, flags: number, fd: number, off: number) => bigint | null;
 export const munmap = libc.func('munmap', 'int', ['void *', 'size_t']) as (addr: bigint, len: number | bigint) => number;
 export const madvise = libc.func('madvise', 'int', ['void *', 'size_t', 'int']) as (addr: bigint, len: number | bigint, advice: number) => number;
+/** mincore(addr, len, vec): one byte per page of [addr, addr+len), bit 0 set when the page is resident. */
+export const mincore = libc.func('mincore', 'int', ['void *', 'size_t', 'void *']) as (addr: bigint, len: number, vec: Uint8Array) => number;
+/** memfd_create(name, flags): an anonymous file in memory (tmpfs semantics). */
+export const memfdCreate = libc.func('memfd_create', 'int', ['str', 'unsigned int']) as (name: string, flags: number) => number;
 export const eventfd = libc.func('eventfd', 'int', ['unsigned int', 'int']) as (initval: number, flags: number) => number;
 export const getpid = libc.func('getpid', 'int', []) as () => number;
 export const gettid = libc.func('gettid', 'int', []) as () => number;
@@ -68,5 +72,6 @@ export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 export const MADV_DONTFORK = 10;
+export const MFD_CLOEXEC = 1;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;

@@ -1,40 +1,68 @@
-import { HostError } from '../errors.js';
+import { fstatSync, ftruncateSync, writeSync } from 'node:fs';
+import { ConfigError, HostError } from '../errors.js';
 import * as ffi from '../kvm/ffi.js';
 import { GuestMemory, type MemoryRegion, type RegionDescriptor } from './guest-memory.js';
-import { GiB } from '../sys.js';
+import { GiB, MiB } from '../sys.js';
 
 /** Largest single view: koffi aborts the process on views over 4 GiB, so regions are split at 2 GiB. */
 export const MAX_REGION_CHUNK = 2 * GiB;
+/** The page size of guest RAM as flintvm maps and saves it. */
+export const PAGE_SIZE = 4096;
 
 /** Guest RAM mapped from the host, plus how to release it. */
 export interface HostGuestMemory {
   readonly memory: GuestMemory;
+  /**
+   * True when the RAM is a private mapping of a snapshot's memory file:
+   * pages the guest has not written are the file's (shared with every other
+   * VM restored from it), written pages are this VM's own copies.
+   */
+  readonly fileBacked: boolean;
   /** Unmaps every region. No view of the memory may be touched afterwards (any thread). */
   unmap(): void;
 }
 
 /**
- * mmaps anonymous shared memory for each range of `layout` (MAP_NORESERVE:
- * pages are only allocated when the guest touches them), split into chunks
- * of at most {@link MAX_REGION_CHUNK}. On failure everything mapped so far is released.
+ * Where guest RAM comes from: fresh anonymous memory, or a memory file (a
+ * snapshot's) that holds the regions of the layout back to back, in order.
  */
-export function mapGuestMemory(layout: ReadonlyArray<{ gpa: number; size: number }>): HostGuestMemory {
+export type MemorySource = { readonly kind: 'anonymous' } | { readonly kind: 'file'; readonly fd: number; readonly what: string };
+
+/**
+ * mmaps each range of `layout`, split into chunks of at most {@link MAX_REGION_CHUNK}:
+ * anonymous shared memory (MAP_NORESERVE: pages are only allocated when the
+ * guest touches them), or a MAP_PRIVATE mapping of a memory file, so that
+ * restoring a guest reads nothing up front and VMs restored from one file
+ * share every page none of them wrote. The file must hold the whole layout
+ * (ConfigError naming it otherwise). On failure everything mapped so far is released.
+ */
+export function mapGuestMemory(layout: ReadonlyArray<{ gpa: number; size: number }>, source: MemorySource = { kind: 'anonymous' }): HostGuestMemory {
   const mapped: { addr: bigint; size: number }[] = [];
   const regions: MemoryRegion[] = [];
   const unmap = () => {
     for (const m of mapped.splice(0)) ffi.munmap(m.addr, m.size);
   };
+  const fromFile = source.kind === 'file';
+  if (fromFile) {
+    const need = layout.reduce((n, l) => n + l.size, 0);
+    const have = fstatSync(source.fd).size;
+    if (have < need) throw new ConfigError('memory', `${source.what} holds ${have} bytes, but the guest's RAM is ${need} bytes: the file is truncated or belongs to another snapshot`, have);
+  }
+  let fileOffset = 0;
   try {
     for (const l of layout) {
       for (let off = 0; off < l.size; off += MAX_REGION_CHUNK) {
         const size = Math.min(MAX_REGION_CHUNK, l.size - off);
-        const addr = ffi.mmap(null, size, ffi.PROT_READ | ffi.PROT_WRITE, ffi.MAP_SHARED | ffi.MAP_ANONYMOUS | ffi.MAP_NORESERVE, -1, 0);
-        if (addr === null || addr === ffi.MAP_FAILED) throw new HostError('mmap(guest memory)', ffi.errno(), `${size} bytes`);
+        const addr = fromFile
+          ? ffi.mmap(null, size, ffi.PROT_READ | ffi.PROT_WRITE, ffi.MAP_PRIVATE | ffi.MAP_NORESERVE, source.fd, fileOffset)
+          : ffi.mmap(null, size, ffi.PROT_READ | ffi.PROT_WRITE, ffi.MAP_SHARED | ffi.MAP_ANONYMOUS | ffi.MAP_NORESERVE, -1, 0);
+        if (addr === null || addr === ffi.MAP_FAILED) throw new HostError('mmap(guest memory)', ffi.errno(), `${size} bytes${fromFile ? ` of ${source.what} at ${fileOffset}` : ''}`);
         mapped.push({ addr, size });
         regions.push({ gpa: l.gpa + off, size, hostAddr: addr, bytes: ffi.viewOf(addr, size) });
+        fileOffset += size;
       }
     }
-    return { memory: new GuestMemory(regions), unmap };
+    return { memory: new GuestMemory(regions), fileBacked: fromFile, unmap };
   } catch (e) {
     unmap();
     throw e;
@@ -44,4 +72,69 @@ export function mapGuestMemory(layout: ReadonlyArray<{ gpa: number; size: number
 /** Rebuilds a GuestMemory over mappings another thread made (workers). Does not own them. */
 export function attachGuestMemory(descs: readonly RegionDescriptor[]): GuestMemory {
   return new GuestMemory(descs.map((d) => ({ ...d, bytes: ffi.viewOf(d.hostAddr, d.size) })));
+}
+
+/** What {@link saveGuestMemory} wrote. */
+export interface SavedMemoryStats {
+  /** Bytes of guest RAM (the file's length). */
+  readonly size: number;
+  /** Bytes actually written: the other pages are holes that read as zeros. */
+  readonly written: number;
+}
+
+/** Most bytes one write(2) call gets. */
+const MAX_WRITE = 8 * MiB;
+const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
+
+/**
+ * Writes guest RAM to `fd` (a new, empty file or memfd) as the regions back
+ * to back, the layout {@link mapGuestMemory} reads. The file is sized first,
+ * then only pages that hold data are written, so the file is sparse: for
+ * anonymous memory, pages the guest never touched are skipped without being
+ * read (mincore(2): reading them would allocate them); every other page is
+ * skipped when it is all zeros. For file-backed memory (a restored VM) every
+ * page is looked at, since untouched pages hold the old file's data. The
+ * vCPUs must be paused (main thread). Throws HostError.
+ */
+export function saveGuestMemory(mem: HostGuestMemory, fd: number): SavedMemoryStats {
+  const size = mem.memory.totalSize;
+  ftruncate(fd, size);
+  let fileOffset = 0;
+  let written = 0;
+  for (const r of mem.memory.regions) {
+    const pages = Math.ceil(r.size / PAGE_SIZE);
+    let resident: Uint8Array | null = null;
+    if (!mem.fileBacked && r.hostAddr !== 0n) {
+      resident = new Uint8Array(pages);
+      if (ffi.mincore(r.hostAddr, r.size, resident) !== 0) throw new HostError('mincore(guest memory)', ffi.errno());
+    }
+    let runStart = -1;
+    const flush = (end: number) => {
+      for (let at = runStart; at < end; at += MAX_WRITE) {
+        const len = Math.min(MAX_WRITE, end - at);
+        let done = 0;
+        while (done < len) done += writeSync(fd, r.bytes, at + done, len - done, fileOffset + at + done);
+        written += len;
+      }
+      runStart = -1;
+    };
+    for (let p = 0; p < pages; p++) {
+      const at = p * PAGE_SIZE;
+      const page = r.bytes.subarray(at, Math.min(at + PAGE_SIZE, r.size));
+      const data = (resident === null || (resident[p]! & 1) !== 0) && Buffer.compare(page, ZERO_PAGE.subarray(0, page.length)) !== 0;
+      if (data && runStart < 0) runStart = at;
+      else if (!data && runStart >= 0) flush(at);
+    }
+    if (runStart >= 0) flush(r.size);
+    fileOffset += r.size;
+  }
+  return { size, written };
+}
+
+function ftruncate(fd: number, size: number): void {
+  try {
+    ftruncateSync(fd, size);
+  } catch (e) {
+    throw new HostError('ftruncate(memory file)', Math.abs((e as NodeJS.ErrnoException).errno ?? 0), (e as Error).message);
+  }
 }

@@ -93,10 +93,10 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
     return this.exited;
   }
 
-  /** Lets the worker enter KVM_RUN. */
-  start(): void {
+  /** Lets the worker enter KVM_RUN; with `paused`, it parks before its first KVM_RUN until resume(). */
+  start(paused = false): void {
     this.started = true;
-    Atomics.store(this.control, CTL_CMD, CMD_RUN);
+    Atomics.store(this.control, CTL_CMD, paused ? CMD_PAUSE : CMD_RUN);
     Atomics.store(this.control, CTL_STATE, STATE_RUNNING);
     Atomics.notify(this.control, CTL_STATE);
   }
@@ -123,6 +123,11 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
   async pause(): Promise<void> {
     if (this.exited) return;
     await this.command(CMD_PAUSE, () => Atomics.load(this.control, CTL_STATE) === STATE_PAUSED);
+  }
+
+  /** True while the worker is parked outside KVM_RUN (after pause(), or a paused start once the worker got there). */
+  get isPaused(): boolean {
+    return Atomics.load(this.control, CTL_STATE) === STATE_PAUSED;
   }
 
   resume(): void {

@@ -64,6 +64,8 @@ async function main(): Promise<void> {
   // Wait for the go: the main thread sets CMD_RUN (or STOP) after every vCPU is configured.
   while (Atomics.load(control, CTL_STATE) !== STATE_RUNNING) Atomics.wait(control, CTL_STATE, Atomics.load(control, CTL_STATE), 1000);
 
+  // Started paused (a restored VM): park before running any guest code.
+  if (Atomics.load(control, CTL_CMD) !== CMD_RUN && !waitWhilePaused()) return finish({ reason: 'stopped', vcpu: data.vcpuId });
   const run = vcpu.runView;
   let first = true;
   for (;;) {

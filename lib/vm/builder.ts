@@ -14,16 +14,19 @@ import { ConfigError, IoWorkerError } from '../errors.js';
 import { ByteRing } from '../io/byte-ring.js';
 import type { BootTimings } from '../microvm.js';
 import { log } from '../log.js';
-import { hostPlatform, type Platform, type VirtioSlot } from './platform/index.js';
+import { hostPlatform, type Platform, type PlatformState, type VirtioSlot } from './platform/index.js';
 import type { DeviceParams } from './wiring.js';
 import type { DeviceSpec } from '../vcpu/protocol.js';
 import { Serial8250 } from '../../devices/legacy/serial-8250.js';
 import { VIRTIO_MMIO_QUEUE_NOTIFY } from '../../devices/virtio/constants.js';
 import type { VirtioDeviceInfo } from '../../devices/virtio/device.js';
-import { TransportState } from '../../devices/virtio/transport/state.js';
+import { resetPending, restoreTransport, saveTransport, TransportState, type SavedTransport } from '../../devices/virtio/transport/state.js';
+import { SnapshotError, SnapshotStateError } from '../errors.js';
+import { signalEventfd } from '../io/epoll.js';
+import type { SavedMemoryStats } from '../memory/host-memory.js';
 import { createEventfd, closeFd } from '../io/epoll.js';
 import { IoWorker } from '../io/io-worker.js';
-import type { IoWorkerSetup, VirtioDeviceWiring } from './io-wiring.js';
+import type { DeviceStateMessage, IoWorkerSetup, SavedVirtioDevice, VirtioDeviceWiring } from './io-wiring.js';
 import { configuredDevices } from './registry.js';
 
 const debug = log('builder');
@@ -40,7 +43,38 @@ export interface BuiltVm {
   sendInput(bytes: Uint8Array): number;
   /** The VM's I/O worker (null without virtio devices). Internal: tests use it to make the worker die. */
   readonly ioWorker: IoWorker | null;
+  /**
+   * Captures the machine for a snapshot (the machine must be paused): every
+   * device's state, then the KVM state, then guest RAM into `memoryFd` (an
+   * empty file). Throws SnapshotError naming a device that cannot be saved,
+   * before anything is written.
+   */
+  capture(memoryFd: number): Promise<{ machine: MachineSnapshot; memory: SavedMemoryStats }>;
 }
+
+/**
+ * Everything of a VM's machine a snapshot holds besides guest RAM and the
+ * config: the KVM state, each bus device's shared state, and each virtio
+ * device's transport registers and I/O-side state, in slot order.
+ */
+export interface MachineSnapshot {
+  readonly platform: PlatformState;
+  /** One per bus device of the platform, in its order: the kind and its shared state as base64 ('' when it has none). */
+  readonly legacy: readonly { readonly kind: string; readonly state: string }[];
+  readonly virtio: readonly { readonly kind: string; readonly field: string; readonly transport: SavedTransport; readonly io: SavedVirtioDevice }[];
+}
+
+/** A VM to build from a snapshot instead of a kernel: its machine state and its memory file. */
+export interface RestoreInput {
+  readonly machine: MachineSnapshot;
+  /** An open fd of the memory file (the caller closes it after buildVm returns or throws). */
+  readonly memoryFd: number;
+  /** How to name the memory file in errors. */
+  readonly memoryWhat: string;
+}
+
+/** How long capture() waits for the I/O worker's device states. */
+const DEVICE_STATE_TIMEOUT_MS = 10_000;
 
 /** The command line the guest gets: the default (or the user's), the devices' and root's parameters, then extras. */
 export function effectiveCmdline(cfg: ResolvedConfig, deviceArgs: readonly string[] = [], platform: Platform = hostPlatform()): string {
@@ -67,18 +101,29 @@ interface PlannedVirtio {
  * eventfds, and says what to add to the command line. `opened` collects what
  * must be closed at the end, also on failure.
  */
-function planVirtio(cfg: ResolvedConfig, opened: OpenedResources, platform: Platform): { devices: PlannedVirtio[]; cmdline: string[] } {
+function planVirtio(cfg: ResolvedConfig, opened: OpenedResources, platform: Platform, restore?: RestoreInput): { devices: PlannedVirtio[]; cmdline: string[] } {
   const devices: PlannedVirtio[] = [];
   const deviceArgs: string[] = [];
-  for (const [i, d] of configuredDevices(cfg).entries()) {
+  const configured = configuredDevices(cfg);
+  const saved = restore?.machine.virtio;
+  if (saved && (!Array.isArray(saved) || saved.length !== configured.length)) {
+    throw new SnapshotStateError('virtio', `the snapshot has ${Array.isArray(saved) ? saved.length : 'no list of'} virtio devices; its config has ${configured.length}`);
+  }
+  for (const [i, d] of configured.entries()) {
     const slot = platform.virtioSlot(i);
     const dev = d.kind.open(d.entry, { field: d.field, index: d.index, slot: i });
     opened.closers.push(dev.close);
     deviceArgs.push(...(dev.cmdline ?? []));
     const fd = () => { const f = createEventfd(); opened.fds.push(f); return f; };
+    const state = TransportState.create(dev.info);
+    const was = saved?.[i];
+    if (saved) {
+      if (was?.kind !== d.kind.name) throw new SnapshotStateError(`virtio[${i}].kind`, `the snapshot has ${JSON.stringify(was?.kind)} where its config has ${d.kind.name} (${d.field})`);
+      restoreTransport(new TransportState(state), was.transport, `virtio[${i}].transport`);
+    }
     const wiring: VirtioDeviceWiring = {
-      state: TransportState.create(dev.info), controlFd: fd(), queueFds: dev.info.queueMaxSizes.map(fd), irqFd: fd(),
-      kind: d.kind.name, params: dev.params,
+      state, controlFd: fd(), queueFds: dev.info.queueMaxSizes.map(fd), irqFd: fd(),
+      kind: d.kind.name, params: dev.params, ...(was ? { restore: was.io } : {}),
     };
     devices.push({ info: dev.info, slot, wiring });
   }
@@ -86,15 +131,22 @@ function planVirtio(cfg: ResolvedConfig, opened: OpenedResources, platform: Plat
   return { devices, cmdline };
 }
 
-export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings; now: () => number }): Promise<BuiltVm> {
-  const [kernel, initrd] = await Promise.all([readFile(cfg.kernel), cfg.initrd ? readFile(cfg.initrd) : Promise.resolve(undefined)]);
+/**
+ * Builds the VM of `cfg`: from its kernel, or, with `restore`, from a
+ * snapshot's machine state and memory file (the kernel is not read; guest
+ * RAM is the file, mapped private).
+ */
+export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings; now: () => number }, restore?: RestoreInput): Promise<BuiltVm> {
+  const [kernel, initrd] = restore
+    ? [new Uint8Array(0), undefined]
+    : await Promise.all([readFile(cfg.kernel), cfg.initrd ? readFile(cfg.initrd) : Promise.resolve(undefined)]);
   const opened: OpenedResources = { closers: [], fds: [] };
   const closeOpened = () => {
     for (const close of opened.closers.splice(0)) close();
     for (const f of opened.fds.splice(0)) closeFd(f);
   };
   try {
-    return await buildWith(cfg, kernel, initrd, hooks, opened, closeOpened);
+    return await buildWith(cfg, kernel, initrd, hooks, opened, closeOpened, restore);
   } catch (e) {
     closeOpened();
     throw e;
@@ -103,10 +155,13 @@ export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings
 
 async function buildWith(
   cfg: ResolvedConfig, kernel: Uint8Array, initrd: Uint8Array | undefined, hooks: { timings: BootTimings; now: () => number },
-  opened: OpenedResources, closeOpened: () => void,
+  opened: OpenedResources, closeOpened: () => void, restore: RestoreInput | undefined,
 ): Promise<BuiltVm> {
   const platform = hostPlatform();
-  const virtio = planVirtio(cfg, opened, platform);
+  if (restore && restore.machine.platform?.arch !== platform.arch) {
+    throw new SnapshotStateError('platform.arch', `the snapshot is of an ${String(restore.machine.platform?.arch)} guest; this host runs ${platform.arch} guests`);
+  }
+  const virtio = planVirtio(cfg, opened, platform, restore);
   const kvm = Kvm.open();
   let maxVcpus: number;
   try {
@@ -136,7 +191,11 @@ async function buildWith(
     },
     adoptFd: (fd) => { opened.fds.push(fd); },
     mark: (what) => { hooks.timings[what] = hooks.now(); },
+    ...(restore ? { restore: restore.machine.platform } : {}),
   });
+  if (restore) restoreLegacy(plan.devices, restore.machine.legacy);
+  const saveFd = createEventfd();
+  opened.fds.push(saveFd);
   let ioWorker: IoWorker | null = null;
   const params = (p: DeviceParams) => p;
   const devices: DeviceSpec[] = [...plan.devices];
@@ -144,6 +203,7 @@ async function buildWith(
 
   const machine = await Machine.create({
     memory: plan.memory,
+    ...(restore ? { memorySource: { kind: 'file' as const, fd: restore.memoryFd, what: restore.memoryWhat } } : {}),
     vcpus: cfg.vcpus,
     devices,
     deviceModule: DEVICE_MODULE,
@@ -152,8 +212,15 @@ async function buildWith(
     setupVcpus: (ctx) => plan.setupVcpus(ctx),
     async startServices({ memory, fail }) {
       if (virtio.devices.length === 0) return { stop: async () => undefined };
-      const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring) };
-      const io = await IoWorker.start({ module: IO_MODULE, data, ...(cfg.workerPool ? { pool: cfg.workerPool } : {}) });
+      const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring), saveFd };
+      let io: IoWorker;
+      try {
+        io = await IoWorker.start({ module: IO_MODULE, data, ...(cfg.workerPool ? { pool: cfg.workerPool } : {}) });
+      } catch (e) {
+        // A restored device whose saved queues or state do not fit: the snapshot's fault, not the worker's.
+        if (restore && e instanceof IoWorkerError) throw new SnapshotStateError('virtio', e.message.replace(/^I\/O worker failed: /, ''));
+        throw e;
+      }
       // Without a listener a dying worker's 'error' would take the whole process (every VM in it) down.
       // With it, only this VM ends: its devices cannot serve the guest any more.
       io.on('error', (e) => fail(new IoWorkerError(
@@ -181,5 +248,61 @@ async function buildWith(
     },
     out: (b) => { ring.write(b); },
   });
-  return { machine, ring, ioWorker, sendInput: (b) => (machine.state === 'exited' ? b.length : inputSerial.enqueueInput(b)) };
+  const capture = async (memoryFd: number) => {
+    if (machine.state !== 'paused') throw new SnapshotError(`a snapshot needs a paused VM; it is ${machine.state}`);
+    const cannot = configuredDevices(cfg).filter((d) => !d.kind.saveState).map((d) => `${d.field} (${d.kind.name})`);
+    if (cannot.length) throw new SnapshotError(`these devices cannot be snapshotted yet: ${cannot.join(', ')}`);
+    const resetting = virtio.devices.findIndex((v) => resetPending(new TransportState(v.wiring.state)));
+    if (resetting >= 0) throw new SnapshotError(`virtio device ${resetting} (${virtio.devices[resetting]!.wiring.kind}) is in the middle of a reset; try again`);
+    const io = ioWorker ? await deviceStates(ioWorker, saveFd) : [];
+    const fields = configuredDevices(cfg).map((d) => d.field);
+    const snapshot: MachineSnapshot = {
+      platform: plan.saveState({ kvm: machine.kvm, vm: machine.vm, vcpus: machine.vcpus }),
+      legacy: saveLegacy(plan.devices),
+      virtio: virtio.devices.map((v, i) => ({ kind: v.wiring.kind, field: fields[i]!, transport: saveTransport(new TransportState(v.wiring.state)), io: io[i]! })),
+    };
+    const memory = machine.saveMemory(memoryFd);
+    return { machine: snapshot, memory };
+  };
+  return { machine, ring, ioWorker, capture, sendInput: (b) => (machine.state === 'exited' ? b.length : inputSerial.enqueueInput(b)) };
+}
+
+/** Asks the I/O worker for every device's state (it answers between two loop turns) and waits for the answer. */
+function deviceStates(io: IoWorker, saveFd: number): Promise<readonly SavedVirtioDevice[]> {
+  return new Promise((resolve, reject) => {
+    const done = (f: () => void) => { clearTimeout(timer); io.off('message', onMessage); io.off('exit', onExit); f(); };
+    const onMessage = (m: unknown) => {
+      const msg = m as DeviceStateMessage;
+      if (msg?.type === 'device-state') done(() => resolve(msg.devices));
+      else if (msg?.type === 'device-state-error') done(() => reject(new SnapshotError(`saving the virtio devices failed: ${msg.message}`)));
+    };
+    const onExit = () => done(() => reject(new SnapshotError('the I/O worker exited while saving the virtio devices')));
+    const timer = setTimeout(() => done(() => reject(new SnapshotError(`the I/O worker did not answer with the devices' state within ${DEVICE_STATE_TIMEOUT_MS} ms`))), DEVICE_STATE_TIMEOUT_MS);
+    io.on('message', onMessage);
+    io.on('exit', onExit);
+    signalEventfd(saveFd);
+  });
+}
+
+/** The shared state of each bus device (UART, i8042, RTC), base64, in plan order. */
+function saveLegacy(devices: readonly DeviceSpec[]): MachineSnapshot['legacy'] {
+  return devices.map((d) => {
+    const p = d.params as DeviceParams;
+    const state = 'state' in p ? Buffer.from(new Uint8Array(p.state)).toString('base64') : '';
+    return { kind: p.kind, state };
+  });
+}
+
+/** Writes saved bus-device states into the new devices' shared buffers (before any worker exists). Checks kinds and sizes. */
+function restoreLegacy(devices: readonly DeviceSpec[], saved: unknown): void {
+  if (!Array.isArray(saved) || saved.length !== devices.length) throw new SnapshotStateError('legacy', `expected ${devices.length} bus devices, got ${Array.isArray(saved) ? saved.length : typeof saved}`);
+  devices.forEach((d, i) => {
+    const p = d.params as DeviceParams;
+    const s = saved[i] as { kind?: unknown; state?: unknown } | null;
+    if (s?.kind !== p.kind) throw new SnapshotStateError(`legacy[${i}].kind`, `expected ${p.kind}, got ${JSON.stringify(s?.kind)}`);
+    if (!('state' in p)) return;
+    const bytes = typeof s.state === 'string' ? Buffer.from(s.state, 'base64') : null;
+    if (!bytes || bytes.length !== p.state.byteLength) throw new SnapshotStateError(`legacy[${i}].state`, `expected ${p.state.byteLength} bytes of base64 for ${p.kind}`);
+    new Uint8Array(p.state).set(bytes);
+  });
 }

@@ -6,6 +6,8 @@
  * the I/O side that knows every device type.
  */
 import type { EventLoop } from '../io/event-loop.js';
+import type { IoWorkerContext } from '../io/io-worker.js';
+import type { QueuePosition } from '../../devices/virtio/queue/types.js';
 import { EPOLLIN, readEventfd, signalEventfd } from '../io/epoll.js';
 import { attachGuestMemory } from '../memory/host-memory.js';
 import type { RegionDescriptor } from '../memory/guest-memory.js';
@@ -26,12 +28,27 @@ export interface VirtioDeviceWiring {
   readonly kind: string;
   /** The kind's params from its `open` on the main thread. */
   readonly params: unknown;
+  /** For a VM restored from a snapshot: what the device saved (its transport registers are already in `state`). */
+  readonly restore?: SavedVirtioDevice;
+}
+
+/** One virtio device's I/O-side state in a snapshot: its queue positions (null: not active) and its kind's own state. */
+export interface SavedVirtioDevice {
+  readonly queues: readonly (QueuePosition | null)[] | null;
+  readonly device: unknown;
 }
 
 export interface IoWorkerSetup {
   readonly memory: readonly RegionDescriptor[];
   readonly devices: readonly VirtioDeviceWiring[];
+  /** Written by the main thread to ask for every device's state (a snapshot); the answer is a {@link DeviceStateMessage}. */
+  readonly saveFd?: number;
 }
+
+/** The I/O worker's answer to a save request (posted through the IoWorker's 'message'). */
+export type DeviceStateMessage =
+  | { readonly type: 'device-state'; readonly devices: readonly SavedVirtioDevice[] }
+  | { readonly type: 'device-state-error'; readonly message: string };
 
 /** The device model of one wiring, built by its kind. */
 function createDevice(d: VirtioDeviceWiring): VirtioDevice {
@@ -41,13 +58,23 @@ function createDevice(d: VirtioDeviceWiring): VirtioDevice {
 }
 
 /** Called on the I/O worker before its loop runs; returns the teardown run after the loop stops. */
-export function setupIoWorker(data: unknown, loop: EventLoop): () => void {
+export function setupIoWorker(data: unknown, loop: EventLoop, ctx: IoWorkerContext): () => void {
   const setup = data as IoWorkerSetup;
   const memory = attachGuestMemory(setup.memory);
   const slots: VirtioMmioSlot[] = [];
-  for (const d of setup.devices) {
-    const slot = new VirtioMmioSlot(d.state, createDevice(d), memory, () => signalEventfd(d.irqFd), loop);
-    slots.push(slot);
+  try {
+    for (const [i, d] of setup.devices.entries()) {
+      const slot = new VirtioMmioSlot(d.state, createDevice(d), memory, () => signalEventfd(d.irqFd), loop);
+      slots.push(slot);
+      if (d.restore) restoreDevice(slot, d, i);
+    }
+  } catch (e) {
+    // A device that cannot be built or restored: release the ones built so far (the worker then reports the error).
+    for (const s of slots) s.dispose();
+    throw e;
+  }
+  for (const [i, d] of setup.devices.entries()) {
+    const slot = slots[i]!;
     loop.watch(d.controlFd, EPOLLIN, () => {
       readEventfd(d.controlFd);
       slot.onControl();
@@ -57,7 +84,39 @@ export function setupIoWorker(data: unknown, loop: EventLoop): () => void {
       slot.onQueueNotify(i);
     }));
   }
+  const saveFd = setup.saveFd;
+  if (saveFd !== undefined) loop.watch(saveFd, EPOLLIN, () => {
+    readEventfd(saveFd);
+    let answer: DeviceStateMessage;
+    try {
+      answer = { type: 'device-state', devices: setup.devices.map((d, i) => saveDevice(slots[i]!, d)) };
+    } catch (e) {
+      answer = { type: 'device-state-error', message: (e as Error).message };
+    }
+    ctx.post(answer);
+  });
   return () => {
     for (const s of slots) s.dispose();
   };
+}
+
+/** A snapshot of one device: runs between two loop turns, with the vCPUs paused. */
+function saveDevice(slot: VirtioMmioSlot, d: VirtioDeviceWiring): SavedVirtioDevice {
+  const kind = virtioKind(d.kind)!;
+  if (!kind.saveState) throw new Error(`${d.kind} cannot be snapshotted`);
+  const queues = slot.saveQueues();
+  return { queues, device: kind.saveState(slot.device) ?? null };
+}
+
+/** Puts a restored device back where it was: active with its queues at their positions, then its own state. */
+function restoreDevice(slot: VirtioMmioSlot, d: VirtioDeviceWiring, index: number): void {
+  const kind = virtioKind(d.kind)!;
+  const saved = d.restore!;
+  try {
+    if (!kind.restoreState) throw new Error(`${d.kind} cannot be restored`);
+    const restore = kind.restoreState;
+    slot.restore(saved.queues, (active) => restore(slot.device, saved.device, { active }));
+  } catch (e) {
+    throw new Error(`devices[${index}] (${d.kind}): ${(e as Error).message}`);
+  }
 }

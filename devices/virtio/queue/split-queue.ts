@@ -17,7 +17,7 @@ import {
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { parseChain, type ChainSource } from './descriptor-chain.js';
 import { guestStruct, U16Cell, type GuestStruct } from './guest-struct.js';
-import { QueueError, type DescriptorChain, type QueueConfig } from './types.js';
+import { QueueError, type DescriptorChain, type QueueConfig, type QueuePosition } from './types.js';
 
 /** Offsets in the available and used rings (§2.7.6, §2.7.8). */
 const RING_FLAGS = 0;
@@ -74,7 +74,11 @@ export class SplitQueue {
   /**
    * Validates the ring addresses (alignment, size, inside guest RAM). Throws QueueError
    * (reason `size`, `address` or `alignment`). Writes nothing to guest memory: the
-   * device starts at avail/used index 0, as after the driver zeroed the rings (§2.7).
+   * device starts at avail/used index 0, as after the driver zeroed the rings (§2.7),
+   * or, for a queue restored from a snapshot, at `config.start`, which must agree
+   * with the rings in memory (reason `restore`): used.idx equals its nextUsed, no
+   * chain is held between nextUsed and nextAvail, and the driver is at most a
+   * queue's worth ahead of nextAvail.
    */
   constructor(readonly memory: GuestMemory, readonly config: QueueConfig) {
     const { size, descAddr, availAddr, usedAddr } = config;
@@ -96,6 +100,32 @@ export class SplitQueue {
     this.usedFlags = new U16Cell(memory, usedAddr + RING_FLAGS);
     this.usedIdx = new U16Cell(memory, usedAddr + RING_IDX);
     this.availEvent = new U16Cell(memory, usedAddr + RING_ENTRIES + USED_ELEM_SIZE * size);
+    if (config.start) this.startAt(config.start);
+  }
+
+  private startAt(start: QueuePosition): void {
+    const { nextAvail, nextUsed } = start;
+    for (const [name, v] of [['nextAvail', nextAvail], ['nextUsed', nextUsed]] as const) {
+      if (!Number.isInteger(v) || v < 0 || v > IDX_MASK) throw new QueueError('restore', `${name} ${v} is not a ring index (0..${IDX_MASK})`, undefined, v);
+    }
+    const usedIdx = this.usedIdx.load();
+    if (usedIdx !== nextUsed) throw new QueueError('restore', `nextUsed ${nextUsed} disagrees with used.idx ${usedIdx} in guest memory`, undefined, nextUsed);
+    // Every device returns each chain before a snapshot (kind.ts), so nothing is held between the two.
+    if (nextAvail !== nextUsed) throw new QueueError('restore', `nextAvail ${nextAvail} != nextUsed ${nextUsed}: the saved device held ${(nextAvail - nextUsed) & IDX_MASK} chains`, undefined, nextAvail);
+    const pending = (this.availIdx.load() - nextAvail) & IDX_MASK;
+    if (pending > this.size) throw new QueueError('restore', `avail.idx is ${pending} entries ahead of nextAvail ${nextAvail}; queue size is ${this.size}`, undefined, nextAvail);
+    this.nextAvail = nextAvail;
+    this.nextUsed = nextUsed;
+    this.signalledUsed = nextUsed;
+  }
+
+  /**
+   * Where the device is in the rings, for a snapshot: give it back as
+   * `QueueConfig.start` to continue there. used.flags (NO_NOTIFY) is not kept:
+   * a restored queue polls once, and its drain sets the flag again as needed.
+   */
+  saveState(): QueuePosition {
+    return { nextAvail: this.nextAvail, nextUsed: this.nextUsed };
   }
 
   /** The next avail ring position the device will consume (free-running u16; diagnostics and tests). */

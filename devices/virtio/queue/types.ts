@@ -29,6 +29,7 @@ export interface DescriptorChain {
 /**
  * Stable reasons a {@link QueueError} carries (`error.reason`):
  * - `size`, `address`, `alignment`: the queue configuration (constructor).
+ * - `restore`: a snapshot's queue position disagrees with the rings in guest memory (constructor).
  * - `avail-idx`: avail.idx moved more than the queue size past the device's position (ring state is broken).
  * - `head-range`: an avail ring entry names a descriptor outside the table.
  * - `next-range`: a `next` field points outside the (direct or indirect) table.
@@ -40,7 +41,7 @@ export interface DescriptorChain {
  * - `short`, `range`: chain-io helpers (chain too short for the access; invalid offset/length).
  */
 export type QueueErrorReason =
-  | 'size' | 'address' | 'alignment'
+  | 'size' | 'address' | 'alignment' | 'restore'
   | 'avail-idx' | 'head-range' | 'next-range' | 'loop'
   | 'indirect-not-negotiated' | 'indirect-next' | 'indirect-nested' | 'indirect-len' | 'indirect-addr'
   | 'buffer-addr' | 'order' | 'too-long'
@@ -73,4 +74,15 @@ export interface QueueConfig {
   readonly eventIdx: boolean;
   /** VIRTIO_F_INDIRECT_DESC negotiated. */
   readonly indirect: boolean;
+  /**
+   * Where the device continues, for a queue restored from a snapshot (see
+   * SplitQueue.saveState); absent for a fresh queue, which starts at 0.
+   */
+  readonly start?: QueuePosition;
+}
+
+/** A device's place in a split queue: the next avail and used ring positions (free-running u16s). */
+export interface QueuePosition {
+  readonly nextAvail: number;
+  readonly nextUsed: number;
 }

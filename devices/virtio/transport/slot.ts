@@ -9,6 +9,7 @@ import { log } from '../../../lib/log.js';
 import * as C from '../constants.js';
 import type { ActivationContext, FdWatcher, VirtioDevice } from '../device.js';
 import { SplitQueue } from '../queue/split-queue.js';
+import type { QueuePosition } from '../queue/types.js';
 import {
   Q_DESC_LO, Q_DEVICE_LO, Q_DRIVER_LO, Q_NUM, Q_READY, REQ_ACTIVATE, REQ_RESET, S_ACTIVE, S_CONFIG_GENERATION, S_CONFIG_LENGTH,
   S_CONTROL_REQUEST, S_INTERRUPT_STATUS, S_RESET_DONE, S_STATUS, TransportState,
@@ -46,7 +47,51 @@ export class VirtioMmioSlot {
     this.device.queueNotify(index);
   }
 
-  private activate(): void {
+  /** Whether the device is activated (DRIVER_OK seen, not reset since). */
+  get isActive(): boolean {
+    return this.active;
+  }
+
+  /**
+   * For a snapshot (vCPUs paused, between two loop turns): acts on any
+   * activate/reset request the driver made that this worker has not seen yet,
+   * then returns each queue's position (null for a queue not in use), or
+   * null when the device is not active.
+   */
+  saveQueues(): (QueuePosition | null)[] | null {
+    this.onControl();
+    return this.active ? this.queues.map((q) => q?.saveState() ?? null) : null;
+  }
+
+  /**
+   * A restored VM: the transport registers are already in place. If the
+   * device was active, activates it with its queues at the saved positions
+   * (validated against the rings in guest memory); then `restoreDevice(active)`
+   * restores the device's own state; then every queue is polled once (the
+   * driver may have published buffers after the snapshot's last kick), and a
+   * pending interrupt is raised again. Throws (nothing left active) when the
+   * saved positions or the device state are wrong.
+   */
+  restore(queues: readonly (QueuePosition | null)[] | null, restoreDevice: (active: boolean) => void): void {
+    if (queues) {
+      if (queues.length !== this.st.numQueues) throw new RangeError(`${queues.length} saved queue positions for a device with ${this.st.numQueues} queues`);
+      this.activate(queues, false);
+      if (!this.active) throw new Error('the device could not be activated with its saved queues (see the flintvm:virtio:slot log)');
+    }
+    try {
+      restoreDevice(this.active);
+    } catch (e) {
+      if (this.active) this.device.reset();
+      this.active = false;
+      throw e;
+    }
+    if (this.active) this.queues.forEach((q, i) => { if (q) this.device.queueNotify(i); });
+    if (Atomics.load(this.st.s, S_INTERRUPT_STATUS) !== 0) this.interrupt();
+  }
+
+  private queues: (SplitQueue | null)[] = [];
+
+  private activate(starts: readonly (QueuePosition | null)[] | null = null, poll = true): void {
     const s = this.st.s;
     if (this.active || (Atomics.load(s, S_STATUS) & C.VIRTIO_STATUS_DRIVER_OK) === 0) return;
     const features = this.st.driverFeatures;
@@ -64,6 +109,7 @@ export class VirtioMmioSlot {
           usedAddr: this.st.queueAddr(i, Q_DEVICE_LO),
           eventIdx: (features & C.feature(C.VIRTIO_F_EVENT_IDX)) !== 0n,
           indirect: (features & C.feature(C.VIRTIO_F_INDIRECT_DESC)) !== 0n,
+          ...(starts?.[i] ? { start: starts[i]! } : {}),
         }));
       }
       const ctx: ActivationContext = {
@@ -77,11 +123,13 @@ export class VirtioMmioSlot {
       };
       this.device.activate(ctx);
       this.active = true;
+      this.queues = queues;
       Atomics.store(s, S_ACTIVE, 1);
       // The driver may have kicked before we got here: look at every queue once.
-      queues.forEach((q, i) => { if (q) this.device.queueNotify(i); });
+      if (poll) queues.forEach((q, i) => { if (q) this.device.queueNotify(i); });
     } catch (e) {
       debug('activation failed: %s', (e as Error).message);
+      if (starts) throw e;
       this.needsReset();
     }
   }
@@ -101,6 +149,7 @@ export class VirtioMmioSlot {
       }
     }
     this.active = false;
+    this.queues = [];
     Atomics.store(this.st.s, S_ACTIVE, 0);
     Atomics.add(this.st.s, S_RESET_DONE, 1);
     Atomics.notify(this.st.s, S_RESET_DONE);

@@ -7,6 +7,7 @@
  * Layout: Int32 slots (below), then the config space at CONFIG_BYTE_OFFSET.
  */
 import { SharedLock } from '../../../lib/sync/lock.js';
+import { SnapshotStateError } from '../../../lib/errors.js';
 import type { VirtioDeviceInfo } from '../device.js';
 import { feature, VIRTIO_F_VERSION_1, VIRTQ_MAX_SIZE } from '../constants.js';
 
@@ -130,4 +131,112 @@ export class TransportState {
       for (let r = Q_NUM; r < Q_SLOTS; r++) Atomics.store(s, queueSlot(i) + r, 0);
     }
   }
+}
+
+/**
+ * What a snapshot keeps of one transport: the registers the driver wrote
+ * (status, negotiated features, selectors, pending interrupt bits, config
+ * generation, and each queue's size, ready bit and ring addresses). The
+ * device description and the config space are not kept: they come from the
+ * device as the restored config opens it (a new vsock CID or MAC shows there).
+ */
+export interface SavedTransport {
+  readonly status: number;
+  /** The driver's accepted features, a hex string (64 bits). */
+  readonly driverFeatures: string;
+  readonly deviceFeaturesSel: number;
+  readonly driverFeaturesSel: number;
+  readonly queueSel: number;
+  readonly interruptStatus: number;
+  readonly configGeneration: number;
+  readonly queues: readonly { num: number; ready: number; desc: number; driver: number; device: number }[];
+}
+
+/** The driver-written registers of `st`, for a snapshot (any thread; the vCPUs are paused). */
+export function saveTransport(st: TransportState): SavedTransport {
+  const s = st.s;
+  const queues = [];
+  for (let i = 0; i < st.numQueues; i++) {
+    queues.push({ num: st.queueReg(i, Q_NUM), ready: st.queueReg(i, Q_READY), desc: st.queueAddr(i, Q_DESC_LO), driver: st.queueAddr(i, Q_DRIVER_LO), device: st.queueAddr(i, Q_DEVICE_LO) });
+  }
+  return {
+    status: Atomics.load(s, S_STATUS) >>> 0,
+    driverFeatures: `0x${st.driverFeatures.toString(16)}`,
+    deviceFeaturesSel: Atomics.load(s, S_DEVICE_FEATURES_SEL) >>> 0,
+    driverFeaturesSel: Atomics.load(s, S_DRIVER_FEATURES_SEL) >>> 0,
+    queueSel: Atomics.load(s, S_QUEUE_SEL) >>> 0,
+    interruptStatus: Atomics.load(s, S_INTERRUPT_STATUS) >>> 0,
+    configGeneration: Atomics.load(s, S_CONFIG_GENERATION) >>> 0,
+    queues,
+  };
+}
+
+/** Highest guest-physical address a restored queue register may hold (the queue's own checks come later). */
+const MAX_ADDR = Number.MAX_SAFE_INTEGER;
+const U8 = 0xff;
+const U32 = 0xffff_ffff;
+
+/**
+ * Writes a snapshot's registers into `st`, a transport freshly made by
+ * TransportState.create for the same kind of device (before any thread uses
+ * it). Everything is checked first and nothing is written when a value is
+ * wrong: the state comes from a file. Throws SnapshotStateError naming the field: a
+ * different number of queues, a queue size over the device's maximum or not
+ * a power of 2, features the device does not offer (an override that changed
+ * them, e.g. a read-only drive), values out of range.
+ */
+export function restoreTransport(st: TransportState, saved: unknown, field: string): void {
+  const o = plain(saved, field);
+  const num = (k: string, max: number, at = field, from: Record<string, unknown> = o): number => {
+    const v = from[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new SnapshotStateError(`${at}.${k}`, `${JSON.stringify(v)} is not an integer in 0..${max}`);
+    return v;
+  };
+  const status = num('status', U8);
+  const featuresText = o.driverFeatures;
+  if (typeof featuresText !== 'string' || !/^0x[0-9a-f]{1,16}$/.test(featuresText)) throw new SnapshotStateError(`${field}.driverFeatures`, `${JSON.stringify(featuresText)} is not a 64-bit hex string`);
+  const features = BigInt(featuresText);
+  const extra = features & ~st.deviceFeatures;
+  if (extra !== 0n) throw new SnapshotStateError(`${field}.driverFeatures`, `the driver accepted features 0x${extra.toString(16)} that this device does not offer (did an override change the device, e.g. make a drive read-only?)`);
+  const regs = {
+    deviceFeaturesSel: num('deviceFeaturesSel', U32), driverFeaturesSel: num('driverFeaturesSel', U32), queueSel: num('queueSel', U32),
+    interruptStatus: num('interruptStatus', U8), configGeneration: num('configGeneration', U32),
+  };
+  if (!Array.isArray(o.queues) || o.queues.length !== st.numQueues) throw new SnapshotStateError(`${field}.queues`, `expected ${st.numQueues} queues for this device, got ${Array.isArray(o.queues) ? o.queues.length : typeof o.queues}`);
+  const queues = o.queues.map((q, i) => {
+    const at = `${field}.queues[${i}]`;
+    const r = plain(q, at);
+    const max = st.queueReg(i, Q_NUM_MAX);
+    const n = num('num', max, at, r);
+    if (n !== 0 && (n & (n - 1)) !== 0) throw new SnapshotStateError(`${at}.num`, `${n} is not a power of 2`);
+    return { num: n, ready: num('ready', 1, at, r), desc: num('desc', MAX_ADDR, at, r), driver: num('driver', MAX_ADDR, at, r), device: num('device', MAX_ADDR, at, r) };
+  });
+  const s = st.s;
+  s[S_STATUS] = status;
+  s[S_DRIVER_FEATURES_LO] = Number(features & 0xffff_ffffn) | 0;
+  s[S_DRIVER_FEATURES_HI] = Number(features >> 32n) | 0;
+  s[S_DEVICE_FEATURES_SEL] = regs.deviceFeaturesSel | 0;
+  s[S_DRIVER_FEATURES_SEL] = regs.driverFeaturesSel | 0;
+  s[S_QUEUE_SEL] = regs.queueSel | 0;
+  s[S_INTERRUPT_STATUS] = regs.interruptStatus;
+  s[S_CONFIG_GENERATION] = regs.configGeneration | 0;
+  queues.forEach((q, i) => {
+    const b = queueSlot(i);
+    s[b + Q_NUM] = q.num;
+    s[b + Q_READY] = q.ready;
+    for (const [lo, addr] of [[Q_DESC_LO, q.desc], [Q_DRIVER_LO, q.driver], [Q_DEVICE_LO, q.device]] as const) {
+      s[b + lo] = (addr % 0x1_0000_0000) | 0;
+      s[b + lo + 1] = Math.floor(addr / 0x1_0000_0000) | 0;
+    }
+  });
+}
+
+/** True while a driver-requested reset waits for the I/O worker: a snapshot then would catch the device half-reset. */
+export function resetPending(st: TransportState): boolean {
+  return Atomics.load(st.s, S_RESET_PENDING) !== 0;
+}
+
+function plain(v: unknown, field: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new SnapshotStateError(`${field}`, `expected an object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`);
+  return v as Record<string, unknown>;
 }

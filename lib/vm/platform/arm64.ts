@@ -11,6 +11,9 @@ import { Pl031 } from '../../../devices/legacy/pl031.js';
 import * as layout from '../../../arch/arm64/layout.js';
 import { ARM64_DEFAULT_CMDLINE, prepareArm64Boot } from '../../../arch/arm64/boot.js';
 import { createGicV3, initVcpus, setBootRegisters } from '../../../arch/arm64/cpu.js';
+import { restoreVcpuState, saveVcpuState } from '../../../arch/arm64/vcpu-state.js';
+import { restoreVgicState, saveVgicState } from '../../../arch/arm64/vgic-state.js';
+import { SnapshotStateError } from '../../errors.js';
 import type { Platform, PlatformInputs, PlatformPlan } from './platform.js';
 
 const params = (p: DeviceParams) => p;
@@ -23,6 +26,9 @@ function plan(p: PlatformInputs): PlatformPlan {
     { space: 'mmio', base: layout.RTC_BASE, length: layout.RTC_SIZE, params: params({ kind: 'pl031', state: Pl031.createState() }) },
     { space: 'mmio', base: layout.GUEST_CONTROL_BASE, length: layout.GUEST_CONTROL_SIZE, params: params({ kind: 'guest-control' }) },
   ];
+  // The GICv3 device and the vCPUs' MPIDRs, once setupVcpus made them (saveState needs both).
+  let gic = -1;
+  let mpidrs: readonly bigint[] = [];
   return {
     memory: layout.ramRegions(p.cfg.memoryMiB * layout.MiB),
     devices,
@@ -31,15 +37,30 @@ function plan(p: PlatformInputs): PlatformPlan {
       p.mark('vmReady');
     },
     setupVcpus({ vm, memory, vcpus }) {
-      const mpidrs = initVcpus(vm, vcpus);
+      mpidrs = initVcpus(vm, vcpus);
       // The GIC needs every vCPU (one redistributor each); irqfds need the GIC.
-      p.adoptFd(createGicV3(vm));
+      gic = createGicV3(vm);
+      p.adoptFd(gic);
       p.wireVirtio(vm);
+      if (p.restore) {
+        const state = p.restore;
+        if (state.arch !== 'arm64') throw new SnapshotStateError('arch', `the snapshot is of an ${state.arch} guest; this host runs arm64 guests`, state.arch);
+        if (state.vcpus.length !== vcpus.length) throw new SnapshotStateError('vcpus', `${state.vcpus.length} saved vCPUs for a VM with ${vcpus.length}`, state.vcpus.length);
+        // Registers (timers included) first, then the distributor and redistributors, which name vCPUs by MPIDR.
+        vcpus.forEach((v, i) => restoreVcpuState(v, state.vcpus[i], `platform.vcpus[${i}]`));
+        restoreVgicState(vm, gic, mpidrs, state.vm, 'platform.vm');
+        p.mark('kernelLoaded');
+        return;
+      }
       const boot = prepareArm64Boot(memory, {
         kernel: p.kernel, initrd: p.initrd, cmdline: p.cmdline, mpidrs, virtio: p.virtio, rngSeed: randomBytes(RNG_SEED_BYTES),
       });
       setBootRegisters(vcpus[0]!, boot.entry, boot.fdtAddr);
       p.mark('kernelLoaded');
+    },
+    saveState({ vm, vcpus }) {
+      const saved = vcpus.map((v) => saveVcpuState(v));
+      return { arch: 'arm64', vm: saveVgicState(vm, gic, mpidrs), vcpus: saved };
     },
   };
 }

@@ -37,6 +37,21 @@ export interface PlatformInputs {
   adoptFd(fd: number): void;
   /** Timing marks. */
   mark(what: 'vmReady' | 'kernelLoaded'): void;
+  /**
+   * Set for a VM restored from a snapshot: the platform state `saveState`
+   * returned then. setupVcpus restores it instead of loading a kernel
+   * (guest RAM already holds the guest); `kernel` and `initrd` are empty.
+   */
+  readonly restore?: PlatformState;
+}
+
+/** A snapshot's VM-wide and per-vCPU KVM state, as the platform of `arch` saved it (JSON-able). */
+export interface PlatformState {
+  readonly arch: 'x86_64' | 'arm64';
+  /** VM-wide state: x86_64 PIC/IOAPIC/PIT/kvmclock; arm64 the GICv3. */
+  readonly vm: unknown;
+  /** One per vCPU, in vCPU order. */
+  readonly vcpus: readonly unknown[];
 }
 
 export interface PlatformPlan {
@@ -46,6 +61,11 @@ export interface PlatformPlan {
   setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void;
   /** The `irq` value of KVM_IRQ_LINE for the console UART (pulsed for console input). */
   readonly consoleIrqLine: number;
+  /**
+   * Saves the VM's KVM state (main thread; every vCPU paused outside
+   * KVM_RUN, its last exit completed). Throws KvmError.
+   */
+  saveState(ctx: { kvm: Kvm; vm: Vm; vcpus: readonly Vcpu[] }): PlatformState;
 }
 
 export interface Platform {

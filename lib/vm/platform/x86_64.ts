@@ -2,6 +2,9 @@
 import { KVM_PIT_SPEAKER_DUMMY } from '../../kvm/structs.js';
 import { KVM_CAP_TSC_DEADLINE_TIMER } from '../../kvm/ioctls.js';
 import type { DeviceSpec } from '../../vcpu/protocol.js';
+import type { Kvm } from '../../kvm/kvm.js';
+import type { Vm } from '../../kvm/vm.js';
+import type { Vcpu } from '../../kvm/vcpu.js';
 import type { DeviceParams } from '../wiring.js';
 import { log } from '../../log.js';
 import { I8042 } from '../../../devices/legacy/i8042.js';
@@ -10,7 +13,10 @@ import { prepareX86Boot, X86_64_DEFAULT_CMDLINE } from '../../../arch/x86_64/boo
 import { buildCpuid } from '../../../arch/x86_64/cpuid.js';
 import { bootMsrs } from '../../../arch/x86_64/msr.js';
 import { configureLapicLint } from '../../../arch/x86_64/lapic.js';
-import type { Platform, PlatformInputs, PlatformPlan } from './platform.js';
+import { probeX86StateCaps, restoreVcpuState, saveVcpuState } from '../../../arch/x86_64/vcpu-state.js';
+import { restoreVmState, saveVmState } from '../../../arch/x86_64/vm-state.js';
+import { SnapshotStateError } from '../../errors.js';
+import type { Platform, PlatformInputs, PlatformPlan, PlatformState } from './platform.js';
 
 const debug = log('builder');
 const params = (p: DeviceParams) => p;
@@ -36,7 +42,12 @@ function plan(p: PlatformInputs): PlatformPlan {
       p.wireVirtio(vm);
       p.mark('vmReady');
     },
-    setupVcpus({ kvm, memory, vcpus }) {
+    setupVcpus({ kvm, vm, memory, vcpus }) {
+      if (p.restore) {
+        restoreX86(kvm, vm, vcpus, p.restore);
+        p.mark('kernelLoaded');
+        return;
+      }
       const supported = kvm.supportedCpuid();
       const boot = prepareX86Boot(memory, { kernel: p.kernel, initrd: p.initrd, cmdline: p.cmdline, vcpus: cfg.vcpus, bootProtocol: cfg.bootProtocol, cpuid: supported });
       const msrIndices = new Set(kvm.msrIndexList());
@@ -59,7 +70,22 @@ function plan(p: PlatformInputs): PlatformPlan {
       }
       p.mark('kernelLoaded');
     },
+    saveState({ kvm, vm, vcpus }) {
+      const caps = probeX86StateCaps(kvm, vm);
+      // VM-wide state last: the vCPUs' saves do not touch it, and kvmclock is then closest to the memory save.
+      const saved = vcpus.map((v) => saveVcpuState(v, caps));
+      return { arch: 'x86_64', vm: saveVmState(vm), vcpus: saved };
+    },
   };
+}
+
+/** KVM's order: the VM-wide chips and clock, then each vCPU (restoreVcpuState orders CPUID, LAPIC, MSRs, events). */
+function restoreX86(kvm: Kvm, vm: Vm, vcpus: readonly Vcpu[], state: PlatformState): void {
+  if (state.arch !== 'x86_64') throw new SnapshotStateError('arch', `the snapshot is of an ${state.arch} guest; this host runs x86_64 guests`, state.arch);
+  if (state.vcpus.length !== vcpus.length) throw new SnapshotStateError('vcpus', `${state.vcpus.length} saved vCPUs for a VM with ${vcpus.length}`, state.vcpus.length);
+  const caps = probeX86StateCaps(kvm, vm);
+  restoreVmState(vm, state.vm, 'platform.vm');
+  vcpus.forEach((v, i) => restoreVcpuState(v, state.vcpus[i], caps, `platform.vcpus[${i}]`));
 }
 
 export const x86_64Platform: Platform = {
