@@ -9,7 +9,7 @@
 import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { MicroVM, type VmExit } from '../lib/microvm.js';
+import { MicroVM, type RestoreOverrides, type VmExit } from '../lib/microvm.js';
 import { defaultGuestImages } from '../lib/guest-images.js';
 import { ENV_NAME_RE, guestCommandCmdline } from '../lib/guest-command.js';
 import { ConfigError, FlintvmError, type ConfigProblem } from '../lib/errors.js';
@@ -70,6 +70,7 @@ const TOP_HELP = `Usage: flintvm <command> [options]
 
 Commands:
   run        boot a Linux microVM on KVM (flintvm run --help)
+  restore    continue a VM from a snapshot directory (flintvm restore --help)
   help CMD   show the help of CMD
   version    print the version (also: flintvm --version)
 
@@ -108,12 +109,42 @@ Command options (with -- CMD):
   -i, --interactive      pass this terminal's input to the command
   -v, --verbose          show the kernel's boot messages
 
+Snapshots:
+  --snapshot-on-signal DIR
+                         on SIGUSR1, write a snapshot of the running VM into DIR
+                         (the VM pauses for it, then runs on); continue it later
+                         with: flintvm restore DIR
+
   -h, --help             show this help
 
 Without a command you get the guest's shell; type Ctrl-A then x to stop the VM.
 Environment: DEBUG=flintvm:* for logs; FLINTVM_GUEST_DIR for prebuilt guest images.
 
 ${EXIT_TABLE}`;
+
+const RESTORE_HELP = `Usage: flintvm restore DIR [options]
+
+Continue a VM from a snapshot directory (written by --snapshot-on-signal, or by
+MicroVM.snapshot() in the API) with its serial console on this terminal. The
+guest continues where it was: its memory is the snapshot's memory file, mapped
+copy-on-write, so many restores of one snapshot share it.
+
+Host resources two live VMs cannot share can be replaced, in config order:
+  --drive PATH           the next drive's image (repeat for drive 1, 2, ...;
+                         "-" keeps that drive's own)
+  --tap NAME             the next NIC's tap device (repeat; "-" keeps one)
+  --vsock-uds PATH       the vsock device's host socket path
+  --cid N                the vsock device's guest CID
+  --snapshot-on-signal DIR
+                         on SIGUSR1, snapshot the restored VM into DIR
+  -h, --help             show this help
+
+Type Ctrl-A then x to stop the VM. The exit status is as for flintvm run.`;
+
+const RESTORE_OPTIONS = {
+  drive: { type: 'string', multiple: true }, tap: { type: 'string', multiple: true }, 'vsock-uds': { type: 'string' }, cid: { type: 'string' },
+  'snapshot-on-signal': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+} as const;
 
 /** A usage error: printed with a pointer to the help, exit status 2. */
 class UsageError extends Error {}
@@ -126,6 +157,7 @@ const RUN_OPTIONS = {
   share: { type: 'string', multiple: true }, vsock: { type: 'string' },
   env: { type: 'string', short: 'e', multiple: true }, workdir: { type: 'string', short: 'w' }, tty: { type: 'boolean', short: 't' },
   interactive: { type: 'boolean', short: 'i' }, verbose: { type: 'boolean', short: 'v' }, help: { type: 'boolean', short: 'h' },
+  'snapshot-on-signal': { type: 'string' },
 } as const;
 
 async function main(argv: string[]): Promise<number> {
@@ -141,10 +173,12 @@ async function main(argv: string[]): Promise<number> {
   if (sub === 'help') {
     if (rest[0] === undefined) { console.log(TOP_HELP); return EXIT.OK; }
     if (rest[0] === 'run') { console.log(RUN_HELP); return EXIT.OK; }
+    if (rest[0] === 'restore') { console.log(RESTORE_HELP); return EXIT.OK; }
     throw new UsageError(`unknown command '${rest[0]}'`);
   }
+  if (sub === 'restore') return restore(rest);
   if (sub !== 'run') {
-    const near = closest(sub, ['run', 'help', 'version']);
+    const near = closest(sub, ['run', 'restore', 'help', 'version']);
     throw new UsageError(`unknown command '${sub}'${near ? `; did you mean '${near}'?` : ''}`);
   }
   return run(rest);
@@ -241,42 +275,86 @@ async function run(args: string[]): Promise<number> {
       clearTimeout(slow);
     }
   }
-  return boot(new MicroVM(config), command.length > 0, { interactive: values.interactive === true, tty: values.tty === true });
+  const vm = new MicroVM(config);
+  return boot(async () => { await vm.start(); return vm; }, command.length > 0, { interactive: values.interactive === true, tty: values.tty === true, snapshotDir: values['snapshot-on-signal'] });
 }
 
-/** Boots `vm` with the console on this terminal and returns the exit status. */
-async function boot(vm: MicroVM, ranCommand: boolean, o: { interactive: boolean; tty: boolean }): Promise<number> {
+/** `flintvm restore DIR [options]`: restores a snapshot with the console on this terminal. */
+async function restore(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: RESTORE_OPTIONS, strict: true, allowPositionals: true });
+  } catch (e) {
+    throw new UsageError(`restore: ${(e as Error).message}`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) { console.log(RESTORE_HELP); return EXIT.OK; }
+  if (positionals.length !== 1) throw new UsageError(`restore: give one snapshot directory (got ${positionals.length ? positionals.join(' ') : 'none'})`);
+  const keep = <T>(v: string, make: (x: string) => T): T | null => (v === '-' ? null : make(v));
+  const cid = values.cid === undefined ? undefined : decimal('--cid', values.cid);
+  const overrides: RestoreOverrides = {
+    ...(values.drive ? { drives: values.drive.map((p) => keep(p, (path) => ({ path }))) } : {}),
+    ...(values.tap ? { net: values.tap.map((n) => keep(n, (tap) => ({ tap }))) } : {}),
+    ...(values['vsock-uds'] !== undefined || cid !== undefined ? { vsock: { ...(values['vsock-uds'] !== undefined ? { udsPath: values['vsock-uds'] } : {}), ...(cid !== undefined ? { guestCid: cid } : {}) } } : {}),
+  };
+  const kvm = kvmProblem();
+  if (kvm) {
+    console.error(`flintvm: ${kvm}`);
+    return EXIT.VM_FAILED;
+  }
+  const dir = positionals[0]!;
+  // A guest that ran a command (flintvm.cmd= on its command line) reports that command's exit status.
+  const ranCommand = /flintvm\.cmd=/.test(readFileSync(`${dir}/state.json`, 'utf8').slice(0, 1 << 20));
+  return boot(() => MicroVM.restore(dir, overrides), ranCommand, { interactive: true, tty: false, snapshotDir: values['snapshot-on-signal'] });
+}
+
+/** Starts a VM with `start` (boot or restore), the console on this terminal, and returns the exit status. */
+async function boot(start: () => Promise<MicroVM>, ranCommand: boolean, o: { interactive: boolean; tty: boolean; snapshotDir?: string | undefined }): Promise<number> {
   const interactive = !ranCommand || o.interactive || o.tty;
   const raw = process.stdin.isTTY && (!ranCommand || o.tty);
-  vm.console.pipe(process.stdout, { end: false });
+  let vm: MicroVM | null = null;
   let sawCtrlA = false;
   let stopped = false;
-  const stop = () => { stopped = true; void vm.stop(); };
+  const stop = () => { stopped = true; void vm?.stop(); };
   const onInput = (chunk: Buffer) => {
-    if (!raw) { vm.console.write(chunk); return; }
+    if (!raw) { vm!.console.write(chunk); return; }
     // Ctrl-A x stops the VM (as in QEMU); Ctrl-A Ctrl-A sends one Ctrl-A.
     for (const b of chunk) {
       if (sawCtrlA) {
         sawCtrlA = false;
         if (b === 0x78 /* x */) { stop(); return; }
-        if (b !== CTRL_A) vm.console.write(Buffer.of(CTRL_A));
+        if (b !== CTRL_A) vm!.console.write(Buffer.of(CTRL_A));
       } else if (b === CTRL_A) { sawCtrlA = true; continue; }
-      vm.console.write(Buffer.of(b));
+      vm!.console.write(Buffer.of(b));
     }
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   try {
-    await vm.start();
+    vm = await start();
   } catch (e) {
     console.error(`flintvm: the VM failed to start: ${(e as Error).message}`);
     return e instanceof ConfigError ? EXIT.USAGE : EXIT.VM_FAILED;
   }
+  // SIGINT/SIGTERM while it was starting: stop it now.
+  if (stopped) void vm.stop();
+  vm.console.pipe(process.stdout, { end: false });
+  const running = vm;
+  const snapshotDir = o.snapshotDir;
+  const onSnapshotSignal = () => {
+    if (!snapshotDir) return;
+    running.snapshot(snapshotDir).then(
+      (i) => console.error(`\r\nflintvm: snapshot written to ${snapshotDir} in ${i.ms.toFixed(0)} ms (${(i.memoryWritten / 1048576).toFixed(1)} of ${(i.memoryBytes / 1048576).toFixed(0)} MiB of memory); continue it with: flintvm restore ${snapshotDir}\r`),
+      (e: unknown) => console.error(`\r\nflintvm: snapshot failed: ${(e as Error).message}\r`),
+    );
+  };
+  if (snapshotDir) process.on('SIGUSR1', onSnapshotSignal);
   if (interactive) {
     if (raw) process.stdin.setRawMode(true);
     process.stdin.on('data', onInput);
   }
   const exit = await vm.wait();
+  process.off('SIGUSR1', onSnapshotSignal);
   if (raw) process.stdin.setRawMode(false);
   process.stdin.off('data', onInput);
   process.stdin.pause();

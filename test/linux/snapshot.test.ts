@@ -69,7 +69,12 @@ async function bootCounter(dir: string): Promise<{ w: Watched; disk: string }> {
   });
   const w = watch(vm);
   await vm.start();
-  await w.waitFor(/count=3 rng=16/);
+  try {
+    await w.waitFor(/count=3 rng=16/);
+  } catch (e) {
+    await vm.stop();
+    throw e;
+  }
   return { w, disk };
 }
 
@@ -83,6 +88,7 @@ test.serial('snapshot of a running guest, stop, restore: the count, tmpfs, disk,
   if (!requireKvm(t)) return;
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-snap-'));
   const { w, disk } = await bootCounter(dir);
+  t.teardown(() => w.vm.stop());
   await w.vm.pause();
   const before = Math.max(...w.counts());
   const info = await w.vm.snapshot(join(dir, 'snap'));
@@ -114,6 +120,7 @@ test.serial('four clones restored from one snapshot run at once, diverge, and sh
   if (!requireKvm(t)) return;
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-clones-'));
   const { w } = await bootCounter(dir);
+  t.teardown(() => w.vm.stop());
   const snap = join(dir, 'snap');
   await w.vm.snapshot(snap);
   t.is(w.vm.state, 'running', 'a running VM is resumed after snapshot()');
@@ -162,6 +169,7 @@ test.serial('clone(): an in-process copy of a running VM runs beside it', async 
   if (!requireKvm(t)) return;
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-clone-'));
   const { w } = await bootCounter(dir);
+  t.teardown(() => w.vm.stop());
   const disk = join(dir, 'clone.img');
   writeFileSync(disk, Buffer.alloc(DISK_BYTES));
   // The original keeps its disk (locked): the clone must get its own.
@@ -183,6 +191,7 @@ test.serial('bad snapshots and bad calls: clear errors, nothing left running', a
   if (!requireKvm(t)) return;
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-badsnap-'));
   const { w } = await bootCounter(dir);
+  t.teardown(() => w.vm.stop());
   const snap = join(dir, 'snap');
   await w.vm.snapshot(snap);
   await w.vm.stop();
