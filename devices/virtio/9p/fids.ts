@@ -10,7 +10,8 @@
  *   `covered` counts the bytes [0, covered) written so far (writes may overlap
  *   what is covered, never leave a gap after it);
  * - `stale`: a fid restored from a snapshot whose file could not be found
- *   again (snapshot.ts): every message on it answers ESTALE; Tclunk works.
+ *   again (snapshot.ts): every message on it answers ESTALE; Tclunk works
+ *   (and answers ESTALE for a Txattrcreate whose value was lost: `pendingXattr`).
  */
 import type { HostDir, Node, OpenFile } from '../backends/hostdir/index.js';
 import { P9_MAX_FIDS } from './constants.js';
@@ -22,7 +23,7 @@ export type Fid =
   | { kind: 'node'; node: Node; file: OpenFile | null; uid: FidUid }
   | { kind: 'xattr-read'; data: Uint8Array; uid: FidUid }
   | { kind: 'xattr-write'; node: Node; name: Uint8Array; flags: number; value: Uint8Array; covered: number; uid: FidUid }
-  | { kind: 'stale'; uid: FidUid };
+  | { kind: 'stale'; uid: FidUid; pendingXattr: boolean };
 
 /** A fid that is not stale: what every message but Tclunk needs. */
 export type LiveFid = Exclude<Fid, { kind: 'stale' }>;

@@ -243,6 +243,7 @@ export class P9Server {
     if (!state) this.fail(P.EBADF, `fid ${fid} is not in use`);
     try {
       if (state.kind === 'xattr-write') this.commitXattr(state);
+      if (state.kind === 'stale' && state.pendingXattr) this.fail(P.ESTALE, `fid ${fid}: the xattr value being written was lost across a snapshot restore`);
     } finally {
       this.fids.dispose(state);
     }

@@ -11,7 +11,8 @@
  * Xattr fids: a Txattrwalk result (`xattr-read`) is saved with its bytes
  * (base64; all of them together at most MAX_SAVED_XATTR_BYTES, later ones are
  * saved stale). A Txattrcreate still collecting its value (`xattr-write`) is
- * saved stale: its setxattr answers ESTALE at the Tclunk.
+ * saved stale (`pendingXattr`): its Tclunk, which would have set the value,
+ * answers ESTALE, so the guest's setxattr fails instead of silently doing nothing.
  *
  * Nothing is in flight at save time: the server answers each message
  * synchronously (server.ts), and the server keeps no readdir cursor (Treaddir
@@ -36,7 +37,7 @@ export const MAX_SAVED_XATTR_BYTES = 16 * 1024 * 1024;
 export type SavedFid =
   | ({ fid: number; type: 'node'; uid: FidUid; kind: NodeKind; open?: SavedOpenMode } & SavedPath)
   | { fid: number; type: 'xattr-read'; uid: FidUid; data: string }
-  | { fid: number; type: 'stale'; uid: FidUid };
+  | { fid: number; type: 'stale'; uid: FidUid; pendingXattr?: true };
 
 /** What saveP9State returns: JSON-able. */
 export interface P9SavedState {
@@ -67,14 +68,14 @@ function saveFid(server: P9Server, fid: number, state: Fid, used: () => number, 
     add(state.data.length);
     return { fid, type: 'xattr-read', uid, data: Buffer.from(state.data).toString('base64') };
   }
-  return { fid, type: 'stale', uid };
+  return { fid, type: 'stale', uid, ...(state.kind === 'xattr-write' || (state.kind === 'stale' && state.pendingXattr) ? { pendingXattr: true as const } : {}) };
 }
 
 /** One fid as read back from a state, checked but not yet resolved. */
 type ParsedFid =
   | { fid: number; type: 'node'; uid: FidUid; kind: NodeKind; names: Uint8Array[]; open: OpenMode | null }
   | { fid: number; type: 'xattr-read'; uid: FidUid; data: Uint8Array }
-  | { fid: number; type: 'stale'; uid: FidUid };
+  | { fid: number; type: 'stale'; uid: FidUid; pendingXattr: boolean };
 
 /**
  * Replaces the session of `server` (a fresh one, or one to discard) with the
@@ -99,8 +100,8 @@ export function restoreP9State(server: P9Server, state: unknown, field = 'virtio
 }
 
 function restoreFid(server: P9Server, resolver: PathResolver, f: ParsedFid): void {
-  const stale = { kind: 'stale' as const, uid: f.uid };
-  if (f.type === 'stale') return server.fids.set(f.fid, stale);
+  const stale = { kind: 'stale' as const, uid: f.uid, pendingXattr: false };
+  if (f.type === 'stale') return server.fids.set(f.fid, { ...stale, pendingXattr: f.pendingXattr });
   if (f.type === 'xattr-read') return server.fids.set(f.fid, { kind: 'xattr-read', data: f.data, uid: f.uid });
   const node = resolver.resolve(f.names, f.kind);
   if (!node) return server.fids.set(f.fid, stale);
@@ -135,7 +136,8 @@ function parseState(server: P9Server, state: unknown, field: string): { msize: n
     const uid = e.uid === null ? null : u32(`${at}.uid`, e.uid);
     switch (e.type) {
       case 'stale':
-        return { fid, type: 'stale', uid };
+        if (e.pendingXattr !== undefined && e.pendingXattr !== true) throw new SnapshotStateError(`${at}.pendingXattr`, 'must be true or absent', e.pendingXattr);
+        return { fid, type: 'stale', uid, pendingXattr: e.pendingXattr === true };
       case 'xattr-read': {
         const data = readBase64(`${at}.data`, e.data, P.P9_XATTR_SIZE_MAX);
         xattrBytes += data.length;
