@@ -21,7 +21,7 @@
 import { SnapshotStateError } from '../../../lib/errors.js';
 import { array, intIn, object, u32 } from '../../../lib/kvm/state-json.js';
 import {
-  PathResolver, readNodeKind, readOpenMode, readSavedPath, saveOpenMode, savedPath, type SavedOpenMode, type SavedPath,
+  PathResolver, PathSaver, readNodeKind, readOpenMode, readSavedPath, saveOpenMode, type SavedOpenMode, type SavedPath,
 } from '../backends/hostdir/snapshot.js';
 import type { NodeKind, OpenMode } from '../backends/hostdir/index.js';
 import * as P from './constants.js';
@@ -53,14 +53,15 @@ export interface P9SavedState {
 export function saveP9State(server: P9Server): P9SavedState {
   const fids: SavedFid[] = [];
   let xattrBytes = 0;
-  for (const [fid, state] of server.fids.entries()) fids.push(saveFid(server, fid, state, () => xattrBytes, (n) => (xattrBytes += n)));
+  const paths = new PathSaver(server.fs);
+  for (const [fid, state] of server.fids.entries()) fids.push(saveFid(paths, fid, state, () => xattrBytes, (n) => (xattrBytes += n)));
   return { format: P9_STATE_FORMAT, msize: server.msize, version: server.msize > 0 ? P.P9_VERSION_L : null, fids };
 }
 
-function saveFid(server: P9Server, fid: number, state: Fid, used: () => number, add: (n: number) => void): SavedFid {
+function saveFid(paths: PathSaver, fid: number, state: Fid, used: () => number, add: (n: number) => void): SavedFid {
   const { uid } = state;
   if (state.kind === 'node') {
-    const path = savedPath(server.fs, state.node);
+    const path = paths.path(state.node);
     if (!path) return { fid, type: 'stale', uid };
     return { fid, type: 'node', uid, kind: state.node.kind, ...path, ...(state.file ? { open: saveOpenMode(state.file.mode) } : {}) };
   }

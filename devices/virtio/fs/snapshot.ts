@@ -19,7 +19,7 @@ import { SnapshotStateError } from '../../../lib/errors.js';
 import { array, object } from '../../../lib/kvm/state-json.js';
 import type { NodeKind, OpenMode } from '../backends/hostdir/index.js';
 import {
-  PathResolver, readNodeKind, readOpenMode, readSavedPath, saveOpenMode, savedPath, type SavedOpenMode, type SavedPath,
+  PathResolver, PathSaver, readNodeKind, readOpenMode, readSavedPath, saveOpenMode, type SavedOpenMode, type SavedPath,
 } from '../backends/hostdir/snapshot.js';
 import type { FuseServer } from './server.js';
 
@@ -48,17 +48,18 @@ export interface FuseSavedState {
 /** The session of `server` as JSON-able data. Called between two requests (never during one). */
 export function saveFuseState(server: FuseServer): FuseSavedState {
   const t = server.tables();
+  const paths = new PathSaver(server.fs);
   const inodes: SavedInode[] = [];
   for (const ino of t.inodes) {
     if (ino.nodeid === ROOT_NODEID) continue;
-    const path = savedPath(server.fs, ino.node);
+    const path = paths.path(ino.node);
     const base = { nodeid: String(ino.nodeid), nlookup: String(ino.nlookup) };
     inodes.push(path ? { ...base, kind: ino.node.kind, ...path } : { ...base, stale: true });
   }
   for (const [nodeid, nlookup] of t.staleInodes) inodes.push({ nodeid: String(nodeid), nlookup: String(nlookup), stale: true });
   const handles: SavedHandle[] = [];
   for (const [fh, file] of t.handles) {
-    const path = file.closed ? null : savedPath(server.fs, file.node);
+    const path = file.closed ? null : paths.path(file.node);
     handles.push(path ? { fh: String(fh), kind: file.node.kind, mode: saveOpenMode(file.mode), ...path } : { fh: String(fh), stale: true });
   }
   for (const fh of t.staleHandles) handles.push({ fh: String(fh), stale: true });

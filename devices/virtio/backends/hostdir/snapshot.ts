@@ -17,8 +17,10 @@ import { SnapshotStateError } from '../../../../lib/errors.js';
 import { FsError } from './errors.js';
 import type { HostDir } from './hostdir.js';
 import type { OpenFile } from './file-io.js';
-import { componentBytes } from './names.js';
-import type { Node, NodeKind } from './nodes.js';
+import { devOf } from './core.js';
+import { componentBytes, cstr } from './names.js';
+import { nodeKey, type Node, type NodeKind } from './nodes.js';
+import * as S from './sys.js';
 import { EMFILE, ENFILE, ENOMEM } from './sys.js';
 import type { OpenMode } from './types.js';
 
@@ -46,28 +48,57 @@ export interface SavedOpenMode {
   directory?: true;
 }
 
-/** The path of `node` from the share root (null when its name chain is broken or longer than MAX_SAVED_PATH_BYTES). */
-export function savedPath(fs: HostDir, node: Node): SavedPath | null {
-  const names: Uint8Array[] = [];
-  let bytes = 0;
-  for (let n = node; n !== fs.root; n = n.parent!) {
-    if (!n.parent || !n.name) return null;
-    bytes += n.name.length + (names.length > 0 ? 1 : 0);
-    if (bytes > MAX_SAVED_PATH_BYTES) return null;
-    names.push(n.name);
+/**
+ * Saves node paths. A node's path is the chain of names the node table
+ * recorded; each link is checked against the host first (its name in its
+ * parent must still be that inode), so a file the guest unlinked while holding
+ * it, or a name the host since gave to another file, is not saved under a
+ * path that now means something else: such a node gets no path (it restores
+ * stale). One statx per node, each node checked once per saver.
+ */
+export class PathSaver {
+  private readonly checked = new Map<Node, boolean>();
+  private readonly statBuf = new Uint8Array(S.STATX_SIZE_BYTES);
+
+  constructor(private readonly fs: HostDir) {}
+
+  /** The path of `node` from the share root; null when a link no longer names its inode, or past MAX_SAVED_PATH_BYTES. */
+  path(node: Node): SavedPath | null {
+    const names: Uint8Array[] = [];
+    let bytes = 0;
+    for (let n = node; n !== this.fs.root; n = n.parent!) {
+      if (!n.parent || !n.name || !this.current(n)) return null;
+      bytes += n.name.length + (names.length > 0 ? 1 : 0);
+      if (bytes > MAX_SAVED_PATH_BYTES) return null;
+      names.push(n.name);
+    }
+    names.reverse();
+    const joined = new Uint8Array(bytes);
+    let at = 0;
+    for (const name of names) {
+      if (at > 0) joined[at++] = SLASH;
+      joined.set(name, at);
+      at += name.length;
+    }
+    try {
+      return { path: utf8.decode(joined) };
+    } catch {
+      return { path64: Buffer.from(joined).toString('base64') };
+    }
   }
-  names.reverse();
-  const joined = new Uint8Array(bytes);
-  let at = 0;
-  for (const name of names) {
-    if (at > 0) joined[at++] = SLASH;
-    joined.set(name, at);
-    at += name.length;
-  }
-  try {
-    return { path: utf8.decode(joined) };
-  } catch {
-    return { path64: Buffer.from(joined).toString('base64') };
+
+  /** True when `n.name` in `n.parent` is still n's inode. */
+  private current(n: Node): boolean {
+    let ok = this.checked.get(n);
+    if (ok === undefined) {
+      ok = false;
+      if (S.statx(n.parent!.fd, cstr(n.name!), S.AT_SYMLINK_NOFOLLOW, S.STATX_INO, this.statBuf) === 0) {
+        const st = S.decodeStatx(this.statBuf);
+        ok = nodeKey(devOf(st), st.ino) === n.key;
+      }
+      this.checked.set(n, ok);
+    }
+    return ok;
   }
 }
 

@@ -244,3 +244,22 @@ test('a state path through a symlink, or naming a symlink as a directory, restor
     h1.close();
   }
 });
+
+test('a file the guest unlinked while holding it (and whose name now holds another file) is saved stale', (t) => {
+  const h1 = new P9Harness({}, tree);
+  let h2: P9Harness | null = null;
+  try {
+    const f = h1.walkTo('a.txt');
+    h1.lopen(f, RDWR);
+    h1.unlinkat(ROOT_FID, 'a.txt');
+    writeFileSync(join(h1.share, 'a.txt'), 'another file');
+    t.is(text(h1.read(f, 0, 64)), 'hello world', 'the open-unlinked file before the snapshot');
+    const state = save(h1);
+    t.like(state.fids.find((x) => x.fid === f), { type: 'stale' });
+    h2 = restore(h1.share, state);
+    t.is(h2.errno(() => h2!.read(f, 0, 64)), ESTALE, 'never the other file now at that name');
+  } finally {
+    h2?.close();
+    h1.close();
+  }
+});

@@ -247,3 +247,23 @@ test('a state path through a symlink restores stale (never followed); one inode 
     h1.close();
   }
 });
+
+test('a file the guest unlinked while open (its name now another file) is saved stale', (t) => {
+  const h1 = new FuseHarness({}, tree);
+  let h2: FuseHarness | null = null;
+  try {
+    const a = h1.lookup(1, 'a.txt').nodeid;
+    const fh = h1.open(a, O_RDWR);
+    h1.unlink(1, 'a.txt');
+    writeFileSync(join(h1.share, 'a.txt'), 'another file');
+    const state = save(h1);
+    t.like(state.handles.find((x) => x.fh === String(fh)), { stale: true });
+    t.like(state.inodes.find((x) => x.nodeid === String(a)), { stale: true });
+    h2 = restore(h1.share, state);
+    t.is(h2.errno(() => h2!.read(fh, 0, 64)), ESTALE, 'never the other file now at that name');
+    t.is(h2.errno(() => h2!.getattr(a)), ESTALE);
+  } finally {
+    h2?.close();
+    h1.close();
+  }
+});
