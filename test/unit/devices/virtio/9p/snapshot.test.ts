@@ -11,7 +11,8 @@ import * as P from '../../../../../devices/virtio/9p/constants.js';
 import { p9Kind } from '../../../../../devices/virtio/9p/kind.js';
 import { MAX_SAVED_XATTR_BYTES, type P9SavedState } from '../../../../../devices/virtio/9p/snapshot.js';
 import { SnapshotStateError } from '../../../../../lib/errors.js';
-import { bytes, MSIZE, P9Harness, ROOT_FID, text } from './p9-harness.js';
+import { bytes, message, MSIZE, P9Harness, ROOT_FID, text } from './p9-harness.js';
+import { readHeader } from '../../../../../devices/virtio/9p/wire.js';
 
 type T = ExecutionContext;
 const EBADF = 9;
@@ -260,6 +261,28 @@ test('a file the guest unlinked while holding it (and whose name now holds anoth
     t.is(h2.errno(() => h2!.read(f, 0, 64)), ESTALE, 'never the other file now at that name');
   } finally {
     h2?.close();
+    h1.close();
+  }
+});
+
+test('a request already in the ring at restore (a drain that yielded) is served with the restored fids', (t) => {
+  const h1 = new P9Harness({}, tree);
+  const h2 = new P9Harness({ raw: true, sharePath: h1.share });
+  try {
+    const f = h1.walkTo('dir', 'b.txt');
+    const state = save(h1);
+    const msg = message(P.P9_TGETATTR, 7, (w) => w.u32(f).u64(0x3fffn));
+    const out = h2.alloc(msg.length);
+    h2.memory.write(out, msg);
+    const reply = h2.alloc(4096);
+    h2.driver.addChain([{ addr: out, len: msg.length, write: false }, { addr: reply, len: 4096, write: true }]);
+    h2.driver.kick(); // published, but the device is not notified (kicks were suppressed)
+    p9Kind.restoreState!(h2.device, state, { active: true });
+    const used = h2.driver.used();
+    t.is(used.length, 1, 'served during the restore');
+    t.is(readHeader(h2.memory.read(reply, 7)).type, P.P9_RGETATTR, 'with the restored fid');
+  } finally {
+    h2.close();
     h1.close();
   }
 });

@@ -267,3 +267,34 @@ test('a file the guest unlinked while open (its name now another file) is saved 
     h1.close();
   }
 });
+
+test('a request already in the ring at restore (a drain that yielded) is served with the restored nodeids', (t) => {
+  const h1 = new FuseHarness({}, tree);
+  const h2 = new FuseHarness({ raw: true, sharePath: h1.share });
+  try {
+    const b = h1.lookup(h1.lookup(1, 'dir').nodeid, 'b.txt').nodeid;
+    const state = save(h1);
+    const args = new W().u32(0).u32(0).u64(0).bytes();
+    const msg = new Uint8Array(40 + args.length);
+    const dv = new DataView(msg.buffer);
+    dv.setUint32(0, msg.length, true);
+    dv.setUint32(4, F.FUSE_GETATTR, true);
+    dv.setBigUint64(8, 77n, true);
+    dv.setBigUint64(16, b, true);
+    msg.set(args, 40);
+    const out = h2.alloc(msg.length);
+    h2.memory.write(out, msg);
+    const reply = h2.alloc(4096);
+    h2.driver.addChain([{ addr: out, len: msg.length, write: false }, { addr: reply, len: 4096, write: true }]);
+    h2.driver.kick(); // published, but the device is not notified (kicks were suppressed)
+    fsKind.restoreState!(h2.device, state, { active: true });
+    const used = h2.driver.used();
+    t.is(used.length, 1, 'served during the restore');
+    const head = new DataView(h2.memory.read(reply, 16).slice().buffer);
+    t.is(head.getInt32(4, true), 0, 'no error: the restored nodeid was known');
+    t.is(head.getBigUint64(8, true), 77n);
+  } finally {
+    h2.close();
+    h1.close();
+  }
+});
