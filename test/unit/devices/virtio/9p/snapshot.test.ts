@@ -36,7 +36,7 @@ function save(h: P9Harness): P9SavedState {
 }
 
 /** A fresh, un-negotiated server over `share` with `state` restored into it. */
-function restore(share: string, state: unknown, opts: { maxFids?: number } = {}): P9Harness {
+function restore(share: string, state: unknown, opts: { maxFids?: number; readOnly?: boolean } = {}): P9Harness {
   const h = new P9Harness({ raw: true, sharePath: share, ...opts });
   try {
     p9Kind.restoreState!(h.device, state, { active: true });
@@ -283,6 +283,23 @@ test('a request already in the ring at restore (a drain that yielded) is served 
     t.is(readHeader(h2.memory.read(reply, 7)).type, P.P9_RGETATTR, 'with the restored fid');
   } finally {
     h2.close();
+    h1.close();
+  }
+});
+
+test('restored onto a read-only share, a fid open for writing is stale and the rest still read', (t) => {
+  const h1 = new P9Harness({}, tree);
+  let h2: P9Harness | null = null;
+  try {
+    const s = session(h1);
+    const ro = h1.walkTo('dir', 'b.txt');
+    h1.lopen(ro, P.P9_DOTL_RDONLY);
+    const state = save(h1);
+    h2 = restore(h1.share, state, { readOnly: true });
+    t.is(h2.errno(() => h2!.read(s.file, 0, 16)), ESTALE, 'the read-write fid could not be re-opened');
+    t.is(text(h2.read(ro, 0, 16)), 'bee');
+  } finally {
+    h2?.close();
     h1.close();
   }
 });
