@@ -8,11 +8,13 @@
  * or now names another kind of file is restored `stale`: every message on it
  * answers Rlerror(ESTALE), Tclunk works.
  *
- * Xattr fids: a Txattrwalk result (`xattr-read`) is saved with its bytes
- * (base64; all of them together at most MAX_SAVED_XATTR_BYTES, later ones are
- * saved stale). A Txattrcreate still collecting its value (`xattr-write`) is
- * saved stale (`pendingXattr`): its Tclunk, which would have set the value,
- * answers ESTALE, so the guest's setxattr fails instead of silently doing nothing.
+ * Xattr fids: a Txattrwalk result (`xattr-read`) is saved with its bytes, a
+ * Txattrcreate still collecting its value (`xattr-write`) with its file's
+ * path, the name, flags, the value so far and how much of it was written
+ * (bytes in base64; all values together at most MAX_SAVED_XATTR_BYTES).
+ * One past that budget, or whose file is gone at restore, is `stale` with
+ * `pendingXattr`: its Tclunk, which would have set the value, answers ESTALE,
+ * so the guest's setxattr fails instead of silently doing nothing.
  *
  * Nothing is in flight at save time: the server answers each message
  * synchronously (server.ts), and the server keeps no readdir cursor (Treaddir
@@ -28,15 +30,19 @@ import * as P from './constants.js';
 import type { Fid, FidUid } from './fids.js';
 import type { P9Server } from './server.js';
 
+/** XATTR_NAME_MAX (linux/limits.h). */
+const XATTR_NAME_MAX = 255;
+
 /** The format of P9SavedState; restore refuses any other. */
 export const P9_STATE_FORMAT = 1;
-/** Most bytes of xattr-read fid data saved, all fids together. */
+/** Most bytes of xattr fid data (read results and values being written) saved, all fids together. */
 export const MAX_SAVED_XATTR_BYTES = 16 * 1024 * 1024;
 
 /** One saved fid. `uid` is the attach's n_uname (null: none). */
 export type SavedFid =
   | ({ fid: number; type: 'node'; uid: FidUid; kind: NodeKind; open?: SavedOpenMode } & SavedPath)
   | { fid: number; type: 'xattr-read'; uid: FidUid; data: string }
+  | ({ fid: number; type: 'xattr-write'; uid: FidUid; kind: NodeKind; name: string; flags: number; value: string; covered: number } & SavedPath)
   | { fid: number; type: 'stale'; uid: FidUid; pendingXattr?: true };
 
 /** What saveP9State returns: JSON-able. */
@@ -67,7 +73,15 @@ function saveFid(paths: PathSaver, fid: number, state: Fid, used: () => number, 
   }
   if (state.kind === 'xattr-read' && used() + state.data.length <= MAX_SAVED_XATTR_BYTES) {
     add(state.data.length);
-    return { fid, type: 'xattr-read', uid, data: Buffer.from(state.data).toString('base64') };
+    return { fid, type: 'xattr-read', uid, data: base64(state.data) };
+  }
+  if (state.kind === 'xattr-write' && used() + state.value.length <= MAX_SAVED_XATTR_BYTES) {
+    const path = paths.path(state.node);
+    if (path) {
+      add(state.value.length);
+      const { name, flags, value, covered } = state;
+      return { fid, type: 'xattr-write', uid, kind: state.node.kind, ...path, name: base64(name), flags, value: base64(value), covered };
+    }
   }
   return { fid, type: 'stale', uid, ...(state.kind === 'xattr-write' || (state.kind === 'stale' && state.pendingXattr) ? { pendingXattr: true as const } : {}) };
 }
@@ -76,6 +90,7 @@ function saveFid(paths: PathSaver, fid: number, state: Fid, used: () => number, 
 type ParsedFid =
   | { fid: number; type: 'node'; uid: FidUid; kind: NodeKind; names: Uint8Array[]; open: OpenMode | null }
   | { fid: number; type: 'xattr-read'; uid: FidUid; data: Uint8Array }
+  | { fid: number; type: 'xattr-write'; uid: FidUid; kind: NodeKind; names: Uint8Array[]; name: Uint8Array; flags: number; value: Uint8Array; covered: number }
   | { fid: number; type: 'stale'; uid: FidUid; pendingXattr: boolean };
 
 /**
@@ -104,6 +119,12 @@ function restoreFid(server: P9Server, resolver: PathResolver, f: ParsedFid): voi
   const stale = { kind: 'stale' as const, uid: f.uid, pendingXattr: false };
   if (f.type === 'stale') return server.fids.set(f.fid, { ...stale, pendingXattr: f.pendingXattr });
   if (f.type === 'xattr-read') return server.fids.set(f.fid, { kind: 'xattr-read', data: f.data, uid: f.uid });
+  if (f.type === 'xattr-write') {
+    const node = resolver.resolve(f.names, f.kind);
+    if (!node) return server.fids.set(f.fid, { ...stale, pendingXattr: true });
+    const { name, flags, value, covered, uid } = f;
+    return server.fids.set(f.fid, { kind: 'xattr-write', node, name, flags, value, covered, uid });
+  }
   const node = resolver.resolve(f.names, f.kind);
   if (!node) return server.fids.set(f.fid, stale);
   let file = null;
@@ -145,6 +166,18 @@ function parseState(server: P9Server, state: unknown, field: string): { msize: n
         if (xattrBytes > MAX_SAVED_XATTR_BYTES) throw new SnapshotStateError(`${at}.data`, `brings the xattr data to ${xattrBytes} bytes, at most ${MAX_SAVED_XATTR_BYTES} allowed`, xattrBytes);
         return { fid, type: 'xattr-read', uid, data };
       }
+      case 'xattr-write': {
+        const kind = readNodeKind(`${at}.kind`, e.kind);
+        const names = readSavedPath(at, e);
+        const name = readBase64(`${at}.name`, e.name, XATTR_NAME_MAX);
+        if (name.length === 0 || name.includes(0)) throw new SnapshotStateError(`${at}.name`, 'must be 1..255 bytes without NUL', e.name);
+        const flags = intIn(`${at}.flags`, e.flags, 0, P.P9_XATTR_CREATE | P.P9_XATTR_REPLACE);
+        const value = readBase64(`${at}.value`, e.value, P.P9_XATTR_SIZE_MAX);
+        const covered = intIn(`${at}.covered`, e.covered, 0, value.length);
+        xattrBytes += value.length;
+        if (xattrBytes > MAX_SAVED_XATTR_BYTES) throw new SnapshotStateError(`${at}.value`, `brings the xattr data to ${xattrBytes} bytes, at most ${MAX_SAVED_XATTR_BYTES} allowed`, xattrBytes);
+        return { fid, type: 'xattr-write', uid, kind, names, name, flags, value, covered };
+      }
       case 'node': {
         const kind = readNodeKind(`${at}.kind`, e.kind);
         const names = readSavedPath(at, e);
@@ -153,10 +186,14 @@ function parseState(server: P9Server, state: unknown, field: string): { msize: n
         return { fid, type: 'node', uid, kind, names, open };
       }
       default:
-        throw new SnapshotStateError(`${at}.type`, "must be 'node', 'xattr-read' or 'stale'", e.type);
+        throw new SnapshotStateError(`${at}.type`, "must be 'node', 'xattr-read', 'xattr-write' or 'stale'", e.type);
     }
   });
   return { msize, fids };
+}
+
+function base64(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64');
 }
 
 function readBase64(field: string, value: unknown, max: number): Uint8Array {
