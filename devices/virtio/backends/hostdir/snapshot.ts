@@ -110,6 +110,7 @@ export class PathSaver {
 export function readSavedPath(field: string, entry: Record<string, unknown>): Uint8Array[] {
   let raw: Uint8Array;
   let where: string;
+  if (entry.path !== undefined && entry.path64 !== undefined) throw new SnapshotStateError(`${field}.path64`, 'must not be given with path: one of them names the node', entry.path64);
   if (entry.path !== undefined) {
     where = `${field}.path`;
     if (typeof entry.path !== 'string') throw new SnapshotStateError(where, 'must be a string: a path relative to the share root', entry.path);

@@ -69,6 +69,7 @@ test('readSavedPath refuses escapes and oversize paths naming the field', (t) =>
   t.is(t.throws(() => readSavedPath('f', { path: 'a/'.repeat(MAX_SAVED_PATH_BYTES / 2) + 'a' }), { instanceOf: SnapshotStateError })!.field, 'f.path');
   t.is(t.throws(() => readSavedPath('f', { path64: 'not base64!' }), { instanceOf: SnapshotStateError })!.field, 'f.path64');
   t.is(t.throws(() => readSavedPath('f', {}), { instanceOf: SnapshotStateError })!.field, 'f.path');
+  t.is(t.throws(() => readSavedPath('f', { path: 'a', path64: 'YQ==' }), { instanceOf: SnapshotStateError })!.field, 'f.path64');
   t.deepEqual(readSavedPath('f', { path: '' }), []);
   t.deepEqual(readSavedPath('f', { path: 'a/b' }).map((b) => Buffer.from(b).toString()), ['a', 'b']);
 });
