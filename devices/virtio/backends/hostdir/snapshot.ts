@@ -21,7 +21,6 @@ import { devOf } from './core.js';
 import { componentBytes, cstr } from './names.js';
 import { nodeKey, type Node, type NodeKind } from './nodes.js';
 import * as S from './sys.js';
-import { EMFILE, ENFILE, ENOMEM } from './sys.js';
 import type { OpenMode } from './types.js';
 
 /**
@@ -33,7 +32,8 @@ export const MAX_SAVED_PATH_BYTES = 64 * 1024;
 
 const SLASH = 0x2f;
 const NODE_KINDS: readonly NodeKind[] = ['dir', 'file', 'symlink', 'fifo', 'socket', 'chr', 'blk'];
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a name may start with U+FEFF, which must survive the round trip.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const encoder = new TextEncoder();
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -234,7 +234,7 @@ export class PathResolver {
   /** null for a refusal about the file itself; an Error for host exhaustion (the restore cannot be completed faithfully). */
   private stale(e: unknown): null {
     if (!(e instanceof FsError)) throw e;
-    if (e.errno === EMFILE || e.errno === ENFILE || e.errno === ENOMEM) {
+    if (e.errno === S.EMFILE || e.errno === S.ENFILE || e.errno === S.ENOMEM) {
       throw new SnapshotStateError(this.field, `cannot be restored on this host: ${e.message} (raise RLIMIT_NOFILE or the share's maxFds)`, e.errno);
     }
     return null;
