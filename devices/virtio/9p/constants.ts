@@ -172,3 +172,4 @@ export const ERANGE = 34;
 export const ENOLCK = 37;
 export const EPROTO = 71;
 export const EOPNOTSUPP = 95;
+export const ESTALE = 116;

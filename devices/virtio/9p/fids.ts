@@ -8,7 +8,10 @@
  * - `xattr-read`: the value (or name list) a Txattrwalk fetched, read with Tread;
  * - `xattr-write`: a value being assembled by Twrite after Txattrcreate, set on Tclunk;
  *   `covered` counts the bytes [0, covered) written so far (writes may overlap
- *   what is covered, never leave a gap after it).
+ *   what is covered, never leave a gap after it);
+ * - `stale`: a fid restored from a snapshot whose file could not be found
+ *   again (snapshot.ts): every message on it answers ESTALE; Tclunk works
+ *   (and answers ESTALE for a Txattrcreate whose value was lost: `pendingXattr`).
  */
 import type { HostDir, Node, OpenFile } from '../backends/hostdir/index.js';
 import { P9_MAX_FIDS } from './constants.js';
@@ -19,7 +22,11 @@ export type FidUid = number | null;
 export type Fid =
   | { kind: 'node'; node: Node; file: OpenFile | null; uid: FidUid }
   | { kind: 'xattr-read'; data: Uint8Array; uid: FidUid }
-  | { kind: 'xattr-write'; node: Node; name: Uint8Array; flags: number; value: Uint8Array; covered: number; uid: FidUid };
+  | { kind: 'xattr-write'; node: Node; name: Uint8Array; flags: number; value: Uint8Array; covered: number; uid: FidUid }
+  | { kind: 'stale'; uid: FidUid; pendingXattr: boolean };
+
+/** A fid that is not stale: what every message but Tclunk needs. */
+export type LiveFid = Exclude<Fid, { kind: 'stale' }>;
 
 export class FidTable {
   private readonly fids = new Map<number, Fid>();
@@ -46,6 +53,11 @@ export class FidTable {
   /** Binds `fid` (the caller checked it is free and the table not full), taking over the state's references. */
   set(fid: number, state: Fid): void {
     this.fids.set(fid, state);
+  }
+
+  /** Every bound fid and its state, in binding order (snapshot.ts). */
+  entries(): IterableIterator<[number, Fid]> {
+    return this.fids.entries();
   }
 
   /** Unbinds `fid` and returns its state (the caller now owns its references). */

@@ -16,7 +16,7 @@ import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { log } from '../../../lib/log.js';
 import type { Segment } from '../queue/types.js';
 import * as P from './constants.js';
-import { FidTable, type Fid, type FidUid } from './fids.js';
+import { FidTable, type FidUid, type LiveFid } from './fids.js';
 import { FILE_OPS } from './ops-file.js';
 import { DIR_OPS } from './ops-dir.js';
 import { WireError, type MessageReader, type Qid, type ReplyWriter } from './wire.js';
@@ -121,22 +121,23 @@ export class P9Server {
     if (bytes > ctx.room) this.fail(EMSGSIZE, `a ${bytes}-byte reply does not fit ${ctx.room} bytes`);
   }
 
-  /** The state of `fid` (EBADF when unknown). */
-  fid(fid: number): Fid {
+  /** The state of `fid` (EBADF when unknown, ESTALE when its file vanished across a snapshot restore). */
+  fid(fid: number): LiveFid {
     const s = this.fids.get(fid);
     if (!s) this.fail(P.EBADF, `fid ${fid} is not in use`);
+    if (s.kind === 'stale') this.fail(P.ESTALE, `fid ${fid} names a file that was not found again after a snapshot restore`);
     return s;
   }
 
   /** A file/directory fid (EBADF unknown, EINVAL for an xattr fid). */
-  nodeFid(fid: number): Extract<Fid, { kind: 'node' }> {
+  nodeFid(fid: number): Extract<LiveFid, { kind: 'node' }> {
     const s = this.fid(fid);
     if (s.kind !== 'node') this.fail(P.EINVAL, `fid ${fid} is an xattr fid`);
     return s;
   }
 
   /** A file/directory fid that has not been opened (for Tlopen, Tlcreate, Txattrcreate). */
-  unopenedFid(fid: number): Extract<Fid, { kind: 'node' }> {
+  unopenedFid(fid: number): Extract<LiveFid, { kind: 'node' }> {
     const s = this.nodeFid(fid);
     if (s.file) this.fail(P.EINVAL, `fid ${fid} is already open`);
     return s;
@@ -228,7 +229,7 @@ export class P9Server {
       cur = next;
       qids.push(this.qid(cur));
     }
-    const state: Fid = { kind: 'node', node: cur, file: null, uid: src.uid };
+    const state: LiveFid = { kind: 'node', node: cur, file: null, uid: src.uid };
     if (newfid === fid) this.fids.dispose(this.fids.take(fid)!);
     this.fids.set(newfid, state);
     W.rwalk(w, qids);
@@ -242,6 +243,7 @@ export class P9Server {
     if (!state) this.fail(P.EBADF, `fid ${fid} is not in use`);
     try {
       if (state.kind === 'xattr-write') this.commitXattr(state);
+      if (state.kind === 'stale' && state.pendingXattr) this.fail(P.ESTALE, `fid ${fid}: the xattr value being written was lost across a snapshot restore`);
     } finally {
       this.fids.dispose(state);
     }
@@ -254,6 +256,7 @@ export class P9Server {
     const state = this.fids.take(fid);
     if (!state) this.fail(P.EBADF, `fid ${fid} is not in use`);
     try {
+      if (state.kind === 'stale') this.fail(P.ESTALE, `fid ${fid} names a file that was not found again after a snapshot restore`);
       if (state.kind !== 'node') this.fail(P.EINVAL, 'Tremove of an xattr fid');
       this.fs.remove(state.node);
     } finally {
@@ -268,7 +271,7 @@ export class P9Server {
    * nothing is set). A zero-length value with
    * XATTR_REPLACE is how Linux's removexattr arrives: it removes the attribute.
    */
-  private commitXattr(state: Extract<Fid, { kind: 'xattr-write' }>): void {
+  private commitXattr(state: Extract<LiveFid, { kind: 'xattr-write' }>): void {
     if (state.covered !== state.value.length) this.fail(P.EINVAL, `xattr value has ${state.covered} of ${state.value.length} bytes`);
     if (state.value.length === 0 && state.flags === P.P9_XATTR_REPLACE) this.fs.removexattr(state.node, state.name);
     else this.fs.setxattr(state.node, state.name, state.value, state.flags);

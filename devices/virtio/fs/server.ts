@@ -44,6 +44,10 @@ export class FuseServer {
   private readonly inodes = new Map<bigint, Inode>();
   private readonly byNode = new Map<Node, Inode>();
   private readonly handles = new Map<bigint, OpenFile>();
+  /** Nodeids restored from a snapshot whose file was not found again, and the lookups the kernel still holds: ESTALE on use, FORGET works. */
+  private readonly staleInodes = new Map<bigint, bigint>();
+  /** Handles restored from a snapshot whose file was not found again: ESTALE on use, RELEASE works. */
+  private readonly staleHandles = new Set<bigint>();
   private nextNodeid = 2n;
   private nextFh = 1n;
   /** FUSE_INIT was answered: other requests are served (ops.ts sets it). */
@@ -58,6 +62,8 @@ export class FuseServer {
   /** Live inodes the kernel holds (root included). */
   get inodeCount(): number { return this.inodes.size; }
   get handleCount(): number { return this.handles.size; }
+  /** Stale nodeids and handles (restored from a snapshot, their file gone). */
+  get staleCount(): { inodes: number; handles: number } { return { inodes: this.staleInodes.size, handles: this.staleHandles.size }; }
   /** The kernel's lookup count of `nodeid` (tests). */
   lookupCount(nodeid: bigint): bigint | undefined { return this.inodes.get(nodeid)?.nlookup; }
 
@@ -65,6 +71,8 @@ export class FuseServer {
   resetTables(): void {
     for (const f of this.handles.values()) this.fs.close(f);
     this.handles.clear();
+    this.staleHandles.clear();
+    this.staleInodes.clear();
     for (const ino of this.inodes.values()) if (ino.nodeid !== 1n) this.fs.release(ino.node);
     this.inodes.clear();
     this.byNode.clear();
@@ -154,15 +162,16 @@ export class FuseServer {
 
   // ---- tables (used by ops.ts) ----
 
-  /** The inode of `nodeid`; ESTALE when the kernel holds no such nodeid. */
+  /** The inode of `nodeid`; ESTALE when the kernel holds no such nodeid (or its file vanished across a snapshot restore). */
   inode(nodeid: bigint): Inode {
     const i = this.inodes.get(nodeid);
     if (!i) err(F.ESTALE, `nodeid ${nodeid}`);
     return i!;
   }
 
-  /** The open file of `fh`; EBADF when unknown or closed. */
+  /** The open file of `fh`; EBADF when unknown or closed, ESTALE when its file vanished across a snapshot restore. */
   handle(fh: bigint): OpenFile {
+    if (this.staleHandles.has(fh)) err(F.ESTALE, `fh ${fh} was not found again after a snapshot restore`);
     const f = this.handles.get(fh);
     if (!f || f.closed) err(F.EBADF, `fh ${fh}`);
     return f!;
@@ -184,6 +193,12 @@ export class FuseServer {
 
   /** Gives back `n` kernel lookups of `nodeid`; at zero the nodeid is gone and its backend reference released. Unknown nodeids and the root are ignored. */
   forget(nodeid: bigint, n: bigint): void {
+    const stale = this.staleInodes.get(nodeid);
+    if (stale !== undefined) {
+      if (n >= stale) this.staleInodes.delete(nodeid);
+      else this.staleInodes.set(nodeid, stale - n);
+      return;
+    }
     const ino = this.inodes.get(nodeid);
     if (!ino || nodeid === 1n) return;
     ino.nlookup = n >= ino.nlookup ? 0n : ino.nlookup - n;
@@ -196,7 +211,7 @@ export class FuseServer {
 
   /** Registers an open file and returns its fh; EMFILE (and the file closed) past maxHandles. */
   addHandle(file: OpenFile): bigint {
-    if (this.handles.size >= this.maxHandles) {
+    if (this.openHandles >= this.maxHandles) {
       this.fs.close(file);
       err(F.EMFILE, 'too many open handles');
     }
@@ -212,6 +227,7 @@ export class FuseServer {
 
   /** Closes and forgets handle `fh` (EBADF when unknown). */
   closeHandle(fh: bigint): void {
+    if (this.staleHandles.delete(fh)) return;
     const file = this.handle(fh);
     this.handles.delete(fh);
     this.fs.close(file);
@@ -225,7 +241,48 @@ export class FuseServer {
 
   /** Open handles now (for EMFILE before a create). */
   get openHandles(): number {
-    return this.handles.size;
+    return this.handles.size + this.staleHandles.size;
+  }
+
+  // ---- snapshot (snapshot.ts) ----
+
+  /** The tables as they stand, for saving: live inodes (root included), stale nodeids, handles, the next numbers. */
+  tables(): { inodes: Iterable<Inode>; staleInodes: Iterable<[bigint, bigint]>; handles: Iterable<[bigint, OpenFile]>; staleHandles: Iterable<bigint>; nextNodeid: bigint; nextFh: bigint } {
+    return { inodes: this.inodes.values(), staleInodes: this.staleInodes.entries(), handles: this.handles.entries(), staleHandles: this.staleHandles.values(), nextNodeid: this.nextNodeid, nextFh: this.nextFh };
+  }
+
+  /** Starts a restored session: empty tables, the saved next numbers. */
+  beginRestore(initialized: boolean, nextNodeid: bigint, nextFh: bigint): void {
+    this.resetTables();
+    this.initialized = initialized;
+    this.nextNodeid = nextNodeid;
+    this.nextFh = nextFh;
+  }
+
+  /**
+   * Binds a restored `nodeid` (the caller checked it is free and below nextNodeid) to `node`
+   * (one backend reference, taken over), or marks it stale when `node` is null or already
+   * bound to another nodeid (then the reference is released). Returns false when stale.
+   */
+  restoreInode(nodeid: bigint, node: Node | null, nlookup: bigint): boolean {
+    if (node && this.byNode.has(node)) {
+      this.fs.release(node);
+      node = null;
+    }
+    if (!node) {
+      this.staleInodes.set(nodeid, nlookup);
+      return false;
+    }
+    const ino: Inode = { nodeid, node, nlookup };
+    this.inodes.set(nodeid, ino);
+    this.byNode.set(node, ino);
+    return true;
+  }
+
+  /** Binds a restored handle `fh` to `file` (taken over), or marks it stale when null. */
+  restoreHandle(fh: bigint, file: OpenFile | null): void {
+    if (file) this.handles.set(fh, file);
+    else this.staleHandles.add(fh);
   }
 
   /** Replies fuse_entry_out for a node just obtained (one backend reference, which the table takes over or releases). */

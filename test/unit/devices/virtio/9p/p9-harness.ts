@@ -49,6 +49,8 @@ export interface HarnessOptions {
   indirect?: boolean;
   /** The device's wakeup (default none: each notification drains the queue). */
   wakeup?: Wakeup;
+  /** Serve this existing directory instead of a fresh `share` (a second server over one tree: snapshot tests). Not removed by close(). */
+  sharePath?: string;
 }
 
 /** A decoded reply: its type and tag, the body after the header, and the used length. */
@@ -82,7 +84,7 @@ export class P9Error extends Error {
 
 export class P9Harness {
   readonly dir = mkdtempSync(join(tmpdir(), 'flintvm-9p-'));
-  readonly share = join(this.dir, 'share');
+  readonly share: string;
   readonly outside = join(this.dir, 'outside');
   readonly memory: GuestMemory;
   readonly driver: VirtqDriver;
@@ -100,7 +102,8 @@ export class P9Harness {
   private nextFid = 100;
 
   constructor(opts: HarnessOptions = {}, setup?: (share: string, outside: string) => void) {
-    mkdirSync(this.share);
+    this.share = opts.sharePath ?? join(this.dir, 'share');
+    if (opts.sharePath === undefined) mkdirSync(this.share);
     mkdirSync(this.outside);
     writeFileSync(join(this.outside, 'secret'), 'TOP-SECRET\n');
     setup?.(this.share, this.outside);

@@ -73,11 +73,12 @@ export function readEntry(r: R): Entry {
   return { nodeid, generation, attr: readAttr(r) };
 }
 
-export interface HarnessOptions { readOnly?: boolean; raw?: boolean; maxHandles?: number; maxFds?: number }
+/** `sharePath`: serve this existing directory instead of a fresh `share` (a second server over one tree: snapshot tests); not removed by close(). */
+export interface HarnessOptions { readOnly?: boolean; raw?: boolean; maxHandles?: number; maxFds?: number; sharePath?: string }
 
 export class FuseHarness {
   readonly dir = mkdtempSync(join(tmpdir(), 'flintvm-fs-'));
-  readonly share = join(this.dir, 'share');
+  readonly share: string;
   readonly outside = join(this.dir, 'outside');
   readonly memory: GuestMemory;
   readonly driver: VirtqDriver;
@@ -92,7 +93,8 @@ export class FuseHarness {
   private unique = 1n;
 
   constructor(opts: HarnessOptions = {}, setup?: (share: string, outside: string) => void) {
-    mkdirSync(this.share);
+    this.share = opts.sharePath ?? join(this.dir, 'share');
+    if (opts.sharePath === undefined) mkdirSync(this.share);
     mkdirSync(this.outside);
     writeFileSync(join(this.outside, 'secret'), 'TOP-SECRET\n');
     setup?.(this.share, this.outside);
