@@ -1,5 +1,8 @@
 /** flintvm: a pure-TypeScript virtual machine monitor for Linux KVM. */
-export { MicroVM, type MicroVMState, type VmExit, type BootTimings, type MicroVMEvents, type VmDescription } from './microvm.js';
+export {
+  MicroVM, SNAPSHOT_VERSION, type MicroVMState, type VmExit, type BootTimings, type MicroVMEvents, type VmDescription,
+  type SnapshotInfo, type RestoreOptions, type RestoreOverrides,
+} from './microvm.js';
 export {
   configReference, microVMConfigSchema, resolveConfig,
   type MicroVMConfig, type ResolvedConfig, type ResolveOptions, type ConsoleMode, type DriveConfig, type NetConfig, type VsockConfig, type ShareConfig,
@@ -11,5 +14,6 @@ export { defaultGuestImages, type GuestImages } from './guest-images.js';
 export { guestCommandCmdline, guestCommandScript, shellQuote, type GuestCommandOptions } from './guest-command.js';
 export {
   FlintvmError, ConfigError, KvmError, HostError, GuestAddressError, LoaderError, StateError, GuestError,
+  IoWorkerError, SnapshotError, SnapshotStateError,
   type FlintvmErrorCode, type ConfigProblem,
 } from './errors.js';
