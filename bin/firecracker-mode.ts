@@ -134,6 +134,31 @@ class MicroVMController implements VmController {
   async pause(): Promise<void> { await this.vm!.pause(); }
   async resume(): Promise<void> { await this.vm!.resume(); }
 
+  async snapshot(statePath: string, memoryPath: string): Promise<void> {
+    await this.vm!.snapshot({ statePath, memoryPath });
+  }
+
+  async load(statePath: string, memoryPath: string, resume: boolean, taps: ReadonlyMap<number, string>): Promise<void> {
+    const net: ({ tap: string } | null)[] = [];
+    for (const [i, tap] of taps) net[i] = { tap };
+    const vm = await MicroVM.restore({ statePath, memoryPath }, taps.size ? { net: Array.from(net, (n) => n ?? null) } : {}, { paused: !resume });
+    this.adopt(vm);
+  }
+
+  /** Wires a started VM's console to this terminal and its exit to wait(). */
+  private adopt(vm: MicroVM): void {
+    this.vm = vm;
+    vm.console.pipe(process.stdout, { end: false });
+    const input = (chunk: Buffer) => vm.console.write(chunk);
+    void vm.wait().then((e) => {
+      process.stdin.off('data', input);
+      process.stdin.pause();
+      (process.stdin as { unref?: () => void }).unref?.();
+      this.onExit(e);
+    });
+    process.stdin.on('data', input);
+  }
+
   /** Resolves when the VM has exited. */
   wait(): Promise<VmExit> { return this.exited; }
 }

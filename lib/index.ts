@@ -1,7 +1,7 @@
 /** flintvm: a pure-TypeScript virtual machine monitor for Linux KVM. */
 export {
   MicroVM, SNAPSHOT_VERSION, type MicroVMState, type VmExit, type BootTimings, type MicroVMEvents, type VmDescription,
-  type SnapshotInfo, type RestoreOptions, type RestoreOverrides,
+  type SnapshotInfo, type RestoreOptions, type RestoreOverrides, type SnapshotLocation,
 } from './microvm.js';
 export {
   configReference, microVMConfigSchema, resolveConfig,

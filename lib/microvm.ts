@@ -3,7 +3,7 @@ import { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { resolveConfig, type MicroVMConfig, type ResolvedConfig } from './vm/config.js';
 import { buildVm, type BuiltVm, type MachineSnapshot, type RestoreInput } from './vm/builder.js';
-import { readSnapshot, restoredConfig, writeSnapshot, SNAPSHOT_VERSION, type RestoreOverrides, type SnapshotConfig } from './vm/snapshot.js';
+import { readSnapshot, restoredConfig, writeSnapshot, SNAPSHOT_VERSION, type RestoreOverrides, type SnapshotConfig, type SnapshotLocation } from './vm/snapshot.js';
 import { closeSync } from 'node:fs';
 import * as ffi from './kvm/ffi.js';
 import { HostError } from './errors.js';
@@ -55,7 +55,8 @@ const now = () => performance.timeOrigin + performance.now();
 
 /** What {@link MicroVM.snapshot} wrote. */
 export interface SnapshotInfo {
-  readonly dir: string;
+  /** Where it was written (the directory, or the state and memory files). */
+  readonly where: SnapshotLocation;
   /** Snapshot format version (state.json's `version`). */
   readonly version: number;
   /** Guest RAM in bytes (the memory file's length) and the bytes written (the rest are holes). */
@@ -185,20 +186,22 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
    * paused one stays paused. The disk images are not copied: the snapshot
    * names them, and a writable drive's image must not change until a restore
    * (each device flushes its writes before the snapshot completes).
-   * `MicroVM.restore(dir)` continues the guest where it was.
+   * `MicroVM.restore(dir)` continues the guest where it was. Instead of a
+   * directory, `{ statePath, memoryPath }` names the two files apart (as
+   * Firecracker's API does).
    *
    * Throws StateError unless the VM is running or paused, SnapshotError when
    * a device cannot be saved (naming it; nothing is written) or the directory
    * is unusable, HostError when writing fails (nothing is left in `dir`).
    */
-  async snapshot(dir: string): Promise<SnapshotInfo> {
+  async snapshot(dir: SnapshotLocation): Promise<SnapshotInfo> {
     const t0 = performance.now();
     const built = this.requireSnapshotable('snapshot()');
     const wasRunning = this.stateValue === 'running';
     if (wasRunning) await this.pause();
     try {
       const file = await writeSnapshot(dir, this.config, flintvmVersion(), (fd) => built.capture(fd));
-      return { dir, version: file.version, memoryBytes: file.memory.size, memoryWritten: file.memory.written, ms: performance.now() - t0 };
+      return { where: dir, version: file.version, memoryBytes: file.memory.size, memoryWritten: file.memory.written, ms: performance.now() - t0 };
     } finally {
       if (wasRunning && this.stateValue === 'paused') await this.resume();
     }
@@ -254,7 +257,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
    * ConfigError (an override, or a file the config names that is gone), and
    * whatever start() throws; nothing is left running when it throws.
    */
-  static async restore(dir: string, overrides: RestoreOverrides = {}, opts: RestoreOptions = {}): Promise<MicroVM> {
+  static async restore(dir: SnapshotLocation, overrides: RestoreOverrides = {}, opts: RestoreOptions = {}): Promise<MicroVM> {
     const snap = readSnapshot(dir);
     try {
       const vm = new MicroVM(restoredConfig(snap.file.config, overrides), { restoring: true });
@@ -380,4 +383,4 @@ function snapshotConfigOf(cfg: ResolvedConfig): SnapshotConfig {
 }
 
 export { SNAPSHOT_VERSION };
-export type { ExitReason, RestoreOverrides };
+export type { ExitReason, RestoreOverrides, SnapshotLocation };

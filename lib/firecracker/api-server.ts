@@ -14,6 +14,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { existsSync, unlinkSync } from 'node:fs';
 import type { MicroVMConfig } from '../vm/config.js';
 import { ConfigError } from '../errors.js';
+import { SNAPSHOT_VERSION as SNAPSHOT_FORMAT_VERSION } from '../vm/snapshot.js';
 import { log } from '../log.js';
 import {
   emptyVmConfig, firecrackerFieldName, parseBootSource, parseDrive, parseEntropy, parseLogger, parseMachineConfig, parseNetworkInterface, parseVsock,
@@ -38,6 +39,13 @@ export interface VmController {
   resume(): Promise<void>;
   /** Sends Ctrl+Alt+Del to the guest's keyboard. Absent where the VMM cannot (the action then answers 400). */
   sendCtrlAltDel?(): Promise<void>;
+  /** Writes a full snapshot of the paused VM: the state to `statePath`, guest RAM to `memoryPath`. */
+  snapshot?(statePath: string, memoryPath: string): Promise<void>;
+  /**
+   * Instead of starting from a config: restores a snapshot (before start), running when `resume`, else
+   * paused. `taps` replaces NICs' tap devices by the index of the NIC in the snapshot's config.
+   */
+  load?(statePath: string, memoryPath: string, resume: boolean, taps: ReadonlyMap<number, string>): Promise<void>;
 }
 
 /** Options of a {@link FirecrackerApi}. */
@@ -191,9 +199,9 @@ export class FirecrackerApi {
       case 'PATCH /vm':
         return this.patchVm(body(), where);
       case 'PUT /snapshot/create':
+        return this.snapshotCreate(body(), where);
       case 'PUT /snapshot/load':
-      case 'PATCH /snapshot/create':
-        throw new Fault(`${where}: snapshots are not supported by flintvm yet`);
+        return this.snapshotLoad(body(), where);
       default:
         break;
     }
@@ -235,6 +243,69 @@ export class FirecrackerApi {
       if (o.state === 'Paused' && state === 'Running') await this.vm.pause();
       else if (o.state === 'Resumed' && state === 'Paused') await this.vm.resume();
     } catch (e) {
+      throw new Fault(`${where}: ${(e as Error).message}`);
+    }
+    return { status: HTTP_NO_CONTENT };
+  }
+
+  /** `PUT /snapshot/create`: a full snapshot of the paused microVM (Firecracker's state file + memory file). */
+  private async snapshotCreate(body: unknown, where: string): Promise<ApiResponse> {
+    const o = requireObject(body, where);
+    const known = new Set(['snapshot_type', 'snapshot_path', 'mem_file_path', 'version']);
+    for (const k of Object.keys(o)) if (!known.has(k)) throw new Fault(`${where}.${k}: unknown field (fields: ${[...known].join(', ')})`);
+    if (o.snapshot_type !== undefined && o.snapshot_type !== 'Full') {
+      throw new Fault(`${where}.snapshot_type: ${JSON.stringify(o.snapshot_type)} is not supported; flintvm writes "Full" snapshots (sparse: holes for untouched and zero pages)`);
+    }
+    if (o.version !== undefined) throw new Fault(`${where}.version: flintvm writes its own snapshot format (version ${SNAPSHOT_FORMAT_VERSION}); leave version out`);
+    const statePath = requirePath(o, 'snapshot_path', where);
+    const memoryPath = requirePath(o, 'mem_file_path', where);
+    if (!this.vm.snapshot) throw new Fault(`${where}: this VMM cannot take snapshots`);
+    if (this.vm.state !== 'Paused') throw new Fault(`${where}: the microVM must be paused first (PATCH /vm {"state": "Paused"}); it is ${this.vm.state}`);
+    try {
+      await this.vm.snapshot(statePath, memoryPath);
+    } catch (e) {
+      throw new Fault(`${where}: ${(e as Error).message}`);
+    }
+    return { status: HTTP_NO_CONTENT };
+  }
+
+  /** `PUT /snapshot/load`: restores a snapshot instead of booting (only before the microVM starts). */
+  private async snapshotLoad(body: unknown, where: string): Promise<ApiResponse> {
+    const o = requireObject(body, where);
+    const known = new Set(['snapshot_path', 'mem_file_path', 'mem_backend', 'enable_diff_snapshots', 'track_dirty_pages', 'resume_vm', 'network_overrides']);
+    for (const k of Object.keys(o)) if (!known.has(k)) throw new Fault(`${where}.${k}: unknown field (fields: ${[...known].join(', ')})`);
+    this.preBoot(where);
+    const statePath = requirePath(o, 'snapshot_path', where);
+    let memoryPath: string;
+    if (o.mem_backend !== undefined) {
+      if (o.mem_file_path !== undefined) throw new Fault(`${where}: give mem_backend or mem_file_path, not both`);
+      const b = requireObject(o.mem_backend, `${where}.mem_backend`);
+      if (b.backend_type !== 'File') throw new Fault(`${where}.mem_backend.backend_type: ${JSON.stringify(b.backend_type)} is not supported; flintvm maps the memory file itself ("File")`);
+      memoryPath = requirePath(b, 'backend_path', `${where}.mem_backend`);
+    } else memoryPath = requirePath(o, 'mem_file_path', where);
+    for (const k of ['enable_diff_snapshots', 'track_dirty_pages'] as const) {
+      if (o[k] === true) throw new Fault(`${where}.${k}: dirty-page tracking (diff snapshots) is not supported by flintvm; leave it false`);
+    }
+    if (o.resume_vm !== undefined && typeof o.resume_vm !== 'boolean') throw new Fault(`${where}.resume_vm: must be true or false`);
+    const taps = new Map<number, string>();
+    if (o.network_overrides !== undefined) {
+      if (!Array.isArray(o.network_overrides)) throw new Fault(`${where}.network_overrides: must be an array of { iface_id, host_dev_name }`);
+      o.network_overrides.forEach((n, i) => {
+        const at = `${where}.network_overrides[${i}]`;
+        const r = requireObject(n, at);
+        const id = requirePath(r, 'iface_id', at);
+        // flintvm's snapshots keep NICs by position; Firecracker clients name them by iface_id, which flintvm numbers eth0, eth1...
+        const m = /^(?:eth|net)?(\d+)$/.exec(id);
+        if (!m) throw new Fault(`${at}.iface_id: ${JSON.stringify(id)}: flintvm restores NICs by position; name them eth0, eth1, ... (or 0, 1, ...)`);
+        taps.set(Number(m[1]), requirePath(r, 'host_dev_name', at));
+      });
+    }
+    if (!this.vm.load) throw new Fault(`${where}: this VMM cannot load snapshots`);
+    this.starting = true;
+    try {
+      await this.vm.load(statePath, memoryPath, o.resume_vm === true, taps);
+    } catch (e) {
+      if (this.vm.state === 'Not started') this.starting = false;
       throw new Fault(`${where}: ${(e as Error).message}`);
     }
     return { status: HTTP_NO_CONTENT };
@@ -315,6 +386,13 @@ function parseBody(raw: string): unknown {
   } catch (e) {
     throw new Fault(`the body is not valid JSON: ${(e as Error).message}`);
   }
+}
+
+/** A non-empty string field (a path or a name). */
+function requirePath(o: Record<string, unknown>, key: string, where: string): string {
+  const v = o[key];
+  if (typeof v !== 'string' || v.length === 0) throw new Fault(`${where}.${key}: required, a non-empty string`);
+  return v;
 }
 
 function requireObject(v: unknown, where: string): Record<string, unknown> {

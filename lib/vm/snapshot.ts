@@ -122,33 +122,51 @@ function prepareDir(dir: string): void {
 }
 
 /**
- * Writes a snapshot into `dir`: `capture(fd)` writes guest RAM into the
- * open memory file and returns the rest, which becomes state.json. On any
- * failure the temporary files are removed and an older snapshot in `dir`, if
- * any, is left as it was.
+ * Where a snapshot lives: a directory (`dir/state.json` + `dir/memory`), or
+ * two files of the caller's choosing (Firecracker's API names them apart).
+ */
+export type SnapshotLocation = string | { readonly statePath: string; readonly memoryPath: string };
+
+function paths(where: SnapshotLocation): { statePath: string; memoryPath: string; dir: string | null } {
+  return typeof where === 'string'
+    ? { statePath: join(where, STATE_FILE), memoryPath: join(where, MEMORY_FILE), dir: where }
+    : { ...where, dir: null };
+}
+
+/**
+ * Writes a snapshot to `where`: `capture(fd)` writes guest RAM into the
+ * open memory file and returns the rest, which becomes the state file. On
+ * any failure the temporary files are removed and an older snapshot there,
+ * if any, is left as it was.
  */
 export async function writeSnapshot(
-  dir: string, cfg: ResolvedConfig, version: string,
+  where: SnapshotLocation, cfg: ResolvedConfig, version: string,
   capture: (memoryFd: number) => Promise<{ machine: MachineSnapshot; memory: SavedMemoryStats }>,
 ): Promise<SnapshotFile> {
-  prepareDir(dir);
-  const memTmp = join(dir, `${MEMORY_FILE}.tmp`);
-  const stateTmp = join(dir, `${STATE_FILE}.tmp`);
+  const { statePath, memoryPath, dir } = paths(where);
+  if (dir !== null) prepareDir(dir);
+  if (resolve(statePath) === resolve(memoryPath)) throw new SnapshotError(`the state and memory files must differ (both are ${statePath})`);
+  const memTmp = `${memoryPath}.tmp`;
+  const stateTmp = `${statePath}.tmp`;
   let fd = -1;
   try {
-    fd = openSync(memTmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
+    try {
+      fd = openSync(memTmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
+    } catch (e) {
+      throw new SnapshotError(`cannot create the memory file ${memTmp} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
+    }
     const { machine, memory } = await capture(fd);
     fsyncSync(fd);
     closeSync(fd);
     fd = -1;
     const file: SnapshotFile = {
       format: SNAPSHOT_FORMAT, version: SNAPSHOT_VERSION, flintvm: version, arch: hostArch(), createdAt: new Date().toISOString(),
-      config: snapshotConfig(cfg), memory: { file: MEMORY_FILE, ...memory }, machine,
+      config: snapshotConfig(cfg), memory: { file: dir !== null ? MEMORY_FILE : resolve(memoryPath), ...memory }, machine,
     };
     writeFileSync(stateTmp, JSON.stringify(file), { mode: 0o600 });
-    // The memory first: a state.json always names a complete memory file.
-    renameSync(memTmp, join(dir, MEMORY_FILE));
-    renameSync(stateTmp, join(dir, STATE_FILE));
+    // The memory first: a state file always names a complete memory file.
+    renameSync(memTmp, memoryPath);
+    renameSync(stateTmp, statePath);
     return file;
   } catch (e) {
     if (fd >= 0) closeSync(fd);
@@ -171,13 +189,14 @@ export interface LoadedSnapshot {
  * architecture, and the memory file's size (the deeper checks happen while
  * building: every KVM and device field). Throws SnapshotError.
  */
-export function readSnapshot(dir: string): LoadedSnapshot {
-  const statePath = join(dir, STATE_FILE);
+export function readSnapshot(where: SnapshotLocation): LoadedSnapshot {
+  const { statePath, memoryPath, dir: inDir } = paths(where);
+  const dir = inDir ?? statePath;
   let text: string;
   try {
     text = readFileSync(statePath, 'utf8');
   } catch (e) {
-    throw new SnapshotError(`${dir} is not a flintvm snapshot: cannot read ${STATE_FILE} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
+    throw new SnapshotError(`${dir} is not a flintvm snapshot: cannot read ${statePath} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
   }
   if (text.length > MAX_STATE_BYTES) throw new SnapshotError(`${statePath} is ${text.length} bytes, more than a flintvm snapshot's state can be`);
   let parsed: unknown;
@@ -196,8 +215,8 @@ export function readSnapshot(dir: string): LoadedSnapshot {
   if (!f.config || typeof f.config !== 'object' || !f.machine || typeof f.machine !== 'object' || !f.memory || typeof f.memory !== 'object') {
     throw new SnapshotError(`${statePath} lacks its config, machine or memory section: the snapshot is damaged`);
   }
-  if (f.memory.file !== MEMORY_FILE) throw new SnapshotError(`${statePath} names memory file ${JSON.stringify(f.memory.file)}; flintvm writes '${MEMORY_FILE}'`);
-  const memoryPath = join(dir, MEMORY_FILE);
+  // A directory's memory file is always dir/memory; the name inside the state is not followed.
+  if (inDir !== null && f.memory.file !== MEMORY_FILE) throw new SnapshotError(`${statePath} names memory file ${JSON.stringify(f.memory.file)}; a snapshot directory has '${MEMORY_FILE}'`);
   let memoryFd: number;
   try {
     memoryFd = openSync(memoryPath, fsc.O_RDONLY);

@@ -9,6 +9,11 @@ import type { MicroVMConfig } from '../../../lib/vm/config.js';
 /** Test double: records calls; `failStart` makes start() reject (with `built` saying whether a VM was made). */
 class FakeVm implements VmController {
   state: FcInstanceState = 'Not started';
+  async snapshot(statePath: string, memoryPath: string): Promise<void> { this.calls.push(`snapshot ${statePath} ${memoryPath}`); }
+  async load(statePath: string, memoryPath: string, resume: boolean, taps: ReadonlyMap<number, string>): Promise<void> {
+    this.calls.push(`load ${statePath} ${memoryPath} ${resume} ${[...taps].join(';')}`);
+    this.state = resume ? 'Running' : 'Paused';
+  }
   started: MicroVMConfig[] = [];
   calls: string[] = [];
   failStart: { message: string; built: boolean } | null = null;
@@ -119,8 +124,11 @@ test('invalid bodies and unknown fields: 400 with a fault_message naming the fie
     ['PUT', '/metrics', { metrics_path: '/m' }, /metrics are not supported/],
     ['PUT', '/balloon', { amount_mib: 1 }, /virtio-balloon/],
     ['PUT', '/mmds', {}, /MMDS/],
-    ['PUT', '/snapshot/create', { snapshot_path: '/s', mem_file_path: '/m' }, /snapshots are not supported by flintvm yet/],
-    ['PUT', '/snapshot/load', { snapshot_path: '/s' }, /snapshots are not supported by flintvm yet/],
+    ['PUT', '/snapshot/create', { snapshot_path: '/s', mem_file_path: '/m', snapshot_type: 'Diff' }, /snapshot_type: "Diff" is not supported/],
+    ['PUT', '/snapshot/create', { snapshot_path: '/s' }, /mem_file_path: required/],
+    ['PUT', '/snapshot/load', { snapshot_path: '/s' }, /mem_file_path: required/],
+    ['PUT', '/snapshot/load', { snapshot_path: '/s', mem_backend: { backend_type: 'Uffd', backend_path: '/u' } }, /backend_type: "Uffd" is not supported/],
+    ['PUT', '/snapshot/load', { snapshot_path: '/s', mem_file_path: '/m', enable_diff_snapshots: true }, /enable_diff_snapshots: dirty-page tracking/],
     ['DELETE', '/drives/rootfs', undefined, /invalid request method and\/or path: DELETE \/drives\/rootfs/],
     ['GET', '/nonsense', undefined, /invalid request method/],
     ['PUT', '/actions', { action_type: 'FlushMetrics' }, /metrics are not configured/],
@@ -205,4 +213,21 @@ test('over a Unix socket: JSON answers, 204 without a body, oversized bodies ref
   writeFileSync(sock, '');
   const e = await t.throwsAsync(api.listen(sock));
   t.regex(e?.message ?? '', /--api-sock: .* already exists/);
+});
+
+test('snapshots: create needs a paused VM; load replaces InstanceStart, with File backends and NIC overrides by position', async (t) => {
+  const { vm, call } = setup();
+  t.regex(fault(await call('PUT', '/snapshot/create', { snapshot_path: '/s', mem_file_path: '/m' })), /must be paused first.*Not started/);
+  t.deepEqual(await call('PUT', '/snapshot/load', { snapshot_path: '/s', mem_backend: { backend_type: 'File', backend_path: '/m' }, resume_vm: true, network_overrides: [{ iface_id: 'eth1', host_dev_name: 'tap9' }] }), { status: 204 });
+  t.deepEqual(vm.calls, ['load /s /m true 1,tap9']);
+  t.is(((await call('GET', '/')).body as { state: string }).state, 'Running');
+  t.regex(fault(await call('PUT', '/snapshot/load', { snapshot_path: '/s', mem_file_path: '/m' })), /only be set before the microVM starts/);
+  t.regex(fault(await call('PUT', '/actions', { action_type: 'InstanceStart' })), /already started/);
+  t.regex(fault(await call('PUT', '/snapshot/create', { snapshot_path: '/s2', mem_file_path: '/m2' })), /must be paused first.*Running/);
+  t.deepEqual(await call('PATCH', '/vm', { state: 'Paused' }), { status: 204 });
+  t.deepEqual(await call('PUT', '/snapshot/create', { snapshot_type: 'Full', snapshot_path: '/s2', mem_file_path: '/m2' }), { status: 204 });
+  t.is(vm.calls.at(-1), 'snapshot /s2 /m2');
+  const other = setup();
+  t.regex(fault(await other.call('PUT', '/snapshot/load', { snapshot_path: '/s', mem_file_path: '/m', network_overrides: [{ iface_id: 'wan', host_dev_name: 't' }] })), /iface_id: "wan": flintvm restores NICs by position/);
+  t.deepEqual(other.vm.calls, [], 'a refused load starts nothing');
 });
