@@ -1,4 +1,5 @@
 /** The virtio-blk kind: one device per `drives[]` entry, on a raw image opened (and locked) on the main thread. */
+import type { VirtioDevice } from '../device.js';
 import { defineVirtioKind } from '../kind.js';
 import { BlockDevice, createBlockDevice, openDiskImage, type BlockDeviceParams } from './index.js';
 
@@ -21,5 +22,15 @@ export const blockKind = defineVirtioKind<DriveEntry, BlockDeviceParams>({
     return { info: BlockDevice.info(options), params: { fd: img.fd, ...options }, close: img.close, cmdline };
   },
   create: (params) => createBlockDevice(params),
+  // State: the counters and a broken-queue flag (block/snapshot.ts). saveState fdatasyncs a writable image first,
+  // so the disk file and the memory file of a snapshot are a consistent pair; the image itself is re-opened by
+  // open() from the restored config (an override may point at a copy of the disk), never carried as an fd.
+  saveState: (device) => asBlock(device).saveState(),
+  restoreState: (device, state, how) => asBlock(device).restoreState(state, how.active),
   describe: (d) => ({ path: d.path, readOnly: d.readOnly, root: d.root ?? false, ...(d.serial !== undefined ? { serial: d.serial } : {}) }),
 });
+
+function asBlock(device: VirtioDevice): BlockDevice {
+  if (!(device instanceof BlockDevice)) throw new TypeError('virtio-blk snapshot hook called with another kind of device');
+  return device;
+}
