@@ -15,7 +15,8 @@
  * polls every queue once, which serves them.
  */
 import { SnapshotStateError } from '../../../lib/errors.js';
-import { intIn, object } from '../../../lib/kvm/state-json.js';
+import { object } from '../../../lib/kvm/state-json.js';
+import { bool, counters } from '../queue/saved-chain.js';
 import type { BlockStats } from './handler.js';
 
 /** The device's saved state (JSON-able). */
@@ -42,13 +43,5 @@ export function parseBlockState(value: unknown, active: boolean): BlockState {
     if (broken) throw new SnapshotStateError('broken', 'must be false for a device that was not active', broken);
     return { broken, stats: null };
   }
-  const s = object('stats', o.stats);
-  const stats = Object.fromEntries(STAT_KEYS.map((k) => [k, intIn(`stats.${k}`, s[k], 0, Number.MAX_SAFE_INTEGER)])) as unknown as BlockStats;
-  return { broken, stats };
-}
-
-/** A boolean at `field`. */
-export function bool(field: string, v: unknown): boolean {
-  if (typeof v !== 'boolean') throw new SnapshotStateError(field, 'must be true or false', v);
-  return v;
+  return { broken, stats: counters('stats', o.stats, STAT_KEYS) };
 }

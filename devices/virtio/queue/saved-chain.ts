@@ -12,6 +12,9 @@
  * twice, the totals within 32 bits, and the number of chains must be exactly
  * what the restored queue shows outstanding (nextAvail - nextUsed), so the
  * device cannot return chains the driver never gave it.
+ *
+ * Also the two readers every device state needs besides lib/kvm/state-json.ts:
+ * a boolean, and a record of counters.
  */
 import { SnapshotStateError } from '../../../lib/errors.js';
 import { array, intIn, object } from '../../../lib/kvm/state-json.js';
@@ -98,4 +101,16 @@ function inOneRegion(memory: GuestMemory, addr: number, len: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A boolean at `field`. Throws SnapshotStateError otherwise. */
+export function bool(field: string, v: unknown): boolean {
+  if (typeof v !== 'boolean') throw new SnapshotStateError(field, 'must be true or false', v);
+  return v;
+}
+
+/** An object at `field` with exactly the counters `keys` (non-negative safe integers; other keys ignored). */
+export function counters<K extends string>(field: string, v: unknown, keys: readonly K[]): Record<K, number> {
+  const o = object(field, v);
+  return Object.fromEntries(keys.map((k) => [k, intIn(`${field}.${k}`, o[k], 0, Number.MAX_SAFE_INTEGER)])) as Record<K, number>;
 }
