@@ -168,7 +168,7 @@ test.serial('snapshot: a transmit queue the driver broke stays broken after rest
   t.is(h.rxUsed().length, 1, 'receive still works');
 }));
 
-test.serial('snapshot: tampered states throw naming the field, and leave the running device alone', withHarness({}, (t, h) => {
+test.serial('snapshot: tampered states throw naming the field; the untampered one restores', withHarness({}, (t, h) => {
   h.addRxBuffers(40, 2048);
   const good = roundTrip(netKind.saveState!(h.device) as NetState);
   const rx = good.rx!;
