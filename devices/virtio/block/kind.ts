@@ -22,9 +22,15 @@ export const blockKind = defineVirtioKind<DriveEntry, BlockDeviceParams>({
     return { info: BlockDevice.info(options), params: { fd: img.fd, ...options }, close: img.close, cmdline };
   },
   create: (params) => createBlockDevice(params),
-  // State: the counters and a broken-queue flag (block/snapshot.ts). saveState fdatasyncs a writable image first,
-  // so the disk file and the memory file of a snapshot are a consistent pair; the image itself is re-opened by
-  // open() from the restored config (an override may point at a copy of the disk), never carried as an fd.
+  /**
+   * Snapshot: the counters and a broken-queue flag (block/snapshot.ts).
+   * saveState first fdatasyncs a writable image, so the disk file and the
+   * memory file of a snapshot are a consistent pair (every write the guest
+   * saw complete is in the file). A copy of the disk for a clone must be
+   * taken after that and before the original VM resumes. The image is
+   * re-opened by open() from the restored config (an override may name a
+   * copy), never carried as an fd.
+   */
   saveState: (device) => asBlock(device).saveState(),
   restoreState: (device, state, how) => asBlock(device).restoreState(state, how.active),
   describe: (d) => ({ path: d.path, readOnly: d.readOnly, root: d.root ?? false, ...(d.serial !== undefined ? { serial: d.serial } : {}) }),

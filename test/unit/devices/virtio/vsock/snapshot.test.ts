@@ -13,6 +13,7 @@ import type { VsockSockets } from '../../../../../devices/virtio/vsock/backend.j
 import * as V from '../../../../../devices/virtio/vsock/constants.js';
 import { VsockDevice } from '../../../../../devices/virtio/vsock/device.js';
 import { vsockKind } from '../../../../../devices/virtio/vsock/kind.js';
+import { encodeHeader } from '../../../../../devices/virtio/vsock/packet.js';
 import type { VsockState } from '../../../../../devices/virtio/vsock/snapshot.js';
 import { SplitQueue } from '../../../../../devices/virtio/queue/split-queue.js';
 import type { QueuePosition } from '../../../../../devices/virtio/queue/types.js';
@@ -142,6 +143,34 @@ test.serial('snapshot: with no event buffer posted, TRANSPORT_RESET goes out whe
   h.guest.postEvents(1);
   h.guest.collectEvents();
   t.deepEqual(h.guest.events, [RESET], 'sent once');
+}));
+
+test.serial('snapshot: a REQUEST published before the snapshot but not yet served is served at restore, then dropped by the reset', withHarness({}, async (t, h) => {
+  h.guest.postEvents(1);
+  // The restored device's listener path is the next one restoreInto opens; guest-initiated connections go next to it.
+  const restoredPath = join(h.dir, `r${restores}.sock`);
+  const oldPath = h.udsPath;
+  h.udsPath = restoredPath;
+  let host: HostPeer | null = null;
+  await h.listenHost(5300, (p) => { host = p; });
+  h.udsPath = oldPath;
+  const hdr = new Uint8Array(V.VSOCK_HDR_SIZE);
+  encodeHeader({
+    srcCid: BigInt(GUEST_CID), dstCid: BigInt(V.VMADDR_CID_HOST), srcPort: 40_000, dstPort: 5300, len: 0,
+    type: V.VIRTIO_VSOCK_TYPE_STREAM, op: V.VIRTIO_VSOCK_OP_REQUEST, flags: 0, bufAlloc: 64 * 1024, fwdCnt: 0,
+  }, hdr);
+  const at = 0x200_0000; // Outside every area the guest stack uses.
+  h.memory.write(at, hdr);
+  h.tx.addChain([{ addr: at, len: hdr.length }]);
+  h.tx.kick(); // Published; the device has not seen the kick when the snapshot is taken.
+  const state = roundTrip(vsockKind.saveState!(h.device));
+  t.deepEqual(positions(h)[V.VSOCK_QUEUE_TX], { nextAvail: 0, nextUsed: 0 });
+  const dev = restoreInto(h, state);
+  t.is(h.tx.usedIdx, 1, 'served at restore');
+  t.is(dev.mux!.connectionCount, 0, 'and its connection dropped by the transport reset');
+  h.guest.collectEvents();
+  t.deepEqual(h.guest.events, [RESET]);
+  await h.until(() => host !== null && (host.closed || host.ended), 5000, 'the host service sees the connection end');
 }));
 
 /** A harness whose socket reads fail with EAGAIN while `flag.eagain` is set (to leave an rx chain popped but unfilled). */
