@@ -36,7 +36,7 @@ function positions(h: NetHarness): QueuePosition[] {
  */
 function restoreInto(h: NetHarness, state: unknown, opts: { active?: boolean; starts?: QueuePosition[] } = {}): NetDevice {
   const [a, b] = seqpacketPair();
-  const dev = netKind.create({ tapFd: a, mac: '02:00:00:00:00:02', name: 'snap0', offloads: false }) as NetDevice;
+  const dev = netKind.create({ tapFd: a, mac: '02:00:00:00:00:02', name: 'snap0' }) as NetDevice;
   const active = opts.active ?? true;
   const starts = opts.starts ?? positions(h);
   try {
