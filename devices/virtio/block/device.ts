@@ -9,6 +9,9 @@ import type { Wakeup } from '../backends/wakeup.js';
 import type { BlockBackend } from './backend.js';
 import * as B from './constants.js';
 import { BlockHandler, type BlockStats } from './handler.js';
+import { outstanding } from '../queue/saved-chain.js';
+import { SnapshotStateError } from '../../../lib/errors.js';
+import { parseBlockState, type BlockState } from './snapshot.js';
 
 /** What defines a disk to the guest. Structured-cloneable. */
 export interface BlockDeviceOptions {
@@ -110,6 +113,40 @@ export class BlockDevice implements VirtioDevice {
   dispose(): void {
     this.reset();
     this.wakeup?.close();
+  }
+
+  /**
+   * For a snapshot (I/O worker, between two loop turns, vCPUs paused): makes
+   * every write the device completed durable (fdatasync of the image, for a
+   * writable disk), so the image file and the guest memory saved with it are
+   * a consistent pair: whatever the guest saw completed is in the file. Then
+   * returns the device's own state (snapshot.ts). Nothing is in flight: each
+   * request completes within the turn that popped it. Throws (HostError) when
+   * the image cannot be synced; the snapshot must then fail.
+   */
+  saveState(): BlockState {
+    if (!this.options.readOnly) this.backend.flush();
+    const h = this.handler;
+    return { broken: h?.isBroken ?? false, stats: h ? { ...h.stats } : null };
+  }
+
+  /**
+   * A restored device (after activate() with the queue at its saved position
+   * when `active`): validates `state` from the snapshot file and applies it.
+   * Throws SnapshotStateError naming the field; a queue with chains
+   * outstanding (the device never holds one) is refused too.
+   */
+  restoreState(state: unknown, active: boolean): void {
+    const h = this.handler;
+    if (active !== (h !== null)) throw new Error(`virtio-blk: restoreState(active: ${active}) on a device that is ${h ? '' : 'not '}active`);
+    const s = parseBlockState(state, active);
+    if (!h || !s.stats) return;
+    const queue = this.ctx!.queues[0]!;
+    if (!s.broken && outstanding(queue) !== 0) {
+      throw new SnapshotStateError('broken', `is false, but the request queue has ${outstanding(queue)} chains outstanding (a virtio-blk device holds none between loop turns)`, s.broken);
+    }
+    Object.assign(h.stats, s.stats);
+    if (s.broken) h.markBroken();
   }
 
   /** The handler's counters while active (tests, diagnostics). */

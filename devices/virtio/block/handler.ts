@@ -55,6 +55,16 @@ export class BlockHandler {
     private readonly id: Uint8Array,
   ) {}
 
+  /** Whether the driver broke the queue (DEVICE_NEEDS_RESET is set): nothing is served until the driver resets the device. */
+  get isBroken(): boolean {
+    return this.broken;
+  }
+
+  /** A device restored from a snapshot whose queue was broken then: serve nothing until reset, as before. */
+  markBroken(): void {
+    this.broken = true;
+  }
+
   /**
    * Handles the available requests: at most `queue.size` of them, then (with a
    * wakeup) yields to the I/O loop and continues on the next turn. Interrupts

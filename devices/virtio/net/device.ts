@@ -20,6 +20,7 @@ import { parseMac } from './mac.js';
 import { negotiatedOffloads } from './packet.js';
 import { RxHandler, type RxStats } from './rx-handler.js';
 import { TxHandler, type TxStats } from './tx-handler.js';
+import { parseNetState, type NetState } from './snapshot.js';
 
 const debug = log('virtio:net');
 
@@ -138,6 +139,35 @@ export class NetDevice implements VirtioDevice {
     const bytes = new Uint8Array(2);
     new DataView(bytes.buffer).setUint16(0, up ? N.VIRTIO_NET_S_LINK_UP : 0, true);
     this.ctx.updateConfig(N.VIRTIO_NET_CFG_STATUS, bytes);
+  }
+
+  /**
+   * For a snapshot (I/O worker, between two loop turns, vCPUs paused): the
+   * receive chains held for the next packet, the counters and the broken
+   * flags (snapshot.ts). Changes nothing: the device carries on as before.
+   */
+  saveState(): NetState {
+    const { rx, tx } = this;
+    if (!rx || !tx) return { rx: null, tx: null };
+    const r = rx.saveState();
+    return { rx: { ...r, stats: { ...rx.stats } }, tx: { broken: tx.isBroken, stats: { ...tx.stats } } };
+  }
+
+  /**
+   * A restored device (after activate() with its queues at their saved
+   * positions when `active`; before the transport polls them): validates
+   * `state` from the snapshot file and applies it. Throws SnapshotStateError
+   * naming the field. The poll that follows starts receiving again.
+   */
+  restoreState(state: unknown, active: boolean): void {
+    const { rx, tx, ctx } = this;
+    if (active !== (ctx !== null)) throw new Error(`virtio-net: restoreState(active: ${active}) on a device that is ${ctx ? '' : 'not '}active`);
+    const s = parseNetState(state, ctx ? { memory: ctx.memory, rx: ctx.queues[N.NET_RX_QUEUE]!, tx: ctx.queues[N.NET_TX_QUEUE]! } : null);
+    if (!rx || !tx || !s.rx || !s.tx) return;
+    rx.restoreState(s.rx.held, s.rx.broken);
+    Object.assign(rx.stats, s.rx.stats);
+    if (s.tx.broken) tx.markBroken();
+    Object.assign(tx.stats, s.tx.stats);
   }
 
   /** The handlers' counters while active (tests, diagnostics). */

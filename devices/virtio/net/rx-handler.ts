@@ -25,7 +25,8 @@
 import { log } from '../../../lib/log.js';
 import type { FdWatcher } from '../device.js';
 import { readChain, writeChain } from '../queue/chain-io.js';
-import type { Segment } from '../queue/types.js';
+import type { DescriptorChain, Segment } from '../queue/types.js';
+import { saveChain, type SavedChain } from '../queue/saved-chain.js';
 import { queueBroken } from '../queue/serve.js';
 import type { NetBackend, NetOffloads } from './backend.js';
 import * as N from './constants.js';
@@ -166,11 +167,46 @@ export class RxHandler {
         this.ctx.queue.pushUsed(chain.head, 0);
         continue;
       }
-      this.held.push({ head: chain.head, segmentCount: chain.writable.length, capacity: chain.writableLength });
-      this.room += chain.writableLength;
-      for (const s of chain.writable) this.segments.push(s);
+      this.hold(chain);
     }
     return pops;
+  }
+
+  private hold(chain: DescriptorChain): void {
+    this.held.push({ head: chain.head, segmentCount: chain.writable.length, capacity: chain.writableLength });
+    this.room += chain.writableLength;
+    for (const s of chain.writable) this.segments.push(s);
+  }
+
+  /**
+   * For a snapshot: the chains held for the next packet (a restored device
+   * holds them again, so the driver's buffers are neither lost nor returned
+   * empty), and whether the ring was broken (then nothing is held).
+   */
+  saveState(): { held: SavedChain[]; broken: boolean } {
+    if (this.broken) return { held: [], broken: true };
+    let at = 0;
+    return {
+      broken: false,
+      held: this.held.map((c) => {
+        const writable = this.segments.slice(at, at + c.segmentCount);
+        at += c.segmentCount;
+        return saveChain({ head: c.head, readable: [], writable });
+      }),
+    };
+  }
+
+  /**
+   * A restored device, before its first process(): holds `chains` again
+   * (the caller validated them: write-only, a header's room, outstanding on
+   * the queue), or stays broken until the driver resets it.
+   */
+  restoreState(chains: readonly DescriptorChain[], broken: boolean): void {
+    if (broken) {
+      this.broken = true;
+      return;
+    }
+    for (const c of chains) this.hold(c);
   }
 
   /**

@@ -57,6 +57,16 @@ export class TxHandler {
     private readonly wakeup?: () => void,
   ) {}
 
+  /** Whether the driver broke the queue (DEVICE_NEEDS_RESET is set): nothing is sent until the driver resets the device. */
+  get isBroken(): boolean {
+    return this.broken;
+  }
+
+  /** A device restored from a snapshot whose transmit queue was broken then: send nothing until reset, as before. */
+  markBroken(): void {
+    this.broken = true;
+  }
+
   /**
    * Sends the available packets: at most `queue.size` of them, then (with a
    * wakeup) yields to the loop and continues on the next turn. Interrupts the

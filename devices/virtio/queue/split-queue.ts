@@ -76,9 +76,9 @@ export class SplitQueue {
    * (reason `size`, `address` or `alignment`). Writes nothing to guest memory: the
    * device starts at avail/used index 0, as after the driver zeroed the rings (§2.7),
    * or, for a queue restored from a snapshot, at `config.start`, which must agree
-   * with the rings in memory (reason `restore`): used.idx equals its nextUsed, no
-   * chain is held between nextUsed and nextAvail, and the driver is at most a
-   * queue's worth ahead of nextAvail.
+   * with the rings in memory (reason `restore`): used.idx equals its nextUsed, and
+   * the chains the device holds (nextAvail - nextUsed) plus those the driver
+   * published after nextAvail are at most a queue's worth.
    */
   constructor(readonly memory: GuestMemory, readonly config: QueueConfig) {
     const { size, descAddr, availAddr, usedAddr } = config;
@@ -110,10 +110,11 @@ export class SplitQueue {
     }
     const usedIdx = this.usedIdx.load();
     if (usedIdx !== nextUsed) throw new QueueError('restore', `nextUsed ${nextUsed} disagrees with used.idx ${usedIdx} in guest memory`, undefined, nextUsed);
-    // Every device returns each chain before a snapshot (kind.ts), so nothing is held between the two.
-    if (nextAvail !== nextUsed) throw new QueueError('restore', `nextAvail ${nextAvail} != nextUsed ${nextUsed}: the saved device held ${(nextAvail - nextUsed) & IDX_MASK} chains`, undefined, nextAvail);
+    // Chains between nextUsed and nextAvail are held by the device (its state carries them, queue/saved-chain.ts);
+    // those and the ones the driver published since cannot be more than the ring has entries.
+    const held = (nextAvail - nextUsed) & IDX_MASK;
     const pending = (this.availIdx.load() - nextAvail) & IDX_MASK;
-    if (pending > this.size) throw new QueueError('restore', `avail.idx is ${pending} entries ahead of nextAvail ${nextAvail}; queue size is ${this.size}`, undefined, nextAvail);
+    if (held + pending > this.size) throw new QueueError('restore', `avail.idx is ${pending} entries ahead of nextAvail ${nextAvail}, which is ${held} ahead of nextUsed ${nextUsed}; queue size is ${this.size}`, undefined, nextAvail);
     this.nextAvail = nextAvail;
     this.nextUsed = nextUsed;
     this.signalledUsed = nextUsed;

@@ -18,6 +18,7 @@ import type { Wakeup } from '../backends/wakeup.js';
 import type { Ticker, VsockSockets } from './backend.js';
 import * as V from './constants.js';
 import { VsockMuxer, type VsockStats } from './muxer.js';
+import { parseVsockState, vsockState, type VsockState } from './snapshot.js';
 
 /** What defines the device. Structured-cloneable. */
 export interface VsockDeviceOptions {
@@ -111,6 +112,40 @@ export class VsockDevice implements VirtioDevice {
    */
   transportReset(): void {
     this.muxer?.transportReset();
+  }
+
+  /**
+   * For a snapshot (I/O worker, between two loop turns, vCPUs paused): what
+   * survives it (snapshot.ts): the rx chain held, the next host port, the
+   * broken flag, the counters. Connections are not saved (host sockets cannot
+   * be); this device keeps them and carries on as before.
+   */
+  saveState(): VsockState {
+    const m = this.muxer;
+    return m ? vsockState(m.saveState(), m.stats) : { muxer: null };
+  }
+
+  /**
+   * A restored device (after activate() with its queues at their saved
+   * positions when `active`; before the transport polls them): validates
+   * `state` from the snapshot file (SnapshotStateError naming the field) and
+   * applies it. Then, unless the rings were broken, it serves what the guest
+   * sent before the snapshot (so connections it asked for are dropped with
+   * the rest) and sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: now if the driver
+   * has an event buffer posted, else on its next event-queue kick.
+   */
+  restoreState(state: unknown, active: boolean): void {
+    const { muxer, ctx } = this;
+    if (active !== (ctx !== null)) throw new Error(`virtio-vsock: restoreState(active: ${active}) on a device that is ${ctx ? '' : 'not '}active`);
+    const s = parseVsockState(state, ctx ? {
+      memory: ctx.memory, rx: ctx.queues[V.VSOCK_QUEUE_RX]!, tx: ctx.queues[V.VSOCK_QUEUE_TX]!, event: ctx.queues[V.VSOCK_QUEUE_EVENT] ?? null,
+    } : null);
+    if (!muxer || !s) return;
+    muxer.restoreState(s.muxer);
+    Object.assign(muxer.stats, s.stats);
+    if (s.muxer.broken) return;
+    muxer.notifyTx();
+    muxer.transportReset();
   }
 
   /** The driver reset the device: every connection and host client is closed; the listening socket stays open. */

@@ -31,6 +31,7 @@ import { debug } from './log.js';
 import { RateLimitedLog } from '../../../lib/rate-log.js';
 import { parseTxPacket, writeRxHeader, type VsockHeader } from './packet.js';
 import { newVsockStats, VsockStreams, type VsockStats } from './streams.js';
+import type { MuxerState } from './snapshot.js';
 import { EAGAIN } from '../../../lib/sys.js';
 
 export type { VsockStats } from './streams.js';
@@ -169,6 +170,20 @@ export class VsockMuxer {
     this.orphans.length = 0;
     this.eventPending = true;
     this.entry(() => this.processEvent());
+  }
+
+  /** For a snapshot (vsock/snapshot.ts): the rx chain held, the next host port, whether the rings broke. Changes nothing. */
+  saveState(): MuxerState {
+    return { spareRx: this.broken ? null : this.spareRx, nextPort: this.nextPort, broken: this.broken };
+  }
+
+  /** A restored muxer, before anything ran: takes `s` (validated by the caller) back; a broken one stays stopped, without asking for a reset again. */
+  restoreState(s: MuxerState): void {
+    this.spareRx = s.spareRx;
+    this.nextPort = s.nextPort;
+    if (!s.broken) return;
+    this.broken = true;
+    this.handshakes.close();
   }
 
   /** Device reset or dispose: close every socket this muxer owns; touch no guest memory. Idempotent. */

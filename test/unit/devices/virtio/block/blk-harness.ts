@@ -72,7 +72,8 @@ export class BlkHarness {
   readonly memory: GuestMemory;
   readonly driver: VirtqDriver;
   readonly queue: SplitQueue;
-  readonly device: BlockDevice;
+  /** The device under test; a snapshot test swaps in the restored one. */
+  device: BlockDevice;
   readonly sizeBytes: number;
   signals = 0;
   resets = 0;

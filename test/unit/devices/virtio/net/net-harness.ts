@@ -78,11 +78,14 @@ export class NetHarness {
   readonly memory: GuestMemory;
   readonly rxDriver: VirtqDriver;
   readonly txDriver: VirtqDriver;
-  readonly device: NetDevice;
+  /** The device under test; a snapshot test swaps in the restored one (with its own socketpair). */
+  device: NetDevice;
   /** The device's end of the socketpair (or deviceFd). */
-  readonly deviceFd: number;
+  deviceFd: number;
   /** The test's end of the socketpair, -1 when there is none. */
-  readonly peer: number;
+  peer: number;
+  /** The queues of the last context() made (rx, tx): a snapshot test saves their positions. */
+  queues: (SplitQueue | null)[] = [];
   readonly wakeup: FakeWakeup | Wakeup | undefined;
   /** Callbacks the device registered on the fake FdWatcher. */
   readonly watched = new Map<number, (events: number) => void>();
@@ -141,9 +144,10 @@ export class NetHarness {
       },
       unwatch: (fd) => void this.watched.delete(fd),
     };
+    this.queues = queues ?? [new SplitQueue(this.memory, this.rxDriver.config), new SplitQueue(this.memory, this.txDriver.config)];
     return {
       memory: this.memory,
-      queues: queues ?? [new SplitQueue(this.memory, this.rxDriver.config), new SplitQueue(this.memory, this.txDriver.config)],
+      queues: this.queues,
       features,
       signalUsed: () => void this.signals++,
       updateConfig: (offset, bytes) => void this.configWrites.push({ offset, bytes: bytes.slice() }),

@@ -436,12 +436,16 @@ export interface HarnessOptions {
 /** One device, one guest, one temp dir with the listening socket. */
 export class VsockHarness {
   readonly dir = mkdtempSync(join(tmpdir(), 'flintvm-vsock-'));
-  readonly udsPath = join(this.dir, 'v.sock');
+  /** Where host clients connect; a snapshot test moves it to the restored device's listener. */
+  udsPath = join(this.dir, 'v.sock');
   readonly memory: GuestMemory;
   rx!: VirtqDriver;
   tx!: VirtqDriver;
   event!: VirtqDriver;
-  readonly device: VsockDevice;
+  /** The device under test; a snapshot test swaps in the restored one. */
+  device: VsockDevice;
+  /** The queues of the last activation (rx, tx, event): a snapshot test saves their positions. */
+  queues: SplitQueue[] = [];
   readonly watcher = new PollWatcher();
   guest!: GuestStack;
   readonly listener: { fd: number; close(): void };
@@ -476,12 +480,14 @@ export class VsockHarness {
     this.guest.postRx(rxBuffers);
   }
 
-  context(eventIdx: boolean): ActivationContext {
+  /** An activation context over the harness's rings (fresh queues, or `queues`). */
+  context(eventIdx: boolean, queues?: SplitQueue[]): ActivationContext {
     let features = C.feature(C.VIRTIO_F_VERSION_1) | C.feature(C.VIRTIO_F_INDIRECT_DESC);
     if (eventIdx) features |= C.feature(C.VIRTIO_F_EVENT_IDX);
+    this.queues = queues ?? [new SplitQueue(this.memory, this.rx.config), new SplitQueue(this.memory, this.tx.config), new SplitQueue(this.memory, this.event.config)];
     return {
       memory: this.memory,
-      queues: [new SplitQueue(this.memory, this.rx.config), new SplitQueue(this.memory, this.tx.config), new SplitQueue(this.memory, this.event.config)],
+      queues: this.queues,
       features,
       signalUsed: () => void this.signals++,
       updateConfig: () => { throw new Error('vsock never updates its config'); },
