@@ -6,13 +6,18 @@
  * virtio-blk and virtio-rng state all came back.
  */
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, truncateSync, statSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, truncateSync, statSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MicroVM, defaultGuestImages, guestCommandCmdline } from '../../lib/index.js';
 import { SnapshotError, SnapshotStateError, StateError } from '../../lib/errors.js';
-import { requireKvm } from '../helpers/kvm.js';
+import { requireKvm, skipOrFail } from '../helpers/kvm.js';
+import { toolsInitrd } from './share-helpers.js';
+
+const execFileP = promisify(execFile);
 
 const WAIT_MS = 3 * 60_000;
 const DISK_BYTES = 1024 * 1024;
@@ -224,3 +229,91 @@ test.serial('bad snapshots and bad calls: clear errors, nothing left running', a
   t.true(process.getActiveResourcesInfo().length <= before + 1, 'no handles left behind by the failed restores');
 });
 
+
+/**
+ * The guest of the device test: NIC up, shares mounted by init (flintvm.mount=), a vsock echo server on port
+ * 1234, then a console shell loop: each line typed is run, and `END <id>` is printed after it.
+ */
+const DEVICE_GUEST = [
+  `ip addr add ${'10.0.9.15'}/24 dev eth0 && ip link set eth0 up || echo NET-FAILED`,
+  'socat VSOCK-LISTEN:1234,fork EXEC:cat &',
+  'echo DEVICES-UP',
+  'while :; do if read -t 1 line; then eval "$line"; fi; done',
+].join('\n');
+
+test.serial('restore with another tap and vsock socket: the NIC, a new vsock connection, a 9p and a virtio-fs share all work', async (t) => {
+  if (!requireKvm(t)) return;
+  if (!existsSync('/dev/net/tun')) return skipOrFail(t, 'no /dev/net/tun in this host (tun.ko not loaded)');
+  const tools = await toolsInitrd();
+  if (!tools) return skipOrFail(t, 'needs the guest tools image (socat): build it with guest/build.sh');
+  const imgs = await defaultGuestImages({ quiet: true });
+  const dir = mkdtempSync(join(tmpdir(), 'flintvm-snapdev-'));
+  const p9 = join(dir, 'p9');
+  const vfs = join(dir, 'vfs');
+  for (const d of [p9, vfs]) { mkdirSync(d); writeFileSync(join(d, 'hello'), `hello from ${d}\n`); }
+  const vm = new MicroVM({
+    kernel: imgs.kernel, initrd: tools, memoryMiB: 256, vcpus: 1,
+    net: [{ tap: 'flsnapA' }], vsock: { guestCid: 7, udsPath: join(dir, 'a.sock') },
+    shares: [{ tag: 'p9', path: p9, protocol: '9p' }, { tag: 'vfs', path: vfs, protocol: 'virtiofs' }],
+    extraCmdline: `flintvm.mount=9p:p9 flintvm.mount=virtiofs:vfs ${guestCommandCmdline(['sh', '-c', DEVICE_GUEST])}`,
+  });
+  const w = watch(vm);
+  t.teardown(() => vm.stop());
+  await vm.start();
+  await w.waitFor(/DEVICES-UP/);
+  // Before the snapshot: the guest reads both shares (so fids and nodes for them exist) and keeps a file open.
+  vm.console.write('exec 7</mnt/p9/hello; cat /mnt/vfs/hello; echo END 1\n');
+  await w.waitFor(/END 1/);
+  const snap = join(dir, 'snap');
+  await vm.snapshot(snap);
+  await vm.stop();
+
+  const r = watch(await MicroVM.restore(snap, { net: [{ tap: 'flsnapB' }], vsock: { udsPath: join(dir, 'b.sock'), guestCid: 8 } }));
+  t.teardown(() => r.vm.stop());
+  await execFileP('ip', ['addr', 'add', '10.0.9.1/24', 'dev', 'flsnapB']);
+  await execFileP('ip', ['link', 'set', 'flsnapB', 'up']);
+  r.vm.console.write('i=0; until ping -c 1 -W 1 10.0.9.1 >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 30 ] || break; done; ping -c 1 -W 2 10.0.9.1 >/dev/null && echo PING-OK; echo END 2\n');
+  const net = await r.waitFor(/(PING-OK)?\s*END 2/);
+  t.truthy(net[1], 'the restored guest pings the host through the overridden tap');
+
+  r.vm.console.write('cat <&7; cat /mnt/p9/hello /mnt/vfs/hello; echo from-guest-9p > /mnt/p9/out; echo from-guest-vfs > /mnt/vfs/out; cat /sys/class/vsock/vsock/local_cid 2>/dev/null; echo END 3\n');
+  const shares = await r.waitFor(/END 3/);
+  t.log(r.out().slice(-600));
+  t.is(readFileSync(join(p9, 'out'), 'utf8'), 'from-guest-9p\n', 'the 9p share is writable after restore');
+  t.is(readFileSync(join(vfs, 'out'), 'utf8'), 'from-guest-vfs\n', 'the virtio-fs share is writable after restore');
+  t.regex(r.out(), new RegExp(`hello from ${vfs}`), 'the virtio-fs share reads after restore');
+  void shares;
+
+  const echo = await vsockEcho(join(dir, 'b.sock'), 1234, 'over-vsock-after-restore\n');
+  t.is(echo, 'over-vsock-after-restore\n', 'a new vsock connection to the restored guest works');
+});
+
+/** Hybrid vsock: CONNECT to guest `port` through `uds`, send `text`, resolve with what came back (after the OK line). */
+function vsockEcho(uds: string, port: number, text: string, ms = 60_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + ms;
+    const attempt = () => {
+      const s = netConnect(uds);
+      let buf = '';
+      let ok = false;
+      s.on('connect', () => s.write(`CONNECT ${port}\n`));
+      s.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        if (!ok) {
+          const nl = buf.indexOf('\n');
+          if (nl < 0) return;
+          if (!buf.startsWith('OK ')) { s.destroy(); return; }
+          ok = true;
+          buf = buf.slice(nl + 1);
+          s.write(text);
+        }
+        if (ok && buf.length >= text.length) { s.destroy(); resolve(buf); }
+      });
+      let retried = false;
+      const retry = () => { if (!ok && !retried) { retried = true; if (Date.now() > deadline) reject(new Error(`no vsock echo from port ${port} via ${uds}`)); else setTimeout(attempt, 500); } };
+      s.on('error', retry);
+      s.on('close', retry);
+    };
+    attempt();
+  });
+}
