@@ -196,6 +196,7 @@ async function buildWith(
   if (restore) restoreLegacy(plan.devices, restore.machine.legacy);
   const saveFd = createEventfd();
   opened.fds.push(saveFd);
+  const saveHold = new Int32Array(new SharedArrayBuffer(4));
   let ioWorker: IoWorker | null = null;
   const params = (p: DeviceParams) => p;
   const devices: DeviceSpec[] = [...plan.devices];
@@ -212,7 +213,7 @@ async function buildWith(
     setupVcpus: (ctx) => plan.setupVcpus(ctx),
     async startServices({ memory, fail }) {
       if (virtio.devices.length === 0) return { stop: async () => undefined };
-      const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring), saveFd };
+      const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring), saveFd, saveHold: saveHold.buffer as SharedArrayBuffer };
       let io: IoWorker;
       try {
         io = await IoWorker.start({ module: IO_MODULE, data, ...(cfg.workerPool ? { pool: cfg.workerPool } : {}) });
@@ -254,15 +255,22 @@ async function buildWith(
     if (cannot.length) throw new SnapshotError(`these devices cannot be snapshotted yet: ${cannot.join(', ')}`);
     const resetting = virtio.devices.findIndex((v) => resetPending(new TransportState(v.wiring.state)));
     if (resetting >= 0) throw new SnapshotError(`virtio device ${resetting} (${virtio.devices[resetting]!.wiring.kind}) is in the middle of a reset; try again`);
-    const io = ioWorker ? await deviceStates(ioWorker, saveFd) : [];
-    const fields = configuredDevices(cfg).map((d) => d.field);
-    const snapshot: MachineSnapshot = {
-      platform: plan.saveState({ kvm: machine.kvm, vm: machine.vm, vcpus: machine.vcpus }),
-      legacy: saveLegacy(plan.devices),
-      virtio: virtio.devices.map((v, i) => ({ kind: v.wiring.kind, field: fields[i]!, transport: saveTransport(new TransportState(v.wiring.state)), io: io[i]! })),
-    };
-    const memory = machine.saveMemory(memoryFd);
-    return { machine: snapshot, memory };
+    // The I/O worker answers, then holds still (no device activity) until everything else is saved.
+    Atomics.store(saveHold, 0, 1);
+    try {
+      const io = ioWorker ? await deviceStates(ioWorker, saveFd) : [];
+      const fields = configuredDevices(cfg).map((d) => d.field);
+      const snapshot: MachineSnapshot = {
+        platform: plan.saveState({ kvm: machine.kvm, vm: machine.vm, vcpus: machine.vcpus }),
+        legacy: saveLegacy(plan.devices),
+        virtio: virtio.devices.map((v, i) => ({ kind: v.wiring.kind, field: fields[i]!, transport: saveTransport(new TransportState(v.wiring.state)), io: io[i]! })),
+      };
+      const memory = machine.saveMemory(memoryFd);
+      return { machine: snapshot, memory };
+    } finally {
+      Atomics.store(saveHold, 0, 0);
+      Atomics.notify(saveHold, 0);
+    }
   };
   return { machine, ring, ioWorker, capture, sendInput: (b) => (machine.state === 'exited' ? b.length : inputSerial.enqueueInput(b)) };
 }

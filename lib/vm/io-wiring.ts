@@ -43,7 +43,17 @@ export interface IoWorkerSetup {
   readonly devices: readonly VirtioDeviceWiring[];
   /** Written by the main thread to ask for every device's state (a snapshot); the answer is a {@link DeviceStateMessage}. */
   readonly saveFd?: number;
+  /**
+   * With saveFd: an Int32Array's buffer whose word 0 the main thread sets to 1 before asking. After
+   * answering, the worker waits (its loop stopped: no device touches guest memory or raises an
+   * interrupt) until the main thread has saved the rest of the VM and sets it back to 0, or for at most
+   * {@link SAVE_HOLD_MAX_MS}.
+   */
+  readonly saveHold?: SharedArrayBuffer;
 }
+
+/** The longest the I/O worker stays held for a snapshot (the main thread writes guest RAM meanwhile). */
+export const SAVE_HOLD_MAX_MS = 120_000;
 
 /** The I/O worker's answer to a save request (posted through the IoWorker's 'message'). */
 export type DeviceStateMessage =
@@ -94,6 +104,13 @@ export function setupIoWorker(data: unknown, loop: EventLoop, ctx: IoWorkerConte
       answer = { type: 'device-state-error', message: (e as Error).message };
     }
     ctx.post(answer);
+    // Stay quiet until the snapshot is complete: a packet or a host socket's data served now would change guest
+    // RAM and the rings after their positions were saved.
+    if (setup.saveHold && answer.type === 'device-state') {
+      const hold = new Int32Array(setup.saveHold);
+      const end = Date.now() + SAVE_HOLD_MAX_MS;
+      while (Atomics.load(hold, 0) === 1 && Date.now() < end) Atomics.wait(hold, 0, 1, 1000);
+    }
   });
   return () => {
     for (const s of slots) s.dispose();
