@@ -110,7 +110,9 @@ test.serial('snapshot of a running guest, stop, restore: the count, tmpfs, disk,
   try {
     t.is(r.vm.state, 'running');
     const m = await r.waitFor(/count=(\d+) rng=16/);
-    t.log(`restore to first output: ${(performance.now() - t0).toFixed(0)} ms`);
+    const tm = r.vm.timings;
+    const rel = (x?: number) => (x === undefined || tm.startCalled === undefined ? '-' : (x - tm.startCalled).toFixed(0));
+    t.log(`restore to first output: ${(performance.now() - t0).toFixed(0)} ms (VM ready +${rel(tm.vmReady)}, state restored +${rel(tm.kernelLoaded)}, workers +${rel(tm.workersReady)}, first KVM_RUN +${rel(tm.firstRun)} ms)`);
     const first = Number(m[1]);
     t.true(first > before && first <= before + 2, `the restored guest continues from ${before} (printed ${first}), not from 1`);
     await r.waitFor(new RegExp(`count=${first + 2} rng=16`));
