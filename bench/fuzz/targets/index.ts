@@ -1,0 +1,11 @@
+/** Every fuzz target, in the order `npm run fuzz` runs them. */
+import type { FuzzTarget } from '../target.js';
+import { bootParamsTarget } from './boot-params.js';
+import { fdtTarget } from './fdt.js';
+import { pl031Target, uart8250Target } from './legacy.js';
+import { mmioTarget } from './mmio.js';
+import { queueTarget } from './queue.js';
+
+export const TARGETS: readonly FuzzTarget[] = [
+  queueTarget, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
+];
