@@ -5,7 +5,8 @@ import { fdtTarget } from './fdt.js';
 import { pl031Target, uart8250Target } from './legacy.js';
 import { mmioTarget } from './mmio.js';
 import { queueTarget } from './queue.js';
+import { blkTarget } from './blk.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
-  queueTarget, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
+  queueTarget, blkTarget, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
 ];
