@@ -6,7 +6,8 @@ import { pl031Target, uart8250Target } from './legacy.js';
 import { mmioTarget } from './mmio.js';
 import { queueTarget } from './queue.js';
 import { blkTarget } from './blk.js';
+import { p9Target } from './p9.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
-  queueTarget, blkTarget, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
+  queueTarget, blkTarget, p9Target, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
 ];
