@@ -7,7 +7,8 @@ import { mmioTarget } from './mmio.js';
 import { queueTarget } from './queue.js';
 import { blkTarget } from './blk.js';
 import { p9Target } from './p9.js';
+import { fuseTarget } from './fuse.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
-  queueTarget, blkTarget, p9Target, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
+  queueTarget, blkTarget, p9Target, fuseTarget, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
 ];
