@@ -8,7 +8,8 @@ import { queueTarget } from './queue.js';
 import { blkTarget } from './blk.js';
 import { p9Target } from './p9.js';
 import { fuseTarget } from './fuse.js';
+import { netTarget } from './net.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
-  queueTarget, blkTarget, p9Target, fuseTarget, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
+  queueTarget, blkTarget, netTarget, p9Target, fuseTarget, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
 ];
