@@ -9,7 +9,8 @@ import { blkTarget } from './blk.js';
 import { p9Target } from './p9.js';
 import { fuseTarget } from './fuse.js';
 import { netTarget } from './net.js';
+import { vsockTarget } from './vsock.js';
 
 export const TARGETS: readonly FuzzTarget[] = [
-  queueTarget, blkTarget, netTarget, p9Target, fuseTarget, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
+  queueTarget, blkTarget, netTarget, vsockTarget, p9Target, fuseTarget, mmioTarget, uart8250Target, pl031Target, fdtTarget, bootParamsTarget,
 ];
