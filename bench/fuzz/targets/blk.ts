@@ -28,7 +28,7 @@ const POISON = 0xee;
 const TYPES = [B.VIRTIO_BLK_T_IN, B.VIRTIO_BLK_T_OUT, B.VIRTIO_BLK_T_FLUSH, B.VIRTIO_BLK_T_GET_ID, B.VIRTIO_BLK_T_DISCARD, B.VIRTIO_BLK_T_WRITE_ZEROES];
 
 interface Piece { bytes?: Uint8Array; len?: number; write: boolean }
-interface Req { type: number; sector: bigint; pieces: Piece[]; indirect: boolean }
+interface Req { pieces: Piece[]; indirect: boolean }
 
 function header(type: number, sector: bigint, reserved: number): Uint8Array {
   const h = new Uint8Array(B.VIRTIO_BLK_REQ_HEADER_SIZE);
@@ -75,7 +75,7 @@ function genRequest(rng: Rng): Req {
   const status = rng.weighted([[10, 1], [1, 0], [1, rng.range(2, 16)]]);
   if (status > 0) pieces.push({ len: status, write: true });
   if (!well && rng.bool(0.2)) pieces.sort((a, b) => Number(a.write) - Number(b.write)); // keep readable-before-writable (a valid chain)
-  return { type, sector, pieces, indirect: rng.bool(0.3) };
+  return { pieces, indirect: rng.bool(0.3) };
 }
 
 export const blkTarget: FuzzTarget = {
@@ -130,13 +130,17 @@ export const blkTarget: FuzzTarget = {
           const readable = new Uint8Array(r0.reduce((n, b) => n + b.len, 0));
           let at = 0;
           for (const b of r0) { readable.set(h.memory.read(b.addr, b.len), at); at += b.len; }
-          const type = p.q.type;
-          const off = Number(p.q.sector) * 512;
+          // The request as the device reads it: the first 16 readable bytes (a cut-short header runs into the payload).
+          check(readable.length >= B.VIRTIO_BLK_REQ_HEADER_SIZE, `OK status for a chain of ${readable.length} readable bytes: shorter than a header`);
+          const hv = new DataView(readable.buffer);
+          const type = hv.getUint32(0, true);
+          const sector = hv.getBigUint64(8, true);
+          const off = Number(sector) * 512;
           if (type === B.VIRTIO_BLK_T_IN) {
             const data = new Uint8Array(wTotal - 1);
             let k = 0;
             for (const b of w) { const bytes = h.memory.read(b.addr, b.len); data.set(bytes.subarray(0, Math.min(b.len, data.length - k)), k); k += b.len; }
-            check(off + data.length <= DISK, `OK read past the disk: sector ${p.q.sector}, ${data.length} bytes`);
+            check(off + data.length <= DISK, `OK read past the disk: sector ${sector}, ${data.length} bytes`);
             check(u.len === data.length + 1, `read of ${data.length} bytes: used length ${u.len}`);
             for (let i = 0; i < data.length; i++) {
               if (known[off + i] && data[i] !== model[off + i]) check(false, `read at byte ${off + i}: ${data[i]}, the disk holds ${model[off + i]}`);
@@ -144,7 +148,7 @@ export const blkTarget: FuzzTarget = {
           } else if (type === B.VIRTIO_BLK_T_OUT) {
             check(!readOnly, 'a read-only disk took a write');
             const data = readable.subarray(16);
-            check(off + data.length <= DISK, `OK write past the disk: sector ${p.q.sector}, ${data.length} bytes`);
+            check(off + data.length <= DISK, `OK write past the disk: sector ${sector}, ${data.length} bytes`);
             model.set(data, off);
             known.fill(1, off, off + data.length);
           } else if (type === B.VIRTIO_BLK_T_WRITE_ZEROES || type === B.VIRTIO_BLK_T_DISCARD) {
