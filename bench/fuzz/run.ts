@@ -6,7 +6,10 @@
  * inputs, failures (with seed and input index for each), seconds, seed, host
  * and date. Exit status 1 when any target failed.
  *
- *   node dist/bench/fuzz/run.js [--inputs N=1000000] [--target NAME[,NAME]] [--seed S] [--out FILE] [--no-write]
+ *   node dist/bench/fuzz/run.js [--inputs N=1000000] [--target NAME[,NAME]] [--seed S] [--max-seconds T] [--out FILE] [--no-write]
+ *
+ * --max-seconds stops each target at the first episode boundary past T seconds (fuzz.json then records
+ * the inputs that ran). The file is rewritten after every target, keeping other targets' entries.
  *   node dist/bench/fuzz/run.js --target NAME --seed S --replay I    # rerun the episode of input I, throw its failure
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -24,6 +27,7 @@ const { values } = parseArgs({
     target: { type: 'string' },
     seed: { type: 'string' },
     replay: { type: 'string' },
+    'max-seconds': { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'bench', 'results', 'fuzz.json') },
     'no-write': { type: 'boolean', default: false },
   },
@@ -39,6 +43,7 @@ function int(name: string, v: string | undefined, min: number): number | undefin
 const inputs = int('inputs', values.inputs, 1)!;
 const seed = int('seed', values.seed, 0) ?? ((Date.now() % 2 ** 31) >>> 0);
 const replay = int('replay', values.replay, 0);
+const maxSeconds = int('max-seconds', values['max-seconds'], 1);
 const names = values.target?.split(',').map((s) => s.trim()) ?? TARGETS.map((t) => t.name);
 for (const n of names) if (!TARGETS.some((t) => t.name === n)) throw new Error(`--target: no target ${JSON.stringify(n)}; targets: ${TARGETS.map((t) => t.name).join(', ')}`);
 const chosen = TARGETS.filter((t) => names.includes(t.name));
@@ -51,11 +56,30 @@ if (replay !== undefined) {
 }
 
 const results: TargetResult[] = [];
+
+function write(results: readonly TargetResult[]): void {
+  if (values['no-write']) return;
+  const host = { hostname: hostname(), cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version };
+  const date = new Date().toISOString();
+  const prev = existsSync(values.out!) ? JSON.parse(readFileSync(values.out!, 'utf8')) as { targets?: Record<string, unknown> } : {};
+  const targets: Record<string, unknown> = { ...(prev.targets ?? {}) };
+  for (const r of results) {
+    targets[r.target] = {
+      inputs: r.inputs, requested: inputs, failures: r.failures, seconds: +r.seconds.toFixed(1), seed: r.seed, host, date,
+      ...(maxSeconds !== undefined ? { maxSeconds } : {}),
+      description: TARGETS.find((t) => t.name === r.target)!.description,
+      ...(r.failureList.length > 0 ? { failureList: r.failureList } : {}),
+    };
+  }
+  mkdirSync(dirname(values.out!), { recursive: true });
+  writeFileSync(values.out!, `${JSON.stringify({ bench: 'fuzz', targets }, null, 2)}\n`);
+}
+
 console.log(`fuzz: ${chosen.length} targets, ${inputs} inputs each, seed ${seed}`);
 for (const t of chosen) {
   let last = performance.now();
   const r = runTarget(t, {
-    inputs, seed,
+    inputs, seed, ...(maxSeconds !== undefined ? { maxSeconds } : {}),
     progress: (done) => {
       if (performance.now() - last < 10_000) return;
       last = performance.now();
@@ -63,6 +87,7 @@ for (const t of chosen) {
     },
   });
   results.push(r);
+  write([r]);
   console.log(`${t.name}: ${r.inputs} inputs, ${r.failures} failures, ${r.seconds.toFixed(1)} s`);
   for (const f of r.failureList) console.log(`  FAIL seed ${f.seed} input ${f.input}: ${f.message.split('\n').slice(0, 6).join('\n    ')}\n  replay: node dist/bench/fuzz/run.js --target ${t.name} --seed ${f.seed} --replay ${f.input}`);
 }
@@ -71,20 +96,5 @@ const pad = (s: string, n: number) => s.padEnd(n);
 console.log(`\n${pad('target', 14)}${pad('inputs', 12)}${pad('failures', 10)}${pad('seconds', 10)}inputs/s`);
 for (const r of results) console.log(`${pad(r.target, 14)}${pad(String(r.inputs), 12)}${pad(String(r.failures), 10)}${pad(r.seconds.toFixed(1), 10)}${Math.round(r.inputs / r.seconds)}`);
 
-if (!values['no-write']) {
-  const host = { hostname: hostname(), cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version };
-  const date = new Date().toISOString();
-  const prev = existsSync(values.out!) ? JSON.parse(readFileSync(values.out!, 'utf8')) as { targets?: Record<string, unknown> } : {};
-  const targets: Record<string, unknown> = { ...(prev.targets ?? {}) };
-  for (const r of results) {
-    targets[r.target] = {
-      inputs: r.inputs, failures: r.failures, seconds: +r.seconds.toFixed(1), seed: r.seed, host, date,
-      description: TARGETS.find((t) => t.name === r.target)!.description,
-      ...(r.failureList.length > 0 ? { failureList: r.failureList } : {}),
-    };
-  }
-  mkdirSync(dirname(values.out!), { recursive: true });
-  writeFileSync(values.out!, `${JSON.stringify({ bench: 'fuzz', targets }, null, 2)}\n`);
-  console.log(`wrote ${values.out}`);
-}
+if (!values['no-write']) console.log(`wrote ${values.out}`);
 process.exitCode = results.some((r) => r.failures > 0) ? 1 : 0;

@@ -79,6 +79,8 @@ export interface RunOptions {
   replay?: number;
   /** Stop after this many failures (default 10). */
   maxFailures?: number;
+  /** Stop at the first episode boundary past this many seconds (the result says how many inputs ran). */
+  maxSeconds?: number;
   /** Called after each episode with the inputs done so far. */
   progress?: (done: number) => void;
 }
@@ -93,6 +95,7 @@ export function runTarget(t: FuzzTarget, o: RunOptions): TargetResult {
   const first = o.replay === undefined ? 0 : Math.floor(o.replay / t.episode);
   const end = o.replay === undefined ? o.inputs : o.replay + 1;
   for (let ep = first; ep * t.episode < end && failed < maxFailures; ep++) {
+    if (o.maxSeconds !== undefined && (performance.now() - t0) / 1000 > o.maxSeconds) break;
     const rng = new Rng(episodeSeed(o.seed, ep));
     const base = ep * t.episode;
     const n = Math.min(t.episode, end - base);
