@@ -25,7 +25,7 @@
  * Everything is little-endian, single-threaded, and throws plain Errors on misuse.
  *
  * The second half of the file is the oracle and generator of the property tests
- * (RefQueue, hostileCaseArb, runCase), shared with bench/queue-fuzz.ts: it would
+ * (RefQueue, hostileCaseArb, runCase), shared with bench/fuzz/targets/queue.ts: it would
  * sit better in its own helper file; it lives here to keep the queue's test
  * support in one owner's file.
  */
@@ -225,7 +225,7 @@ export function writeRawDesc(memory: GuestMemory, gpa: number, d: RawDesc): void
   memory.writeU16(gpa + 14, d.next & 0xffff);
 }
 
-// ---- Reference model and hostile-case generator for property tests (test/unit/.../split-queue.fuzz.test.ts, bench/queue-fuzz.ts) ----
+// ---- Reference model and hostile-case generator for property tests (test/unit/.../split-queue.fuzz.test.ts, bench/fuzz/targets/queue.ts) ----
 
 /** A buffer as the reference model sees it: one piece of one region. */
 export interface RefSegment {
