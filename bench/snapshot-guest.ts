@@ -14,6 +14,8 @@ import { monoMs } from './common.js';
 export const SNAPSHOT_MARKER = 'BENCH-SNAPSHOT-JSON';
 export const SNAP_MEMORY_MIB = 256;
 export const SNAP_VCPUS = 1;
+/** What init prints before it runs the command (bench/linux-boot-inner.ts's LINUX_BANNER). */
+export const SNAP_BANNER = 'flintvm guest:';
 
 /**
  * The guest's loop: counts, and answers every line typed on the console with
@@ -47,21 +49,25 @@ export class ConsoleWatch {
     return this.out.slice(-n);
   }
 
-  /** Resolves with the monoMs stamp of the guest's answer; rejects after `timeoutMs`. */
-  answer(tag: string, intervalMs: number, timeoutMs: number): Promise<number> {
+  /**
+   * Resolves with the monoMs stamp of the guest's answer; rejects after
+   * `timeoutMs`. With `after`, probing starts only once that text has
+   * appeared on the console (a boot: no input typed while the kernel boots).
+   */
+  answer(tag: string, intervalMs: number, timeoutMs: number, after?: string): Promise<number> {
     const from = this.out.length;
     const re = new RegExp(`got ${tag}\\d+ \\d+`);
     let k = 0;
+    let tick: NodeJS.Timeout | undefined;
     return new Promise((resolve, reject) => {
       const probe = () => { try { this.write(`${tag}${k++}\n`); } catch { /* the process is gone; the timeout reports it */ } };
       const done = (f: () => void) => { clearInterval(tick); clearTimeout(timer); this.listeners.delete(check); f(); };
       const check = () => {
+        if (tick === undefined && (after === undefined || this.out.includes(after))) { tick = setInterval(probe, intervalMs); probe(); }
         if (re.test(this.out.slice(from))) { const t = monoMs(); done(() => resolve(t)); }
       };
-      const tick = setInterval(probe, intervalMs);
       const timer = setTimeout(() => done(() => reject(new Error(`no answer to '${tag}' probes in ${timeoutMs / 1000} s; console: ${this.tail(600)}`))), timeoutMs);
       this.listeners.add(check);
-      probe();
       check();
     });
   }

@@ -20,7 +20,7 @@
  * Prints `BENCH-SNAPSHOT-JSON {json}` on one line.
  *
  * Usage (inside the host): node --expose-gc dist/bench/snapshot-inner.js
- *   [--reps 5] [--clones 16,64] [--clone-reps 5] [--probe-ms 100] [--vmms flintvm,qemu] [--qemu-dir DIR]
+ *   [--reps 5] [--clones 16,64] [--clone-reps 5|3,1] [--probe-ms 500] [--vmms flintvm,qemu] [--qemu-dir DIR]
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,8 +29,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { MicroVM, defaultGuestImages } from '../lib/index.js';
 import { loadInfo, machineInfo, monoMs, round, smapsRollupKiB, type LoadInfo, type MachineInfo } from './common.js';
-import { ConsoleWatch, SNAPSHOT_MARKER, SNAP_CMDLINE, SNAP_EXTRA, SNAP_LOOP, SNAP_MEMORY_MIB, SNAP_VCPUS, apparentBytes, diskBytes, memAvailableMiB, sleep } from './snapshot-guest.js';
-import { Qmp, killQemu, qemuMachineArgs, qemuMemKiB, qemuMigrateToFile, qemuPaths, spawnQemu, type QemuPaths, type QemuVm } from './snapshot-qemu.js';
+import { ConsoleWatch, SNAPSHOT_MARKER, SNAP_BANNER, SNAP_CMDLINE, SNAP_EXTRA, SNAP_LOOP, SNAP_MEMORY_MIB, SNAP_VCPUS, apparentBytes, diskBytes, memAvailableMiB, sleep } from './snapshot-guest.js';
+import { Qmp, killQemu, qemuIncoming, qemuMachineArgs, qemuMemKiB, qemuMigrateToFile, qemuPaths, spawnQemu, type QemuPaths, type QemuVm } from './snapshot-qemu.js';
 
 /** How long one guest may take to answer (TCG: a batch of 64 guests shares one emulated CPU). */
 const ANSWER_TIMEOUT_MS = 8 * 60_000;
@@ -93,7 +93,7 @@ async function flintvmRep(c: Ctx, side: SideResult, rep: number): Promise<string
   const dir = join(c.tmp, `flintvm-${rep}`);
   try {
     await vm.start();
-    const answered = await w.answer(`b${rep}x`, c.probeMs, ANSWER_TIMEOUT_MS);
+    const answered = await w.answer(`b${rep}x`, c.probeMs, ANSWER_TIMEOUT_MS, SNAP_BANNER);
     side.boot.ms.push(round(answered - t0, 1));
     const after = selfMem();
     side.boot.rssKiB.push(after.rss - before.rss);
@@ -133,7 +133,7 @@ async function qemuRep(c: Ctx, side: SideResult, rep: number): Promise<string> {
   const file = join(c.tmp, `qemu-${rep}.mig`);
   const q = spawnQemu(c.qemu, [...args, '-qmp', `unix:${sock},server=on,wait=off`]);
   try {
-    const answered = await q.watch.answer(`b${rep}x`, c.probeMs, ANSWER_TIMEOUT_MS).catch((e: Error) => { throw new Error(`${e.message}; stderr: ${q.stderr()}`); });
+    const answered = await q.watch.answer(`b${rep}x`, c.probeMs, ANSWER_TIMEOUT_MS, SNAP_BANNER).catch((e: Error) => { throw new Error(`${e.message}; stderr: ${q.stderr()}`); });
     side.boot.ms.push(round(answered - q.spawnAt, 1));
     const m = qemuMemKiB(q);
     side.boot.rssKiB.push(m.rss);
@@ -155,10 +155,11 @@ async function qemuRep(c: Ctx, side: SideResult, rep: number): Promise<string> {
   for (let i = 0; i < 50 && apparentBytes(file) !== last; i++) { last = apparentBytes(file); await sleep(200); }
   side.snapshot.diskBytes.push(diskBytes(file));
   side.snapshot.apparentBytes.push(apparentBytes(file));
-  const r = spawnQemu(c.qemu, [...args, '-incoming', `exec:cat ${file}`]);
+  const { q: r, runningAt } = await qemuIncoming(c.qemu, args, file, join(c.tmp, `qmp-r${rep}.sock`));
   try {
     const answered = await r.watch.answer(`r${rep}x`, c.probeMs, ANSWER_TIMEOUT_MS).catch((e: Error) => { throw new Error(`${e.message}; stderr: ${r.stderr()}`); });
     side.restore.ms.push(round(answered - r.spawnAt, 1));
+    (side.restore.callMs ??= []).push(round(runningAt - r.spawnAt, 1));
   } finally {
     await killQemu(r);
   }
@@ -210,14 +211,14 @@ async function flintvmClones(c: Ctx, dir: string, asked: number, perMiB: number,
 async function qemuClones(c: Ctx, file: string, asked: number, perMiB: number, tag: string): Promise<CloneRep> {
   const { n, avail } = fitting(asked, perMiB);
   const rep: CloneRep = { n, memAvailableBeforeMiB: round(avail, 0) };
-  const args = [...qemuMachineArgs(c.vmlinux, c.initrd, c.qemu.share), '-incoming', `exec:cat ${file}`];
+  const args = qemuMachineArgs(c.vmlinux, c.initrd, c.qemu.share);
   const qs: QemuVm[] = [];
   const t0 = monoMs();
   try {
-    const each = await Promise.all(Array.from({ length: n }, (_, i) => {
-      const q = spawnQemu(c.qemu, args);
+    const each = await Promise.all(Array.from({ length: n }, async (_, i) => {
+      const { q } = await qemuIncoming(c.qemu, args, file, join(c.tmp, `qmp-${tag}-${i}.sock`));
       qs.push(q);
-      return q.watch.answer(`${tag}c${i}x`, c.probeMs, ANSWER_TIMEOUT_MS).catch((e: Error) => { throw new Error(`${e.message}; stderr: ${q.stderr()}`); });
+      return await q.watch.answer(`${tag}c${i}x`, c.probeMs, ANSWER_TIMEOUT_MS).catch((e: Error) => { throw new Error(`${e.message}; stderr: ${q.stderr()}`); });
     }));
     rep.eachMs = each.map((t) => round(t - t0, 1)).sort((a, b) => a - b);
     rep.ms = rep.eachMs[rep.eachMs.length - 1];
@@ -237,11 +238,13 @@ const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); retu
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: {
     reps: { type: 'string', default: '5' }, clones: { type: 'string', default: '16,64' }, 'clone-reps': { type: 'string', default: '5' },
-    'probe-ms': { type: 'string', default: '100' }, vmms: { type: 'string', default: 'flintvm,qemu' }, 'qemu-dir': { type: 'string', default: '/work/project/bench/.host-qemu' },
+    'probe-ms': { type: 'string', default: '500' }, vmms: { type: 'string', default: 'flintvm,qemu' }, 'qemu-dir': { type: 'string', default: '/work/project/bench/.host-qemu' },
   } });
   const reps = Number(values.reps);
   const cloneCounts = values.clones!.split(',').filter(Boolean).map(Number);
-  const cloneReps = Number(values['clone-reps']);
+  // One count for every N, or one per N ("3,1").
+  const cloneRepList = values['clone-reps']!.split(',').map(Number);
+  const cloneReps = cloneRepList[0]!;
   const probeMs = Number(values['probe-ms']);
   const vmms = values.vmms!.split(',');
   const before = loadInfo();
@@ -259,6 +262,7 @@ async function main(): Promise<void> {
     res.qemuCommand = `qemu-system-x86_64 ${qemuMachineArgs('vmlinux', 'initramfs.cpio.gz', 'share').join(' ')} [-qmp unix:SOCK,server=on,wait=off | -incoming exec:cat FILE]`;
     if (!existsSync(qemu.bin)) { qs.errors.push(`no QEMU bundle at ${qemu.bin}`); qs = undefined; }
   }
+  const emit = () => { res.load.after = loadInfo(); console.log(`${SNAPSHOT_MARKER} ${JSON.stringify(res)}`); };
   let fSnap: string | undefined;
   let qSnap: string | undefined;
   for (let rep = 0; rep < reps; rep++) {
@@ -277,16 +281,17 @@ async function main(): Promise<void> {
       } catch (e) { qs.errors.push(`rep ${rep}: ${(e as Error).stack ?? e}`.slice(0, 3000)); }
     }
     log(`rep ${rep}: flintvm boot ${f?.boot.ms.at(-1)} snapshot ${f?.snapshot.ms.at(-1)} restore ${f?.restore.ms.at(-1)}; QEMU boot ${qs?.boot.ms.at(-1)} migrate ${qs?.snapshot.ms.at(-1)} incoming ${qs?.restore.ms.at(-1)} (ms); MemAvailable ${memAvailableMiB().toFixed(0)} MiB`);
+    emit();
   }
   // Per-clone memory estimates for the fit check: flintvm from a smaller batch (first guess 48 MiB), QEMU from its booted process.
   let fPer = 48;
-  const qPer = qs && qs.boot.rssKiB.length ? median(qs.boot.rssKiB) / 1024 : 160;
-  for (const asked of cloneCounts) {
+  let qPer = qs && qs.boot.rssKiB.length ? median(qs.boot.rssKiB) / 1024 : 160;
+  for (const [ci, asked] of cloneCounts.entries()) {
     const fs: CloneSeries | undefined = f && fSnap ? { asked, reps: [] } : undefined;
     const qsr: CloneSeries | undefined = qs && qSnap ? { asked, reps: [] } : undefined;
     if (fs) f!.clones.push(fs);
     if (qsr) qs!.clones.push(qsr);
-    for (let rep = 0; rep < cloneReps; rep++) {
+    for (let rep = 0; rep < (cloneRepList[ci] ?? cloneReps); rep++) {
       if (fs && !fs.reps.some((r) => r.error)) {
         const r = await flintvmClones(c, fSnap!, asked, fPer, `f${asked}r${rep}`).catch((e: Error): CloneRep => ({ n: 0, memAvailableBeforeMiB: round(memAvailableMiB(), 0), error: e.message.slice(0, 1500) }));
         fs.reps.push(r);
@@ -296,14 +301,15 @@ async function main(): Promise<void> {
       if (qsr && !qsr.reps.some((r) => r.error)) {
         const r = await qemuClones(c, qSnap!, asked, qPer, `q${asked}r${rep}`).catch((e: Error): CloneRep => ({ n: 0, memAvailableBeforeMiB: round(memAvailableMiB(), 0), error: e.message.slice(0, 1500) }));
         qsr.reps.push(r);
+        if (!r.error && r.rssMeanKiB) qPer = r.rssMeanKiB / 1024;
         log(`QEMU ${r.n} clones: ${r.ms ?? r.error} ms, RSS ${r.rssMeanKiB} KiB each`);
       }
+      for (const x of [fs, qsr]) if (x && x.reps.some((r) => !r.error && r.n < asked)) x.note = `${asked} did not fit in the test host's memory: ran ${Math.min(...x.reps.map((r) => r.n))}`;
+      emit(); // a partial result, should the host's time run out
     }
-    for (const s of [fs, qsr]) if (s && s.reps.some((r) => !r.error && r.n < asked)) s.note = `${asked} did not fit in the test host's memory: ran ${Math.min(...s.reps.map((r) => r.n))}`;
   }
   rmSync(c.tmp, { recursive: true, force: true });
-  res.load.after = loadInfo();
-  console.log(`${SNAPSHOT_MARKER} ${JSON.stringify(res)}`);
+  emit();
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -68,6 +68,8 @@ export function qemuMemKiB(q: QemuVm): { rss: number; pss: number } {
 export class Qmp {
   private buf = '';
   private waiting: ((v: Record<string, unknown>) => void) | null = null;
+  /** Called with every event QEMU sends. */
+  onEvent: ((e: { event: string; data?: Record<string, unknown> }) => void) | null = null;
   private constructor(private readonly sock: Socket) {
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => {
@@ -78,7 +80,7 @@ export class Qmp {
         this.buf = this.buf.slice(i + 1);
         if (!line) continue;
         const msg = JSON.parse(line) as Record<string, unknown>;
-        if ('event' in msg) continue;
+        if ('event' in msg) { this.onEvent?.(msg as { event: string; data?: Record<string, unknown> }); continue; }
         const w = this.waiting;
         this.waiting = null;
         w?.(msg);
@@ -101,7 +103,7 @@ export class Qmp {
         return q;
       } catch (e) {
         if (monoMs() - t0 > timeoutMs) throw new Error(`QMP ${path}: ${(e as Error).message}`);
-        await sleep(100);
+        await sleep(20);
       }
     }
   }
@@ -135,5 +137,38 @@ export async function qemuMigrateToFile(qmp: Qmp, file: string, timeoutMs = 300_
     if (info.status === 'failed' || info.status === 'cancelled') throw new Error(`QEMU migrate ${info.status}: ${info['error-desc'] ?? ''}`);
     if (monoMs() - t0 > timeoutMs) throw new Error(`QEMU migrate not completed in ${timeoutMs / 1000} s: ${JSON.stringify(info)}`);
     await sleep(5);
+  }
+}
+
+/**
+ * A QEMU that restores from `file`: spawned with `-incoming defer`, then over
+ * QMP the `events` migration capability, `migrate-incoming exec:cat FILE`,
+ * and `cont` once the MIGRATION event says completed (the source was
+ * stopped, so the destination stays paused until told). Resolves with the
+ * running QEMU and the stamp `cont` returned.
+ */
+export async function qemuIncoming(p: QemuPaths, args: string[], file: string, sock: string, timeoutMs = 480_000): Promise<{ q: QemuVm; runningAt: number }> {
+  const q = spawnQemu(p, [...args, '-qmp', `unix:${sock},server=on,wait=off`, '-incoming', 'defer']);
+  let qmp: Qmp | undefined;
+  try {
+    qmp = await Qmp.open(sock, timeoutMs);
+    const done = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`incoming migration not completed in ${timeoutMs / 1000} s; stderr: ${q.stderr()}`)), timeoutMs);
+      qmp!.onEvent = (e) => {
+        const st = e.event === 'MIGRATION' ? String(e.data?.status) : '';
+        if (st === 'completed') { clearTimeout(timer); resolve(); }
+        if (st === 'failed') { clearTimeout(timer); reject(new Error(`incoming migration failed; stderr: ${q.stderr()}`)); }
+      };
+    });
+    await qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+    await qmp.cmd('migrate-incoming', { uri: `exec:cat ${file}` });
+    await done;
+    await qmp.cmd('cont');
+    return { q, runningAt: monoMs() };
+  } catch (e) {
+    await killQemu(q);
+    throw e;
+  } finally {
+    qmp?.close();
   }
 }

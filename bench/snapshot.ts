@@ -7,7 +7,7 @@
  * (medians), computes the ratios and the issue's targets, and writes
  * bench/results/snapshot.json.
  *
- * Usage: node dist/bench/snapshot.js [--reps 5] [--clones 16,64] [--clone-reps 5] [--probe-ms 100]
+ * Usage: node dist/bench/snapshot.js [--reps 5] [--clones 16,64] [--clone-reps 5|3,1] [--probe-ms 500]
  *          [--vmms flintvm,qemu] [--timeout-min 55] [--out FILE|-] [--json]
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -79,11 +79,11 @@ export function snapshotFigures(i: SnapshotInnerResult): { figures: Comparison[]
   const restoreRatio = figures[3]!.ratio;
   const bootRss = med(s(f?.boot.rssKiB, 1 / 1024));
   const biggest = f?.clones.at(-1);
-  const bigRss = biggest ? figures.find((x) => x.name.startsWith(`${ok(biggest)[0]?.n ?? biggest.asked}`) && x.name.includes('RSS per extra')) : undefined;
   const big = biggest ? ok(biggest) : [];
   const bigMs = big.length ? summarize(big.map((r) => r.ms!)).median : null;
   const fBoot = med(s(f?.boot.ms));
-  const perClone = med(bigRss?.flintvm);
+  const perCloneXs = big.filter((r) => r.n > 1).map((r) => (r.rssNKiB! - r.rss1KiB!) / (r.n - 1) / 1024);
+  const perClone = perCloneXs.length ? summarize(perCloneXs).median : null;
   const targets: Target[] = [
     { name: 'restore-to-running, flintvm / QEMU -incoming', value: restoreRatio, target: '<= 0.2', met: restoreRatio === null ? null : restoreRatio <= 0.2 },
     {
@@ -98,7 +98,7 @@ export function snapshotFigures(i: SnapshotInnerResult): { figures: Comparison[]
   return { figures, targets, notes };
 }
 
-export async function benchSnapshot(o: { reps: number; clones: string; cloneReps: number; probeMs: number; vmms: string; timeoutMin: number }, log: (s: string) => void = (l) => process.stderr.write(`snapshot: ${l}\n`)): Promise<SnapshotResult> {
+export async function benchSnapshot(o: { reps: number; clones: string; cloneReps: string; probeMs: number; vmms: string; timeoutMin: number }, log: (s: string) => void = (l) => process.stderr.write(`snapshot: ${l}\n`)): Promise<SnapshotResult> {
   const before = loadInfo();
   const projectDir = findProjectDir(dirname(fileURLToPath(import.meta.url)));
   const bundle = makeQemuBundle(projectDir);
@@ -126,7 +126,9 @@ export async function benchSnapshot(o: { reps: number; clones: string; cloneReps
       figures: [], targets: [], notes: [], outsideLoad: { before, after: loadInfo() },
     };
     try {
-      res.inner = parseMarkedJson<SnapshotInnerResult>(r.commandOutput || output, SNAPSHOT_MARKER);
+      // The inner half prints a result after every step: the last one is the fullest (a partial one if the host's time ran out).
+      const lines = (r.commandOutput || output).split('\n').filter((l) => l.startsWith(`${SNAPSHOT_MARKER} `));
+      res.inner = parseMarkedJson<SnapshotInnerResult>(lines.at(-1) ?? '', SNAPSHOT_MARKER);
     } catch (e) {
       res.error = `${r.error ?? ''} ${(e as Error).message}`.trim().slice(-3000);
       return res;
@@ -136,9 +138,9 @@ export async function benchSnapshot(o: { reps: number; clones: string; cloneReps
     res.notes.unshift(
       'Inside the x86_64 test host (Linux on QEMU TCG, 1 vCPU, 4 GiB; /dev/kvm is kvm_amd on the emulated CPU): read the ratios, not the absolute figures.',
       `Guest: default vmlinux (PVH) + initramfs, ${res.inner.memoryMiB} MiB, ${res.inner.vcpus} vCPU, no devices but the serial console; loop: ${res.inner.loop}`,
-      `"Answers": a line typed on the console (again every ${res.inner.probeMs} ms until the reply) comes back as "got <line>". Snapshot files on the host's tmpfs.`,
+      `"Answers": a line typed on the console once the VM runs (for a boot: once init's banner is out), again every ${res.inner.probeMs} ms until the reply, comes back as "got <line>". Snapshot files on the host's tmpfs.`,
       'flintvm clones: Promise.all of MicroVM.restore in one node process; RSS/PSS per extra clone = (process with N clones - with 1) / (N - 1). QEMU: N -incoming processes from one file, each its own RSS/PSS.',
-      'QEMU snapshot: QMP stop + migrate exec:cat > FILE (max-bandwidth lifted) until query-migrate completed; restore: -incoming exec:cat FILE, the guest starts when the migration completes (no -S).',
+      'QEMU snapshot: QMP stop + migrate exec:cat > FILE (max-bandwidth lifted) until query-migrate completed; restore: spawn with -incoming defer, QMP migrate-incoming exec:cat FILE, cont on the MIGRATION completed event (a stopped source restores paused).',
     );
     return res;
   } finally {
@@ -163,11 +165,11 @@ export function formatSnapshot(r: SnapshotResult): string[] {
 if (isMain(import.meta.url)) {
   const { values } = parseArgs({ options: {
     reps: { type: 'string', default: '5' }, clones: { type: 'string', default: '16,64' }, 'clone-reps': { type: 'string', default: '5' },
-    'probe-ms': { type: 'string', default: '100' }, vmms: { type: 'string', default: 'flintvm,qemu' }, 'timeout-min': { type: 'string', default: '55' },
+    'probe-ms': { type: 'string', default: '500' }, vmms: { type: 'string', default: 'flintvm,qemu' }, 'timeout-min': { type: 'string', default: '55' },
     out: { type: 'string' }, json: { type: 'boolean', default: false },
   } });
   const r = await benchSnapshot({
-    reps: Number(values.reps), clones: values.clones!, cloneReps: Number(values['clone-reps']), probeMs: Number(values['probe-ms']), vmms: values.vmms!, timeoutMin: Number(values['timeout-min']),
+    reps: Number(values.reps), clones: values.clones!, cloneReps: values['clone-reps']!, probeMs: Number(values['probe-ms']), vmms: values.vmms!, timeoutMin: Number(values['timeout-min']),
   });
   const out = values.out ?? join(findProjectDir(dirname(fileURLToPath(import.meta.url))), 'bench/results/snapshot.json');
   if (out !== '-') {
