@@ -7,7 +7,7 @@
  * (medians), computes the ratios and the issue's targets, and writes
  * bench/results/snapshot.json.
  *
- * Usage: node dist/bench/snapshot.js [--reps 5] [--clones 16,64] [--clone-reps 5|3,1] [--probe-ms 500]
+ * Usage: node dist/bench/snapshot.js [--reps 5] [--clones 16,64] [--clone-reps 5,3] [--probe-ms 500]
  *          [--vmms flintvm,qemu] [--timeout-min 55] [--out FILE|-] [--json]
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -164,7 +164,7 @@ export function formatSnapshot(r: SnapshotResult): string[] {
 
 if (isMain(import.meta.url)) {
   const { values } = parseArgs({ options: {
-    reps: { type: 'string', default: '5' }, clones: { type: 'string', default: '16,64' }, 'clone-reps': { type: 'string', default: '5' },
+    reps: { type: 'string', default: '5' }, clones: { type: 'string', default: '16,64' }, 'clone-reps': { type: 'string', default: '5,3' },
     'probe-ms': { type: 'string', default: '500' }, vmms: { type: 'string', default: 'flintvm,qemu' }, 'timeout-min': { type: 'string', default: '55' },
     out: { type: 'string' }, json: { type: 'boolean', default: false },
   } });
