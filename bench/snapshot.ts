@@ -9,8 +9,9 @@
  *
  * Usage: node dist/bench/snapshot.js [--reps 5] [--clones 16,64] [--clone-reps 5,3] [--probe-ms 500]
  *          [--vmms flintvm,qemu] [--timeout-min 55] [--out FILE|-] [--json]
+ *        node dist/bench/snapshot.js --from bench/results/snapshot.json   (recompute figures, run nothing)
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -55,6 +56,7 @@ export function snapshotFigures(i: SnapshotInnerResult): { figures: Comparison[]
     fig('snapshot of the paused VM: pause/stop + snapshot/migrate to file', 'ms', 'lower', s(f?.snapshot.ms), s(q?.snapshot.ms)),
     fig('snapshot size on disk (du)', 'MiB', 'lower', s(f?.snapshot.diskBytes, 1 / MiB), s(q?.snapshot.diskBytes, 1 / MiB)),
     fig('restore -> guest answers on console (restore call / -incoming spawn)', 'ms', 'lower', s(f?.restore.ms), s(q?.restore.ms)),
+    fig('  of which: restore call -> VM running (restore() resolved / spawn -> cont returned)', 'ms', 'lower', s(f?.restore.callMs), s(q?.restore.callMs)),
     fig('one booted VM: memory (flintvm: process growth; QEMU: process) RSS', 'MiB', 'lower', s(f?.boot.rssKiB, 1 / 1024), s(q?.boot.rssKiB, 1 / 1024)),
   ];
   const notes: string[] = [];
@@ -76,7 +78,7 @@ export function snapshotFigures(i: SnapshotInnerResult): { figures: Comparison[]
   for (const [n, side] of [['flintvm', f], ['QEMU', q]] as const) for (const e of side?.errors ?? []) notes.push(`${n}: ${e.slice(0, 600)}`);
 
   const med = (c: Summary | null | undefined) => c?.median ?? null;
-  const restoreRatio = figures[3]!.ratio;
+  const restoreRatio = figures.find((x) => x.name.startsWith('restore ->'))!.ratio;
   const bootRss = med(s(f?.boot.rssKiB, 1 / 1024));
   const biggest = f?.clones.at(-1);
   const big = biggest ? ok(biggest) : [];
@@ -148,6 +150,13 @@ export async function benchSnapshot(o: { reps: number; clones: string; cloneReps
   }
 }
 
+/** An earlier result with its figures, targets and generated notes recomputed from its raw `inner` part. */
+export function rerender(r: SnapshotResult): SnapshotResult {
+  if (!r.inner) return r;
+  const { figures, targets, notes } = snapshotFigures(r.inner);
+  return { ...r, figures, targets, notes: [...r.notes.filter((n) => !/^(flintvm|QEMU)[: ]/.test(n)), ...notes] };
+}
+
 export function formatSnapshot(r: SnapshotResult): string[] {
   const lines = ['Snapshot / restore / clones, flintvm vs QEMU 7.2 microvm (migrate to file, -incoming), INSIDE the x86_64 TCG test host; medians [min..max] (n)'];
   if (!r.inner) return [...lines, `  not measured: ${r.error}`];
@@ -166,9 +175,10 @@ if (isMain(import.meta.url)) {
   const { values } = parseArgs({ options: {
     reps: { type: 'string', default: '5' }, clones: { type: 'string', default: '16,64' }, 'clone-reps': { type: 'string', default: '5,3' },
     'probe-ms': { type: 'string', default: '500' }, vmms: { type: 'string', default: 'flintvm,qemu' }, 'timeout-min': { type: 'string', default: '55' },
-    out: { type: 'string' }, json: { type: 'boolean', default: false },
+    out: { type: 'string' }, json: { type: 'boolean', default: false }, from: { type: 'string' },
   } });
-  const r = await benchSnapshot({
+  // --from FILE: recompute the figures of an earlier result (its `inner`) without running anything.
+  const r = values.from ? rerender(JSON.parse(readFileSync(values.from, 'utf8')) as SnapshotResult) : await benchSnapshot({
     reps: Number(values.reps), clones: values.clones!, cloneReps: values['clone-reps']!, probeMs: Number(values['probe-ms']), vmms: values.vmms!, timeoutMin: Number(values['timeout-min']),
   });
   const out = values.out ?? join(findProjectDir(dirname(fileURLToPath(import.meta.url))), 'bench/results/snapshot.json');
