@@ -283,8 +283,8 @@ async function main(): Promise<void> {
     log(`rep ${rep}: flintvm boot ${f?.boot.ms.at(-1)} snapshot ${f?.snapshot.ms.at(-1)} restore ${f?.restore.ms.at(-1)}; QEMU boot ${qs?.boot.ms.at(-1)} migrate ${qs?.snapshot.ms.at(-1)} incoming ${qs?.restore.ms.at(-1)} (ms); MemAvailable ${memAvailableMiB().toFixed(0)} MiB`);
     emit();
   }
-  // Per-clone memory estimates for the fit check: flintvm from a smaller batch (first guess 48 MiB), QEMU from its booted process.
-  let fPer = 48;
+  // Per-clone memory estimates for the fit check: flintvm from the previous batch (a first guess until then), QEMU from its booted process.
+  let fPer = 24; // MiB; measured in the test host: ~14 per clone (RSS), ~62 for a booted VM
   let qPer = qs && qs.boot.rssKiB.length ? median(qs.boot.rssKiB) / 1024 : 160;
   for (const [ci, asked] of cloneCounts.entries()) {
     const fs: CloneSeries | undefined = f && fSnap ? { asked, reps: [] } : undefined;
@@ -295,7 +295,7 @@ async function main(): Promise<void> {
       if (fs && !fs.reps.some((r) => r.error)) {
         const r = await flintvmClones(c, fSnap!, asked, fPer, `f${asked}r${rep}`).catch((e: Error): CloneRep => ({ n: 0, memAvailableBeforeMiB: round(memAvailableMiB(), 0), error: e.message.slice(0, 1500) }));
         fs.reps.push(r);
-        if (!r.error && r.n > 1) fPer = Math.max(fPer, (r.rssNKiB! - r.rss1KiB!) / (r.n - 1) / 1024);
+        if (!r.error && r.n > 1) fPer = Math.max(8, (r.rssNKiB! - r.rss1KiB!) / (r.n - 1) / 1024); // measured; the guess only until then
         log(`flintvm ${r.n} clones: ${r.ms ?? r.error} ms, RSS ${r.rss1KiB} -> ${r.rssNKiB} KiB`);
       }
       if (qsr && !qsr.reps.some((r) => r.error)) {
