@@ -66,7 +66,7 @@ export function snapshotFigures(i: SnapshotInnerResult): { figures: Comparison[]
     const qr = ok(qs);
     const nf = fr[0]?.n ?? fs.asked;
     const nq = qr[0]?.n ?? qs?.asked;
-    const label = nf === nq ? `${nf}` : `${nf} (QEMU ${nq})`;
+    const label = nq === undefined || nf === nq ? `${nf}` : `${nf} (QEMU ${nq})`;
     figures.push(fig(`${label} clones at once: start -> all answer`, 'ms', 'lower', s(fr.map((r) => r.ms!)), s(qr.map((r) => r.ms!))));
     figures.push(fig(`${label} clones at once: clones/s`, 'clones/s', 'higher', s(fr.map((r) => r.n / (r.ms! / 1000))), s(qr.map((r) => r.n / (r.ms! / 1000)))));
     const per = (k: 'rss' | 'pss') => fr.filter((r) => r.n > 1).map((r) => ((k === 'rss' ? r.rssNKiB! - r.rss1KiB! : r.pssNKiB! - r.pss1KiB!) / (r.n - 1)) / 1024);
