@@ -7,9 +7,9 @@
  * - bench/results/boot.svg: the boot breakdown, flintvm vs QEMU;
  * and prints the per-bench reports and a summary table.
  *
- * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot,net,vsock,share,linux-boot-arm64] [--all] [--skip linux-boot] [--out DIR] [--merge]
+ * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot,net,vsock,share,linux-boot-arm64,snapshot] [--all] [--skip linux-boot] [--out DIR] [--merge]
  *
- * The test-host I/O benches (net, vsock, share) run only when named in --only, or with --all: each boots
+ * The test-host I/O benches (net, vsock, share) and snapshot run only when named in --only, or with --all: each boots
  * guests for many minutes inside the TCG test host (share alone takes about an hour).
  *
  * --merge keeps the other benches of the existing latest.json and replaces only the ones run now (to
@@ -32,6 +32,7 @@ import { formatNet, type NetResult } from './net.js';
 import { formatVsock, type VsockResult } from './vsock.js';
 import { formatShare, type ShareResult } from './share.js';
 import type { LinuxBootArm64Result } from './linux-boot-arm64.js';
+import { formatSnapshot, type SnapshotResult } from './snapshot.js';
 import type { Comparison } from './vmm-compare.js';
 import { bootSvg } from './svg.js';
 import { findProjectDir } from '../test/hosts/run.js';
@@ -62,6 +63,7 @@ const BENCHES = {
   vsock: { script: 'vsock.js', flags: [], args: ['--reps', '5', '--mib', '32', '--connects', '200'], timeoutMin: 20, optIn: true },
   share: { script: 'share.js', flags: [], args: ['--reps', '5', '--mib', '1024'], timeoutMin: 150, optIn: true },
   'linux-boot-arm64': { script: 'linux-boot-arm64.js', flags: [], args: ['--reps', '5'], timeoutMin: 20, optIn: true },
+  snapshot: { script: 'snapshot.js', flags: [], args: ['--reps', '5', '--clones', '16,64', '--clone-reps', '5,3'], timeoutMin: 60, optIn: true },
 } satisfies Record<string, BenchSpec>;
 type BenchName = keyof typeof BENCHES;
 
@@ -141,7 +143,7 @@ function runBench(name: BenchName, log: (s: string) => void): Promise<{ json?: u
 
 type Results = {
   exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult;
-  net?: NetResult; vsock?: VsockResult; share?: ShareResult; 'linux-boot-arm64'?: LinuxBootArm64Result;
+  net?: NetResult; vsock?: VsockResult; share?: ShareResult; 'linux-boot-arm64'?: LinuxBootArm64Result; snapshot?: SnapshotResult;
 };
 
 /** Figures of a flintvm-vs-peer comparison (vmm-compare.ts), named `prefix: <figure>`. */
@@ -252,6 +254,7 @@ function figures(r: Results): Figure[] {
     f.push(...comparisonFigures('share', 'share 9p (TCG host)', r.share.ninep, `${QEMU} virtio-9p-device`, `${TCG}; tarball ${r.share.package}`));
     f.push(...comparisonFigures('share', 'share virtio-fs (TCG host)', r.share.virtiofs, `${QEMU} virtio-9p-device`, 'flintvm virtio-fs against QEMU 9p (QEMU 7.2 has no built-in virtio-fs)'));
   }
+  if (r.snapshot) f.push(...comparisonFigures('snapshot', 'snapshot (TCG host)', r.snapshot.figures, `${QEMU} migrate to file / -incoming`, TCG));
   if (r.density) {
     for (const p of r.density.points) {
       const q = p.qemu;
@@ -377,6 +380,7 @@ async function main(): Promise<void> {
   if (typed.net) out.push(...formatNet(typed.net), '');
   if (typed.vsock) out.push(...formatVsock(typed.vsock), '');
   if (typed.share) out.push(...formatShare(typed.share), '');
+  if (typed.snapshot) out.push(...formatSnapshot(typed.snapshot), '');
   out.push(`Summary (commit ${latest.commit.slice(0, 12)}; ${machine.nproc} CPUs ${machine.model}; kernel ${machine.kernel}; KVM ${machine.kvm})`);
   out.push(`1-min load before..after each bench: ${Object.entries(runs).map(([n, r]) => `${n} ${r.load.before.loadavg[0]}..${r.load.after.loadavg[0]}`).join(', ')} (${machine.nproc} CPUs)`);
   out.push(...formatTable(figs));
