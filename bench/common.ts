@@ -190,3 +190,20 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 export function isMain(metaUrl: string): boolean {
   return metaUrl === `file://${process.argv[1]}`;
 }
+
+/**
+ * QEMU's microvm command line for the Linux benches (linux-boot, snapshot): the same machine and devices
+ * for every QEMU figure, so their peers compare.
+ */
+export function qemuMicrovmArgs(o: { vmlinux: string; initrd: string; shareDir: string; memoryMiB: number; vcpus: number; append: string }): string[] {
+  return [
+    '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-enable-kvm', '-cpu', 'host', '-m', String(o.memoryMiB), '-smp', String(o.vcpus),
+    '-serial', 'stdio',
+    '-device', 'isa-debug-exit,iobase=0x601,iosize=1',
+    '-L', o.shareDir,
+    '-kernel', o.vmlinux, '-initrd', o.initrd,
+    '-append', o.append,
+  ];
+}

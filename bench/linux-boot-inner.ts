@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { summarize, type Summary } from './stats.js';
-import { loadInfo, machineInfo, monoMs, round, runTimed, wallToMonoOffset } from './common.js';
+import { loadInfo, machineInfo, monoMs, qemuMicrovmArgs, round, runTimed, wallToMonoOffset } from './common.js';
 import { MicroVM, WorkerPool, guestCommandCmdline, type BootTimings } from '../lib/index.js';
 
 /** The one command line both VMMs get (flintvm's default, with reboot=t, which ends a VM on any VMM). */
@@ -85,16 +85,7 @@ export interface LinuxInnerResult {
 }
 
 function qemuArgs(vmlinux: string, initrd: string, shareDir: string): string[] {
-  return [
-    '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
-    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-enable-kvm', '-cpu', 'host', '-m', String(LINUX_MEMORY_MIB), '-smp', String(LINUX_VCPUS),
-    '-serial', 'stdio',
-    '-device', 'isa-debug-exit,iobase=0x601,iosize=1',
-    '-L', shareDir,
-    '-kernel', vmlinux, '-initrd', initrd,
-    '-append', `${LINUX_BENCH_CMDLINE} ${LINUX_BENCH_EXTRA}`,
-  ];
+  return qemuMicrovmArgs({ vmlinux, initrd, shareDir, memoryMiB: LINUX_MEMORY_MIB, vcpus: LINUX_VCPUS, append: `${LINUX_BENCH_CMDLINE} ${LINUX_BENCH_EXTRA}` });
 }
 
 type WarmStamps = BootTimings & { banner?: number; guestUptime?: number };

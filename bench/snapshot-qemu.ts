@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { monoMs, smapsRollupKiB } from './common.js';
+import { monoMs, qemuMicrovmArgs, smapsRollupKiB } from './common.js';
 import { ConsoleWatch, SNAP_CMDLINE, SNAP_EXTRA, SNAP_MEMORY_MIB, SNAP_VCPUS, sleep } from './snapshot-guest.js';
 
 /** Where the QEMU bundle (bench/.host-qemu) lives in the host. */
@@ -21,16 +21,7 @@ export function qemuPaths(dir: string): QemuPaths {
 
 /** The machine: the Linux-boot bench's microvm command line (bench/linux-boot-inner.ts), with the loop guest. */
 export function qemuMachineArgs(vmlinux: string, initrd: string, shareDir: string): string[] {
-  return [
-    '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
-    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-enable-kvm', '-cpu', 'host', '-m', String(SNAP_MEMORY_MIB), '-smp', String(SNAP_VCPUS),
-    '-serial', 'stdio',
-    '-device', 'isa-debug-exit,iobase=0x601,iosize=1',
-    '-L', shareDir,
-    '-kernel', vmlinux, '-initrd', initrd,
-    '-append', `${SNAP_CMDLINE} ${SNAP_EXTRA}`,
-  ];
+  return qemuMicrovmArgs({ vmlinux, initrd, shareDir, memoryMiB: SNAP_MEMORY_MIB, vcpus: SNAP_VCPUS, append: `${SNAP_CMDLINE} ${SNAP_EXTRA}` });
 }
 
 /** A running QEMU with its console watched. */
