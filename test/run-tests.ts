@@ -10,12 +10,15 @@
  * | linux-x86_64 | dist/test/linux: real Linux guests | inside the x86_64 test host |
  * | linux-arm64 | the arm64 subset of dist/test/linux, and the `*-arm64` integration tests | inside the arm64 test host |
  *
- * The unit tier runs first. Then the two test hosts run side by side (each is
- * one single-threaded TCG process, so two of them fill a 2-core machine):
- * one chain runs the integration tier and then linux-x86_64, the other runs
- * linux-arm64. Each tier boots its host once, for all of its files.
+ * The unit tier runs first. Then two lanes of test hosts run side by side
+ * (each host is one single-threaded TCG process, so two of them fill a 2-core
+ * machine): one lane starts with the integration tier, the other with
+ * linux-arm64, and then both take the linux-x86_64 files, a group at a time,
+ * longest group first, from one queue (one host boot per group). So neither
+ * lane idles while the other still has half the x86_64 files to go.
  *
- * Every line a tier prints is passed through with its tier's name in front.
+ * Every line a tier prints is passed through with its tier's name in front
+ * (and, for linux-x86_64, its group's first file).
  * At the end one line per tier says where it ran and what it counted, and the
  * last line is the total, `tests: N passed, N failed, N skipped`. A test that
  * cannot run here says so through test/helpers/kvm.ts's skipOrFail: a
@@ -58,11 +61,41 @@ export function integrationFiles(arch: 'x86_64' | 'arm64'): string[] {
 type TierName = 'unit' | 'integration' | 'linux-x86_64' | 'linux-arm64';
 const ALL_TIERS: readonly TierName[] = ['unit', 'integration', 'linux-x86_64', 'linux-arm64'];
 
+/** One run of ava (here or in one test host boot); a tier is one or more of them. */
 interface Tier {
   name: TierName;
   /** Where it runs, in words, for the summary. */
   where: string;
   cmd: string[];
+  /** The tag on its output lines, when it is one of several runs of its tier. */
+  tag?: string;
+}
+
+/**
+ * The linux-x86_64 files in groups of about equal length (roughly 4-5 minutes each in the x86_64 test host),
+ * by file name without `.test.js`. Each group is one host boot; a file in no group gets a group of its own.
+ */
+export const LINUX_X86_GROUPS: readonly (readonly string[])[] = [
+  ['lifecycle'],
+  ['share-xattr', 'share-bigfile', 'share-virtiofs', 'firecracker'],
+  ['net', 'vsock', 'virtio'],
+  ['boot'],
+  ['snapshot', 'durability'],
+  ['share-9p', 'share-tarball'],
+];
+
+/** The dist/test/linux files as {@link LINUX_X86_GROUPS} groups them, in that order, then the ungrouped ones. */
+export function linuxX86Groups(files: readonly string[]): string[][] {
+  const base = (f: string) => f.replace(/^.*\//, '').replace(/\.test\.js$/, '');
+  const groups = LINUX_X86_GROUPS.map((g) => files.filter((f) => g.includes(base(f)))).filter((g) => g.length > 0);
+  const grouped = new Set(groups.flat());
+  return [...groups, ...files.filter((f) => !grouped.has(f)).map((f) => [f])];
+}
+
+function linuxFiles(): string[] {
+  const dir = join(ROOT, 'dist', 'test', 'linux');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((f) => f.endsWith('.test.js')).sort().map((f) => `dist/test/linux/${f}`);
 }
 
 /** What one tier's ava run counted. */
@@ -96,7 +129,7 @@ export function countTier(output: string): TierCounts {
   return { passed: Math.max(0, passed - skippedBySelf), failed, skipped: skippedBySelf + avaSkipped };
 }
 
-function plan(names: readonly TierName[]): Tier[] {
+function plan(names: readonly TierName[]): Tier[][] {
   const localKvm = haveKvm() && process.arch === 'x64';
   // ava inside a host: files one at a time on its single vCPU (two at once only made each slower, and a guest that
   // boots in 3 s alone took a minute), with a per-test silence limit that fits an emulated CPU.
@@ -104,21 +137,24 @@ function plan(names: readonly TierName[]): Tier[] {
     process.execPath, HOST_CLI, '--arch', arch, '--timeout', String(timeoutSec),
     '--', 'node_modules/.bin/ava', '--timeout=20m', '--no-worker-threads', '--concurrency=1', ...files,
   ];
-  const tiers: Record<TierName, Tier> = {
+  const tiers: Record<TierName, Tier[]> = {
     // The package test packs the tarball and installs it into an empty project (README's install path).
-    unit: { name: 'unit', where: 'here', cmd: [AVA, 'dist/test/unit/**/*.test.js', 'dist/test/package/**/*.test.js'] },
-    integration: localKvm
+    unit: [{ name: 'unit', where: 'here', cmd: [AVA, 'dist/test/unit/**/*.test.js', 'dist/test/package/**/*.test.js'] }],
+    integration: [localKvm
       ? { name: 'integration', where: 'here (local /dev/kvm)', cmd: [AVA, ...integrationFiles('x86_64')] }
       : {
           name: 'integration',
           where: `inside the x86_64 test host (${process.arch !== 'x64' ? 'its tiny guests are x86 code' : 'no usable /dev/kvm here'})`,
           cmd: host('x86_64', 1800, integrationFiles('x86_64')),
-        },
-    'linux-x86_64': { name: 'linux-x86_64', where: 'inside the x86_64 test host', cmd: host('x86_64', 3600, ['dist/test/linux/**/*.test.js']) },
-    'linux-arm64': {
+        }],
+    'linux-x86_64': linuxX86Groups(linuxFiles()).map((g) => ({
+      name: 'linux-x86_64', where: 'inside the x86_64 test host', cmd: host('x86_64', 3600, g),
+      tag: `linux-x86_64:${g[0]!.replace(/^.*\//, '').replace(/\.test\.js$/, '')}`,
+    })),
+    'linux-arm64': [{
       name: 'linux-arm64', where: 'inside the arm64 test host (with the arm64 integration tests)',
       cmd: host('arm64', 3600, [...integrationFiles('arm64'), ...ARM64_LINUX_FILES]),
-    },
+    }],
   };
   return names.map((n) => tiers[n]);
 }
@@ -127,12 +163,35 @@ interface TierResult extends TierCounts {
   tier: Tier;
   code: number;
   seconds: number;
+  /** How many runs (host boots) the figures add up. */
+  runs: number;
+  /** How many of those runs printed no test at all (a host that did not come up). */
+  emptyRuns: number;
+}
+
+/** One result per tier: the counts and seconds of its runs added up, the worst exit status. */
+function mergeRuns(runs: readonly TierResult[]): TierResult[] {
+  const byTier = new Map<TierName, TierResult>();
+  for (const r of runs) {
+    const m = byTier.get(r.tier.name);
+    if (!m) byTier.set(r.tier.name, { ...r });
+    else {
+      m.passed += r.passed;
+      m.failed += r.failed;
+      m.skipped += r.skipped;
+      m.seconds += r.seconds;
+      m.runs += r.runs;
+      m.emptyRuns += r.emptyRuns;
+      if (m.code === 0) m.code = r.code;
+    }
+  }
+  return [...byTier.values()];
 }
 
 /** Runs one tier, passing each line through with the tier's name in front. */
 function runTier(tier: Tier): Promise<TierResult> {
   const t0 = Date.now();
-  const tag = `[${tier.name}]`;
+  const tag = `[${tier.tag ?? tier.name}]`;
   process.stdout.write(`${tag} running ${tier.where}\n`);
   return new Promise((resolve) => {
     const child = spawn(tier.cmd[0]!, tier.cmd.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -159,7 +218,7 @@ function runTier(tier: Tier): Promise<TierResult> {
     pass(child.stderr!);
     child.on('close', (code, signal) => {
       const counts = countTier(all);
-      resolve({ tier, code: code ?? (signal ? 128 : 1), seconds: Math.round((Date.now() - t0) / 1000), ...counts });
+      resolve({ tier, code: code ?? (signal ? 128 : 1), seconds: Math.round((Date.now() - t0) / 1000), runs: 1, emptyRuns: counts.passed + counts.skipped > 0 ? 0 : 1, ...counts });
     });
   });
 }
@@ -187,19 +246,19 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const tiers = plan(names);
-  const results: TierResult[] = [];
-  const byName = (n: TierName) => tiers.find((t) => t.name === n);
-  const chain = async (list: (Tier | undefined)[]) => {
-    for (const t of list) if (t) results.push(await runTier(t));
+  const runs: TierResult[] = [];
+  const byName = (n: TierName) => tiers.find((t) => t[0]?.name === n) ?? [];
+  const lane = async (first: Tier[], queue: Tier[]) => {
+    for (const t of first) runs.push(await runTier(t));
+    for (let t = queue.shift(); t; t = queue.shift()) runs.push(await runTier(t));
   };
-  // The unit tier alone first: it uses both cores. Then the two test hosts side by side.
-  await chain([byName('unit')]);
-  const localIntegration = byName('integration')?.where.startsWith('here');
-  if (localIntegration) await chain([byName('integration')]);
-  await Promise.all([
-    chain([localIntegration ? undefined : byName('integration'), byName('linux-x86_64')]),
-    chain([byName('linux-arm64')]),
-  ]);
+  // The unit tier alone first: it uses both cores. Then two lanes of test hosts side by side.
+  await lane(byName('unit'), []);
+  const localIntegration = byName('integration')[0]?.where.startsWith('here');
+  if (localIntegration) await lane(byName('integration'), []);
+  const x86Queue = [...byName('linux-x86_64')];
+  await Promise.all([lane(localIntegration ? [] : byName('integration'), x86Queue), lane(byName('linux-arm64'), x86Queue)]);
+  const results = mergeRuns(runs);
 
   const ci = inCi();
   const total: TierCounts = { passed: 0, failed: 0, skipped: 0 };
@@ -210,11 +269,11 @@ async function main(argv: string[]): Promise<number> {
     total.failed += r.failed;
     total.skipped += r.skipped;
     // A tier whose runner failed without a failed test (a host that did not come up, a time-out) still fails.
-    const tierOk = r.code === 0 && r.failed === 0 && !(ci && r.skipped > 0) && r.passed + r.skipped > 0;
+    const tierOk = r.code === 0 && r.failed === 0 && !(ci && r.skipped > 0) && r.emptyRuns === 0;
     if (!tierOk) ok = false;
     process.stdout.write(
       `[test] ${r.tier.name}: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped; ran ${r.tier.where}; ` +
-        `${r.seconds} s${r.code !== 0 ? `; exit status ${r.code}` : ''}${tierOk ? '' : ' -- FAILED'}\n`,
+        `${r.seconds} s${r.runs > 1 ? ` in ${r.runs} host boots` : ''}${r.code !== 0 ? `; exit status ${r.code}` : ''}${tierOk ? '' : ' -- FAILED'}\n`,
     );
   }
   if (total.skipped > 0) {

@@ -1,5 +1,7 @@
 import test from 'ava';
-import { countTier } from '../../run-tests.js';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { LINUX_X86_GROUPS, countTier, linuxX86Groups } from '../../run-tests.js';
 
 test('countTier: ava closing lines, with tier prefixes and [skip] lines moved from passed to skipped', (t) => {
   const out = [
@@ -27,4 +29,21 @@ test('countTier: with failures ava prints no passed total, so the ✔ lines coun
 
 test('countTier: a test whose title mentions "tests passed" is not a summary line', (t) => {
   t.deepEqual(countTier('  ✔ unit › 3 tests passed yesterday\n  2 tests passed\n'), { passed: 2, failed: 0, skipped: 0 });
+});
+
+test('linuxX86Groups: the named groups first, in order, then each ungrouped file alone; missing files drop out', (t) => {
+  const files = ['dist/test/linux/boot.test.js', 'dist/test/linux/new-thing.test.js', 'dist/test/linux/snapshot.test.js', 'dist/test/linux/lifecycle.test.js'];
+  t.deepEqual(linuxX86Groups(files), [
+    ['dist/test/linux/lifecycle.test.js'],
+    ['dist/test/linux/boot.test.js'],
+    ['dist/test/linux/snapshot.test.js'],
+    ['dist/test/linux/new-thing.test.js'],
+  ]);
+});
+
+test('LINUX_X86_GROUPS names only test files that exist, each once', (t) => {
+  const names = LINUX_X86_GROUPS.flat();
+  t.is(new Set(names).size, names.length, 'a file in two groups would run twice');
+  const dir = fileURLToPath(new URL('../../../../test/linux/', import.meta.url));
+  for (const n of names) t.true(existsSync(`${dir}${n}.test.ts`), `test/linux/${n}.test.ts exists`);
 });
