@@ -5,6 +5,7 @@ import type { Vcpu } from './kvm/vcpu.js';
 import { mapGuestMemory, saveGuestMemory, type HostGuestMemory, type MemorySource, type SavedMemoryStats } from './memory/host-memory.js';
 import type { GuestMemory } from './memory/guest-memory.js';
 import { VcpuHandle } from './vcpu/handle.js';
+import { IrqLines } from './interrupt/line.js';
 import type { WorkerPool } from './worker-pool.js';
 import type { DeviceEvent, DeviceSpec, ExitInfo } from './vcpu/protocol.js';
 import { StateError } from './errors.js';
@@ -69,16 +70,21 @@ export class Machine extends EventEmitter<MachineEvents> {
   private releasing: Promise<void> | null = null;
   private failureValue: Error | null = null;
 
+  /** Pulses the VM's interrupt lines from the main thread, in step with the vCPU workers (see lib/interrupt/line.ts). */
+  readonly irqLines: IrqLines;
+
   private constructor(
     /** The /dev/kvm handle this machine owns (closed on release). */
     readonly kvm: Kvm,
     readonly vm: Vm,
+    irqLock: SharedArrayBuffer,
     private readonly hostMemory: HostGuestMemory,
     private readonly handles: VcpuHandle[],
     private readonly service: MachineService | null,
     private readonly cleanup: (() => void) | undefined,
   ) {
     super();
+    this.irqLines = new IrqLines(vm, irqLock);
     this.exitPromise = new Promise((r) => { this.resolveExit = r; });
     for (const h of handles) {
       h.on('exit', (e) => this.onVcpuExit(e));
@@ -123,6 +129,7 @@ export class Machine extends EventEmitter<MachineEvents> {
     let mem: HostGuestMemory | null = null;
     const handles: VcpuHandle[] = [];
     let service: MachineService | null = null;
+    const irqLock = IrqLines.createLock();
     // A service may die before the Machine exists to hear it: keep the first error until then.
     let machine: Machine | null = null;
     let earlyFailure: Error | null = null;
@@ -139,10 +146,10 @@ export class Machine extends EventEmitter<MachineEvents> {
       for (let i = 0; i < spec.vcpus; i++) vcpus.push(vm.createVcpu(i));
       spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
       for (const v of vcpus) handles.push(new VcpuHandle(v));
-      const common = { vmFd: vm.fd, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule };
+      const common = { vmFd: vm.fd, irqLock, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule };
       await Promise.all(handles.map((h) => h.spawn(common, spec.workerPool)));
       if (spec.startServices) service = await spec.startServices({ vm, memory: mem.memory, fail });
-      machine = new Machine(kvm, vm, mem, handles, service, spec.cleanup);
+      machine = new Machine(kvm, vm, irqLock, mem, handles, service, spec.cleanup);
       if (earlyFailure) machine.serviceFailed(earlyFailure);
       return machine;
     } catch (e) {

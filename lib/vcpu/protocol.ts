@@ -39,6 +39,8 @@ export interface VcpuWorkerData {
   readonly runAddr: bigint;
   readonly runSize: number;
   readonly control: SharedArrayBuffer;
+  /** The VM's lock for KVM_IRQ_LINE pulses (see lib/interrupt/line.ts), shared by every thread that pulses its lines. */
+  readonly irqLock: SharedArrayBuffer;
   readonly memory: readonly RegionDescriptor[];
   readonly devices: readonly DeviceSpec[];
   /** URL of a module exporting `createBusDevice(params, ctx): BusDevice` (see {@link DeviceFactory}). */

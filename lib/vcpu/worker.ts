@@ -24,6 +24,7 @@ import {
   type DeviceContext, type DeviceFactory, type ExitInfo, type ExitReason, type VcpuMessage, type VcpuWorkerData,
 } from './protocol.js';
 import type { Trigger } from '../interrupt/trigger.js';
+import { IrqLines } from '../interrupt/line.js';
 import { EAGAIN, EINTR } from '../sys.js';
 import { IS_ARM64 } from '../sys.js';
 
@@ -35,6 +36,7 @@ const control = new Int32Array(data.control);
 async function main(): Promise<void> {
   installKickHandler();
   const vm = Vm.attach(data.vmFd);
+  const lines = new IrqLines(vm, data.irqLock);
   const vcpu = Vcpu.attach(data.vcpuFd, data.vcpuId, data.runAddr, data.runSize);
   const memory = attachGuestMemory(data.memory);
   const pio = new Bus('pio');
@@ -45,7 +47,7 @@ async function main(): Promise<void> {
     vcpuId: data.vcpuId,
     memory,
     irqLine(gsi: number): Trigger {
-      return { trigger: () => { vm.irqLine(gsi, 1); vm.irqLine(gsi, 0); } };
+      return lines.trigger(gsi);
     },
     emit(event) {
       post({ type: 'device-event', event });

@@ -234,14 +234,13 @@ async function buildWith(
   hooks.timings.workersReady = hooks.now();
 
   // The main thread's own instance over the UART's shared state, for console input.
-  const vmForIrq = machine.vm;
+  const lines = machine.irqLines;
   const inputSerial = new Serial8250(serialState, {
     trigger: {
       trigger: () => {
         // Input can race with the VM's exit; a closed VM fd just means nobody is listening.
         try {
-          vmForIrq.irqLine(plan.consoleIrqLine, 1);
-          vmForIrq.irqLine(plan.consoleIrqLine, 0);
+          lines.pulse(plan.consoleIrqLine);
         } catch (e) {
           debug('console input interrupt dropped: %s', (e as Error).message);
         }
