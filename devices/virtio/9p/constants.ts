@@ -155,6 +155,13 @@ export const P9_XATTR_CREATE = 1;
 export const P9_XATTR_REPLACE = 2;
 /** Largest xattr value a guest may write (XATTR_SIZE_MAX). */
 export const P9_XATTR_SIZE_MAX = 65536;
+/**
+ * Most bytes of xattr data the fids of one session hold at once (Txattrwalk
+ * results not yet clunked, Txattrcreate values being written); past it
+ * Txattrwalk and Txattrcreate fail with ENOMEM. Without it, P9_MAX_FIDS fids
+ * of P9_XATTR_SIZE_MAX bytes each could pin 4 GiB of host memory.
+ */
+export const P9_MAX_XATTR_BYTES = 16 * 1024 * 1024;
 
 // The Linux errno values the server itself chooses (the rest come from the host).
 export const EPERM = 1;

@@ -14,7 +14,7 @@
  *   (and answers ESTALE for a Txattrcreate whose value was lost: `pendingXattr`).
  */
 import type { HostDir, Node, OpenFile } from '../backends/hostdir/index.js';
-import { P9_MAX_FIDS } from './constants.js';
+import { P9_MAX_FIDS, P9_MAX_XATTR_BYTES } from './constants.js';
 
 /** The uid a fid acts for (Tattach's n_uname), or null when the attach gave none. */
 export type FidUid = number | null;
@@ -30,11 +30,23 @@ export type LiveFid = Exclude<Fid, { kind: 'stale' }>;
 
 export class FidTable {
   private readonly fids = new Map<number, Fid>();
+  private heldXattrBytes = 0;
 
-  constructor(private readonly fs: HostDir, readonly max = P9_MAX_FIDS) {}
+  /** @param maxXattrBytes most bytes of xattr data the fids may hold together (see xattrFits). */
+  constructor(private readonly fs: HostDir, readonly max = P9_MAX_FIDS, readonly maxXattrBytes = P9_MAX_XATTR_BYTES) {}
 
   get size(): number {
     return this.fids.size;
+  }
+
+  /** Bytes of xattr data (read results and values being written) the fids hold now. */
+  get xattrBytes(): number {
+    return this.heldXattrBytes;
+  }
+
+  /** True when `bytes` more of xattr data stay within maxXattrBytes. */
+  xattrFits(bytes: number): boolean {
+    return this.heldXattrBytes + bytes <= this.maxXattrBytes;
   }
 
   get(fid: number): Fid | undefined {
@@ -52,7 +64,10 @@ export class FidTable {
 
   /** Binds `fid` (the caller checked it is free and the table not full), taking over the state's references. */
   set(fid: number, state: Fid): void {
+    const old = this.fids.get(fid);
+    if (old) this.heldXattrBytes -= xattrBytesOf(old);
     this.fids.set(fid, state);
+    this.heldXattrBytes += xattrBytesOf(state);
   }
 
   /** Every bound fid and its state, in binding order (snapshot.ts). */
@@ -63,7 +78,10 @@ export class FidTable {
   /** Unbinds `fid` and returns its state (the caller now owns its references). */
   take(fid: number): Fid | undefined {
     const s = this.fids.get(fid);
-    if (s) this.fids.delete(fid);
+    if (s) {
+      this.fids.delete(fid);
+      this.heldXattrBytes -= xattrBytesOf(s);
+    }
     return s;
   }
 
@@ -81,5 +99,11 @@ export class FidTable {
   clear(): void {
     for (const s of this.fids.values()) this.dispose(s);
     this.fids.clear();
+    this.heldXattrBytes = 0;
   }
+}
+
+/** The xattr bytes a fid state holds. */
+function xattrBytesOf(s: Fid): number {
+  return s.kind === 'xattr-read' ? s.data.length : s.kind === 'xattr-write' ? s.value.length : 0;
 }

@@ -89,7 +89,8 @@ function unlinkat(s: P9Server, r: MessageReader): number {
 /**
  * Txattrwalk: fid[4] newfid[4] name[s] -> Rxattrwalk: size[8]. Fetches xattr `name`
  * of fid's file (or, for an empty name, the NUL-separated list of names) into
- * newfid, which the guest then reads with Tread and clunks.
+ * newfid, which the guest then reads with Tread and clunks. ENOMEM when the
+ * session's xattr fids already hold P9_MAX_XATTR_BYTES.
  */
 function xattrwalk(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
   const { fid, newfid, name } = W.txattrwalk(r);
@@ -97,6 +98,7 @@ function xattrwalk(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyCont
   s.newFid(newfid);
   s.needRoom(ctx, P.P9_HEADER_SIZE + 8);
   const data = name.length === 0 ? s.fs.listxattr(src.node) : s.fs.getxattr(src.node, name);
+  s.xattrRoom(data.length);
   s.fids.set(newfid, { kind: 'xattr-read', data, uid: src.uid });
   w.u64(BigInt(data.length));
   return P.P9_RXATTRWALK;
@@ -105,7 +107,8 @@ function xattrwalk(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyCont
 /**
  * Txattrcreate: fid[4] name[s] attr_size[8] flags[4] -> Rxattrcreate. Turns fid into
  * an xattr-write fid of attr_size bytes (at most 64 KiB); the guest fills it with
- * Twrite and the value is set when the fid is clunked. Policy checks happen here.
+ * Twrite and the value is set when the fid is clunked. Policy checks happen here,
+ * and the session's xattr budget (ENOMEM past P9_MAX_XATTR_BYTES).
  */
 function xattrcreate(s: P9Server, r: MessageReader): number {
   const { fid, name, size, flags } = W.txattrcreate(r);
@@ -113,6 +116,7 @@ function xattrcreate(s: P9Server, r: MessageReader): number {
   if ((flags & ~(P.P9_XATTR_CREATE | P.P9_XATTR_REPLACE)) !== 0) s.fail(P.EINVAL, `Txattrcreate flags ${flags}`);
   if (size > BigInt(P.P9_XATTR_SIZE_MAX)) s.fail(P.E2BIG, `xattr of ${size} bytes`);
   s.fs.checkSetxattr(state.node, name);
+  s.xattrRoom(Number(size));
   // The fid keeps its node reference, now held by the xattr-write state.
   s.fids.set(fid, { kind: 'xattr-write', node: state.node, name, flags, value: new Uint8Array(Number(size)), covered: 0, uid: state.uid });
   return P.P9_RXATTRCREATE;

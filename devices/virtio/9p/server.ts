@@ -14,6 +14,7 @@ import { FsError } from '../backends/hostdir/errors.js';
 import type { HostDir, Node, OpenFile, Owner } from '../backends/hostdir/index.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { log } from '../../../lib/log.js';
+import { RateLimitedLog } from '../../../lib/rate-log.js';
 import type { Segment } from '../queue/types.js';
 import * as P from './constants.js';
 import { FidTable, type FidUid, type LiveFid } from './fids.js';
@@ -58,9 +59,11 @@ export class P9Server {
   readonly fids: FidTable;
   readonly stats: P9Stats = { requests: 0, errors: 0 };
   private readonly ops = new Map<number, Op>();
+  private readonly limitLog = new RateLimitedLog(debug, 'limit');
 
-  constructor(readonly fs: HostDir, maxFids = P.P9_MAX_FIDS) {
-    this.fids = new FidTable(fs, maxFids);
+  /** `maxFids` and `maxXattrBytes` bound the session's fid table (defaults P9_MAX_FIDS, P9_MAX_XATTR_BYTES; tests lower them). */
+  constructor(readonly fs: HostDir, maxFids = P.P9_MAX_FIDS, maxXattrBytes = P.P9_MAX_XATTR_BYTES) {
+    this.fids = new FidTable(fs, maxFids, maxXattrBytes);
     this.ops.set(P.P9_TATTACH, (s, r, w) => s.attach(r, w));
     this.ops.set(P.P9_TFLUSH, (_s, r) => (W.tflush(r), P.P9_RFLUSH));
     this.ops.set(P.P9_TWALK, (s, r, w, ctx) => s.walk(r, w, ctx));
@@ -154,6 +157,13 @@ export class P9Server {
   newFid(fid: number): void {
     if (fid === P.P9_NOFID || this.fids.has(fid)) this.fail(P.EINVAL, `fid ${fid} is already in use`);
     if (this.fids.full) this.fail(P.EMFILE, `${this.fids.size} fids in use`);
+  }
+
+  /** ENOMEM unless `bytes` more of xattr data fit the session's budget (FidTable.maxXattrBytes). */
+  xattrRoom(bytes: number): void {
+    if (this.fids.xattrFits(bytes)) return;
+    this.limitLog.note('xattr data: %d bytes held, %d more would pass the %d-byte limit; ENOMEM', this.fids.xattrBytes, bytes, this.fids.maxXattrBytes);
+    this.fail(P.ENOMEM, `xattr data: ${this.fids.xattrBytes} of ${this.fids.maxXattrBytes} bytes held`);
   }
 
   /** The owner a create by `uid` with group `gid` asks for (none when the attach named no uid). */
