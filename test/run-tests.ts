@@ -42,7 +42,7 @@ const HOST_CLI = join(ROOT, 'dist', 'test', 'hosts', 'cli.js');
 /** The Linux test files that run in the arm64 test host (the others need x86-only guest tools or set-up). */
 export const ARM64_LINUX_FILES = [
   'dist/test/linux/boot.test.js', 'dist/test/linux/virtio.test.js', 'dist/test/linux/net.test.js', 'dist/test/linux/vsock.test.js',
-  'dist/test/linux/snapshot.test.js',
+  'dist/test/linux/snapshot.test.js', 'dist/test/linux/share-9p.test.js', 'dist/test/linux/share-virtiofs.test.js',
 ];
 
 /**
