@@ -23,10 +23,12 @@ export const CTL_SHUTDOWN = 1 << 3;
 export const CTL_CREDIT_UPDATE = 1 << 4;
 export const CTL_CREDIT_REQUEST = 1 << 5;
 
-/** A piece of guest data (or our OK line) on its way to the socket. */
+/** A piece of guest data (or our OK line) on its way to the socket: the bytes [off, end) of `data`. */
 interface Chunk {
   readonly data: Uint8Array;
   off: number;
+  /** End of the bytes queued; data.length - end is room to pack more into (the last chunk only). */
+  end: number;
   /** Guest payload (counts towards fwd_cnt), as opposed to our own OK line. */
   readonly counted: boolean;
 }
@@ -146,12 +148,40 @@ export class VsockConnection {
     this.fwdCnt = u32(this.fwdCnt + n);
   }
 
-  /** Queues bytes for the socket (a copy the caller made; `counted`: guest payload, which counts towards fwd_cnt). */
+  /**
+   * Queues bytes for the socket (a copy the caller made, which may be kept;
+   * `counted`: guest payload, which counts towards fwd_cnt). Small pieces are
+   * packed: they fill the room left in the last chunk, and a new chunk is at
+   * least VSOCK_PENDING_CHUNK_BYTES, so every chunk but the last holds at
+   * least that much.
+   */
   queue(data: Uint8Array, counted: boolean): void {
     if (data.length === 0) return;
-    this.chunks.push({ data, off: 0, counted });
     this.pendingBytes += data.length;
     if (counted) this.pendingGuestBytes += data.length;
+    let rest = data;
+    const last = this.chunks[this.chunks.length - 1];
+    if (last && last.counted === counted && last.end < last.data.length) {
+      const n = Math.min(last.data.length - last.end, rest.length);
+      last.data.set(rest.subarray(0, n), last.end);
+      last.end += n;
+      rest = rest.subarray(n);
+      if (rest.length === 0) return;
+    }
+    if (rest.length >= V.VSOCK_PENDING_CHUNK_BYTES) {
+      // Kept as is, unless its head went into the last chunk: then copied, so no dead bytes stay allocated.
+      const own = rest.length === data.length ? rest : rest.slice();
+      this.chunks.push({ data: own, off: 0, end: own.length, counted });
+      return;
+    }
+    const packed = new Uint8Array(V.VSOCK_PENDING_CHUNK_BYTES);
+    packed.set(rest);
+    this.chunks.push({ data: packed, off: 0, end: rest.length, counted });
+  }
+
+  /** Chunks waiting for the socket: at most VSOCK_CONN_BUF_ALLOC / VSOCK_PENDING_CHUNK_BYTES + 3 (tests, diagnostics). */
+  get pendingChunks(): number {
+    return this.chunks.length;
   }
 
   get hasPending(): boolean {
@@ -161,7 +191,7 @@ export class VsockConnection {
   /** The next bytes for the socket (a view; empty when nothing is pending). */
   nextPending(): Uint8Array {
     const c = this.chunks[0];
-    return c ? c.data.subarray(c.off) : new Uint8Array(0);
+    return c ? c.data.subarray(c.off, c.end) : new Uint8Array(0);
   }
 
   /** `n` bytes of nextPending() reached the socket. */
@@ -174,7 +204,7 @@ export class VsockConnection {
       this.pendingGuestBytes -= n;
       this.forwarded(n);
     }
-    if (c.off >= c.data.length) this.chunks.shift();
+    if (c.off >= c.end) this.chunks.shift();
   }
 
   /** Drops everything pending (the connection is being reset). */

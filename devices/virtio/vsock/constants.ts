@@ -79,6 +79,14 @@ export const VSOCK_CONN_BUF_ALLOC = 256 * 1024;
  * fwd_cnt it saw) falls under this, and we have consumed more since.
  */
 export const VSOCK_CREDIT_UPDATE_THRESHOLD = VSOCK_CONN_BUF_ALLOC / 2;
+/**
+ * Guest data waiting for a socket is packed into chunks of at least this many
+ * bytes, so a guest that sends one-byte packets cannot make the host keep one
+ * small buffer (and its bookkeeping) per byte: a connection holds at most
+ * VSOCK_CONN_BUF_ALLOC / VSOCK_PENDING_CHUNK_BYTES + 3 chunks (the first
+ * partly sent, the last partly filled, and our OK line).
+ */
+export const VSOCK_PENDING_CHUNK_BYTES = 4096;
 /** Connections at once (each holds a host fd and up to VSOCK_CONN_BUF_ALLOC of memory); more are refused with RST. */
 export const VSOCK_MAX_CONNECTIONS = 1023;
 /** Host clients that connected to udsPath and have not finished their CONNECT line; more are closed at once. */
