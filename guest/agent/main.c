@@ -418,6 +418,8 @@ static void ensure_std_fds(void)
 	}
 }
 
+static int listen_errno;
+
 static int listen_on(const char *unix_path, unsigned port)
 {
 	int fd;
@@ -435,7 +437,11 @@ static int listen_on(const char *unix_path, unsigned port)
 	}
 	return fd;
 fail:
-	agent_log("listen on %s%s%u: %s", unix_path ? unix_path : "vsock port ", unix_path ? "" : "", unix_path ? 0u : port, strerror(errno));
+	if (errno == listen_errno) goto out; /* said once; the caller retries each second */
+	listen_errno = errno;
+	if (unix_path) agent_log("listen on %s: %s", unix_path, strerror(errno));
+	else agent_log("listen on vsock port %u: %s", port, strerror(errno));
+out:
 	if (fd >= 0) close(fd);
 	return -1;
 }
@@ -465,7 +471,8 @@ int main(int argc, char **argv)
 
 	int lfd;
 	while ((lfd = listen_on(unix_path, port)) < 0) sleep(1);
-	agent_log("listening on %s %u", unix_path ? unix_path : "vsock port", unix_path ? 0u : port);
+	if (unix_path) agent_log("listening on %s", unix_path);
+	else agent_log("listening on vsock port %u", port);
 
 	static struct pollfd pfds[2 + MAX_CONNS + 3 * MAX_PROCS];
 	static struct { enum kind kind; int idx; } what[2 + MAX_CONNS + 3 * MAX_PROCS];

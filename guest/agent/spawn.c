@@ -81,7 +81,6 @@ static int spec_parse(struct spec *s, const uint8_t *body, size_t len, char *err
 		if (tag == FIELD_ENV) nenv++;
 		off += FIELD_HEADER_SIZE + flen;
 	}
-	if (nargs == 0) { snprintf(err, n, "no ARG field: args must name the program"); return -1; }
 	if (nargs > MAX_ARGS) { snprintf(err, n, "%zu ARG fields, at most %d", nargs, MAX_ARGS); return -1; }
 	if (nenv > MAX_ENV) { snprintf(err, n, "%zu ENV fields, at most %d", nenv, MAX_ENV); return -1; }
 	s->argv = calloc(nargs + 1, sizeof(char *));
@@ -158,6 +157,7 @@ static int spec_parse(struct spec *s, const uint8_t *body, size_t len, char *err
 			return -1;
 		}
 	}
+	if (s->argc == 0) { snprintf(err, n, "no ARG field: args must name the program"); return -1; }
 	return 0;
 }
 
