@@ -11,7 +11,7 @@ import { constants as osConstants } from 'node:os';
 import { Readable, Writable } from 'node:stream';
 import { log } from '../log.js';
 import {
-  AGENT_PROTOCOL_VERSION, AGENT_VSOCK_PORT, FrameDecoder, MsgType, STDIO_CHUNK, decodeError, decodeExit, decodeHello,
+  AGENT_PROTOCOL_VERSION, AGENT_VSOCK_PORT, AgentErrorCode, FrameDecoder, MsgType, STDIO_CHUNK, decodeError, decodeExit, decodeHello,
   decodeStarted, encodeFrame, encodeSignal, encodeStartSpec, encodeWindowSize,
   type AgentErrorReply, type ExitStatus, type Frame, type ProcessSpec,
 } from './protocol.js';
@@ -334,6 +334,10 @@ export class AgentClient extends EventEmitter {
           this.pending.delete(f.id);
           p.reject(new AgentError(`agent: ${reply.message}`, reply));
           return;
+        }
+        if (reply.code === AgentErrorCode.NO_SUCH_PROCESS && f.id < this.nextId && !proc && f.id !== 0) {
+          // STDIN, STDIN_CLOSE or a signal that crossed the process's EXIT on the wire: not an error of the caller's.
+          return void debug('late request for exited process %d: %s', f.id, reply.message);
         }
         debug('agent error for id %d: %s', f.id, reply.message);
         if (proc) proc.emit('agent-error', reply);

@@ -104,8 +104,13 @@ inVm('agent in a VM: a 16 MiB stdout stream arrives byte-exact', async (t, c) =>
 inVm('agent in a VM: two processes at once', (t, c) => s.twoAtOnce(t, c));
 inVm('agent in a VM: bad requests get an ERROR, the agent keeps serving', (t, c) => s.badRequests(t, c));
 inVm('agent in a VM: an oversized frame ends only its connection', async (t, c, e) => {
-  await s.oversizedFrame(t, c, () => AgentClient.connect({ udsPath: e.udsPath, timeoutMs: 30_000 }));
-  e.client = await AgentClient.connect({ udsPath: e.udsPath, timeoutMs: 30_000 });
+  try {
+    await s.oversizedFrame(t, c, () => AgentClient.connect({ udsPath: e.udsPath, timeoutMs: 30_000 }));
+  } finally {
+    // The old connection is gone either way: the later tests get a new one.
+    c.close();
+    e.client = await AgentClient.connect({ udsPath: e.udsPath, timeoutMs: 30_000 });
+  }
 });
 inVm('agent in a VM: a terminal, its size and a resize', (t, c) => s.terminal(t, c));
 inVm('agent in a VM: the hostname', async (t, c) => {

@@ -125,32 +125,34 @@ export async function twoAtOnce(t: ExecutionContext, client: AgentClient): Promi
 
 /** Bad requests get an ERROR naming the problem, and the agent keeps serving the same connection. */
 export async function badRequests(t: ExecutionContext, client: AgentClient): Promise<void> {
+  // Ids far above the client's own (it counts from 1), so none names a process of this test.
+  const ID = 1_000_000_000;
   let e = nextAgentError(client);
-  client.send(0x7f, 9);
+  client.send(0x7f, ID + 9);
   let got = await e;
   t.is(got.reply.code, AgentErrorCode.BAD_FRAME);
-  t.is(got.id, 9);
+  t.is(got.id, ID + 9);
   t.regex(got.reply.message, /unknown message type 0x7f/);
 
   e = nextAgentError(client);
-  client.send(MsgType.START, 10, Buffer.from([200, 0, 0, 0, 0]));
+  client.send(MsgType.START, ID + 10, Buffer.from([200, 0, 0, 0, 0]));
   got = await e;
   t.is(got.reply.code, AgentErrorCode.BAD_SPEC);
   t.regex(got.reply.message, /unknown field tag 200/);
 
   e = nextAgentError(client);
-  client.send(MsgType.START, 11, Buffer.from([1, 0xff, 0xff, 0, 0, 0x41]));
+  client.send(MsgType.START, ID + 11, Buffer.from([1, 0xff, 0xff, 0, 0, 0x41]));
   got = await e;
   t.is(got.reply.code, AgentErrorCode.BAD_SPEC);
   t.regex(got.reply.message, /runs past the body/);
 
   e = nextAgentError(client);
-  client.send(MsgType.SIGNAL, 12, Buffer.from([15, 0, 0, 0]));
+  client.send(MsgType.SIGNAL, ID + 12, Buffer.from([15, 0, 0, 0]));
   got = await e;
   t.is(got.reply.code, AgentErrorCode.NO_SUCH_PROCESS);
 
   e = nextAgentError(client);
-  client.sendRaw(encodeFrame(MsgType.SIGNAL, 13, Buffer.alloc(2)));
+  client.sendRaw(encodeFrame(MsgType.SIGNAL, ID + 13, Buffer.alloc(2)));
   got = await e;
   t.is(got.reply.code, AgentErrorCode.NO_SUCH_PROCESS, 'an unknown id is reported before the body length');
 
