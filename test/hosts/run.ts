@@ -520,6 +520,14 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
   for (const t of extraTrees) {
     if (!fs.existsSync(t.src)) throw new Error(`${scriptName} printed ${JSON.stringify(imageDir)}, which has no ${path.relative(imageDir, t.src)}`);
   }
+  // A guest agent build (bash guest/agent/build.sh), carried in as /work/agent when $FLINTVM_AGENT_DIR names one.
+  const agentDir = process.env.FLINTVM_AGENT_DIR;
+  if (agentDir) {
+    if (!fs.statSync(agentDir, { throwIfNoEntry: false })?.isDirectory()) {
+      throw new Error(`FLINTVM_AGENT_DIR=${agentDir} is not a directory: set it to the last line \`bash guest/agent/build.sh\` prints`);
+    }
+    extraTrees.push({ src: path.resolve(agentDir), dest: 'work/agent' });
+  }
   const qemu = findOnPath(cfg.qemu);
   if (!qemu) {
     throw new Error(`${cfg.qemu} not found on PATH: install the Debian package ${cfg.qemuPackage} (apt-get install ${cfg.qemuPackage})`);
@@ -535,6 +543,7 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
   env.FLINTVM_IN_TEST_HOST = '1';
   env.HOME = '/root';
   if (guestDir) env.FLINTVM_GUEST_DIR = '/work/guest';
+  if (agentDir) env.FLINTVM_AGENT_DIR = '/work/agent';
   if (opts.verbose) env.FLINTVM_HOST_VERBOSE = '1';
   Object.assign(env, opts.env ?? {});
 
