@@ -29,6 +29,7 @@ PKGS=(
   busybox-static e2fsprogs                                         # guest initramfs, ext4 images
   qemu-system-x86 qemu-system-arm                                  # the real-KVM test hosts (and the QEMU peer)
   device-tree-compiler                                             # dtc: the arm64 FDT unit tests
+  musl-tools                                                       # the static guest agent (guest/agent)
 )
 
 missing=()
@@ -84,4 +85,8 @@ say "guest images: x86_64 (cached in ${FLINTVM_CACHE:-~/.cache/flintvm}; about 7
 bash guest/build.sh >/dev/null
 say "guest images: arm64 (about 6 minutes when it has to build)"
 bash guest/build.sh --arch arm64 >/dev/null
+if [ "$(uname -m)" = x86_64 ]; then
+  say "guest agent (guest/agent, a few seconds when it has to build)"
+  bash guest/agent/build.sh >/dev/null
+fi
 say "ready"
