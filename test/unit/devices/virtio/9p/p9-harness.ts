@@ -4,53 +4,34 @@
  * driver-side test double (VirtqDriver), with a small 9P2000.L client that
  * encodes T-messages and decodes R-messages the way Linux does.
  *
- * Every harness has `share` (the shared directory) and `outside` (a sibling
- * directory the guest must never reach), both under one temp dir.
+ * The share, the guest memory and the chain plumbing come from
+ * ../share-harness.ts (ShareHarness); this file is the 9P part.
  */
-import { lstatSync, mkdtempSync, readdirSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
 import * as C from '../../../../../devices/virtio/constants.js';
-import type { ActivationContext, FdWatcher } from '../../../../../devices/virtio/device.js';
-import { HostDir } from '../../../../../devices/virtio/backends/hostdir/index.js';
+import type { ActivationContext } from '../../../../../devices/virtio/device.js';
 import type { Wakeup } from '../../../../../devices/virtio/backends/wakeup.js';
-import { openHostDir, type HostDirHandle } from '../../../../../devices/virtio/backends/hostdir/open.js';
 import * as P from '../../../../../devices/virtio/9p/constants.js';
 import { Virtio9pDevice } from '../../../../../devices/virtio/9p/device.js';
 import { P9Server } from '../../../../../devices/virtio/9p/server.js';
 import { MessageReader, readHeader, ReplyWriter, type Qid } from '../../../../../devices/virtio/9p/wire.js';
 import { SplitQueue } from '../../../../../devices/virtio/queue/split-queue.js';
-import { mapGuestMemory } from '../../../../../lib/memory/host-memory.js';
-import type { GuestMemory } from '../../../../../lib/memory/guest-memory.js';
-import { VirtqDriver, type DriverBuffer } from '../../../../helpers/virtq-driver.js';
+import { VirtqDriver } from '../../../../helpers/virtq-driver.js';
+import { bytes, MiB, runWithHarness, ShareHarness, text, type ChainOptions, type ShareOptions } from '../share-harness.js';
 
-export const MiB = 1024 * 1024;
-const GUEST_SIZE = 32 * MiB;
-const DESC_ADDR = 0x0;
-const AVAIL_ADDR = 0x1000;
-const USED_ADDR = 0x2000;
-const DATA_BASE = 0x10000;
-const POISON = 0xee;
+export { bytes, hostSetxattr, MiB, snapshot, text } from '../share-harness.js';
+
+const LAYOUT = { guestSize: 32 * MiB, dataBase: 0x10000, reserve: MiB };
 export const ROOT_FID = 1;
 export const MSIZE = 256 * 1024;
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-export const bytes = (s: string | Uint8Array): Uint8Array => (typeof s === 'string' ? enc.encode(s) : s);
-export const text = (b: Uint8Array): string => dec.decode(b);
-
-export interface HarnessOptions {
-  readOnly?: boolean;
+export interface HarnessOptions extends ShareOptions {
   maxFids?: number;
-  maxFds?: number;
   /** Skip Tversion + Tattach (fid ROOT_FID, uid 0). */
   raw?: boolean;
   eventIdx?: boolean;
   indirect?: boolean;
   /** The device's wakeup (default none: each notification drains the queue). */
   wakeup?: Wakeup;
-  /** Serve this existing directory instead of a fresh `share` (a second server over one tree: snapshot tests). Not removed by close(). */
-  sharePath?: string;
 }
 
 /** A decoded reply: its type and tag, the body after the header, and the used length. */
@@ -65,14 +46,9 @@ export interface Reply {
   errno: number;
 }
 
-export interface SendOptions {
+export interface SendOptions extends ChainOptions {
   /** Bytes of the writable part (default msize). */
   replyLen?: number;
-  /** Cut the readable part at these offsets (several descriptors). */
-  splitOut?: number[];
-  /** Cut the writable part at these offsets. */
-  splitIn?: number[];
-  indirect?: boolean;
 }
 
 /** A 9P2000.L error: the errno of an Rlerror. */
@@ -82,38 +58,19 @@ export class P9Error extends Error {
   }
 }
 
-export class P9Harness {
-  readonly dir = mkdtempSync(join(tmpdir(), 'flintvm-9p-'));
-  readonly share: string;
-  readonly outside = join(this.dir, 'outside');
-  readonly memory: GuestMemory;
+export class P9Harness extends ShareHarness<Virtio9pDevice> {
   readonly driver: VirtqDriver;
   readonly queue: SplitQueue;
   readonly device: Virtio9pDevice;
-  readonly fs: HostDir;
   readonly server: P9Server;
-  readonly handle: HostDirHandle;
-  resets = 0;
-  signals = 0;
-  private readonly unmap: () => void;
-  private next = DATA_BASE;
   private nextTag = 1;
   /** The last fid number fid() handed out. */
   private nextFid = 100;
 
   constructor(opts: HarnessOptions = {}, setup?: (share: string, outside: string) => void) {
-    this.share = opts.sharePath ?? join(this.dir, 'share');
-    if (opts.sharePath === undefined) mkdirSync(this.share);
-    mkdirSync(this.outside);
-    writeFileSync(join(this.outside, 'secret'), 'TOP-SECRET\n');
-    setup?.(this.share, this.outside);
-    const host = mapGuestMemory([{ gpa: 0, size: GUEST_SIZE }]);
-    this.memory = host.memory;
-    this.unmap = host.unmap;
-    this.driver = new VirtqDriver(this.memory, { size: P.P9_QUEUE_SIZE, descAddr: DESC_ADDR, availAddr: AVAIL_ADDR, usedAddr: USED_ADDR, eventIdx: opts.eventIdx ?? false, indirect: opts.indirect ?? false });
+    super('9p', LAYOUT, opts, setup);
+    this.driver = new VirtqDriver(this.memory, { size: P.P9_QUEUE_SIZE, descAddr: 0x0, availAddr: 0x1000, usedAddr: 0x2000, eventIdx: opts.eventIdx ?? false, indirect: opts.indirect ?? false });
     this.queue = new SplitQueue(this.memory, this.driver.config);
-    this.handle = openHostDir(this.share, { readOnly: opts.readOnly ?? false, field: 'shares[0].path' });
-    this.fs = new HostDir(this.handle.rootFd, { readOnly: opts.readOnly ?? false, ...(opts.maxFds !== undefined ? { maxFds: opts.maxFds } : {}) });
     this.server = new P9Server(this.fs, opts.maxFids);
     this.device = new Virtio9pDevice({ tag: 'share0' }, this.server, opts.wakeup);
     let features = C.feature(P.VIRTIO_9P_MOUNT_TAG) | C.feature(C.VIRTIO_F_VERSION_1);
@@ -126,14 +83,8 @@ export class P9Harness {
     }
   }
 
-  context(features: bigint, queues: (SplitQueue | null)[] = [this.queue]): ActivationContext {
-    const fds: FdWatcher = { watch: () => {}, unwatch: () => {} };
-    return {
-      memory: this.memory, queues, features, fds,
-      signalUsed: () => void this.signals++,
-      updateConfig: () => { throw new Error('virtio-9p never updates its config'); },
-      needsReset: () => void this.resets++,
-    };
+  override context(features: bigint, queues: (SplitQueue | null)[] = [this.queue]): ActivationContext {
+    return super.context(features, queues);
   }
 
   /** A fresh fid number. */
@@ -141,47 +92,9 @@ export class P9Harness {
     return this.nextFid++;
   }
 
-  alloc(len: number): number {
-    const addr = this.next;
-    this.next += Math.ceil(Math.max(len, 1) / 64) * 64 + 64;
-    if (this.next > GUEST_SIZE - MiB) this.next = DATA_BASE; // recycle: every chain is used up before the next is built
-    return addr;
-  }
-
-  /** Places `data` in guest memory as buffers cut at `cuts`. */
-  private pieces(data: Uint8Array | number, cuts: number[] | undefined, write: boolean): DriverBuffer[] {
-    const len = typeof data === 'number' ? data : data.length;
-    const points = [0, ...(cuts ?? []).filter((c) => c > 0 && c < len).sort((a, b) => a - b), len];
-    const out: DriverBuffer[] = [];
-    for (let i = 0; i + 1 < points.length; i++) {
-      const n = points[i + 1]! - points[i]!;
-      const addr = this.alloc(n);
-      if (typeof data === 'number') this.memory.fill(addr, n, POISON);
-      else this.memory.write(addr, data.subarray(points[i]!, points[i + 1]!));
-      out.push({ addr, len: n, write });
-    }
-    return out;
-  }
-
   /** Sends raw message bytes as one chain; returns the used length and the writable bytes. */
   sendRaw(msg: Uint8Array, opts: SendOptions = {}): { len: number; reply: Uint8Array; used: number } {
-    const replyLen = opts.replyLen ?? MSIZE;
-    const out = msg.length > 0 ? this.pieces(msg, opts.splitOut, false) : [];
-    const inBufs = replyLen > 0 ? this.pieces(replyLen, opts.splitIn, true) : [];
-    const bufs = [...out, ...inBufs];
-    if (bufs.length === 0) bufs.push({ addr: this.alloc(1), len: 0 });
-    this.driver.addChain(bufs, opts.indirect ? { indirect: true, indirectAddr: this.alloc(bufs.length * 16) } : {});
-    this.driver.kick();
-    this.device.queueNotify(0);
-    const used = this.driver.used();
-    if (used.length !== 1) throw new Error(`expected 1 used element, got ${used.length}`);
-    const reply = new Uint8Array(replyLen);
-    let at = 0;
-    for (const b of inBufs) {
-      reply.set(this.memory.read(b.addr, b.len), at);
-      at += b.len;
-    }
-    return { len: used[0]!.len, reply, used: used.length };
+    return { ...this.sendChain(this.driver, 0, msg, opts.replyLen ?? MSIZE, opts), used: 1 };
   }
 
   /** Sends a T-message of `type` with `body`; decodes the reply (throws when the chain was dropped or malformed). */
@@ -399,12 +312,6 @@ export class P9Harness {
     this.clunk(f);
   }
 
-  close(): void {
-    this.device.dispose();
-    this.handle.close();
-    this.unmap();
-    rmSync(this.dir, { recursive: true, force: true });
-  }
 }
 
 export interface GetattrReply {
@@ -426,41 +333,5 @@ export function message(type: number, tag: number, body: (w: ReplyWriter) => voi
 
 /** A body run against a fresh harness, closed afterwards. */
 export function withHarness<T>(opts: HarnessOptions, fn: (h: P9Harness, t: T) => void, setup?: (share: string, outside: string) => void): (t: T) => void {
-  return (t: T) => {
-    const h = new P9Harness(opts, setup);
-    try {
-      fn(h, t);
-    } finally {
-      h.close();
-    }
-  };
-}
-
-/** The host tree under `dir`: names, modes, sizes, mtimes, link counts, owners (to assert that nothing changed). */
-export function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string, rel: string) => {
-    for (const name of readdirSync(d).sort()) {
-      const p = join(d, name);
-      const st = lstatSync(p);
-      out[`${rel}${name}`] = `${st.mode}:${st.size}:${st.mtimeMs}:${st.nlink}:${st.uid}:${st.gid}`;
-      if (st.isDirectory()) walk(p, `${rel}${name}/`);
-    }
-  };
-  walk(dir, '');
-  return out;
-}
-
-/** Sets an xattr on a host file through the backend itself (Node has no xattr API). */
-export function hostSetxattr(path: string, name: string, value: string): void {
-  const dir = openHostDir(dirname(path), { readOnly: false, field: 'x' });
-  const fs = new HostDir(dir.rootFd, { readOnly: false });
-  try {
-    const n = fs.lookup(fs.root, basename(path));
-    fs.setxattr(n, name, bytes(value), 0);
-    fs.release(n);
-  } finally {
-    fs.dispose();
-    dir.close();
-  }
+  return runWithHarness(() => new P9Harness(opts, setup), fn);
 }

@@ -2,29 +2,26 @@
  * A virtio-fs device over a real temp share and real host-mapped guest memory
  * (no KVM), driven through the request queue by VirtqDriver, with a small FUSE
  * client that encodes requests the way Linux's fs/fuse does.
+ *
+ * The share, the guest memory and the chain plumbing come from
+ * ../share-harness.ts (ShareHarness); this file is the FUSE part.
+ *
+ * Requests are built here (W, cstr), not through devices/virtio/fs/wire.ts:
+ * wire.ts decodes requests and encodes replies (the device's side) and has no
+ * request encoders to reuse.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as C from '../../../../../devices/virtio/constants.js';
-import type { ActivationContext, FdWatcher } from '../../../../../devices/virtio/device.js';
-import { HostDir } from '../../../../../devices/virtio/backends/hostdir/index.js';
-import { openHostDir, type HostDirHandle } from '../../../../../devices/virtio/backends/hostdir/open.js';
 import * as F from '../../../../../devices/virtio/fs/constants.js';
 import { VirtioFsDevice } from '../../../../../devices/virtio/fs/device.js';
 import { FuseServer } from '../../../../../devices/virtio/fs/server.js';
 import { SplitQueue } from '../../../../../devices/virtio/queue/split-queue.js';
-import { mapGuestMemory } from '../../../../../lib/memory/host-memory.js';
-import type { GuestMemory } from '../../../../../lib/memory/guest-memory.js';
-import { VirtqDriver, type DriverBuffer } from '../../../../helpers/virtq-driver.js';
+import { VirtqDriver } from '../../../../helpers/virtq-driver.js';
+import { bytes, MiB, runWithHarness, ShareHarness, text, type ShareOptions } from '../share-harness.js';
 
-export const MiB = 1024 * 1024;
-const GUEST_SIZE = 16 * MiB;
-const DATA_BASE = 0x20000;
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-export const bytes = (s: string | Uint8Array): Uint8Array => (typeof s === 'string' ? enc.encode(s) : s);
-export const text = (b: Uint8Array): string => dec.decode(b);
+export { bytes, MiB, text } from '../share-harness.js';
+
+const LAYOUT = { guestSize: 16 * MiB, dataBase: 0x20000, reserve: 2 * MiB };
+
 export const cstr = (s: string | Uint8Array): Uint8Array => {
   const b = bytes(s);
   const o = new Uint8Array(b.length + 1);
@@ -73,88 +70,31 @@ export function readEntry(r: R): Entry {
   return { nodeid, generation, attr: readAttr(r) };
 }
 
-/** `sharePath`: serve this existing directory instead of a fresh `share` (a second server over one tree: snapshot tests); not removed by close(). */
-export interface HarnessOptions { readOnly?: boolean; raw?: boolean; maxHandles?: number; maxFds?: number; sharePath?: string }
+export interface HarnessOptions extends ShareOptions { raw?: boolean; maxHandles?: number }
 
-export class FuseHarness {
-  readonly dir = mkdtempSync(join(tmpdir(), 'flintvm-fs-'));
-  readonly share: string;
-  readonly outside = join(this.dir, 'outside');
-  readonly memory: GuestMemory;
+export class FuseHarness extends ShareHarness<VirtioFsDevice> {
+  /** The request queue (1). */
   readonly driver: VirtqDriver;
+  /** The hiprio queue (0: FORGET, BATCH_FORGET). */
   readonly hiDriver: VirtqDriver;
   readonly device: VirtioFsDevice;
   readonly server: FuseServer;
-  readonly fs: HostDir;
-  readonly handle: HostDirHandle;
-  resets = 0;
-  private readonly unmap: () => void;
-  private next = DATA_BASE;
   private unique = 1n;
 
   constructor(opts: HarnessOptions = {}, setup?: (share: string, outside: string) => void) {
-    this.share = opts.sharePath ?? join(this.dir, 'share');
-    if (opts.sharePath === undefined) mkdirSync(this.share);
-    mkdirSync(this.outside);
-    writeFileSync(join(this.outside, 'secret'), 'TOP-SECRET\n');
-    setup?.(this.share, this.outside);
-    const host = mapGuestMemory([{ gpa: 0, size: GUEST_SIZE }]);
-    this.memory = host.memory;
-    this.unmap = host.unmap;
+    super('fs', LAYOUT, opts, setup);
     this.hiDriver = new VirtqDriver(this.memory, { size: 128, descAddr: 0x0, availAddr: 0x1000, usedAddr: 0x2000 });
     this.driver = new VirtqDriver(this.memory, { size: 128, descAddr: 0x4000, availAddr: 0x5000, usedAddr: 0x6000 });
-    this.handle = openHostDir(this.share, { readOnly: opts.readOnly ?? false, field: 'shares[0].path' });
-    this.fs = new HostDir(this.handle.rootFd, { readOnly: opts.readOnly ?? false, ...(opts.maxFds !== undefined ? { maxFds: opts.maxFds } : {}) });
     this.server = new FuseServer(this.fs, opts.maxHandles);
     this.device = new VirtioFsDevice({ tag: 'myfs' }, this.server);
-    const fds: FdWatcher = { watch: () => {}, unwatch: () => {} };
-    const ctx: ActivationContext = {
-      memory: this.memory, fds, features: C.feature(C.VIRTIO_F_VERSION_1),
-      queues: [new SplitQueue(this.memory, this.hiDriver.config), new SplitQueue(this.memory, this.driver.config)],
-      signalUsed: () => {}, updateConfig: () => {}, needsReset: () => void this.resets++,
-    };
-    this.device.activate(ctx);
+    this.device.activate(this.context(C.feature(C.VIRTIO_F_VERSION_1), [new SplitQueue(this.memory, this.hiDriver.config), new SplitQueue(this.memory, this.driver.config)]));
     if (!opts.raw) this.init();
-  }
-
-  alloc(len: number): number {
-    const addr = this.next;
-    this.next += Math.ceil(Math.max(len, 1) / 64) * 64 + 64;
-    if (this.next > GUEST_SIZE - 2 * MiB) this.next = DATA_BASE;
-    return addr;
   }
 
   /** Sends raw readable bytes; the writable part is `replyLen` bytes (split at `splitIn`). */
   sendRaw(msg: Uint8Array, replyLen: number, opts: { queue?: number; splitIn?: number[]; splitOut?: number[] } = {}): { len: number; reply: Uint8Array } {
-    const bufs: DriverBuffer[] = [];
-    const cut = (len: number, cuts: number[] | undefined, write: boolean, data?: Uint8Array) => {
-      const pts = [0, ...[...new Set(cuts ?? [])].filter((c) => c > 0 && c < len).sort((a, b) => a - b), len];
-      for (let i = 0; i + 1 < pts.length; i++) {
-        const n = pts[i + 1]! - pts[i]!;
-        const addr = this.alloc(n);
-        if (data) this.memory.write(addr, data.subarray(pts[i]!, pts[i + 1]!));
-        else this.memory.fill(addr, n, 0xee);
-        bufs.push({ addr, len: n, write });
-      }
-    };
-    if (msg.length > 0) cut(msg.length, opts.splitOut, false, msg);
-    const inStart = bufs.length;
-    if (replyLen > 0) cut(replyLen, opts.splitIn, true);
-    if (bufs.length === 0) bufs.push({ addr: this.alloc(1), len: 0 });
     const q = opts.queue ?? 1;
-    const drv = q === 0 ? this.hiDriver : this.driver;
-    drv.addChain(bufs);
-    drv.kick();
-    this.device.queueNotify(q);
-    const used = drv.used();
-    if (used.length !== 1) throw new Error(`expected 1 used element, got ${used.length}`);
-    const reply = new Uint8Array(replyLen);
-    let at = 0;
-    for (const b of bufs.slice(inStart)) {
-      reply.set(this.memory.read(b.addr, b.len), at);
-      at += b.len;
-    }
-    return { len: used[0]!.len, reply };
+    return this.sendChain(q === 0 ? this.hiDriver : this.driver, q, msg, replyLen, opts);
   }
 
   /** Builds a request (header + args) and returns the payload reader; throws FuseError on -errno. */
@@ -264,21 +204,8 @@ export class FuseHarness {
     return out;
   }
 
-  close(): void {
-    this.device.dispose();
-    this.handle.close();
-    this.unmap();
-    rmSync(this.dir, { recursive: true, force: true });
-  }
 }
 
 export function withHarness<T>(opts: HarnessOptions, fn: (h: FuseHarness, t: T) => void, setup?: (share: string, outside: string) => void): (t: T) => void {
-  return (t: T) => {
-    const h = new FuseHarness(opts, setup);
-    try {
-      fn(h, t);
-    } finally {
-      h.close();
-    }
-  };
+  return runWithHarness(() => new FuseHarness(opts, setup), fn);
 }
