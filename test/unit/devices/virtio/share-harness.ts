@@ -186,6 +186,21 @@ export function runWithHarness<H extends { close(): void }, T>(make: () => H, fn
   };
 }
 
+/**
+ * The errno of `fn`, a call expected to fail with an error of class `kind`
+ * (P9Error, FuseError); throws what else it throws, and when it succeeds
+ * (`what` names the expected error in that message).
+ */
+export function errnoOf(fn: () => unknown, kind: new (...args: never[]) => { readonly errno: number }, what: string): number {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof kind) return e.errno;
+    throw e;
+  }
+  throw new Error(`expected ${what}, the call succeeded`);
+}
+
 /** The host tree under `dir`: names, modes, sizes, mtimes, link counts, owners (to assert that nothing changed). */
 export function snapshot(dir: string): Record<string, string> {
   const out: Record<string, string> = {};

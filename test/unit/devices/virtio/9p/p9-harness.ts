@@ -16,7 +16,7 @@ import { P9Server } from '../../../../../devices/virtio/9p/server.js';
 import { MessageReader, readHeader, ReplyWriter, type Qid } from '../../../../../devices/virtio/9p/wire.js';
 import { SplitQueue } from '../../../../../devices/virtio/queue/split-queue.js';
 import { VirtqDriver } from '../../../../helpers/virtq-driver.js';
-import { bytes, MiB, runWithHarness, ShareHarness, text, type ChainOptions, type ShareOptions } from '../share-harness.js';
+import { bytes, errnoOf, MiB, runWithHarness, ShareHarness, text, type ChainOptions, type ShareOptions } from '../share-harness.js';
 
 export { bytes, hostSetxattr, MiB, snapshot, text } from '../share-harness.js';
 
@@ -123,13 +123,7 @@ export class P9Harness extends ShareHarness<Virtio9pDevice> {
 
   /** The errno of a call expected to fail (throws if it succeeded). */
   errno(fn: () => unknown): number {
-    try {
-      fn();
-    } catch (e) {
-      if (e instanceof P9Error) return e.errno;
-      throw e;
-    }
-    throw new Error('expected an Rlerror, the call succeeded');
+    return errnoOf(fn, P9Error, 'an Rlerror');
   }
 
   // ---- typed client calls (Linux's encodings) ----

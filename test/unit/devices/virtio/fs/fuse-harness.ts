@@ -16,7 +16,7 @@ import { VirtioFsDevice } from '../../../../../devices/virtio/fs/device.js';
 import { FuseServer } from '../../../../../devices/virtio/fs/server.js';
 import { SplitQueue } from '../../../../../devices/virtio/queue/split-queue.js';
 import { VirtqDriver } from '../../../../helpers/virtq-driver.js';
-import { bytes, MiB, runWithHarness, ShareHarness, text, type ShareOptions } from '../share-harness.js';
+import { bytes, errnoOf, MiB, runWithHarness, ShareHarness, text, type ShareOptions } from '../share-harness.js';
 
 export { bytes, MiB, text } from '../share-harness.js';
 
@@ -122,14 +122,9 @@ export class FuseHarness extends ShareHarness<VirtioFsDevice> {
     return { error: rv.getInt32(4, true), payload: reply.slice(16, len), len };
   }
 
+  /** The errno of a call expected to fail (throws if it succeeded). */
   errno(fn: () => unknown): number {
-    try {
-      fn();
-    } catch (e) {
-      if (e instanceof FuseError) return e.errno;
-      throw e;
-    }
-    throw new Error('expected a FUSE error, the call succeeded');
+    return errnoOf(fn, FuseError, 'a FUSE error');
   }
 
   // ---- typed ops ----
