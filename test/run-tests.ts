@@ -79,7 +79,7 @@ export const LINUX_X86_GROUPS: readonly (readonly string[])[] = [
   ['lifecycle'],
   ['share-xattr', 'share-bigfile', 'share-virtiofs', 'firecracker'],
   ['net', 'vsock', 'virtio'],
-  ['boot', 'agent'],
+  ['boot', 'agent', 'oci'],
   ['snapshot', 'durability'],
   ['share-9p', 'share-tarball'],
 ];

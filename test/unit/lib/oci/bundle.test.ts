@@ -1,0 +1,115 @@
+import test from 'ava';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { OciError, loadBundle, parseBundle, planMounts, shQuote } from '../../../../lib/oci/bundle.js';
+import { features, parseSignal } from '../../../../lib/oci/cli.js';
+
+function bundleDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'flintvm-oci-unit-'));
+  mkdirSync(join(dir, 'rootfs'));
+  return dir;
+}
+
+const minimal = (over: Record<string, unknown> = {}) => ({ ociVersion: '1.0.2', process: { args: ['sh'] }, root: { path: 'rootfs' }, ...over });
+
+test('parseBundle: a minimal config gets the documented defaults; root.path is resolved against the bundle', (t) => {
+  const dir = bundleDir();
+  const b = parseBundle(minimal(), dir);
+  t.deepEqual(b.process, { args: ['sh'], env: [], cwd: '/', terminal: false, uid: 0, gid: 0, additionalGids: [], rlimits: [] });
+  t.deepEqual(b.root, { path: join(dir, 'rootfs'), readonly: false });
+  t.is(b.memoryMiB, 256);
+  t.is(b.vcpus, 1);
+  t.is(b.hostname, undefined);
+});
+
+test('parseBundle: user, env, cwd, rlimits, hostname, annotations that size the VM', (t) => {
+  const dir = bundleDir();
+  const b = parseBundle(minimal({
+    ociVersion: '1.1.0',
+    process: { args: ['id'], env: ['A=1'], cwd: '/tmp', terminal: false, user: { uid: 1000, gid: 100, additionalGids: [5, 6] }, rlimits: [{ type: 'RLIMIT_NOFILE', soft: 64, hard: 128 }] },
+    hostname: 'box', annotations: { 'io.flintvm.memory_mib': '512', 'io.flintvm.vcpus': '2', other: 'x' },
+    linux: { namespaces: [{ type: 'pid' }], seccomp: {} },
+  }), dir);
+  t.is(b.process.uid, 1000);
+  t.deepEqual(b.process.additionalGids, [5, 6]);
+  t.deepEqual(b.process.rlimits, [{ resource: 'RLIMIT_NOFILE', soft: 64, hard: 128 }]);
+  t.is(b.hostname, 'box');
+  t.is(b.memoryMiB, 512);
+  t.is(b.vcpus, 2);
+});
+
+test('parseBundle: each bad field is an OciError naming it', (t) => {
+  const dir = bundleDir();
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ ociVersion: '2.0.0' }, /ociVersion "2.0.0"/],
+    [{ ociVersion: 3 }, /ociVersion must be a string/],
+    [{ process: { args: [] } }, /process.args must name a program/],
+    [{ process: { args: 'sh' } }, /process.args must be an array of strings/],
+    [{ process: { args: ['sh'], env: ['NOEQUALS'] } }, /process.env\[0\] must be KEY=VALUE/],
+    [{ process: { args: ['sh'], cwd: 'rel' } }, /process.cwd must be an absolute path/],
+    [{ process: { args: ['sh'], user: { uid: -1 } } }, /process.user.uid must be an integer/],
+    [{ process: { args: ['sh'], rlimits: [{ type: 'RLIMIT_BOGUS', soft: 1, hard: 1 }] } }, /process.rlimits\[0\].type "RLIMIT_BOGUS"/],
+    [{ root: { path: 'missing' } }, /root.path "missing" is not a directory/],
+    [{ root: undefined }, /root is missing/],
+    [{ mounts: [{ destination: 'rel', type: 'proc' }] }, /mounts\[0\].destination must be an absolute path/],
+    [{ annotations: { 'io.flintvm.vcpus': '0' } }, /annotations\["io.flintvm.vcpus"\] must be a whole number from 1/],
+    [{ annotations: { 'io.flintvm.memory_mib': 'lots' } }, /io.flintvm.memory_mib/],
+    [{ hooks: { prestart: [{ path: '/bin/true' }] } }, /hooks are not supported/],
+  ];
+  for (const [over, re] of bad) {
+    const e = t.throws(() => parseBundle(minimal(over), dir), { instanceOf: OciError }, JSON.stringify(over));
+    t.regex(e!.message, re);
+  }
+  t.throws(() => parseBundle([], dir), { message: /top level must be a JSON object/ });
+});
+
+test('loadBundle: a missing config.json and invalid JSON are clear errors', (t) => {
+  const dir = bundleDir();
+  t.throws(() => loadBundle(dir), { instanceOf: OciError, message: /cannot read config.json \(ENOENT\)/ });
+  writeFileSync(join(dir, 'config.json'), '{"ociVersion": ');
+  t.throws(() => loadBundle(dir), { instanceOf: OciError, message: /config.json: invalid JSON/ });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(minimal()));
+  t.is(loadBundle(dir).process.args[0], 'sh');
+});
+
+test('planMounts: the rootfs, kernel filesystems, /dev as devtmpfs, directory and file binds, cgroups ignored', (t) => {
+  const dir = bundleDir();
+  const b = parseBundle(minimal({
+    root: { path: 'rootfs', readonly: true },
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc' },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'mode=755'] },
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['ptmxmode=0666'] },
+      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['size=1m'] },
+      { destination: '/data', type: 'bind', source: '/host/data', options: ['rbind', 'ro', 'rprivate'] },
+      { destination: "/etc/it's", type: 'bind', source: '/host/file', options: ['bind'] },
+      { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup' },
+    ],
+  }), dir);
+  const p = planMounts(b, (path) => path === '/host/data');
+  t.deepEqual(p.dirShares, [{ tag: 'm4', path: '/host/data', readOnly: true }]);
+  t.deepEqual(p.fileCopies, [{ name: 'f5', source: '/host/file' }]);
+  t.is(p.ignored.length, 1);
+  const s = p.script;
+  t.true(s.startsWith('set -e\n'));
+  t.regex(s, /mount -t virtiofs -o ro rootfs \/rootfs/);
+  t.regex(s, /mount -t proc proc '\/rootfs\/proc'/);
+  t.regex(s, /mount -t devtmpfs devtmpfs '\/rootfs\/dev'/);
+  t.regex(s, /mount -t devpts -o 'newinstance,ptmxmode=0666' devpts '\/rootfs\/dev\/pts'/);
+  t.regex(s, /mount -t tmpfs -o 'size=1m' tmpfs '\/rootfs\/tmp'/);
+  t.regex(s, /mount -t virtiofs -o ro m4 '\/rootfs\/data'/);
+  t.regex(s, /mount --bind '\/.ocifiles\/f5' '\/rootfs\/etc\/it'\\''s'/);
+  t.throws(() => planMounts(parseBundle(minimal({ mounts: [{ destination: '/x', type: 'nfs' }] }), dir), () => false), { message: /mounts\[0\].type "nfs" is not supported/ });
+});
+
+test('shQuote survives quotes; parseSignal takes numbers and names; features says the isolation is a VM', (t) => {
+  t.is(shQuote("a'b"), `'a'\\''b'`);
+  t.is(parseSignal(undefined), 15);
+  t.is(parseSignal('9'), 9);
+  t.is(parseSignal('KILL'), 9);
+  t.is(parseSignal('SIGUSR1'), 10);
+  t.throws(() => parseSignal('NOPE'), { message: /not a signal/ });
+  t.throws(() => parseSignal('99'), { message: /not a signal/ });
+  t.is((features().annotations as Record<string, string>)['org.opencontainers.runtime-spec.features.isolation'], 'vm');
+});
