@@ -2,10 +2,12 @@
 /** `flintvm-oci`: the OCI runtime command line (runc's), see lib/oci/cli.ts. */
 import { main } from '../lib/oci/cli.js';
 
+// process.exit: a holder or `run` may still have its stdin pipe open when the container has ended. Output
+// written before is not lost: on Linux, writes to pipes, files and terminals are synchronous.
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  (code) => process.exit(code),
   (e: unknown) => {
     process.stderr.write(`flintvm-oci: ${(e as Error)?.stack ?? String(e)}\n`);
-    process.exitCode = 1;
+    process.exit(1);
   },
 );
