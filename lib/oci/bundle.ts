@@ -223,7 +223,7 @@ export interface GuestMountPlan {
   /** Bind-mounted host directories, each its own virtio-fs share. */
   dirShares: { tag: string; path: string; readOnly: boolean }[];
   /** Bind-mounted host files: copied into the staging directory (`files`, shared read-only as a whole). */
-  fileCopies: { name: string; source: string }[];
+  fileCopies: { name: string; source: string; destination: string }[];
   /** The staging tag, when there are file copies. */
   filesTag: string;
   /** `sh -c` script for the agent's initramfs: mounts the rootfs and every mount, in order. */
@@ -256,7 +256,7 @@ export function planMounts(b: OciBundle, isDir: (path: string) => boolean): Gues
         lines.push(mkdir(m), `mount -t virtiofs ${ro ? '-o ro ' : ''}${tag} ${target(m)}`);
       } else {
         const name = `f${i}`;
-        fileCopies.push({ name, source: m.source });
+        fileCopies.push({ name, source: m.source, destination: m.destination });
         if (!filesMounted) {
           lines.push(`mkdir -p ${GUEST_FILES}`, `mount -t virtiofs -o ro ${FILES_TAG} ${GUEST_FILES}`);
           filesMounted = true;

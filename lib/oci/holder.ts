@@ -14,7 +14,7 @@
  * `{"error":"..."}`.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,6 +89,7 @@ export class Holder {
         }
       }
     }
+    makeMountpoints(bundle, plan.fileCopies.map((c) => c.destination));
     const initrd = agentInitramfs();
     const imgs = await defaultGuestImages({ quiet: true });
     const udsPath = vsockSocket(root, id);
@@ -212,6 +213,34 @@ export class Holder {
     await this.vm.stop().catch(() => undefined);
     rmSync(controlSocket(this.root, this.state.id), { force: true });
     this.finish(code);
+  }
+}
+
+/**
+ * Creates the mountpoints that the rootfs lacks, on the host, before the VM starts (as runc does before it
+ * makes the root read-only): a read-only root could not get them from inside the guest. Only plain
+ * directories are walked: a `..` or a symlink anywhere on the way (the image's own, which could point out of
+ * the rootfs) leaves that mountpoint to the guest, which resolves it in its own namespace.
+ */
+function makeMountpoints(bundle: OciBundle, fileDestinations: readonly string[]): void {
+  for (const m of bundle.mounts) {
+    const parts = m.destination.split('/').filter(Boolean);
+    if (parts.length === 0 || parts.includes('..')) continue;
+    const isFile = fileDestinations.includes(m.destination);
+    let at = bundle.root.path;
+    try {
+      for (const [i, part] of parts.entries()) {
+        at = join(at, part);
+        const st = lstatSync(at, { throwIfNoEntry: false });
+        const last = i === parts.length - 1;
+        if (st?.isSymbolicLink()) break;
+        if (st) { if (!last && !st.isDirectory()) break; continue; }
+        if (last && isFile) writeFileSync(at, '', { flag: 'wx' });
+        else mkdirSync(at);
+      }
+    } catch (e) {
+      debug('mountpoint %s: %s', m.destination, (e as Error).message);
+    }
   }
 }
 

@@ -8,7 +8,7 @@
  * Not here yet: podman/conmon/crun (issue #16 wants them in the test host).
  */
 import test, { type ExecutionContext } from 'ava';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -47,9 +47,10 @@ let why = '';
 
 test.before(() => {
   if (!process.env.FLINTVM_AGENT_DIR) { why = 'no agent build: set FLINTVM_AGENT_DIR=$(bash guest/agent/build.sh)'; return; }
-  const bb = spawnSync('sh', ['-c', 'command -v busybox'], { encoding: 'utf8' }).stdout.trim();
-  if (!bb) { why = 'no busybox here to make a rootfs of'; return; }
+  const bb = ['/bin/busybox', '/usr/bin/busybox', '/sbin/busybox'].find((p) => existsSync(p));
+  if (!bb) { why = 'no /bin/busybox here to make a rootfs of'; return; }
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-oci-rootfs-'));
+  chmodSync(dir, 0o755); // mkdtemp makes it 0700: a container user other than root could not enter its own /
   for (const d of ['bin', 'proc', 'dev', 'tmp', 'etc', 'data', 'sys']) mkdirSync(join(dir, d));
   chmodSync(join(dir, 'tmp'), 0o1777);
   copyFileSync(bb, join(dir, 'bin', 'busybox'));
@@ -101,6 +102,7 @@ test.serial('run: env, cwd, uid/gid, hostname, a read-only root, a directory and
   if (!ready(t)) return;
   const root = newRoot();
   const host = mkdtempSync(join(tmpdir(), 'flintvm-oci-bind-'));
+  chmodSync(host, 0o755);
   writeFileSync(join(host, 'x'), 'from-the-host-dir\n');
   const file = join(host, 'conf');
   writeFileSync(file, 'from-a-host-file\n');

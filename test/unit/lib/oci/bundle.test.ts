@@ -89,7 +89,7 @@ test('planMounts: the rootfs, kernel filesystems, /dev as devtmpfs, directory an
   }), dir);
   const p = planMounts(b, (path) => path === '/host/data');
   t.deepEqual(p.dirShares, [{ tag: 'm4', path: '/host/data', readOnly: true }]);
-  t.deepEqual(p.fileCopies, [{ name: 'f5', source: '/host/file' }]);
+  t.deepEqual(p.fileCopies, [{ name: 'f5', source: '/host/file', destination: "/etc/it's" }]);
   t.is(p.ignored.length, 1);
   const s = p.script;
   t.true(s.startsWith('set -e\n'));
