@@ -169,6 +169,12 @@ function newContainer(g: Globals, id: string, bundle: OciBundle): void {
 async function create(g: Globals, args: string[]): Promise<number> {
   const { bundle, id, flags } = bundleAndId(args, {}, 'create');
   newContainer(g, id, bundle);
+  await createDetached(g, id, flags.get('--pid-file'));
+  return 0;
+}
+
+/** Starts the holder of a new container (its state directory made) and writes the pid file; on failure removes the directory. */
+async function createDetached(g: Globals, id: string, pidFile: string | undefined): Promise<void> {
   let pid: number;
   try {
     pid = await spawnHolder(g, id);
@@ -176,9 +182,7 @@ async function create(g: Globals, args: string[]): Promise<number> {
     rmSync(containerDir(g.root, id), { recursive: true, force: true });
     throw e;
   }
-  const pidFile = flags.get('--pid-file');
   if (pidFile) writeFileSync(pidFile, String(pid));
-  return 0;
 }
 
 /** Starts the holder with our stdio and fd 3 as its ready pipe; resolves with its pid once it says the container is created. */
@@ -308,15 +312,7 @@ async function run(g: Globals, args: string[]): Promise<number> {
   const { bundle, id, flags } = bundleAndId(args, { '--detach': false, '-d': false }, 'run');
   newContainer(g, id, bundle);
   if (flags.has('--detach') || flags.has('-d')) {
-    let pid: number;
-    try {
-      pid = await spawnHolder(g, id);
-    } catch (e) {
-      rmSync(containerDir(g.root, id), { recursive: true, force: true });
-      throw e;
-    }
-    const pidFile = flags.get('--pid-file');
-    if (pidFile) writeFileSync(pidFile, String(pid));
+    await createDetached(g, id, flags.get('--pid-file'));
     await control(g, id, { cmd: 'start' });
     return 0;
   }

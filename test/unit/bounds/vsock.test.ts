@@ -12,7 +12,7 @@ import { EAGAIN } from '../../../lib/sys.js';
 import type { VsockSockets } from '../../../devices/virtio/vsock/backend.js';
 import * as V from '../../../devices/virtio/vsock/constants.js';
 import { encodeHeader, type VsockHeader } from '../../../devices/virtio/vsock/packet.js';
-import { GUEST_CID, KiB, MiB, VsockHarness, md5, pattern, type GuestConn, type HarnessOptions, type HostPeer } from '../devices/virtio/vsock/vsock-harness.js';
+import { GUEST_CID, KiB, MiB, VsockHarness, boundSockets, md5, rawHeader, pattern, type GuestConn, type HarnessOptions, type HostPeer } from '../devices/virtio/vsock/vsock-harness.js';
 
 type T = ExecutionContext;
 
@@ -29,47 +29,25 @@ function withHarness(opts: HarnessOptions, fn: (t: T, h: VsockHarness) => Promis
   };
 }
 
-/** The methods of `real`, bound, as a plain object (to override some). */
-function bind(real: VsockSockets): VsockSockets {
-  return {
-    accept: (fd) => real.accept(fd), connect: (p) => real.connect(p), readv: (fd, m, s) => real.readv(fd, m, s), writev: (fd, m, s) => real.writev(fd, m, s),
-    recv: (fd, b, n, peek) => real.recv(fd, b, n, peek), send: (fd, b) => real.send(fd, b), shutdown: (fd, how) => real.shutdown(fd, how), close: (fd) => real.close(fd),
-  };
-}
 
 /** Real sockets whose writes to host sockets answer EAGAIN while `full.on` (a host peer that stopped reading, its socket buffer full). */
 function fullSockets(full: { on: boolean }): (real: VsockSockets) => VsockSockets {
   return (real) => ({
-    ...bind(real),
+    ...boundSockets(real),
     writev: (fd, m, s) => (full.on ? -EAGAIN : real.writev(fd, m, s)),
     send: (fd, b) => (full.on ? -EAGAIN : real.send(fd, b)),
   });
 }
 
-function hdr(f: Partial<VsockHeader> & { op: number }): Uint8Array {
-  const b = new Uint8Array(V.VSOCK_HDR_SIZE);
-  encodeHeader({
-    srcCid: BigInt(GUEST_CID), dstCid: 2n, srcPort: 1000, dstPort: 2000, len: 0, type: V.VIRTIO_VSOCK_TYPE_STREAM, flags: 0,
-    bufAlloc: 64 * KiB, fwdCnt: 0, ...f,
-  }, b);
-  return b;
-}
 
-async function guestToHost(h: VsockHarness, port: number): Promise<{ host: HostPeer; conn: GuestConn }> {
-  let host: HostPeer | null = null;
-  await h.listenHost(port, (p) => { host = p; });
-  const conn = h.guest.connect(port);
-  await h.until(() => conn.established && host !== null, 5000, 'established');
-  return { host: host!, conn };
-}
 
 test('vsock connections: at most VSOCK_MAX_CONNECTIONS (1023); a guest REQUEST past it gets RST, a host client is closed', async (t) => {
   // Host "sockets" that are idle eventfds: the limit is the device's, not a listener's backlog.
-  const h = new VsockHarness({ sockets: (real) => ({ ...bind(real), connect: () => createEventfd() }) });
+  const h = new VsockHarness({ sockets: (real) => ({ ...boundSockets(real), connect: () => createEventfd() }) });
   try {
     const extra = 5;
     for (let sent = 0; sent < V.VSOCK_MAX_CONNECTIONS + extra; sent++) {
-      h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcPort: 100_000 + sent, dstPort: 5600 }), new Uint8Array(0));
+      h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcPort: 100_000 + sent, dstPort: 5600 }), new Uint8Array(0));
       if (sent % 100 === 0) h.step();
     }
     await h.run(50);
@@ -89,7 +67,7 @@ test('vsock connections: at most VSOCK_MAX_CONNECTIONS (1023); a guest REQUEST p
 const full = { on: false };
 
 test.serial('vsock guest->host data: at most VSOCK_CONN_BUF_ALLOC (256 KiB) waits per connection; one byte more resets the connection (RST)', withHarness({ sockets: fullSockets(full) }, async (t, h) => {
-  const { host, conn } = await guestToHost(h, 5700);
+  const { host, conn } = await h.guestToHost(5700);
   full.on = true;
   try {
     // Exactly the credit we advertised, to a socket that takes nothing: all of it waits in the VMM.
@@ -110,7 +88,7 @@ test.serial('vsock guest->host data: at most VSOCK_CONN_BUF_ALLOC (256 KiB) wait
 }));
 
 test.serial('vsock guest->host data in tiny packets: packed into chunks of >= VSOCK_PENDING_CHUNK_BYTES (4 KiB), at most 256 KiB / 4 KiB + 3 per connection; bytes intact', withHarness({ sockets: fullSockets(full) }, async (t, h) => {
-  const { host, conn } = await guestToHost(h, 5701);
+  const { host, conn } = await h.guestToHost(5701);
   full.on = true;
   const sent: Uint8Array[] = [];
   let maxChunks = 0;
@@ -141,7 +119,7 @@ test.serial('vsock guest->host data in tiny packets: packed into chunks of >= VS
 
 test('vsock host->guest data: nothing is buffered in the VMM; without guest credit the socket is not read (CREDIT_REQUEST to the guest)', withHarness({}, async (t, h) => {
   h.guest.bufAlloc = 4 * KiB;
-  const { host, conn } = await guestToHost(h, 5702);
+  const { host, conn } = await h.guestToHost(5702);
   conn.autoRead = false; // the guest app never reads: no credit comes back
   host.socket.write(pattern(MiB, 4));
   await h.run(200);
@@ -157,7 +135,7 @@ test('vsock host->guest data: nothing is buffered in the VMM; without guest cred
 
 test('vsock replies to packets of no connection: at most VSOCK_MAX_ORPHAN_REPLIES (128) wait for rx buffers; the rest are dropped', withHarness({ rxBuffers: 0 }, async (t, h) => {
   h.guest.autoRefill = false;
-  for (let i = 0; i < 1000; i++) h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW, srcPort: i, len: 1 }), new Uint8Array(1));
+  for (let i = 0; i < 1000; i++) h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, srcPort: i, len: 1 }), new Uint8Array(1));
   t.is(V.VSOCK_MAX_ORPHAN_REPLIES, 128);
   t.is(h.device.stats!.orphansDropped, 1000 - V.VSOCK_MAX_ORPHAN_REPLIES);
   h.guest.autoRefill = true;

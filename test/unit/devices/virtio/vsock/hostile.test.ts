@@ -8,7 +8,7 @@ import * as V from '../../../../../devices/virtio/vsock/constants.js';
 import type { VsockSockets } from '../../../../../devices/virtio/vsock/backend.js';
 import { encodeHeader, type VsockHeader } from '../../../../../devices/virtio/vsock/packet.js';
 import { createEventfd } from '../../../../../lib/io/epoll.js';
-import { GUEST_CID, KiB, MiB, VsockHarness, md5, pattern, type GuestConn, type HarnessOptions, type HostPeer, type RxPacket } from './vsock-harness.js';
+import { GUEST_CID, KiB, MiB, VsockHarness, boundSockets, md5, rawHeader, pattern, type GuestConn, type HarnessOptions, type HostPeer, type RxPacket } from './vsock-harness.js';
 
 function withHarness(opts: HarnessOptions, fn: (t: ExecutionContext, h: VsockHarness) => Promise<void>, expectReset = false) {
   return async (t: ExecutionContext) => {
@@ -23,14 +23,6 @@ function withHarness(opts: HarnessOptions, fn: (t: ExecutionContext, h: VsockHar
   };
 }
 
-function hdr(f: Partial<VsockHeader> & { op: number }): Uint8Array {
-  const b = new Uint8Array(V.VSOCK_HDR_SIZE);
-  encodeHeader({
-    srcCid: BigInt(GUEST_CID), dstCid: 2n, srcPort: 1000, dstPort: 2000, len: 0, type: V.VIRTIO_VSOCK_TYPE_STREAM, flags: 0,
-    bufAlloc: 64 * KiB, fwdCnt: 0, ...f,
-  }, b);
-  return b;
-}
 
 /** Sends raw packets and returns the replies that arrived for no connection. */
 async function replies(h: VsockHarness, send: () => void, ms = 50): Promise<RxPacket[]> {
@@ -40,21 +32,14 @@ async function replies(h: VsockHarness, send: () => void, ms = 50): Promise<RxPa
   return h.guest.unmatched.slice(before);
 }
 
-async function guestToHost(h: VsockHarness, port: number): Promise<{ host: HostPeer; conn: GuestConn }> {
-  let host: HostPeer | null = null;
-  await h.listenHost(port, (p) => { host = p; });
-  const conn = h.guest.connect(port);
-  await h.until(() => conn.established && host !== null, 5000, 'established');
-  return { host: host!, conn };
-}
 
 test('misaddressed and truncated packets are dropped without a reply', withHarness({}, async (t, h) => {
   const got = await replies(h, () => {
-    h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW }).subarray(0, 43), new Uint8Array(0), { split: false }); // short header
-    h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcCid: 7n }), new Uint8Array(0)); // not the guest's CID
-    h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcCid: BigInt(GUEST_CID) | (1n << 32n) }), new Uint8Array(0)); // upper bits set
-    h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_REQUEST, dstCid: 3n }), new Uint8Array(0)); // not to the host
-    h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_REQUEST, dstCid: BigInt(GUEST_CID) }), new Uint8Array(0)); // loopback
+    h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW }).subarray(0, 43), new Uint8Array(0), { split: false }); // short header
+    h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcCid: 7n }), new Uint8Array(0)); // not the guest's CID
+    h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcCid: BigInt(GUEST_CID) | (1n << 32n) }), new Uint8Array(0)); // upper bits set
+    h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_REQUEST, dstCid: 3n }), new Uint8Array(0)); // not to the host
+    h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_REQUEST, dstCid: BigInt(GUEST_CID) }), new Uint8Array(0)); // loopback
   });
   t.deepEqual(got, []);
   t.is(h.device.stats!.guestErrors, 5);
@@ -63,18 +48,18 @@ test('misaddressed and truncated packets are dropped without a reply', withHarne
 
 test('unknown type, oversized or truncated payloads, unknown ops, packets for no connection: RST (never to an RST)', withHarness({}, async (t, h) => {
   const cases: [string, () => void, number | null][] = [
-    ['type 2 (seqpacket)', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_REQUEST, type: 2, srcPort: 1 }), new Uint8Array(0)), 2],
-    ['type 0', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW, type: 0, srcPort: 2 }), new Uint8Array(0)), 0],
-    ['len over 64 KiB', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW, len: 64 * KiB + 1, srcPort: 3 }), new Uint8Array(64 * KiB + 1)), 1],
-    ['len past the chain', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW, len: 100, srcPort: 4 }), new Uint8Array(10)), 1],
-    ['len 0xffffffff', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW, len: 0xffff_ffff, srcPort: 5 }), new Uint8Array(10)), 1],
-    ['RW for no connection', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW, len: 3, srcPort: 6 }), new Uint8Array(3)), 1],
-    ['op 0', () => h.guest.sendRaw(hdr({ op: 0, srcPort: 7 }), new Uint8Array(0)), 1],
-    ['op 99', () => h.guest.sendRaw(hdr({ op: 99, srcPort: 8 }), new Uint8Array(0)), 1],
-    ['SHUTDOWN for no connection', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_SHUTDOWN, flags: 3, srcPort: 9 }), new Uint8Array(0)), 1],
-    ['CREDIT_REQUEST for no connection', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_CREDIT_REQUEST, srcPort: 10 }), new Uint8Array(0)), 1],
-    ['RST for no connection', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RST, srcPort: 11 }), new Uint8Array(0)), null],
-    ['RST of unknown type', () => h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RST, type: 9, srcPort: 12 }), new Uint8Array(0)), null],
+    ['type 2 (seqpacket)', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_REQUEST, type: 2, srcPort: 1 }), new Uint8Array(0)), 2],
+    ['type 0', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, type: 0, srcPort: 2 }), new Uint8Array(0)), 0],
+    ['len over 64 KiB', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, len: 64 * KiB + 1, srcPort: 3 }), new Uint8Array(64 * KiB + 1)), 1],
+    ['len past the chain', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, len: 100, srcPort: 4 }), new Uint8Array(10)), 1],
+    ['len 0xffffffff', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, len: 0xffff_ffff, srcPort: 5 }), new Uint8Array(10)), 1],
+    ['RW for no connection', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, len: 3, srcPort: 6 }), new Uint8Array(3)), 1],
+    ['op 0', () => h.guest.sendRaw(rawHeader({ op: 0, srcPort: 7 }), new Uint8Array(0)), 1],
+    ['op 99', () => h.guest.sendRaw(rawHeader({ op: 99, srcPort: 8 }), new Uint8Array(0)), 1],
+    ['SHUTDOWN for no connection', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_SHUTDOWN, flags: 3, srcPort: 9 }), new Uint8Array(0)), 1],
+    ['CREDIT_REQUEST for no connection', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_CREDIT_REQUEST, srcPort: 10 }), new Uint8Array(0)), 1],
+    ['RST for no connection', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RST, srcPort: 11 }), new Uint8Array(0)), null],
+    ['RST of unknown type', () => h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RST, type: 9, srcPort: 12 }), new Uint8Array(0)), null],
   ];
   for (const [what, send, type] of cases) {
     const got = await replies(h, send);
@@ -93,9 +78,9 @@ test('unknown type, oversized or truncated payloads, unknown ops, packets for no
 }));
 
 test('a malformed packet on a live connection resets that connection; others carry on', withHarness({}, async (t, h) => {
-  const a = await guestToHost(h, 5200);
-  const b = await guestToHost(h, 5201);
-  h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW, srcPort: a.conn.localPort, dstPort: 5200, len: 500 }), new Uint8Array(20));
+  const a = await h.guestToHost(5200);
+  const b = await h.guestToHost(5201);
+  h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, srcPort: a.conn.localPort, dstPort: 5200, len: 500 }), new Uint8Array(20));
   await h.until(() => a.conn.reset && a.host.closed, 5000, 'a reset');
   b.conn.write(Buffer.from('b is fine'));
   await h.until(() => b.host.data.toString() === 'b is fine', 5000, 'b');
@@ -111,7 +96,7 @@ test('protocol violations on a live connection reset it: duplicate REQUEST, RESP
     ['RW after SHUTDOWN(SEND)', (c) => { c.shutdown(V.VIRTIO_VSOCK_SHUTDOWN_F_SEND); c.send(V.VIRTIO_VSOCK_OP_RW, { len: 3 }, new Uint8Array(3)); }],
   ];
   for (const [i, [what, act]] of ops.entries()) {
-    const { host, conn } = await guestToHost(h, 5300 + i);
+    const { host, conn } = await h.guestToHost(5300 + i);
     act(conn);
     await h.until(() => conn.reset, 5000, what);
     await h.until(() => host.closed || host.ended, 5000, `${what}: host closed`);
@@ -121,13 +106,13 @@ test('protocol violations on a live connection reset it: duplicate REQUEST, RESP
 }));
 
 test('a guest that ignores our credit is reset; the data waiting for the socket never exceeds 256 KiB', withHarness({}, async (t, h) => {
-  const { host, conn } = await guestToHost(h, 5400);
+  const { host, conn } = await h.guestToHost(5400);
   host.socket.pause();
   // Blast 64 KiB packets regardless of credit.
   const chunk = pattern(64 * KiB, 1);
   let maxPending = 0;
   for (let i = 0; i < 40 && !conn.reset; i++) {
-    h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW, srcPort: conn.localPort, dstPort: 5400, len: chunk.length }), chunk);
+    h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, srcPort: conn.localPort, dstPort: 5400, len: chunk.length }), chunk);
     h.step();
     maxPending = Math.max(maxPending, h.device.mux!.pendingBytes);
     await new Promise((r) => setImmediate(r));
@@ -156,7 +141,7 @@ test('credit lies from the guest (huge buf_alloc, fwd_cnt ahead of what we sent)
 test('a flood of packets for no connection while the guest posts no rx buffers: replies are capped, nothing spins', withHarness({ rxBuffers: 0 }, async (t, h) => {
   h.guest.autoRefill = false;
   for (let i = 0; i < 1000; i++) {
-    h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_RW, srcPort: i, len: 1 }), new Uint8Array(1));
+    h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, srcPort: i, len: 1 }), new Uint8Array(1));
   }
   t.is(h.device.stats!.orphansDropped, 1000 - V.VSOCK_MAX_ORPHAN_REPLIES);
   h.guest.autoRefill = true;
@@ -185,7 +170,7 @@ test('rx buffers too small for a header, or read-only, go back unused; the devic
 test('tx chains with no readable part, or with writable buffers, are handled without harm', withHarness({}, async (t, h) => {
   h.tx.addChain([{ addr: 0x30_0000, len: 64, write: true }]);
   h.tx.addChain([{ addr: 0x30_1000, len: 44 }, { addr: 0x30_2000, len: 64, write: true }]);
-  h.memory.write(0x30_1000, hdr({ op: V.VIRTIO_VSOCK_OP_RW, len: 0, srcPort: 77 }));
+  h.memory.write(0x30_1000, rawHeader({ op: V.VIRTIO_VSOCK_OP_RW, len: 0, srcPort: 77 }));
   h.tx.kick();
   h.device.queueNotify(V.VSOCK_QUEUE_TX);
   const used = h.tx.used();
@@ -195,7 +180,7 @@ test('tx chains with no readable part, or with writable buffers, are handled wit
 }));
 
 test('a broken tx ring asks for DEVICE_NEEDS_RESET, stops, and closes every host socket', withHarness({}, async (t, h) => {
-  const { host } = await guestToHost(h, 5150);
+  const { host } = await h.guestToHost(5150);
   const client = h.client();
   client.socket.write('CONN');
   await h.until(() => h.device.mux!.handshakeCount === 1, 5000, 'handshake');
@@ -215,7 +200,7 @@ test('a broken tx ring asks for DEVICE_NEEDS_RESET, stops, and closes every host
 }, true));
 
 test('SHUTDOWN with unknown flag bits: only RCV and SEND count', withHarness({}, async (t, h) => {
-  const { host, conn } = await guestToHost(h, 5500);
+  const { host, conn } = await h.guestToHost(5500);
   conn.send(V.VIRTIO_VSOCK_OP_SHUTDOWN, { flags: 0xffff_fffc });
   await h.run(50);
   t.false(conn.reset);
@@ -225,11 +210,11 @@ test('SHUTDOWN with unknown flag bits: only RCV and SEND count', withHarness({},
 
 test('the connection limit: REQUESTs beyond VSOCK_MAX_CONNECTIONS get RST', async (t) => {
   // Host "sockets" that are idle eventfds: the limit is the device's, not a listener's accept backlog.
-  const h = new VsockHarness({ sockets: (real) => ({ ...bind(real), connect: () => createEventfd() }) });
+  const h = new VsockHarness({ sockets: (real) => ({ ...boundSockets(real), connect: () => createEventfd() }) });
   try {
     const N = V.VSOCK_MAX_CONNECTIONS + 5;
     for (let sent = 0; sent < N; sent++) {
-      h.guest.sendRaw(hdr({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcPort: 100_000 + sent, dstPort: 5600 }), new Uint8Array(0));
+      h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcPort: 100_000 + sent, dstPort: 5600 }), new Uint8Array(0));
       if (sent % 100 === 0) h.step();
     }
     await h.run(50);
@@ -245,10 +230,3 @@ test('the connection limit: REQUESTs beyond VSOCK_MAX_CONNECTIONS get RST', asyn
   }
 });
 
-/** The methods of `real`, bound, as a plain object (to override one). */
-function bind(real: VsockSockets): VsockSockets {
-  return {
-    accept: (fd) => real.accept(fd), connect: (p) => real.connect(p), readv: (fd, m, s) => real.readv(fd, m, s), writev: (fd, m, s) => real.writev(fd, m, s),
-    recv: (fd, b, n, peek) => real.recv(fd, b, n, peek), send: (fd, b) => real.send(fd, b), shutdown: (fd, how) => real.shutdown(fd, how), close: (fd) => real.close(fd),
-  };
-}

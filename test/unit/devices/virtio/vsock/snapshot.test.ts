@@ -86,20 +86,13 @@ async function hostToGuest(h: VsockHarness, port: number): Promise<{ peer: HostP
   return { peer, conn: conn! };
 }
 
-async function guestToHost(h: VsockHarness, port: number): Promise<{ host: HostPeer; conn: GuestConn }> {
-  let host: HostPeer | null = null;
-  await h.listenHost(port, (p) => { host = p; });
-  const conn = h.guest.connect(port);
-  await h.until(() => conn.established && host !== null, 10_000, 'established');
-  return { host: host!, conn };
-}
 
 test.serial('snapshot: connections end, the restored device sends TRANSPORT_RESET, and new connections work both ways on the new listener', withHarness({}, async (t, h) => {
   h.guest.postEvents(4);
   const a = await hostToGuest(h, 60);
   a.peer.socket.write('before');
   await h.until(() => a.peer.payload.toString() === 'before', 5000, 'echo before');
-  const b = await guestToHost(h, 5106);
+  const b = await h.guestToHost(5106, 10_000);
   b.conn.write(Buffer.from('to host'));
   await h.until(() => b.host.text === 'to host', 5000, 'guest -> host');
 
@@ -124,7 +117,7 @@ test.serial('snapshot: connections end, the restored device sends TRANSPORT_RESE
   t.regex(c.peer.text, /^OK 1073741825\n/, 'host ports continue from the saved nextPort');
   c.peer.socket.write('after');
   await h.until(() => c.peer.payload.toString() === 'after', 5000, 'echo after restore');
-  const d = await guestToHost(h, 5107);
+  const d = await h.guestToHost(5107, 10_000);
   d.conn.write(Buffer.from('again'));
   await h.until(() => d.host.text === 'again', 5000, 'guest -> host after restore');
   h.guest.collectEvents();

@@ -543,6 +543,15 @@ export class VsockHarness {
   }
 
   /** A host listener at `${udsPath}_${port}`; resolves when listening. */
+  /** A host listener on `port` and a guest connection to it, both ends established within `ms`. */
+  async guestToHost(port: number, ms = 5000): Promise<{ host: HostPeer; conn: GuestConn }> {
+    let host: HostPeer | null = null;
+    await this.listenHost(port, (p) => { host = p; });
+    const conn = this.guest.connect(port);
+    await this.until(() => conn.established && host !== null, ms, 'established');
+    return { host: host!, conn };
+  }
+
   async listenHost(port: number, onConn: (p: HostPeer) => void, opts: { allowHalfOpen?: boolean } = {}): Promise<net.Server> {
     const srv = net.createServer({ allowHalfOpen: opts.allowHalfOpen ?? false }, (s) => {
       this.clients.push(s);
@@ -607,4 +616,22 @@ export function pattern(n: number, seed = 1): Buffer {
 
 export function md5(b: Uint8Array): string {
   return createHash('md5').update(b).digest('hex');
+}
+
+/** The methods of `real`, bound, as a plain object: spread it and override some (a host peer that stops reading...). */
+export function boundSockets(real: VsockSockets): VsockSockets {
+  return {
+    accept: (fd) => real.accept(fd), connect: (p) => real.connect(p), readv: (fd, m, s) => real.readv(fd, m, s), writev: (fd, m, s) => real.writev(fd, m, s),
+    recv: (fd, b, n, peek) => real.recv(fd, b, n, peek), send: (fd, b) => real.send(fd, b), shutdown: (fd, how) => real.shutdown(fd, how), close: (fd) => real.close(fd),
+  };
+}
+
+/** A packet header from the guest (CID GUEST_CID port 1000 to the host's port 2000, 64 KiB of credit) with `f` over it. */
+export function rawHeader(f: Partial<VsockHeader> & { op: number }): Uint8Array {
+  const b = new Uint8Array(V.VSOCK_HDR_SIZE);
+  encodeHeader({
+    srcCid: BigInt(GUEST_CID), dstCid: 2n, srcPort: 1000, dstPort: 2000, len: 0, type: V.VIRTIO_VSOCK_TYPE_STREAM, flags: 0,
+    bufAlloc: 64 * KiB, fwdCnt: 0, ...f,
+  }, b);
+  return b;
 }
