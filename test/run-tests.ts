@@ -80,6 +80,7 @@ export const LINUX_X86_GROUPS: readonly (readonly string[])[] = [
   ['share-xattr', 'share-bigfile', 'share-virtiofs', 'firecracker'],
   ['net', 'vsock', 'virtio'],
   ['boot', 'agent', 'oci'],
+  ['podman'],
   ['snapshot', 'durability'],
   ['share-9p', 'share-tarball'],
 ];
@@ -160,17 +161,25 @@ function plan(names: readonly TierName[]): Tier[][] {
 }
 
 /**
- * The guest agent's build (guest/agent; x86_64 only so far) for the tests that use it: the unit tier runs the
- * binary on a Unix socket, the linux-x86_64 tier boots its initramfs (test/hosts carries $FLINTVM_AGENT_DIR in).
- * test/setup.sh has built it already, so this is a cache hit; a failure is printed and left to those tests.
+ * What the OCI tests need, x86_64 only so far (test/setup.sh has built both, so these are cache hits; a failure
+ * is printed and left to those tests): the guest agent (guest/agent: the unit tier runs the binary on a Unix
+ * socket, the linux-x86_64 tier boots its initramfs) and podman, conmon and crun (test/hosts/podman.sh), which
+ * test/hosts lays over the x86_64 test host.
  */
-function findAgent(): void {
-  if (process.env.FLINTVM_AGENT_DIR || process.arch !== 'x64') return;
-  try {
-    const out = execFileSync('bash', [join(ROOT, 'guest', 'agent', 'build.sh')], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    process.env.FLINTVM_AGENT_DIR = out.trim().split('\n').pop();
-  } catch (e) {
-    process.stdout.write(`[test] the guest agent did not build (bash guest/agent/build.sh): ${(e as Error).message.split('\n')[0]}\n`);
+function findOciTools(): void {
+  if (process.arch !== 'x64') return;
+  const tools: [string, string[]][] = [
+    ['FLINTVM_AGENT_DIR', ['guest', 'agent', 'build.sh']],
+    ['FLINTVM_PODMAN_DIR', ['test', 'hosts', 'podman.sh']],
+  ];
+  for (const [env, script] of tools) {
+    if (process.env[env]) continue;
+    try {
+      const out = execFileSync('bash', [join(ROOT, ...script)], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      process.env[env] = out.trim().split('\n').pop();
+    } catch (e) {
+      process.stdout.write(`[test] bash ${script.join('/')} failed: ${(e as Error).message.split('\n')[0]}\n`);
+    }
   }
 }
 
@@ -260,7 +269,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write('run-tests: node_modules/.bin/ava is missing: run `npm install` first\n');
     return 2;
   }
-  findAgent();
+  findOciTools();
   const tiers = plan(names);
   const runs: TierResult[] = [];
   const byName = (n: TierName) => tiers.find((t) => t[0]?.name === n) ?? [];

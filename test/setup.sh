@@ -88,5 +88,7 @@ bash guest/build.sh --arch arm64 >/dev/null
 if [ "$(uname -m)" = x86_64 ]; then
   say "guest agent (guest/agent, a few seconds when it has to build)"
   bash guest/agent/build.sh >/dev/null
+  say "podman, conmon and crun for the x86_64 test host (test/hosts/podman.sh: downloads Debian packages, installs nothing)"
+  bash test/hosts/podman.sh >/dev/null
 fi
 say "ready"

@@ -212,6 +212,9 @@ export function shQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/** Mount options that are the runtime's own, not the kernel's (see planMounts). */
+const RUNTIME_ONLY_OPTION = /^(r?bind|r?(shared|slave|private|unbindable)|tmpcopyup|notmpcopyup|copy-symlink|r?idmap|[zZU])$/;
+
 /** Where the guest agent mounts the container's rootfs, and the virtio-fs tags the runtime uses. */
 export const GUEST_ROOTFS = '/rootfs';
 export const ROOTFS_TAG = 'rootfs';
@@ -240,9 +243,11 @@ export function planMounts(b: OciBundle, isDir: (path: string) => boolean): Gues
   const ignored: string[] = [];
   const target = (m: OciMount) => shQuote(GUEST_ROOTFS + m.destination);
   const mkdir = (m: OciMount) => `mkdir -p ${target(m)} 2>/dev/null || true`;
-  // Options that only mount(8)'s -o takes as flags or data; bind/rbind/propagation are handled apart.
+  // Options that only mount(8)'s -o takes as flags or data. Left out: bind/rbind and propagation (handled
+  // apart), and what runtimes (crun, runc) take for themselves and podman passes: tmpcopyup (done below),
+  // copy-symlink, idmap, and the SELinux and chown relabels z, Z and U (no SELinux here; the VM owns its files).
   const opts = (m: OciMount, extra: string[] = []) => {
-    const o = [...extra, ...m.options.filter((x) => !/^(r?bind|r?(shared|slave|private|unbindable))$/.test(x))];
+    const o = [...extra, ...m.options.filter((x) => !RUNTIME_ONLY_OPTION.test(x)).map((x) => (x === 'rro' ? 'ro' : x === 'rrw' ? 'rw' : x))];
     return o.length ? `-o ${shQuote(o.join(','))} ` : '';
   };
   let filesMounted = false;
@@ -278,7 +283,11 @@ export function planMounts(b: OciBundle, isDir: (path: string) => boolean): Gues
       case 'tmpfs':
         // /dev as a tmpfs would have no device nodes in a VM (no runtime creates them here): the guest's devtmpfs.
         if (m.destination === '/dev') lines.push(mkdir(m), `mount -t devtmpfs devtmpfs ${target(m)}`);
-        else lines.push(mkdir(m), `mount -t tmpfs ${opts(m)}tmpfs ${target(m)}`);
+        else if (m.options.includes('tmpcopyup')) {
+          // crun's tmpcopyup: the tmpfs starts with what the image has there (podman asks it for /run and /tmp
+          // on a read-only root). Mounted aside, filled, then moved over.
+          lines.push(mkdir(m), `S=$(mktemp -d) && mount -t tmpfs ${opts(m)}tmpfs "$S" && cp -a ${target(m)}/. "$S"/ && mount --move "$S" ${target(m)} && rmdir "$S"`);
+        } else lines.push(mkdir(m), `mount -t tmpfs ${opts(m)}tmpfs ${target(m)}`);
         return;
       case 'cgroup': case 'cgroup2':
         ignored.push(`${m.destination} (${m.type}: the VM is the resource boundary)`);

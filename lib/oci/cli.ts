@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../agent/client.js';
 import { flintvmVersion } from '../version.js';
 import { GUEST_ROOTFS, OciError, loadBundle, parseBundle, type OciBundle } from './bundle.js';
-import { Holder } from './holder.js';
+import { Holder, drained } from './holder.js';
 import {
   DEFAULT_ROOT, alive, checkId, containerDir, controlSocket, ociState, readState, vsockSocket, writeState, type ContainerState,
 } from './state.js';
@@ -118,6 +118,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'exec': return await exec(g, args);
       case 'features': return print(`${JSON.stringify(features(), null, 2)}\n`);
       case '__holder': return await holder(g, args);
+      case '__exec': return await execHolder(g, args);
       case undefined: throw new OciError('missing a command (see flintvm-oci --help)');
       default: throw new OciError(`unknown command ${JSON.stringify(cmd)} (create, start, state, kill, delete, run, exec, features)`);
     }
@@ -177,7 +178,7 @@ async function create(g: Globals, args: string[]): Promise<number> {
 async function createDetached(g: Globals, id: string, pidFile: string | undefined): Promise<void> {
   let pid: number;
   try {
-    pid = await spawnHolder(g, id);
+    pid = await spawnDetached(g, ['__holder', id], `container ${id}`);
   } catch (e) {
     rmSync(containerDir(g.root, id), { recursive: true, force: true });
     throw e;
@@ -185,15 +186,18 @@ async function createDetached(g: Globals, id: string, pidFile: string | undefine
   if (pidFile) writeFileSync(pidFile, String(pid));
 }
 
-/** Starts the holder with our stdio and fd 3 as its ready pipe; resolves with its pid once it says the container is created. */
-function spawnHolder(g: Globals, id: string): Promise<number> {
-  const child = spawn(process.execPath, [CLI, '--root', g.root, ...(g.log ? ['--log', g.log, '--log-format', g.logFormat] : []), '__holder', id], {
+/**
+ * Starts a detached process of ours (`__holder ID` or `__exec SPEC`) with our stdio and fd 3 as its ready
+ * pipe; resolves with its pid once it says it is ready, rejects with what it says otherwise.
+ */
+function spawnDetached(g: Globals, args: string[], what: string): Promise<number> {
+  const child = spawn(process.execPath, [CLI, '--root', g.root, ...(g.log ? ['--log', g.log, '--log-format', g.logFormat] : []), ...args], {
     detached: true, stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
   });
   return new Promise((resolvePid, reject) => {
     let text = '';
     const ready = child.stdio[3] as NodeJS.ReadableStream;
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new OciError(`the container's VM did not come up within ${HOLDER_READY_TIMEOUT_MS / 1000} s`)); }, HOLDER_READY_TIMEOUT_MS);
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new OciError(`${what}: not ready within ${HOLDER_READY_TIMEOUT_MS / 1000} s`)); }, HOLDER_READY_TIMEOUT_MS);
     ready.setEncoding('utf8');
     ready.on('data', (d: string) => { text += d; });
     ready.on('end', () => {
@@ -206,7 +210,7 @@ function spawnHolder(g: Globals, id: string): Promise<number> {
         resolvePid(child.pid!);
       } else {
         child.kill('SIGKILL');
-        reject(new OciError(msg.error ?? 'the holder process ended before the container was created (see above)'));
+        reject(new OciError(msg.error ?? `${what}: its process ended before it was ready (see above)`));
       }
     });
   });
@@ -329,13 +333,23 @@ async function run(g: Globals, args: string[]): Promise<number> {
   }
 }
 
-/** Another process in a running container, on this process's stdio, through its own agent connection. */
+/** What `exec` runs: the process (config.json's rules) in a running container. */
+interface ExecSpec {
+  id: string;
+  process: OciBundle['process'];
+}
+
+/**
+ * Another process in a running container, through its own agent connection. In the foreground it uses this
+ * process's stdio and exits with the process's status. With --detach (what conmon passes) a detached
+ * process of ours stands for it: it gets our stdio, --pid-file names it, and it exits with the process's
+ * status; we return once the process has started.
+ */
 async function exec(g: Globals, args: string[]): Promise<number> {
   const { flags, rest } = takeFlags(args, { '--process': true, '-p': true, '--pid-file': true, '--console-socket': true, '--detach': false, '-d': false, '--tty': false, '-t': false, '--cwd': true, '--env': true, '-e': true }, 'exec');
   const id = checkId(rest[0]);
   const s = readState(g.root, id);
   if (s.status !== 'running') throw new OciError(`container ${id} is ${s.status}: exec needs a running container`);
-  if (flags.has('--detach') || flags.has('-d')) throw new OciError('exec --detach is not supported by flintvm-oci yet');
   if (flags.has('--tty') || flags.has('-t') || flags.has('--console-socket')) throw new OciError('exec with a terminal (-t, --console-socket) is not supported by flintvm-oci yet');
   const bundle = parseBundle(JSON.parse(readFileSync(`${s.bundle}/config.json`, 'utf8')), s.bundle);
   let p = bundle.process;
@@ -350,17 +364,45 @@ async function exec(g: Globals, args: string[]): Promise<number> {
     if (rest.length < 2) throw new OciError('exec: give the command after the ID, or --process FILE');
     p = { ...p, args: rest.slice(1) };
   }
+  const spec: ExecSpec = { id, process: p };
   const pidFile = flags.get('--pid-file');
+  if (flags.has('--detach') || flags.has('-d')) {
+    const pid = await spawnDetached(g, ['__exec', JSON.stringify(spec)], `exec in container ${id}`);
+    if (pidFile) writeFileSync(pidFile, String(pid));
+    return 0;
+  }
   if (pidFile) writeFileSync(pidFile, String(process.pid));
-  const client = await AgentClient.connect({ udsPath: vsockSocket(g.root, id), timeoutMs: 10_000 });
+  return runExec(g, spec, () => undefined);
+}
+
+/** The detached side of `exec --detach`: argv[0] is the ExecSpec as JSON; fd 3 gets one JSON line once the process runs. */
+async function execHolder(g: Globals, args: string[]): Promise<number> {
+  const spec = JSON.parse(args[0] ?? '{}') as ExecSpec;
+  const say = (m: object) => { try { writeFileSync(3, JSON.stringify(m)); closeSync(3); } catch { /* no fd 3 */ } };
+  try {
+    return await runExec(g, spec, () => say({ ok: true }));
+  } catch (e) {
+    say({ error: (e as Error).message });
+    return 1;
+  }
+}
+
+/** Runs `spec` on this process's stdio; `started` is called once the agent has started it. Resolves with its status. */
+async function runExec(g: Globals, spec: ExecSpec, started: () => void): Promise<number> {
+  const p = spec.process;
+  const client = await AgentClient.connect({ udsPath: vsockSocket(g.root, spec.id), timeoutMs: 10_000 });
   try {
     const proc = await client.start({ args: p.args, env: p.env, cwd: p.cwd, uid: p.uid, gid: p.gid, additionalGids: p.additionalGids, rlimits: p.rlimits, rootfs: GUEST_ROOTFS });
+    started();
     proc.stdout.pipe(process.stdout, { end: false });
     proc.stderr.pipe(process.stderr, { end: false });
-    if (!process.stdin.isTTY) process.stdin.pipe(proc.stdin);
-    else proc.stdin.end();
-    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => proc.signal(sig));
+    if (!process.stdin.isTTY) {
+      process.stdin.on('error', () => undefined);
+      process.stdin.pipe(proc.stdin);
+    } else proc.stdin.end();
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => proc.signal(sig));
     const st = await proc.wait();
+    await Promise.all([drained(proc.stdout), drained(proc.stderr)]);
     process.stdin.unpipe();
     process.stdin.pause();
     return st.code ?? 128 + (st.signal ?? 0);

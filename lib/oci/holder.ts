@@ -244,7 +244,8 @@ function makeMountpoints(bundle: OciBundle, fileDestinations: readonly string[])
   }
 }
 
-function drained(r: NodeJS.ReadableStream): Promise<void> {
+/** Resolves when `r` has ended or closed. */
+export function drained(r: NodeJS.ReadableStream): Promise<void> {
   return new Promise((resolve) => {
     if ((r as { readableEnded?: boolean }).readableEnded) return resolve();
     r.once('end', () => resolve());

@@ -379,7 +379,10 @@ export function writeOverlay(fd: number, spec: OverlaySpec): number {
   }
   for (const t of spec.extraTrees ?? []) {
     if (!fs.statSync(t.src, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${t.src} is not a directory`);
-    addTree(w, t.src, t.dest.replace(/^\/+/, ''), t.src);
+    const dest = t.dest.replace(/^\/+/, '').replace(/\/+$/, '');
+    // An empty dest lays the tree over the test host's own / (the directories already there are merged).
+    if (dest === '') for (const n of fs.readdirSync(t.src).sort()) addTree(w, path.join(t.src, n), n, t.src);
+    else addTree(w, t.src, dest, t.src);
   }
   if (spec.guestDir) {
     // Top-level regular files only (vmlinux, bzImage, initramfs.cpio.gz, disk images, ...).
@@ -528,6 +531,15 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
     }
     extraTrees.push({ src: path.resolve(agentDir), dest: 'work/agent' });
   }
+  // The container tools (bash test/hosts/podman.sh: podman, conmon, crun and /etc/containers), laid over / when
+  // $FLINTVM_PODMAN_DIR names them; x86_64 only.
+  const podmanDir = arch === 'x86_64' ? process.env.FLINTVM_PODMAN_DIR : undefined;
+  if (podmanDir) {
+    if (!fs.existsSync(path.join(podmanDir, 'usr/bin/podman'))) {
+      throw new Error(`FLINTVM_PODMAN_DIR=${podmanDir} has no usr/bin/podman: set it to the last line \`bash test/hosts/podman.sh\` prints`);
+    }
+    extraTrees.push({ src: path.resolve(podmanDir), dest: '' });
+  }
   const qemu = findOnPath(cfg.qemu);
   if (!qemu) {
     throw new Error(`${cfg.qemu} not found on PATH: install the Debian package ${cfg.qemuPackage} (apt-get install ${cfg.qemuPackage})`);
@@ -544,6 +556,7 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
   env.HOME = '/root';
   if (guestDir) env.FLINTVM_GUEST_DIR = '/work/guest';
   if (agentDir) env.FLINTVM_AGENT_DIR = '/work/agent';
+  if (podmanDir) env.FLINTVM_PODMAN = '1';
   if (opts.verbose) env.FLINTVM_HOST_VERBOSE = '1';
   Object.assign(env, opts.env ?? {});
 

@@ -103,6 +103,20 @@ test('planMounts: the rootfs, kernel filesystems, /dev as devtmpfs, directory an
   t.throws(() => planMounts(parseBundle(minimal({ mounts: [{ destination: '/x', type: 'nfs' }] }), dir), () => false), { message: /mounts\[0\].type "nfs" is not supported/ });
 });
 
+test("planMounts: podman's runtime-only options (tmpcopyup, z/Z/U, rro) do not reach mount(8); tmpcopyup fills the tmpfs", (t) => {
+  const dir = bundleDir();
+  const b = parseBundle(minimal({
+    mounts: [
+      { destination: '/run', type: 'tmpfs', source: 'tmpfs', options: ['rw', 'rprivate', 'nosuid', 'nodev', 'tmpcopyup'] },
+      { destination: '/var/tmp', type: 'tmpfs', source: 'tmpfs', options: ['rro', 'Z', 'U', 'copy-symlink', 'idmap'] },
+    ],
+  }), dir);
+  const s = planMounts(b, () => false).script;
+  t.regex(s, /S=\$\(mktemp -d\) && mount -t tmpfs -o 'rw,nosuid,nodev' tmpfs "\$S" && cp -a '\/rootfs\/run'\/. "\$S"\/ && mount --move "\$S" '\/rootfs\/run'/);
+  t.regex(s, /mount -t tmpfs -o 'ro' tmpfs '\/rootfs\/var\/tmp'/);
+  t.notRegex(s, /tmpcopyup|rprivate|copy-symlink|idmap|,Z|,U/);
+});
+
 test('shQuote survives quotes; parseSignal takes numbers and names; features says the isolation is a VM', (t) => {
   t.is(shQuote("a'b"), `'a'\\''b'`);
   t.is(parseSignal(undefined), 15);
