@@ -7,9 +7,9 @@
  * - bench/results/boot.svg: the boot breakdown, flintvm vs QEMU;
  * and prints the per-bench reports and a summary table.
  *
- * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot,net,vsock,share,linux-boot-arm64,snapshot] [--all] [--skip linux-boot] [--out DIR] [--merge]
+ * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot,net,vsock,share,linux-boot-arm64,snapshot,oci] [--all] [--skip linux-boot] [--out DIR] [--merge]
  *
- * The test-host I/O benches (net, vsock, share) and snapshot run only when named in --only, or with --all: each boots
+ * The test-host I/O benches (net, vsock, share), snapshot and oci run only when named in --only, or with --all: each boots
  * guests for many minutes inside the TCG test host (share alone takes about an hour).
  *
  * --merge keeps the other benches of the existing latest.json and replaces only the ones run now (to
@@ -30,6 +30,7 @@ import { formatDensity, type DensityResult } from './density.js';
 import { formatLinuxBoot, type LinuxBootResult } from './linux-boot.js';
 import { formatNet, type NetResult } from './net.js';
 import { formatVsock, type VsockResult } from './vsock.js';
+import { formatOci, type OciResult } from './oci.js';
 import { formatShare, type ShareResult } from './share.js';
 import type { LinuxBootArm64Result } from './linux-boot-arm64.js';
 import { formatSnapshot, type SnapshotResult } from './snapshot.js';
@@ -64,6 +65,7 @@ const BENCHES = {
   share: { script: 'share.js', flags: [], args: ['--reps', '5', '--mib', '1024'], timeoutMin: 150, optIn: true },
   'linux-boot-arm64': { script: 'linux-boot-arm64.js', flags: [], args: ['--reps', '5'], timeoutMin: 20, optIn: true },
   snapshot: { script: 'snapshot.js', flags: [], args: ['--reps', '5', '--clones', '16,64', '--clone-reps', '5,3'], timeoutMin: 60, optIn: true },
+  oci: { script: 'oci.js', flags: [], args: ['--reps', '5'], timeoutMin: 30, optIn: true },
 } satisfies Record<string, BenchSpec>;
 type BenchName = keyof typeof BENCHES;
 
@@ -144,6 +146,7 @@ function runBench(name: BenchName, log: (s: string) => void): Promise<{ json?: u
 type Results = {
   exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult;
   net?: NetResult; vsock?: VsockResult; share?: ShareResult; 'linux-boot-arm64'?: LinuxBootArm64Result; snapshot?: SnapshotResult;
+  oci?: OciResult;
 };
 
 /** Figures of a flintvm-vs-peer comparison (vmm-compare.ts), named `prefix: <figure>`. */
@@ -230,6 +233,19 @@ function figures(r: Results): Figure[] {
   }
   const TCG = 'inside the TCG test host: read the ratio, not the absolute figure';
   if (r.net) f.push(...comparisonFigures('net', 'net (TCG host)', r.net.figures, `${QEMU} virtio-net-device, tap, vhost=off`, TCG));
+  if (r.oci) {
+    const o = r.oci;
+    const crun = 'crun 1.8 (no VM), same podman';
+    const note = `${TCG}; through podman and conmon`;
+    if (o.trueMs.flintvm) f.push({ bench: 'oci', name: 'OCI (TCG host): podman run --rm IMG true', unit: 'ms', better: 'lower', flintvm: sum(o.trueMs.flintvm),
+      ...(o.trueMs.crun ? { peer: { name: crun, ...sum(o.trueMs.crun) }, ratio: round(o.trueMs.ratio!, 3) } : {}), note });
+    if (o.streamMs.flintvm) f.push({ bench: 'oci', name: 'OCI (TCG host): podman run, 16 MiB stdout', unit: 'ms', better: 'lower', flintvm: sum(o.streamMs.flintvm),
+      ...(o.streamMs.crun ? { peer: { name: crun, ...sum(o.streamMs.crun) }, ratio: round(o.streamMs.ratio!, 3) } : {}) });
+    const ph = o.phases;
+    if (ph.agentReadyMs) f.push({ bench: 'oci', name: 'OCI (TCG host): flintvm-oci holder start -> agent ready', unit: 'ms', better: 'lower', flintvm: sum(ph.agentReadyMs) });
+    if (ph.mountedMs) f.push({ bench: 'oci', name: 'OCI (TCG host): flintvm-oci holder start -> mounts done', unit: 'ms', better: 'lower', flintvm: sum(ph.mountedMs) });
+    if (ph.processStartMs) f.push({ bench: 'oci', name: 'OCI (TCG host): flintvm-oci start -> process running', unit: 'ms', better: 'lower', flintvm: sum(ph.processStartMs) });
+  }
   if (r.vsock) {
     const v = r.vsock;
     const note = `${TCG}; flintvm only (no hybrid vsock in QEMU)`;
@@ -379,6 +395,7 @@ async function main(): Promise<void> {
   if (typed['linux-boot']) out.push(...formatLinuxBoot(typed['linux-boot']), '');
   if (typed.net) out.push(...formatNet(typed.net), '');
   if (typed.vsock) out.push(...formatVsock(typed.vsock), '');
+  if (typed.oci) out.push(...formatOci(typed.oci), '');
   if (typed.share) out.push(...formatShare(typed.share), '');
   if (typed.snapshot) out.push(...formatSnapshot(typed.snapshot), '');
   out.push(`Summary (commit ${latest.commit.slice(0, 12)}; ${machine.nproc} CPUs ${machine.model}; kernel ${machine.kernel}; KVM ${machine.kvm})`);

@@ -232,6 +232,32 @@ static void close_if(int *fd)
 	*fd = -1;
 }
 
+/*
+ * A pty for a process. With a rootfs, from the devpts instance mounted at its /dev/pts when there is one
+ * (what OCI runtimes do): the process's ttyname() then finds its terminal inside the container. Else, or if
+ * that fails, from the agent's own /dev/pts.
+ */
+static int open_pty(const char *rootfs, int *master, int *slave, const struct winsize *ws)
+{
+	if (rootfs) {
+		char path[4096];
+		int n = snprintf(path, sizeof path, "%s/dev/pts/ptmx", rootfs);
+		int m = n > 0 && (size_t)n < sizeof path ? open(path, O_RDWR | O_NOCTTY | O_CLOEXEC) : -1;
+		if (m >= 0) {
+			int unlock = 0;
+			int sl = ioctl(m, TIOCSPTLCK, &unlock) == 0 ? ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC) : -1;
+			if (sl >= 0 && ioctl(sl, TIOCSWINSZ, ws) == 0) {
+				*master = m;
+				*slave = sl;
+				return 0;
+			}
+			if (sl >= 0) close(sl);
+			close(m);
+		}
+	}
+	return openpty(master, slave, NULL, NULL, ws);
+}
+
 void handle_start(int c, uint32_t id, const uint8_t *body, size_t len)
 {
 	if (id == 0) { send_error(c, id, ERR_BAD_FRAME, 0, "START needs a process id other than 0"); return; }
@@ -255,7 +281,7 @@ void handle_start(int c, uint32_t id, const uint8_t *body, size_t len)
 	if (s.terminal) {
 		struct winsize ws = { .ws_row = s.rows, .ws_col = s.cols };
 		what = "openpty";
-		ok = openpty(&master, &slave, NULL, NULL, &ws) == 0;
+		ok = open_pty(s.rootfs, &master, &slave, &ws) == 0;
 		if (ok) {
 			fcntl(master, F_SETFD, FD_CLOEXEC);
 			fcntl(slave, F_SETFD, FD_CLOEXEC);

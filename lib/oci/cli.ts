@@ -20,7 +20,8 @@ import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../agent/client.js';
 import { flintvmVersion } from '../version.js';
 import { GUEST_ROOTFS, OciError, loadBundle, parseBundle, type OciBundle } from './bundle.js';
-import { Holder, drained } from './holder.js';
+import { openTerminal } from './console.js';
+import { Holder, drained, relayTerminal } from './holder.js';
 import {
   DEFAULT_ROOT, alive, checkId, containerDir, controlSocket, ociState, readState, vsockSocket, writeState, type ContainerState,
 } from './state.js';
@@ -64,13 +65,16 @@ const USAGE = `flintvm-oci: an OCI runtime that runs each container in its own f
 
 usage: flintvm-oci [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND [ARGS]
 
-  create [--bundle DIR] [--pid-file FILE] ID   start the container's VM; the process waits for start
+  create [--bundle DIR] [--pid-file FILE] [--console-socket SOCK] ID
+                                               start the container's VM; the process waits for start
+                                               (a terminal's pty master goes to SOCK, as runc does)
   start ID                                     run the container's process
   state ID                                     print the OCI state (JSON)
   kill [--all] ID [SIGNAL]                     send a signal (default SIGTERM)
   delete [--force] ID                          remove a stopped container (--force: stop it first)
   run [--bundle DIR] [--pid-file FILE] [--detach] ID   create, start, and (without --detach) wait and delete
-  exec [--process FILE] [--pid-file FILE] ID [ARGS...] run another process in a running container
+  exec [--process FILE] [--pid-file FILE] [--detach] [--tty] [--console-socket SOCK] ID [ARGS...]
+                                               run another process in a running container
   features                                     print what this runtime supports (JSON)
   --version                                    print the version
 
@@ -148,9 +152,6 @@ function bundleAndId(args: string[], extra: Record<string, boolean>, where: stri
   if (rest.length > 1) throw new OciError(`${where}: one container ID expected, got ${rest.join(' ')}`);
   const id = checkId(rest[0]);
   const bundle = loadBundle(flags.get('--bundle') ?? flags.get('-b') ?? '.');
-  if (bundle.process.terminal) {
-    throw new OciError('config.json: process.terminal is true: a terminal (podman run -t, --console-socket) is not supported by flintvm-oci yet; run without -t');
-  }
   return { bundle, id, flags };
 }
 
@@ -170,15 +171,15 @@ function newContainer(g: Globals, id: string, bundle: OciBundle): void {
 async function create(g: Globals, args: string[]): Promise<number> {
   const { bundle, id, flags } = bundleAndId(args, {}, 'create');
   newContainer(g, id, bundle);
-  await createDetached(g, id, flags.get('--pid-file'));
+  await createDetached(g, id, flags.get('--pid-file'), flags.get('--console-socket'));
   return 0;
 }
 
 /** Starts the holder of a new container (its state directory made) and writes the pid file; on failure removes the directory. */
-async function createDetached(g: Globals, id: string, pidFile: string | undefined): Promise<void> {
+async function createDetached(g: Globals, id: string, pidFile: string | undefined, consoleSocket: string | undefined): Promise<void> {
   let pid: number;
   try {
-    pid = await spawnDetached(g, ['__holder', id], `container ${id}`);
+    pid = await spawnDetached(g, ['__holder', id, ...(consoleSocket ? [resolve(consoleSocket)] : [])], `container ${id}`);
   } catch (e) {
     rmSync(containerDir(g.root, id), { recursive: true, force: true });
     throw e;
@@ -225,7 +226,7 @@ async function holder(g: Globals, args: string[]): Promise<number> {
   const closeReady = () => { try { closeSync(3); } catch { /* run mode: no fd 3 */ } };
   let h: Holder;
   try {
-    h = await Holder.create(g.root, id, parseBundle(JSON.parse(readFileSync(`${s.bundle}/config.json`, 'utf8')), s.bundle));
+    h = await Holder.create(g.root, id, parseBundle(JSON.parse(readFileSync(`${s.bundle}/config.json`, 'utf8')), s.bundle), args[1]);
   } catch (e) {
     say({ error: (e as Error).message });
     closeReady();
@@ -316,13 +317,13 @@ async function run(g: Globals, args: string[]): Promise<number> {
   const { bundle, id, flags } = bundleAndId(args, { '--detach': false, '-d': false }, 'run');
   newContainer(g, id, bundle);
   if (flags.has('--detach') || flags.has('-d')) {
-    await createDetached(g, id, flags.get('--pid-file'));
+    await createDetached(g, id, flags.get('--pid-file'), flags.get('--console-socket'));
     await control(g, id, { cmd: 'start' });
     return 0;
   }
   // In the foreground this process is the holder; the container is deleted when it ends.
   try {
-    const h = await Holder.create(g.root, id, bundle);
+    const h = await Holder.create(g.root, id, bundle, flags.get('--console-socket'));
     const pidFile = flags.get('--pid-file');
     if (pidFile) writeFileSync(pidFile, String(process.pid));
     forwardSignals(h);
@@ -337,6 +338,8 @@ async function run(g: Globals, args: string[]): Promise<number> {
 interface ExecSpec {
   id: string;
   process: OciBundle['process'];
+  /** Where the terminal's master goes, when process.terminal is set. */
+  consoleSocket?: string;
 }
 
 /**
@@ -350,7 +353,6 @@ async function exec(g: Globals, args: string[]): Promise<number> {
   const id = checkId(rest[0]);
   const s = readState(g.root, id);
   if (s.status !== 'running') throw new OciError(`container ${id} is ${s.status}: exec needs a running container`);
-  if (flags.has('--tty') || flags.has('-t') || flags.has('--console-socket')) throw new OciError('exec with a terminal (-t, --console-socket) is not supported by flintvm-oci yet');
   const bundle = parseBundle(JSON.parse(readFileSync(`${s.bundle}/config.json`, 'utf8')), s.bundle);
   let p = bundle.process;
   const procFile = flags.get('--process') ?? flags.get('-p');
@@ -359,12 +361,12 @@ async function exec(g: Globals, args: string[]): Promise<number> {
     try { json = JSON.parse(readFileSync(procFile, 'utf8')); } catch (e) { throw new OciError(`--process ${procFile}: ${(e as Error).message}`); }
     // The process file is config.json's `process`: check it with the same rules, against the container's root.
     p = parseBundle({ ociVersion: bundle.ociVersion, process: json, root: { path: bundle.root.path } }, bundle.dir).process;
-    if (p.terminal) throw new OciError('--process: terminal is true: exec with a terminal is not supported by flintvm-oci yet');
   } else {
     if (rest.length < 2) throw new OciError('exec: give the command after the ID, or --process FILE');
-    p = { ...p, args: rest.slice(1) };
+    p = { ...p, args: rest.slice(1), terminal: flags.has('--tty') || flags.has('-t') };
   }
-  const spec: ExecSpec = { id, process: p };
+  const consoleSocket = flags.get('--console-socket');
+  const spec: ExecSpec = { id, process: p, ...(consoleSocket ? { consoleSocket: resolve(consoleSocket) } : {}) };
   const pidFile = flags.get('--pid-file');
   if (flags.has('--detach') || flags.has('-d')) {
     const pid = await spawnDetached(g, ['__exec', JSON.stringify(spec)], `exec in container ${id}`);
@@ -390,16 +392,23 @@ async function execHolder(g: Globals, args: string[]): Promise<number> {
 /** Runs `spec` on this process's stdio; `started` is called once the agent has started it. Resolves with its status. */
 async function runExec(g: Globals, spec: ExecSpec, started: () => void): Promise<number> {
   const p = spec.process;
+  const term = p.terminal ? openTerminal(spec.consoleSocket) : null;
   const client = await AgentClient.connect({ udsPath: vsockSocket(g.root, spec.id), timeoutMs: 10_000 });
   try {
-    const proc = await client.start({ args: p.args, env: p.env, cwd: p.cwd, uid: p.uid, gid: p.gid, additionalGids: p.additionalGids, rlimits: p.rlimits, rootfs: GUEST_ROOTFS });
+    const proc = await client.start({
+      args: p.args, env: p.env, cwd: p.cwd, uid: p.uid, gid: p.gid, additionalGids: p.additionalGids, rlimits: p.rlimits, rootfs: GUEST_ROOTFS,
+      ...(term ? { terminal: term.size() } : {}),
+    });
     started();
-    proc.stdout.pipe(process.stdout, { end: false });
-    proc.stderr.pipe(process.stderr, { end: false });
-    if (!process.stdin.isTTY) {
-      process.stdin.on('error', () => undefined);
-      process.stdin.pipe(proc.stdin);
-    } else proc.stdin.end();
+    if (term) relayTerminal(proc, term);
+    else {
+      proc.stdout.pipe(process.stdout, { end: false });
+      proc.stderr.pipe(process.stderr, { end: false });
+      if (!process.stdin.isTTY) {
+        process.stdin.on('error', () => undefined);
+        process.stdin.pipe(proc.stdin);
+      } else proc.stdin.end();
+    }
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => proc.signal(sig));
     const st = await proc.wait();
     await Promise.all([drained(proc.stdout), drained(proc.stderr)]);
@@ -407,6 +416,7 @@ async function runExec(g: Globals, spec: ExecSpec, started: () => void): Promise
     process.stdin.pause();
     return st.code ?? 128 + (st.signal ?? 0);
   } finally {
+    term?.close();
     client.close();
   }
 }

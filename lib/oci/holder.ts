@@ -14,7 +14,7 @@
  * `{"error":"..."}`.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, lstatSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, lstatSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +23,7 @@ import { MicroVM } from '../microvm.js';
 import { defaultGuestImages } from '../guest-images.js';
 import { log } from '../log.js';
 import { GUEST_ROOTFS, OciError, ROOTFS_TAG, planMounts, type OciBundle } from './bundle.js';
+import { openTerminal, type TerminalIo } from './console.js';
 import { containerDir, controlSocket, readState, vsockSocket, writeState, type ContainerState } from './state.js';
 
 const debug = log('oci:holder');
@@ -48,6 +49,19 @@ export function agentInitramfs(): string {
   return f;
 }
 
+/** Where a container's time went (ms): VM start, agent ready and mounts done from the holder's start; then the process. */
+export interface HolderPhases {
+  id: string;
+  vmStartMs?: number;
+  agentReadyMs?: number;
+  mountedMs?: number;
+  /** From `start` to the agent's STARTED. */
+  processStartMs?: number;
+  /** From STARTED to its exit and the last output. */
+  processRunMs?: number;
+  vmStopMs?: number;
+}
+
 /** The running holder's pieces, released by {@link Holder.close}. */
 export class Holder {
   private proc: AgentProcess | null = null;
@@ -63,6 +77,8 @@ export class Holder {
     private state: ContainerState,
     private readonly vm: MicroVM,
     private readonly client: AgentClient,
+    private readonly terminal: TerminalIo | null,
+    private readonly phases: HolderPhases,
   ) {
     this.done = new Promise((r) => { this.finish = r; });
     void vm.wait().then((exit) => {
@@ -74,7 +90,9 @@ export class Holder {
    * Boots the container's VM and mounts its filesystems; the process is not started. The state directory and
    * state.json (status 'creating') must exist. Throws an OciError (and leaves nothing running) on failure.
    */
-  static async create(root: string, id: string, bundle: OciBundle): Promise<Holder> {
+  static async create(root: string, id: string, bundle: OciBundle, consoleSocket?: string): Promise<Holder> {
+    const t0 = performance.now();
+    const phases: HolderPhases = { id };
     const dir = containerDir(root, id);
     const plan = planMounts(bundle, (p) => statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false);
     for (const i of plan.ignored) debug('mount ignored: %s', i);
@@ -104,23 +122,35 @@ export class Holder {
       ],
     });
     await vm.start();
+    phases.vmStartMs = performance.now() - t0;
     let client: AgentClient | null = null;
     try {
       client = await AgentClient.connect({ udsPath, timeoutMs: AGENT_TIMEOUT_MS });
+      phases.agentReadyMs = performance.now() - t0;
       const setup = await client.start({ args: ['/bin/sh', '-c', plan.script] });
       let err = '';
       setup.stderr.on('data', (d: Buffer) => { err += d.toString(); });
       setup.stdout.resume();
       const st = await setup.wait();
       if (st.code !== 0) throw new OciError(`mounting the container's filesystems in the VM failed (${st.code ?? `signal ${st.signal}`}): ${err.trim().slice(-500)}`);
+      phases.mountedMs = performance.now() - t0;
     } catch (e) {
       client?.close();
       await vm.stop().catch(() => undefined);
       throw e;
     }
+    let terminal: TerminalIo | null = null;
+    try {
+      // The terminal's master goes to the console socket now, during create, as runc does.
+      if (bundle.process.terminal) terminal = openTerminal(consoleSocket);
+    } catch (e) {
+      client.close();
+      await vm.stop().catch(() => undefined);
+      throw e;
+    }
     const state: ContainerState = { ...readState(root, id), status: 'created', pid: process.pid };
     writeState(root, state);
-    const h = new Holder(root, bundle, state, vm, client);
+    const h = new Holder(root, bundle, state, vm, client, terminal, phases);
     await h.listen();
     return h;
   }
@@ -160,20 +190,28 @@ export class Holder {
     if (this.state.status !== 'created') throw new OciError(`container ${this.state.id} is ${this.state.status}, not created: it can be started once`);
     const p = this.bundle.process;
     this.setStatus('running');
+    const term = this.terminal;
+    const tStart = performance.now();
     this.client.start({
       args: p.args, env: p.env, cwd: p.cwd, uid: p.uid, gid: p.gid, additionalGids: p.additionalGids, rlimits: p.rlimits,
       rootfs: GUEST_ROOTFS, ...(this.bundle.hostname ? { hostname: this.bundle.hostname } : {}),
+      ...(term ? { terminal: term.size() } : {}),
     }).then((proc) => {
       this.proc = proc;
-      proc.stdout.pipe(process.stdout, { end: false });
-      proc.stderr.pipe(process.stderr, { end: false });
-      if (!process.stdin.isTTY) {
-        process.stdin.on('error', () => undefined);
-        process.stdin.pipe(proc.stdin);
-      } else proc.stdin.end();
+      this.phases.processStartMs = performance.now() - tStart;
+      if (term) relayTerminal(proc, term);
+      else {
+        proc.stdout.pipe(process.stdout, { end: false });
+        proc.stderr.pipe(process.stderr, { end: false });
+        if (!process.stdin.isTTY) {
+          process.stdin.on('error', () => undefined);
+          process.stdin.pipe(proc.stdin);
+        } else proc.stdin.end();
+      }
       return proc.wait().then(async (st) => {
         // Let the last output reach our fds before we go.
         await Promise.all([drained(proc.stdout), drained(proc.stderr)]);
+        this.phases.processRunMs = performance.now() - tStart - (this.phases.processStartMs ?? 0);
         this.state.exit = st;
         await this.end(st.code ?? 128 + (st.signal ?? 0));
       });
@@ -208,10 +246,16 @@ export class Holder {
     if (existsSync(containerDir(this.root, this.state.id))) writeState(this.root, this.state);
     this.server?.close();
     this.client.close();
+    this.terminal?.close();
     process.stdin.unpipe();
     process.stdin.pause();
+    const tStop = performance.now();
     await this.vm.stop().catch(() => undefined);
+    this.phases.vmStopMs = performance.now() - tStop;
     rmSync(controlSocket(this.root, this.state.id), { force: true });
+    // For bench/oci.ts: one JSON line per container, when $FLINTVM_OCI_TIMINGS names a file.
+    const timings = process.env.FLINTVM_OCI_TIMINGS;
+    if (timings) try { appendFileSync(timings, `${JSON.stringify(this.phases)}\n`); } catch { /* best effort */ }
     this.finish(code);
   }
 }
@@ -242,6 +286,19 @@ function makeMountpoints(bundle: OciBundle, fileDestinations: readonly string[])
       debug('mountpoint %s: %s', m.destination, (e as Error).message);
     }
   }
+}
+
+/**
+ * Relays a container process started with a terminal (its pty in the guest) to `term`: output, input (the
+ * terminal's end of input is its EOF character, not a close) and size changes.
+ */
+export function relayTerminal(proc: AgentProcess, term: TerminalIo): void {
+  proc.stdout.pipe(term.output, { end: false });
+  proc.stderr.resume();
+  term.input.pipe(proc.stdin, { end: false });
+  term.onResize((rows, cols) => {
+    try { proc.resize(rows, cols); } catch { /* the process has ended */ }
+  });
 }
 
 /** Resolves when `r` has ended or closed. */

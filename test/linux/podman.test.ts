@@ -8,78 +8,20 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { requireKvm, skipOrFail } from '../helpers/kvm.js';
+import { PODMAN_IMAGE as IMAGE, runCommand, setUpPodman } from '../hosts/podman-setup.js';
 
-const CLI = fileURLToPath(new URL('../../bin/flintvm-oci.js', import.meta.url));
-/** containers.conf (test/hosts/podman.sh) names this wrapper as the runtime `flintvm-oci`. */
-const WRAPPER = '/work/bin/flintvm-oci';
-const IMAGE = 'localhost/flintvm-busybox';
-const APPLETS = ['sh', 'echo', 'cat', 'id', 'pwd', 'sleep', 'ls', 'env', 'head', 'md5sum', 'yes', 'touch', 'true', 'trap', 'tty', 'stty', 'wc'];
-/** One podman command: a flintvm container start (VM boot, agent, mounts) takes 10-20 s in the emulated host. */
-const STEP_MS = 4 * 60_000;
 const RUNTIMES = ['crun', 'flintvm-oci'] as const;
 type Runtime = (typeof RUNTIMES)[number];
 
-interface Result { code: number | null; stdout: Buffer; stderr: string }
-
-function podman(args: string[], input?: Buffer): Promise<Result> {
-  return new Promise((resolve) => {
-    const child = spawn('podman', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? Buffer.alloc(0));
-    const timer = setTimeout(() => child.kill('SIGKILL'), STEP_MS);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: err });
-    });
-  });
-}
-
+const podman = (args: string[], input?: Buffer) => runCommand('podman', args, input);
 const runWith = (rt: Runtime, args: string[], input?: Buffer) => podman(['--runtime', rt, ...args], input);
 
 let why = '';
-
-test.before(async () => {
-  if (process.env.FLINTVM_PODMAN !== '1' || !existsSync('/usr/bin/podman')) {
-    why = 'no podman here: npm test carries it into the x86_64 test host (FLINTVM_PODMAN_DIR=$(bash test/hosts/podman.sh))';
-    return;
-  }
-  if (!process.env.FLINTVM_AGENT_DIR) { why = 'no agent build: set FLINTVM_AGENT_DIR=$(bash guest/agent/build.sh)'; return; }
-  // crun needs the cgroup2 hierarchy (podman's cgroupfs manager); the test host's init does not mount it.
-  if (!existsSync('/sys/fs/cgroup/cgroup.controllers')) {
-    const m = spawn('mount', ['-t', 'cgroup2', 'none', '/sys/fs/cgroup'], { stdio: 'inherit' });
-    await new Promise((r) => m.on('close', r));
-  }
-  // conmon runs the runtime with podman's environment cut down: the wrapper names what flintvm-oci needs.
-  const env = ['FLINTVM_AGENT_DIR', 'FLINTVM_GUEST_DIR', 'FLINTVM_CACHE', 'DEBUG'].filter((k) => process.env[k]).map((k) => `export ${k}='${process.env[k]}'\n`).join('');
-  mkdirSync('/work/bin', { recursive: true });
-  writeFileSync(WRAPPER, `#!/bin/sh\n${env}exec '${process.execPath}' '${CLI}' "$@"\n`, { mode: 0o755 });
-
-  const bb = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
-  if (!bb) { why = 'no busybox here to make an image of'; return; }
-  const dir = mkdtempSync(join(tmpdir(), 'flintvm-podman-rootfs-'));
-  chmodSync(dir, 0o755);
-  for (const d of ['bin', 'proc', 'dev', 'tmp', 'etc', 'sys', 'run', 'data']) mkdirSync(join(dir, d));
-  chmodSync(join(dir, 'tmp'), 0o1777);
-  copyFileSync(bb, join(dir, 'bin', 'busybox'));
-  chmodSync(join(dir, 'bin', 'busybox'), 0o755);
-  for (const a of APPLETS) symlinkSync('busybox', join(dir, 'bin', a));
-  writeFileSync(join(dir, 'etc', 'passwd'), 'root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n');
-  writeFileSync(join(dir, 'etc', 'group'), 'root:x:0:\nuser:x:1000:\n');
-  const tar = join(tmpdir(), 'flintvm-busybox.tar');
-  const tr = spawn('tar', ['-C', dir, '-cf', tar, '.'], { stdio: 'inherit' });
-  await new Promise((r) => tr.on('close', r));
-  const imp = await podman(['import', '--quiet', '--change', 'ENV=PATH=/bin', tar, IMAGE]);
-  if (imp.code !== 0) why = `podman import failed: ${imp.stderr.trim()}`;
-});
+test.before(async () => { why = await setUpPodman(); });
 
 function ready(t: ExecutionContext): boolean {
   if (!requireKvm(t)) return false;
@@ -158,6 +100,25 @@ test.serial('podman run: a 16 MiB stdout stream, the same checksum as under crun
   }
   t.is(sums[1], sums[0]);
   t.is(sums[0], md5(Buffer.from('0123456789abcdef\n'.repeat(Math.ceil(bytes / 17))).subarray(0, bytes)));
+});
+
+test.serial('podman run -t and -i -t, and exec -t: a terminal (the pty master through the console socket), as under crun', async (t) => {
+  if (!ready(t)) return;
+  for (const rt of RUNTIMES) {
+    const r = await runWith(rt, ['run', '--rm', '-t', IMAGE, 'sh', '-c', 'tty; echo hi; exit 4']);
+    t.is(r.code, 4, `${rt}: ${r.stderr}`);
+    // The guest's line discipline turns \n into \r\n, as a local terminal does; stderr is the terminal too.
+    t.regex(r.stdout.toString(), /^\/dev\/pts\/\d+\r\nhi\r\n$/, rt);
+    const i = await runWith(rt, ['run', '--rm', '-i', '-t', IMAGE, 'sh'], Buffer.from('echo typed-$((6*7))\nexit 9\n'));
+    t.is(i.code, 9, `${rt}: ${i.stderr}`);
+    t.regex(i.stdout.toString(), /typed-42\r\n/, rt);
+    const name = `t-${rt}`;
+    t.is((await runWith(rt, ['run', '-d', '--name', name, IMAGE, 'sleep', '600'])).code, 0, rt);
+    const e = await podman(['exec', '-t', name, 'sh', '-c', 'tty; exit 6']);
+    t.is(e.code, 6, `${rt}: ${e.stderr}`);
+    t.regex(e.stdout.toString(), /^\/dev\/pts\/\d+\r\n$/, rt);
+    t.is((await podman(['rm', '-f', '-t', '0', name])).code, 0, rt);
+  }
 });
 
 test.serial('flintvm-oci leaves nothing behind: no holder processes, no state under its root', async (t) => {
