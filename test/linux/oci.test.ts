@@ -167,6 +167,12 @@ test.serial('delete --force of a created container; bad bundles: clear errors, n
   const pidFile = join(root, '..', `pid2-${process.pid}`);
   t.is((await oci(root, ['create', '--bundle', bundle(), '--pid-file', pidFile, 'c-del'])).code, 0);
   const pid = Number(readFileSync(pidFile, 'utf8'));
+  // runtime-tools' create check: a second container with the same ID is refused, the first one untouched.
+  const dup = await oci(root, ['create', '--bundle', bundle(), 'c-del']);
+  t.is(dup.code, 1);
+  t.regex(dup.stderr, /container c-del already exists/);
+  t.true(alive(pid));
+  t.is(JSON.parse((await oci(root, ['state', 'c-del'])).stdout.toString()).status, 'created');
   t.is((await oci(root, ['delete', '--force', 'c-del'])).code, 0);
   t.false(alive(pid));
   t.deepEqual(readdirSync(root), []);
