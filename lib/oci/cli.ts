@@ -17,11 +17,11 @@ import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AgentClient } from '../agent/client.js';
 import { flintvmVersion } from '../version.js';
 import { GUEST_ROOTFS, OciError, loadBundle, parseBundle, type OciBundle } from './bundle.js';
-import { openTerminal } from './console.js';
-import { Holder, drained, relayTerminal } from './holder.js';
+// The VM side (holder.js: MicroVM and every device; the agent client; koffi) is imported where it is used:
+// `state`, `start`, `kill` and `delete`, which podman calls often, then load no more than they need.
+import type { Holder } from './holder.js';
 import {
   DEFAULT_ROOT, alive, checkId, containerDir, controlSocket, ociState, readState, vsockSocket, writeState, type ContainerState,
 } from './state.js';
@@ -224,6 +224,7 @@ async function holder(g: Globals, args: string[]): Promise<number> {
   const say = (m: object) => { try { writeFileSync(3, JSON.stringify(m)); } catch { /* run mode: no fd 3 */ } };
   // Closing fd 3 ends the ready pipe `create` reads.
   const closeReady = () => { try { closeSync(3); } catch { /* run mode: no fd 3 */ } };
+  const { Holder } = await import('./holder.js');
   let h: Holder;
   try {
     h = await Holder.create(g.root, id, parseBundle(JSON.parse(readFileSync(`${s.bundle}/config.json`, 'utf8')), s.bundle), args[1]);
@@ -323,6 +324,7 @@ async function run(g: Globals, args: string[]): Promise<number> {
   }
   // In the foreground this process is the holder; the container is deleted when it ends.
   try {
+    const { Holder } = await import('./holder.js');
     const h = await Holder.create(g.root, id, bundle, flags.get('--console-socket'));
     const pidFile = flags.get('--pid-file');
     if (pidFile) writeFileSync(pidFile, String(process.pid));
@@ -392,6 +394,7 @@ async function execHolder(g: Globals, args: string[]): Promise<number> {
 /** Runs `spec` on this process's stdio; `started` is called once the agent has started it. Resolves with its status. */
 async function runExec(g: Globals, spec: ExecSpec, started: () => void): Promise<number> {
   const p = spec.process;
+  const [{ AgentClient }, { openTerminal }, { drained, relayTerminal }] = await Promise.all([import('../agent/client.js'), import('./console.js'), import('./holder.js')]);
   const term = p.terminal ? openTerminal(spec.consoleSocket) : null;
   const client = await AgentClient.connect({ udsPath: vsockSocket(g.root, spec.id), timeoutMs: 10_000 });
   try {
