@@ -37,11 +37,10 @@ export interface EntryPlace {
 }
 
 /**
- * A kind of virtio device. `Entry` is one element of the config key the kind
- * reads (one drive, one NIC, the vsock object...), `Params` what crosses to
- * the I/O worker.
+ * What the registry knows of a kind without loading its device code (`devices/virtio/<kind>/info.ts`): a VM
+ * loads the code of the kinds it configures only (lib/vm/registry.ts).
  */
-export interface VirtioKind<Entry = unknown, Params = unknown> {
+export interface VirtioKindInfo<Entry = unknown> {
   /** Stable name, used in the wiring params, in `describe()` and in snapshots: 'virtio-blk', 'virtio-rng'... */
   readonly name: string;
   /**
@@ -52,12 +51,20 @@ export interface VirtioKind<Entry = unknown, Params = unknown> {
    */
   readonly configKey: string;
   accepts?(entry: Entry): boolean;
+  /** A JSON-able description of the entry for APIs (no fds, no secrets). */
+  describe(entry: Entry): Record<string, unknown>;
+}
+
+/**
+ * A kind of virtio device. `Entry` is one element of the config key the kind
+ * reads (one drive, one NIC, the vsock object...), `Params` what crosses to
+ * the I/O worker.
+ */
+export interface VirtioKind<Entry = unknown, Params = unknown> extends VirtioKindInfo<Entry> {
   /** Main thread: validate `entry` and open its host resources. Throws ConfigError naming `place.field`; leaves nothing open when it throws. */
   open(entry: Entry, place: EntryPlace): OpenedVirtio<Params>;
   /** I/O worker: the device model for `params`. */
   create(params: Params): VirtioDevice;
-  /** A JSON-able description of the entry for APIs (no fds, no secrets). */
-  describe(entry: Entry): Record<string, unknown>;
   /**
    * Snapshot hooks; a kind without them cannot be snapshotted yet, and
    * `snapshot()` refuses a VM that has one, naming it, before writing anything.

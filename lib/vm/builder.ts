@@ -27,7 +27,7 @@ import type { SavedMemoryStats } from '../memory/host-memory.js';
 import { createEventfd, closeFd } from '../io/epoll.js';
 import { IoWorker } from '../io/io-worker.js';
 import type { DeviceStateMessage, IoWorkerSetup, SavedVirtioDevice, VirtioDeviceWiring } from './io-wiring.js';
-import { configuredDevices } from './registry.js';
+import { configuredDevices, loadConfiguredDevices, type ConfiguredDevice } from './registry.js';
 
 const debug = log('builder');
 const DEVICE_MODULE = new URL('./wiring.js', import.meta.url).href;
@@ -101,10 +101,9 @@ interface PlannedVirtio {
  * eventfds, and says what to add to the command line. `opened` collects what
  * must be closed at the end, also on failure.
  */
-function planVirtio(cfg: ResolvedConfig, opened: OpenedResources, platform: Platform, restore?: RestoreInput): { devices: PlannedVirtio[]; cmdline: string[] } {
+function planVirtio(cfg: ResolvedConfig, configured: readonly ConfiguredDevice[], opened: OpenedResources, platform: Platform, restore?: RestoreInput): { devices: PlannedVirtio[]; cmdline: string[] } {
   const devices: PlannedVirtio[] = [];
   const deviceArgs: string[] = [];
-  const configured = configuredDevices(cfg);
   const saved = restore?.machine.virtio;
   if (saved && (!Array.isArray(saved) || saved.length !== configured.length)) {
     throw new SnapshotStateError('virtio', `the snapshot has ${Array.isArray(saved) ? saved.length : 'no list of'} virtio devices; its config has ${configured.length}`);
@@ -161,7 +160,7 @@ async function buildWith(
   if (restore && restore.machine.platform?.arch !== platform.arch) {
     throw new SnapshotStateError('platform.arch', `the snapshot is of an ${String(restore.machine.platform?.arch)} guest; this host runs ${platform.arch} guests`);
   }
-  const virtio = planVirtio(cfg, opened, platform, restore);
+  const virtio = planVirtio(cfg, await loadConfiguredDevices(cfg), opened, platform, restore);
   const kvm = Kvm.open();
   let maxVcpus: number;
   try {

@@ -15,8 +15,9 @@ import { VIRTIO_MMIO_SLOT_COUNT as X86_VIRTIO_SLOTS } from '../../arch/x86_64/la
 import { VIRTIO_MMIO_SLOT_COUNT as ARM64_VIRTIO_SLOTS } from '../../arch/arm64/layout.js';
 import { VMADDR_CID_ANY, VSOCK_MIN_GUEST_CID, VSOCK_MAX_PORT } from '../../devices/virtio/vsock/constants.js';
 import { parseMac } from '../../devices/virtio/net/mac.js';
-import { tagBytes } from '../../devices/virtio/9p/device.js';
-import { fsTagBytes } from '../../devices/virtio/fs/device.js';
+import { mountTagBytes } from '../../devices/virtio/tag.js';
+import { P9_MAX_TAG_BYTES } from '../../devices/virtio/9p/constants.js';
+import { FS_TAG_BYTES } from '../../devices/virtio/fs/constants.js';
 import {
   bool, custom, describe, displayName, int, list, obj, oneOf, optional, refine, schemaReference, str,
   type CheckContext, type ConfigIssue, type Infer,
@@ -104,7 +105,7 @@ const shareSpec = refine(obj({ doc: 'A host directory shared with the guest.', e
 }), (s, path, ctx) => {
   let ok = true;
   try {
-    if (s.protocol === '9p') tagBytes(s.tag); else fsTagBytes(s.tag);
+    mountTagBytes(s.tag, s.protocol === '9p' ? P9_MAX_TAG_BYTES : FS_TAG_BYTES);
   } catch (e) {
     ctx.issue(`${path}.tag`, (e as Error).message, s.tag);
     ok = false;

@@ -13,7 +13,7 @@ import { attachGuestMemory } from '../memory/host-memory.js';
 import type { RegionDescriptor } from '../memory/guest-memory.js';
 import { VirtioMmioSlot } from '../../devices/virtio/transport/slot.js';
 import type { VirtioDevice } from '../../devices/virtio/device.js';
-import { virtioKind } from './registry.js';
+import { loadVirtioKinds, virtioKind } from './registry.js';
 
 /** One virtio device as the I/O worker sees it: its transport state and the fds KVM signals/listens on. */
 export interface VirtioDeviceWiring {
@@ -68,8 +68,10 @@ function createDevice(d: VirtioDeviceWiring): VirtioDevice {
 }
 
 /** Called on the I/O worker before its loop runs; returns the teardown run after the loop stops. */
-export function setupIoWorker(data: unknown, loop: EventLoop, ctx: IoWorkerContext): () => void {
+export async function setupIoWorker(data: unknown, loop: EventLoop, ctx: IoWorkerContext): Promise<() => void> {
   const setup = data as IoWorkerSetup;
+  // This thread loads the device code of its VM's kinds only.
+  await loadVirtioKinds(setup.devices.map((d) => d.kind));
   const memory = attachGuestMemory(setup.memory);
   const slots: VirtioMmioSlot[] = [];
   try {

@@ -5,6 +5,7 @@
  * access in the sandboxed backend (backends/hostdir).
  */
 import * as C from '../constants.js';
+import { mountTagBytes } from '../tag.js';
 import { DeviceNeedsReset, type ActivationContext, type VirtioDevice, type VirtioDeviceInfo } from '../device.js';
 import type { Wakeup } from '../backends/wakeup.js';
 import * as P from './constants.js';
@@ -90,12 +91,7 @@ export class Virtio9pDevice implements VirtioDevice {
   }
 }
 
-/** The tag as UTF-8 bytes, checked. */
+/** The tag's bytes (at most P9_MAX_TAG_BYTES): see ../tag.ts. */
 export function tagBytes(tag: string): Uint8Array {
-  if (typeof tag !== 'string') throw new RangeError('mount tag must be a string');
-  const bytes = new TextEncoder().encode(tag);
-  if (bytes.length === 0 || bytes.length > P.P9_MAX_TAG_BYTES) throw new RangeError(`mount tag '${tag}' is ${bytes.length} bytes; it must be 1 to ${P.P9_MAX_TAG_BYTES}`);
-  // NUL would cut the tag short in the guest; whitespace and controls cannot be typed into mount(8) or shown in /proc/mounts.
-  if (/[\s\p{Cc}]/u.test(tag)) throw new RangeError(`mount tag ${JSON.stringify(tag)} has whitespace or control characters`);
-  return bytes;
+  return mountTagBytes(tag, P.P9_MAX_TAG_BYTES);
 }

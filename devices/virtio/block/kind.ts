@@ -1,19 +1,12 @@
 /** The virtio-blk kind: one device per `drives[]` entry, on a raw image opened (and locked) on the main thread. */
 import type { VirtioDevice } from '../device.js';
 import { defineVirtioKind } from '../kind.js';
+import { blockInfo, type DriveEntry } from './info.js';
+export type { DriveEntry } from './info.js';
 import { BlockDevice, createBlockDevice, openDiskImage, type BlockDeviceParams } from './index.js';
 
-/** One `drives[]` entry (the shape of lib/config.ts's DriveConfig, which this layer does not import). */
-export interface DriveEntry {
-  readonly path: string;
-  readonly readOnly: boolean;
-  readonly root?: boolean;
-  readonly serial?: string | undefined;
-}
-
 export const blockKind = defineVirtioKind<DriveEntry, BlockDeviceParams>({
-  name: 'virtio-blk',
-  configKey: 'drives',
+  ...blockInfo,
   open(d, place) {
     const img = openDiskImage(d.path, { readOnly: d.readOnly, field: `${place.field}.path` });
     const options = { sizeBytes: img.sizeBytes, readOnly: d.readOnly, serial: d.serial };
@@ -33,7 +26,6 @@ export const blockKind = defineVirtioKind<DriveEntry, BlockDeviceParams>({
    */
   saveState: (device) => asBlock(device).saveState(),
   restoreState: (device, state, how) => asBlock(device).restoreState(state, how.active),
-  describe: (d) => ({ path: d.path, readOnly: d.readOnly, root: d.root ?? false, ...(d.serial !== undefined ? { serial: d.serial } : {}) }),
 });
 
 function asBlock(device: VirtioDevice): BlockDevice {

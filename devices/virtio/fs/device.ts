@@ -8,6 +8,7 @@
  * by the same server. Requests are served synchronously, one chain at a time.
  */
 import * as C from '../constants.js';
+import { mountTagBytes } from '../tag.js';
 import { DeviceNeedsReset, type ActivationContext, type VirtioDevice, type VirtioDeviceInfo } from '../device.js';
 import type { Wakeup } from '../backends/wakeup.js';
 import type { SplitQueue } from '../queue/split-queue.js';
@@ -84,11 +85,7 @@ export class VirtioFsDevice implements VirtioDevice {
   }
 }
 
-/** The tag as UTF-8 bytes, checked: 1..36 bytes, no NUL, whitespace or control characters. */
+/** The tag's bytes (at most FS_TAG_BYTES): see ../tag.ts. */
 export function fsTagBytes(tag: string): Uint8Array {
-  if (typeof tag !== 'string') throw new RangeError('mount tag must be a string');
-  const bytes = new TextEncoder().encode(tag);
-  if (bytes.length === 0 || bytes.length > F.FS_TAG_BYTES) throw new RangeError(`mount tag '${tag}' is ${bytes.length} bytes; it must be 1 to ${F.FS_TAG_BYTES}`);
-  if (/[\s\p{Cc}]/u.test(tag)) throw new RangeError(`mount tag ${JSON.stringify(tag)} has whitespace or control characters`);
-  return bytes;
+  return mountTagBytes(tag, F.FS_TAG_BYTES);
 }

@@ -1,5 +1,6 @@
 /** The virtio-fs kind: each `shares[]` entry with `protocol: 'virtiofs'`, served in-process by the FUSE server (no daemon). */
 import { defineVirtioKind } from '../kind.js';
+import { fsInfo } from './info.js';
 import type { ShareEntry } from '../backends/hostdir/index.js';
 import type { VirtioDevice } from '../device.js';
 import { HIPRIO_QUEUE, REQUEST_QUEUE } from './constants.js';
@@ -7,15 +8,12 @@ import { createFsDevice, openFsShareBackend, VirtioFsDevice, type VirtioFsParams
 import { restoreFuseState, saveFuseState } from './snapshot.js';
 
 export const fsKind = defineVirtioKind<ShareEntry, VirtioFsParams>({
-  name: 'virtio-fs',
-  configKey: 'shares',
-  accepts: (s) => s.protocol === 'virtiofs',
+  ...fsInfo,
   open(s, place) {
     const share = openFsShareBackend(s, place.field);
     return { info: VirtioFsDevice.info({ tag: s.tag }), params: share.params, close: share.close };
   },
   create: (params) => createFsDevice(params),
-  describe: (s) => ({ tag: s.tag, path: s.path, readOnly: s.readOnly ?? false, protocol: s.protocol }),
   // The FUSE session: nodeids and handles, by path under the share root (snapshot.ts).
   saveState: (device) => saveFuseState(fsDevice(device).server),
   restoreState(device, state, how) {

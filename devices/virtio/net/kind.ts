@@ -1,17 +1,12 @@
 /** The virtio-net kind: one NIC per `net[]` entry, on a host TAP opened (or created) on the main thread. */
 import type { VirtioDevice } from '../device.js';
 import { defineVirtioKind } from '../kind.js';
+import { netInfo, type NetEntry } from './info.js';
+export type { NetEntry } from './info.js';
 import { createNetDevice, NetDevice, openTap, type NetDeviceParams } from './index.js';
 
-/** One `net[]` entry (the shape of lib/config.ts's NetConfig). */
-export interface NetEntry {
-  readonly tap: string;
-  readonly mac?: string | undefined;
-}
-
 export const netKind = defineVirtioKind<NetEntry, NetDeviceParams>({
-  name: 'virtio-net',
-  configKey: 'net',
+  ...netInfo,
   open(n, place) {
     const tap = openTap(n, place.field);
     return { info: NetDevice.info({ mac: tap.params.mac }), params: { ...tap.params }, close: tap.close };
@@ -29,7 +24,6 @@ export const netKind = defineVirtioKind<NetEntry, NetDeviceParams>({
    */
   saveState: (device) => asNet(device).saveState(),
   restoreState: (device, state, how) => asNet(device).restoreState(state, how.active),
-  describe: (n) => ({ tap: n.tap, ...(n.mac !== undefined ? { mac: n.mac } : {}) }),
 });
 
 function asNet(device: VirtioDevice): NetDevice {

@@ -1,11 +1,11 @@
 /** The virtio-vsock kind: `vsock: { guestCid, udsPath }`, Firecracker-style hybrid vsock over a Unix socket. */
 import type { VirtioDevice } from '../device.js';
 import { defineVirtioKind } from '../kind.js';
+import { vsockInfo } from './info.js';
 import { createVsockDevice, openVsockBackend, VsockDevice, type VsockDeviceParams, type VsockSettings } from './index.js';
 
 export const vsockKind = defineVirtioKind<VsockSettings, VsockDeviceParams>({
-  name: 'virtio-vsock',
-  configKey: 'vsock',
+  ...vsockInfo,
   open(v, place) {
     const backend = openVsockBackend(v, place.field);
     return { info: VsockDevice.info(backend.params), params: backend.params, close: backend.close };
@@ -20,7 +20,6 @@ export const vsockKind = defineVirtioKind<VsockSettings, VsockDeviceParams>({
    */
   saveState: (device) => asVsock(device).saveState(),
   restoreState: (device, state, how) => asVsock(device).restoreState(state, how.active),
-  describe: (v) => ({ guestCid: v.guestCid, udsPath: v.udsPath }),
 });
 
 function asVsock(device: VirtioDevice): VsockDevice {

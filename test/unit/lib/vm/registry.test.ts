@@ -1,11 +1,18 @@
 import test from 'ava';
-import { configuredDevices, describeDevices, VIRTIO_KINDS, virtioKind } from '../../../../lib/vm/registry.js';
+import { configuredDevices, describeDevices, loadConfiguredDevices, loadVirtioKinds, VIRTIO_KINDS, virtioKind } from '../../../../lib/vm/registry.js';
 
-test('every kind has a unique name and is found by it', (t) => {
-  const names = VIRTIO_KINDS.map((k) => k.name);
+test.serial('every kind has a unique name; its code loads on demand and is found by that name', async (t) => {
+  const names = VIRTIO_KINDS.map((k) => k.info.name);
   t.is(new Set(names).size, names.length);
+  t.is(virtioKind('virtio-blk'), undefined, 'nothing is loaded before it is asked for');
+  t.throws(() => configuredDevices({ rng: true })[0]!.kind, { message: /rng: the virtio-rng device code is not loaded/ });
+  const [rng] = await loadConfiguredDevices({ rng: true });
+  t.is(rng!.kind.name, 'virtio-rng');
+  t.is(virtioKind('virtio-blk'), undefined, 'loading one kind loads no other');
+  await loadVirtioKinds(names);
   for (const n of names) t.is(virtioKind(n)?.name, n);
   t.is(virtioKind('virtio-gpu'), undefined);
+  await t.throwsAsync(loadVirtioKinds(['virtio-gpu']), { message: /unknown virtio device kind 'virtio-gpu'/ });
 });
 
 test('configuredDevices: slot order follows the registry (shares in config order), each entry names its config path, shares go to their protocol', (t) => {
@@ -16,7 +23,7 @@ test('configuredDevices: slot order follows the registry (shares in config order
     vsock: { guestCid: 3, udsPath: '/tmp/v' },
     net: [],
   };
-  const got = configuredDevices(cfg).map((d) => `${d.kind.name} ${d.field} ${d.index}`);
+  const got = configuredDevices(cfg).map((d) => `${d.info.name} ${d.field} ${d.index}`);
   t.deepEqual(got, [
     'virtio-blk drives[0] 0',
     'virtio-blk drives[1] 1',
