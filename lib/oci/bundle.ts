@@ -23,6 +23,14 @@ export class OciError extends Error {
 /** The annotations that size the VM, and their defaults. */
 export const ANNOTATION_MEMORY = 'io.flintvm.memory_mib';
 export const ANNOTATION_VCPUS = 'io.flintvm.vcpus';
+/** A tap device in the host's network namespace for the VM's virtio-net (made by flintvm when missing). */
+export const ANNOTATION_NET_TAP = 'io.flintvm.net.tap';
+/** The guest's eth0 address, IPv4 CIDR (`10.0.2.15/24`); the interface is only brought up without it. */
+export const ANNOTATION_NET_ADDRESS = 'io.flintvm.net.address';
+/** The guest's default route, IPv4. */
+export const ANNOTATION_NET_GATEWAY = 'io.flintvm.net.gateway';
+/** The guest NIC's MAC (`02:xx:...`); default: flintvm's. */
+export const ANNOTATION_NET_MAC = 'io.flintvm.net.mac';
 export const DEFAULT_MEMORY_MIB = 256;
 export const DEFAULT_VCPUS = 1;
 const MAX_VCPUS = 32;
@@ -60,6 +68,8 @@ export interface OciBundle {
   annotations: Record<string, string>;
   memoryMiB: number;
   vcpus: number;
+  /** The VM's network, from the io.flintvm.net.* annotations; none without io.flintvm.net.tap. */
+  net?: { tap: string; mac?: string; address?: string; gateway?: string };
 }
 
 type Json = Record<string, unknown>;
@@ -185,9 +195,12 @@ export function parseBundle(json: unknown, dir: string): OciBundle {
     return n;
   };
 
+  const net = parseNetAnnotations(annotations);
+
   return {
     dir,
     ociVersion,
+    ...(net ? { net } : {}),
     process: {
       args,
       env,
@@ -205,6 +218,40 @@ export function parseBundle(json: unknown, dir: string): OciBundle {
     memoryMiB: intAnnotation(ANNOTATION_MEMORY, DEFAULT_MEMORY_MIB, 64, 1 << 20),
     vcpus: intAnnotation(ANNOTATION_VCPUS, DEFAULT_VCPUS, 1, MAX_VCPUS),
   };
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** The io.flintvm.net.* annotations: a tap name, and the guest's address, gateway and MAC. */
+function parseNetAnnotations(a: Record<string, string>): OciBundle['net'] {
+  const tap = a[ANNOTATION_NET_TAP];
+  const bad = (key: string, what: string) => new OciError(`config.json: annotations["${key}"] must be ${what}, got ${JSON.stringify(a[key])}`);
+  if (tap === undefined) {
+    for (const k of [ANNOTATION_NET_ADDRESS, ANNOTATION_NET_GATEWAY, ANNOTATION_NET_MAC]) {
+      if (a[k] !== undefined) throw new OciError(`config.json: annotations["${k}"] needs annotations["${ANNOTATION_NET_TAP}"] (the VM has no NIC without a tap)`);
+    }
+    return undefined;
+  }
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tap)) throw bad(ANNOTATION_NET_TAP, 'a network interface name (1-15 of A-Z a-z 0-9 _ . -)');
+  const net: NonNullable<OciBundle['net']> = { tap };
+  const address = a[ANNOTATION_NET_ADDRESS];
+  if (address !== undefined) {
+    const [ip, len, ...rest] = address.split('/');
+    if (rest.length || !IPV4.test(ip ?? '') || !/^\d{1,2}$/.test(len ?? '') || Number(len) > 32) throw bad(ANNOTATION_NET_ADDRESS, 'an IPv4 address with its prefix length, such as 10.0.2.15/24');
+    net.address = address;
+  }
+  const gateway = a[ANNOTATION_NET_GATEWAY];
+  if (gateway !== undefined) {
+    if (!IPV4.test(gateway)) throw bad(ANNOTATION_NET_GATEWAY, 'an IPv4 address, such as 10.0.2.1');
+    if (address === undefined) throw new OciError(`config.json: annotations["${ANNOTATION_NET_GATEWAY}"] needs annotations["${ANNOTATION_NET_ADDRESS}"]`);
+    net.gateway = gateway;
+  }
+  const mac = a[ANNOTATION_NET_MAC];
+  if (mac !== undefined) {
+    if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw bad(ANNOTATION_NET_MAC, 'a MAC address, such as 02:00:00:00:00:01');
+    net.mac = mac;
+  }
+  return net;
 }
 
 /** Quotes a string for busybox sh. */
@@ -235,9 +282,19 @@ export interface GuestMountPlan {
   ignored: string[];
 }
 
+/** The guest's eth0 set-up for the io.flintvm.net.* annotations (the container shares the agent's network). */
+function netLines(net: OciBundle['net']): string[] {
+  if (!net) return [];
+  return [
+    'ip link set eth0 up',
+    ...(net.address ? [`ip addr add ${shQuote(net.address)} dev eth0`] : []),
+    ...(net.gateway ? [`ip route add default via ${shQuote(net.gateway)}`] : []),
+  ];
+}
+
 /** Plans the guest side of `b.root` and `b.mounts`. `isDir(path)` tells a bind source directory from a file. */
 export function planMounts(b: OciBundle, isDir: (path: string) => boolean): GuestMountPlan {
-  const lines = ['set -e', `mkdir -p ${GUEST_ROOTFS}`, `mount -t virtiofs ${b.root.readonly ? '-o ro ' : ''}${ROOTFS_TAG} ${GUEST_ROOTFS}`];
+  const lines = ['set -e', 'ip link set lo up || true', ...netLines(b.net), `mkdir -p ${GUEST_ROOTFS}`, `mount -t virtiofs ${b.root.readonly ? '-o ro ' : ''}${ROOTFS_TAG} ${GUEST_ROOTFS}`];
   const dirShares: GuestMountPlan['dirShares'] = [];
   const fileCopies: GuestMountPlan['fileCopies'] = [];
   const ignored: string[] = [];

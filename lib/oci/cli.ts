@@ -78,7 +78,8 @@ usage: flintvm-oci [--root DIR] [--log FILE] [--log-format text|json] [--debug] 
   features                                     print what this runtime supports (JSON)
   --version                                    print the version
 
-The state lives under --root (default ${DEFAULT_ROOT}). Annotations io.flintvm.memory_mib and io.flintvm.vcpus size the VM.
+The state lives under --root (default ${DEFAULT_ROOT}). Annotations io.flintvm.memory_mib and io.flintvm.vcpus size the VM;
+io.flintvm.net.tap (with .address, .gateway, .mac) gives it a NIC on a tap in the host network namespace.
 `;
 
 /** Runs the CLI; resolves with the exit status. */
@@ -435,6 +436,10 @@ export function features(): Record<string, unknown> {
     annotations: {
       'io.flintvm.memory_mib': 'guest memory in MiB (default 256)',
       'io.flintvm.vcpus': 'vCPUs (default 1)',
+      'io.flintvm.net.tap': 'a tap in the host network namespace for the VM (made when missing); no network without it',
+      'io.flintvm.net.address': "the guest's eth0 address, IPv4 CIDR (10.0.2.15/24)",
+      'io.flintvm.net.gateway': "the guest's default route (IPv4)",
+      'io.flintvm.net.mac': "the guest NIC's MAC",
       'org.opencontainers.runtime-spec.features.isolation': 'vm',
     },
   };

@@ -115,6 +115,7 @@ export class Holder {
     const vm = new MicroVM({
       kernel: imgs.kernel, initrd, memoryMiB: bundle.memoryMiB, vcpus: bundle.vcpus, console: 'none', extraCmdline: 'quiet',
       vsock: { guestCid: GUEST_CID, udsPath },
+      ...(bundle.net ? { net: [{ tap: bundle.net.tap, ...(bundle.net.mac ? { mac: bundle.net.mac } : {}) }] } : {}),
       shares: [
         { tag: ROOTFS_TAG, path: bundle.root.path, protocol: 'virtiofs', readOnly: bundle.root.readonly },
         ...plan.dirShares.map((s) => ({ tag: s.tag, path: s.path, protocol: 'virtiofs' as const, readOnly: s.readOnly })),

@@ -8,16 +8,17 @@
  * Not here yet: podman/conmon/crun (issue #16 wants them in the test host).
  */
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requireKvm, skipOrFail } from '../helpers/kvm.js';
 
 const CLI = fileURLToPath(new URL('../../bin/flintvm-oci.js', import.meta.url));
-const APPLETS = ['sh', 'echo', 'cat', 'id', 'pwd', 'hostname', 'sleep', 'ls', 'env', 'head', 'md5sum', 'yes', 'touch', 'true', 'trap', 'wc'];
+const APPLETS = ['sh', 'echo', 'cat', 'id', 'pwd', 'hostname', 'sleep', 'ls', 'env', 'head', 'md5sum', 'yes', 'touch', 'true', 'trap', 'wc', 'nc', 'ip', 'grep'];
 /** A container start (VM boot, agent, mounts) in the emulated test host takes about 10 s; leave room. */
 const STEP_MS = 4 * 60_000;
 
@@ -193,4 +194,38 @@ test.serial('delete --force of a created container; bad bundles: clear errors, n
   t.not(failing.code, 0);
   t.regex(failing.stderr, /no\/such\/program/);
   t.deepEqual(readdirSync(root), [], 'nothing is left under --root');
+});
+
+test.serial('networking: io.flintvm.net.tap gives the container a NIC on a host tap, gone with the container', async (t) => {
+  if (!ready(t)) return;
+  const root = newRoot();
+  const [tap, hostIp, guestIp, port] = ['fvoci0', '10.0.7.1', '10.0.7.15', 7077];
+  const pidFile = join(root, '..', `pid-net-${process.pid}`);
+  const script = `ip -4 addr show eth0 | grep -q ${guestIp}/24 || exit 2; i=0; until echo hello-over-the-tap | nc ${hostIp} ${port}; do i=$((i+1)); [ $i -lt 60 ] || exit 3; sleep 1; done`;
+  const b = bundle({ annotations: { 'io.flintvm.net.tap': tap, 'io.flintvm.net.address': `${guestIp}/24`, 'io.flintvm.net.gateway': hostIp } }, { args: ['sh', '-c', script] });
+  const c = await oci(root, ['create', '--bundle', b, '--pid-file', pidFile, 'c-net']);
+  t.is(c.code, 0, c.stderr);
+  const pid = Number(readFileSync(pidFile, 'utf8'));
+  t.true(existsSync(`/sys/class/net/${tap}`), 'the VM made its tap');
+  execFileSync('ip', ['addr', 'add', `${hostIp}/24`, 'dev', tap]);
+  execFileSync('ip', ['link', 'set', tap, 'up']);
+  let received = '';
+  const server = createServer((sock) => {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => { received += d; sock.end(); });
+    sock.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(port, hostIp, () => r()));
+  try {
+    t.is((await oci(root, ['start', 'c-net'])).code, 0);
+    for (let i = 0; i < 1200 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+    t.false(alive(pid), 'the container ended');
+    t.is(received, 'hello-over-the-tap\n');
+    const s = JSON.parse((await oci(root, ['state', 'c-net'])).stdout.toString()) as { status: string };
+    t.is(s.status, 'stopped');
+  } finally {
+    server.close();
+  }
+  t.is((await oci(root, ['delete', 'c-net'])).code, 0);
+  t.false(existsSync(`/sys/class/net/${tap}`), 'the tap flintvm made is gone with the VM');
 });

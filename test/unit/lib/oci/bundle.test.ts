@@ -117,6 +117,25 @@ test("planMounts: podman's runtime-only options (tmpcopyup, z/Z/U, rro) do not r
   t.notRegex(s, /tmpcopyup|rprivate|copy-symlink|idmap|,Z|,U/);
 });
 
+test('io.flintvm.net.* annotations: a tap, the guest address and gateway set up before the mounts; bad values name the annotation', (t) => {
+  const dir = bundleDir();
+  const b = parseBundle(minimal({ annotations: { 'io.flintvm.net.tap': 'fvt0', 'io.flintvm.net.address': '10.0.3.15/24', 'io.flintvm.net.gateway': '10.0.3.1', 'io.flintvm.net.mac': '02:00:00:00:00:07' } }), dir);
+  t.deepEqual(b.net, { tap: 'fvt0', address: '10.0.3.15/24', gateway: '10.0.3.1', mac: '02:00:00:00:00:07' });
+  const s = planMounts(b, () => false).script;
+  t.regex(s, /^set -e\nip link set lo up \|\| true\nip link set eth0 up\nip addr add '10.0.3.15\/24' dev eth0\nip route add default via '10.0.3.1'\nmkdir -p \/rootfs\n/);
+  t.is(parseBundle(minimal(), dir).net, undefined);
+  t.notRegex(planMounts(parseBundle(minimal(), dir), () => false).script, /eth0/);
+  const bad: [Record<string, string>, RegExp][] = [
+    [{ 'io.flintvm.net.tap': 'tap with space' }, /annotations\["io.flintvm.net.tap"\] must be a network interface name/],
+    [{ 'io.flintvm.net.tap': 't', 'io.flintvm.net.address': '10.0.3.300/24' }, /annotations\["io.flintvm.net.address"\] must be an IPv4 address with its prefix length/],
+    [{ 'io.flintvm.net.tap': 't', 'io.flintvm.net.address': '10.0.3.3/33' }, /io.flintvm.net.address/],
+    [{ 'io.flintvm.net.tap': 't', 'io.flintvm.net.gateway': '10.0.3.1' }, /io.flintvm.net.gateway"\] needs annotations\["io.flintvm.net.address"\]/],
+    [{ 'io.flintvm.net.tap': 't', 'io.flintvm.net.mac': 'zz' }, /must be a MAC address/],
+    [{ 'io.flintvm.net.address': '10.0.3.15/24' }, /needs annotations\["io.flintvm.net.tap"\]/],
+  ];
+  for (const [annotations, re] of bad) t.throws(() => parseBundle(minimal({ annotations }), dir), { instanceOf: OciError, message: re }, JSON.stringify(annotations));
+});
+
 test('shQuote survives quotes; parseSignal takes numbers and names; features says the isolation is a VM', (t) => {
   t.is(shQuote("a'b"), `'a'\\''b'`);
   t.is(parseSignal(undefined), 15);
