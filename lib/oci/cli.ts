@@ -395,7 +395,7 @@ async function execHolder(g: Globals, args: string[]): Promise<number> {
 /** Runs `spec` on this process's stdio; `started` is called once the agent has started it. Resolves with its status. */
 async function runExec(g: Globals, spec: ExecSpec, started: () => void): Promise<number> {
   const p = spec.process;
-  const [{ AgentClient }, { openTerminal }, { drained, relayTerminal }] = await Promise.all([import('../agent/client.js'), import('./console.js'), import('./holder.js')]);
+  const [{ AgentClient }, { openTerminal }, { drained, relayStdio }] = await Promise.all([import('../agent/client.js'), import('./console.js'), import('./holder.js')]);
   const term = p.terminal ? openTerminal(spec.consoleSocket) : null;
   const client = await AgentClient.connect({ udsPath: vsockSocket(g.root, spec.id), timeoutMs: 10_000 });
   try {
@@ -404,15 +404,7 @@ async function runExec(g: Globals, spec: ExecSpec, started: () => void): Promise
       ...(term ? { terminal: term.size() } : {}),
     });
     started();
-    if (term) relayTerminal(proc, term);
-    else {
-      proc.stdout.pipe(process.stdout, { end: false });
-      proc.stderr.pipe(process.stderr, { end: false });
-      if (!process.stdin.isTTY) {
-        process.stdin.on('error', () => undefined);
-        process.stdin.pipe(proc.stdin);
-      } else proc.stdin.end();
-    }
+    relayStdio(proc, term);
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => proc.signal(sig));
     const st = await proc.wait();
     await Promise.all([drained(proc.stdout), drained(proc.stderr)]);

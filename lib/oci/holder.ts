@@ -200,15 +200,7 @@ export class Holder {
     }).then((proc) => {
       this.proc = proc;
       this.phases.processStartMs = performance.now() - tStart;
-      if (term) relayTerminal(proc, term);
-      else {
-        proc.stdout.pipe(process.stdout, { end: false });
-        proc.stderr.pipe(process.stderr, { end: false });
-        if (!process.stdin.isTTY) {
-          process.stdin.on('error', () => undefined);
-          process.stdin.pipe(proc.stdin);
-        } else proc.stdin.end();
-      }
+      relayStdio(proc, term);
       return proc.wait().then(async (st) => {
         // Let the last output reach our fds before we go.
         await Promise.all([drained(proc.stdout), drained(proc.stderr)]);
@@ -290,16 +282,26 @@ function makeMountpoints(bundle: OciBundle, fileDestinations: readonly string[])
 }
 
 /**
- * Relays a container process started with a terminal (its pty in the guest) to `term`: output, input (the
- * terminal's end of input is its EOF character, not a close) and size changes.
+ * Relays a container process's stdio. With a terminal (its pty in the guest): output, input (the terminal's
+ * end of input is its EOF character, not a close) and size changes go to and from `term`. Without one: its
+ * stdout and stderr to ours, apart, and our stdin to it (unless ours is a terminal).
  */
-export function relayTerminal(proc: AgentProcess, term: TerminalIo): void {
-  proc.stdout.pipe(term.output, { end: false });
-  proc.stderr.resume();
-  term.input.pipe(proc.stdin, { end: false });
-  term.onResize((rows, cols) => {
-    try { proc.resize(rows, cols); } catch { /* the process has ended */ }
-  });
+export function relayStdio(proc: AgentProcess, term: TerminalIo | null): void {
+  if (term) {
+    proc.stdout.pipe(term.output, { end: false });
+    proc.stderr.resume();
+    term.input.pipe(proc.stdin, { end: false });
+    term.onResize((rows, cols) => {
+      try { proc.resize(rows, cols); } catch { /* the process has ended */ }
+    });
+    return;
+  }
+  proc.stdout.pipe(process.stdout, { end: false });
+  proc.stderr.pipe(process.stderr, { end: false });
+  if (!process.stdin.isTTY) {
+    process.stdin.on('error', () => undefined);
+    process.stdin.pipe(proc.stdin);
+  } else proc.stdin.end();
 }
 
 /** Resolves when `r` has ended or closed. */

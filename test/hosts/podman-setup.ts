@@ -3,38 +3,17 @@
  * its first container (the cgroup2 hierarchy, the `flintvm-oci` runtime wrapper containers.conf names) and a
  * busybox image, `podman import`ed offline. Shared by test/linux/podman.test.ts and bench/oci-inner.ts.
  */
-import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runCommand } from '../helpers/run-command.js';
 
 const CLI = fileURLToPath(new URL('../../bin/flintvm-oci.js', import.meta.url));
 /** containers.conf (test/hosts/podman.sh) names this wrapper as the runtime `flintvm-oci`. */
 export const OCI_WRAPPER = '/work/bin/flintvm-oci';
 export const PODMAN_IMAGE = 'localhost/flintvm-busybox';
 const APPLETS = ['sh', 'echo', 'cat', 'id', 'pwd', 'sleep', 'ls', 'env', 'head', 'md5sum', 'yes', 'touch', 'true', 'trap', 'tty', 'stty', 'wc'];
-
-export interface Run { code: number | null; stdout: Buffer; stderr: string }
-
-/** Runs a command to its end (killed after `timeoutMs`: code null). */
-export function runCommand(cmd: string, args: string[], input?: Buffer, timeoutMs = 4 * 60_000): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? Buffer.alloc(0));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (e) => { err += e.message; });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: err });
-    });
-  });
-}
 
 /**
  * Gets podman ready and imports the busybox image; resolves with why it cannot ('' when ready). `env` names

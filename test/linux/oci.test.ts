@@ -8,7 +8,7 @@
  * Not here yet: podman/conmon/crun (issue #16 wants them in the test host).
  */
 import test, { type ExecutionContext } from 'ava';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,32 +16,15 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requireKvm, skipOrFail } from '../helpers/kvm.js';
+import { runCommand } from '../helpers/run-command.js';
 
 const CLI = fileURLToPath(new URL('../../bin/flintvm-oci.js', import.meta.url));
 const APPLETS = ['sh', 'echo', 'cat', 'id', 'pwd', 'hostname', 'sleep', 'ls', 'env', 'head', 'md5sum', 'yes', 'touch', 'true', 'trap', 'wc', 'nc', 'ip', 'grep'];
 /** A container start (VM boot, agent, mounts) in the emulated test host takes about 10 s; leave room. */
 const STEP_MS = 4 * 60_000;
 
-interface Result { code: number | null; stdout: Buffer; stderr: string }
-
 /** Runs flintvm-oci; resolves when it exits (or `STEP_MS` passes: then it is killed and the code is null). */
-function oci(root: string, args: string[], input?: Buffer): Promise<Result> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, '--root', root, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? Buffer.alloc(0));
-    const timer = setTimeout(() => child.kill('SIGKILL'), STEP_MS);
-    // 'exit', not 'close': a detached holder keeps our pipes open after `create` returns.
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      setTimeout(() => resolve({ code, stdout: Buffer.concat(out), stderr: err }), 100);
-    });
-  });
-}
+const oci = (root: string, args: string[], input?: Buffer) => runCommand(process.execPath, [CLI, '--root', root, ...args], input, { timeoutMs: STEP_MS, until: 'exit' });
 
 let rootfs = '';
 let why = '';

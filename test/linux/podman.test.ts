@@ -12,7 +12,8 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireKvm, skipOrFail } from '../helpers/kvm.js';
-import { PODMAN_IMAGE as IMAGE, runCommand, setUpPodman } from '../hosts/podman-setup.js';
+import { PODMAN_IMAGE as IMAGE, setUpPodman } from '../hosts/podman-setup.js';
+import { runCommand } from '../helpers/run-command.js';
 
 const RUNTIMES = ['crun', 'flintvm-oci'] as const;
 type Runtime = (typeof RUNTIMES)[number];
