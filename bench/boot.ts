@@ -65,6 +65,8 @@ export interface BootResult {
     /** spawn -> the child process has exited (ms). */
     total: Summary;
   };
+  /** `node -e 0`, spawn -> exit (ms), interleaved with the cold runs: the floor of any node process. */
+  nodeFloor: Summary;
   qemuCold: { toFirstOutput: Summary; total: Summary; command: string } | { error: string };
   flintvmWarm: Record<'pvh' | 'linux64' | 'pooled', PhaseTable & { toGuestInit: Summary; toFirstRun: Summary; total: Summary }> & {
     /** The first VM of the process (lazy module and koffi set-up land on it), PVH. */
@@ -79,6 +81,8 @@ export interface BootResult {
     warmToGuestInitVsQemuCold?: number;
     /** The same with a WorkerPool (PVH). */
     warmPooledToGuestInitVsQemuCold?: number;
+    /** flintvm's own part of a cold start (spawn -> first output, minus `node -e 0`) / QEMU's whole cold start. */
+    coldOwnToFirstOutput?: number;
   };
   load: { before: LoadInfo; after: LoadInfo };
 }
@@ -148,9 +152,12 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
 
   const cold: Array<Stamps & { markerAt?: number }> = [];
   const q: Array<{ toFirstOutput: number; total: number }> = [];
+  const floor: number[] = [];
   let qemuError: string | undefined = qemu ? undefined : 'qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)';
   for (let i = 0; i < runs; i++) {
     cold.push(await coldFlintvm(g.bootExit));
+    const n = await runTimed(process.execPath, ['-e', '0']);
+    floor.push(n.exitAt - n.spawnAt);
     if (qemu && !qemuError) {
       try {
         q.push(await coldQemu(qemu, g.bootExit));
@@ -159,7 +166,8 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
       }
     }
   }
-  log(`cold: ${runs} flintvm + ${q.length} QEMU boots done`);
+  log(`cold: ${runs} flintvm + ${runs} node -e 0 + ${q.length} QEMU boots done`);
+  const nodeFloor = summarize(floor.map((x) => round(x, 3)));
 
   const warmTable = (p: 'pvh' | 'linux64' | 'pooled') => ({
     ...phaseTable(warm[p], WARM_PHASES),
@@ -184,12 +192,14 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
     ratios.coldTotal = round(flintvmCold.total.median / qemuCold.total.median, 3);
     ratios.warmToGuestInitVsQemuCold = round(warmPvh.toGuestInit.median / qemuCold.toFirstOutput.median, 3);
     ratios.warmPooledToGuestInitVsQemuCold = round(warmPooled.toGuestInit.median / qemuCold.toFirstOutput.median, 3);
+    ratios.coldOwnToFirstOutput = round((flintvmCold.toFirstOutput.median - nodeFloor.median) / qemuCold.toFirstOutput.median, 3);
   }
   return {
     runs,
     memoryMiB: MEMORY_MIB,
     guest: 'tiny ELF64 with a PVH note (bench/tiny-guest.ts): COM1 byte, boot-timer 0x600 <- 123, exit port 0x601 <- 0; 1 vCPU',
     flintvmCold,
+    nodeFloor,
     qemuCold,
     flintvmWarm: {
       pvh: warmPvh,
@@ -211,6 +221,7 @@ export function formatBoot(r: BootResult): string[] {
   lines.push(`  flintvm cold spawn -> boot timer        ${f(r.flintvmCold.toGuestInit)}`);
   lines.push(`  flintvm cold spawn -> first guest output ${f(r.flintvmCold.toFirstOutput)}`);
   lines.push(`  flintvm cold spawn -> process exit      ${f(r.flintvmCold.total)}`);
+  if (r.nodeFloor) lines.push(`  node -e 0 spawn -> exit (the floor)     ${f(r.nodeFloor)}`);
   if ('error' in r.qemuCold) lines.push(`  QEMU: not measured (${r.qemuCold.error})`);
   else {
     lines.push(`  QEMU spawn -> first guest output        ${f(r.qemuCold.toFirstOutput)}`);
@@ -227,6 +238,7 @@ export function formatBoot(r: BootResult): string[] {
     lines.push(`  ratio flintvm/QEMU cold, spawn -> first guest output: ${x.coldToFirstOutput.toFixed(2)}`);
     lines.push(`  ratio flintvm/QEMU cold, spawn -> exit:               ${x.coldTotal!.toFixed(2)}`);
     lines.push(`  ratio flintvm warm start()->boot timer / QEMU cold spawn->output: ${x.warmToGuestInitVsQemuCold!.toFixed(2)}`);
+    if (x.coldOwnToFirstOutput !== undefined) lines.push(`  ratio flintvm's own part (cold - node -e 0) / QEMU cold, spawn -> first output: ${x.coldOwnToFirstOutput.toFixed(2)}`);
     if (x.warmPooledToGuestInitVsQemuCold !== undefined) lines.push(`  ratio flintvm warm + WorkerPool start()->boot timer / QEMU cold spawn->output: ${x.warmPooledToGuestInitVsQemuCold.toFixed(2)}`);
   }
   lines.push(`  load before ${r.load.before.loadavg.join(' ')}, after ${r.load.after.loadavg.join(' ')} (${r.load.after.nproc} CPUs)`);

@@ -175,6 +175,12 @@ function figures(r: Results): Figure[] {
       ...(q ? { peer: { name: QEMU, ...sum(q.toFirstOutput) }, ratio: b.ratios.coldToFirstOutput } : {}), note: 'same ELF, PVH entry; the COM1 byte seen on the child\'s stdout' });
     f.push({ bench: 'boot', name: 'tiny guest cold: spawn -> process exit', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmCold.total),
       ...(q ? { peer: { name: QEMU, ...sum(q.total) }, ratio: b.ratios.coldTotal } : {}) });
+    if (b.nodeFloor) {
+      f.push({ bench: 'boot', name: 'tiny guest cold, flintvm\'s own part: spawn -> first output minus `node -e 0`', unit: 'ms', better: 'lower',
+        flintvm: { median: round(b.flintvmCold.toFirstOutput.median - b.nodeFloor.median, 3), n: b.flintvmCold.toFirstOutput.n },
+        ...(q ? { peer: { name: `${QEMU} (whole cold start)`, ...sum(q.toFirstOutput) }, ratio: b.ratios.coldOwnToFirstOutput } : {}) });
+      f.push({ bench: 'boot', name: '`node -e 0`: spawn -> exit (the floor of any node process)', unit: 'ms', better: 'lower', flintvm: sum(b.nodeFloor) });
+    }
     f.push({ bench: 'boot', name: 'tiny guest cold: spawn -> boot timer (worker stamp)', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmCold.toGuestInit) });
     for (const [k, s] of Object.entries(b.flintvmCold.phases)) f.push({ bench: 'boot', name: `  cold phase: ${k}`, unit: 'ms', better: 'lower', flintvm: sum(s) });
     f.push({ bench: 'boot', name: 'tiny guest warm: start() -> first KVM_RUN', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.pvh.toFirstRun) });
