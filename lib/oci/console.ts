@@ -9,14 +9,12 @@
  *
  * Without a console socket, a terminal on our own stdin (a foreground `flintvm-oci run` in a shell) is used.
  */
-import koffi from 'koffi';
 import tty from 'node:tty';
-import { libc, errno } from '../sys.js';
+import { O_CLOEXEC, O_RDWR, addressOf as address, close, errno, ioctlPtr, open } from '../kvm/ffi.js';
+import { libc } from '../sys.js';
 import { OciError } from './bundle.js';
 
-const O_RDWR = 2;
 const O_NOCTTY = 0o400;
-const O_CLOEXEC = 0o2000000;
 const TIOCGPTN = 0x80045430;
 const TIOCSPTLCK = 0x40045431;
 const AF_UNIX = 1;
@@ -25,16 +23,12 @@ const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
 
-const open = libc.func('open', 'int', ['str', 'int', 'int']) as (path: string, flags: number, mode: number) => number;
-const close = libc.func('close', 'int', ['int']) as (fd: number) => number;
-const ioctlPtr = libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']) as (fd: number, req: number, arg: Uint8Array) => number;
 const socket = libc.func('socket', 'int', ['int', 'int', 'int']) as (domain: number, type: number, proto: number) => number;
 const connect = libc.func('connect', 'int', ['int', 'void *', 'uint32']) as (fd: number, addr: Uint8Array, len: number) => number;
 const sendmsg = libc.func('sendmsg', 'long', ['int', 'void *', 'int']) as (fd: number, msg: Uint8Array, flags: number) => number;
 const tcgetattr = libc.func('tcgetattr', 'int', ['int', 'void *']) as (fd: number, t: Uint8Array) => number;
 const tcsetattr = libc.func('tcsetattr', 'int', ['int', 'int', 'void *']) as (fd: number, when: number, t: Uint8Array) => number;
 const cfmakeraw = libc.func('cfmakeraw', 'void', ['void *']) as (t: Uint8Array) => void;
-const address = (b: Uint8Array) => koffi.address(b as unknown as never) as unknown as bigint;
 
 /** A terminal the container process's pty is relayed to. */
 export interface TerminalIo {

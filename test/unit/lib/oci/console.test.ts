@@ -3,12 +3,12 @@
  * way conmon receives it, and used: bytes written to the master come out of the slave.
  */
 import test from 'ava';
-import koffi from 'koffi';
 import { mkdtempSync, readSync, writeSync, closeSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isatty } from 'node:tty';
 import { libc } from '../../../../lib/sys.js';
+import { addressOf as address } from '../../../../lib/kvm/ffi.js';
 import { OciError } from '../../../../lib/oci/bundle.js';
 import { openPty, sendFd } from '../../../../lib/oci/console.js';
 
@@ -17,7 +17,6 @@ const bind = libc.func('bind', 'int', ['int', 'void *', 'uint32']) as (fd: numbe
 const listen = libc.func('listen', 'int', ['int', 'int']) as (fd: number, n: number) => number;
 const accept = libc.func('accept', 'int', ['int', 'void *', 'void *']) as (fd: number, a: null, l: null) => number;
 const recvmsg = libc.func('recvmsg', 'long', ['int', 'void *', 'int']) as (fd: number, m: Uint8Array, f: number) => number;
-const address = (b: Uint8Array) => koffi.address(b as unknown as never) as unknown as bigint;
 
 function listenAt(path: string): number {
   const s = socket(1, 1, 0);
