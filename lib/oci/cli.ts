@@ -383,7 +383,13 @@ async function exec(g: Globals, args: string[]): Promise<number> {
 /** The detached side of `exec --detach`: argv[0] is the ExecSpec as JSON; fd 3 gets one JSON line once the process runs. */
 async function execHolder(g: Globals, args: string[]): Promise<number> {
   const spec = JSON.parse(args[0] ?? '{}') as ExecSpec;
-  const say = (m: object) => { try { writeFileSync(3, JSON.stringify(m)); closeSync(3); } catch { /* no fd 3 */ } };
+  // Once: after the close, fd 3 may be reused by anything this process opens.
+  let said = false;
+  const say = (m: object) => {
+    if (said) return;
+    said = true;
+    try { writeFileSync(3, JSON.stringify(m)); closeSync(3); } catch { /* no fd 3 */ }
+  };
   try {
     return await runExec(g, spec, () => say({ ok: true }));
   } catch (e) {
