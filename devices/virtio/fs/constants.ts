@@ -2,7 +2,16 @@
  * virtio-fs (virtio 1.2 §5.11) and FUSE (linux/fuse.h, protocol 7.31) numbers
  * and message sizes used by the server.
  */
-export const FS_QUEUE_SIZE = 128;
+/** Size of the hiprio queue (FORGET / BATCH_FORGET only). */
+export const FS_HIPRIO_QUEUE_SIZE = 128;
+/**
+ * Size of the request queue. Linux's virtio-fs driver caps a request at
+ * (queue size - 4) pages whatever max_pages says (fs/fuse/virtio_fs.c), so
+ * 128 split every 1 MiB write into 496 KiB + 32 KiB. 1024 lets one request
+ * carry MAX_PAGES (1 MiB): measured in the x86_64 test host, a 256 MiB dd
+ * write went from 12.6 s to 9.5 s.
+ */
+export const FS_QUEUE_SIZE = 1024;
 /** Bytes of the config space's tag field (NUL-padded, not necessarily NUL-terminated). */
 export const FS_TAG_BYTES = 36;
 export const FS_CFG_NUM_REQUEST_QUEUES = 36;

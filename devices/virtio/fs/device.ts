@@ -32,7 +32,7 @@ export class VirtioFsDevice implements VirtioDevice {
     this.info = VirtioFsDevice.info(options);
   }
 
-  /** `struct virtio_fs_config { u8 tag[36]; le32 num_request_queues; }`, 2 queues of 128, EVENT_IDX + INDIRECT_DESC. */
+  /** `struct virtio_fs_config { u8 tag[36]; le32 num_request_queues; }`, hiprio queue of 128, request queue of 1024, EVENT_IDX + INDIRECT_DESC. */
   static info(opts: VirtioFsOptions): VirtioDeviceInfo {
     const tag = fsTagBytes(opts.tag);
     const config = new Uint8Array(F.FS_CONFIG_SIZE);
@@ -40,7 +40,7 @@ export class VirtioFsDevice implements VirtioDevice {
     new DataView(config.buffer).setUint32(F.FS_CFG_NUM_REQUEST_QUEUES, 1, true);
     return {
       deviceType: C.VIRTIO_ID_FS,
-      queueMaxSizes: [F.FS_QUEUE_SIZE, F.FS_QUEUE_SIZE],
+      queueMaxSizes: [F.FS_HIPRIO_QUEUE_SIZE, F.FS_QUEUE_SIZE],
       features: C.feature(C.VIRTIO_F_EVENT_IDX) | C.feature(C.VIRTIO_F_INDIRECT_DESC),
       config,
     };
