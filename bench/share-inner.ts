@@ -17,7 +17,9 @@
  *
  * Prints one line `FLINTVM-SHARE-RESULT <json>` (ShareInnerResult).
  *
- * Usage: node dist/bench/share-inner.js [--reps 5] [--mib 1024] [--memory-mib 256] [--configs flintvm-9p,flintvm-virtiofs,qemu-9p]
+ * `--steps dd` leaves out step 1 (QEMU's 9p extraction takes minutes a run) to time only the streaming.
+ *
+ * Usage: node dist/bench/share-inner.js [--reps 5] [--mib 1024] [--memory-mib 256] [--configs flintvm-9p,flintvm-virtiofs,qemu-9p] [--steps tar,dd]
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -68,14 +70,14 @@ function mountCommand(config: ShareConfigName): string {
 }
 
 /** The workload, read from the share (the kernel command line is too short for it). */
-export function shareWorkload(mib: number): string {
+export function shareWorkload(mib: number, tar = true): string {
   return `
 up() { cut -d' ' -f1 /proc/uptime; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-cp /mnt/.t.tar /tmp/t.tar && mkdir /mnt/x || exit 3
+${tar ? `cp /mnt/.t.tar /tmp/t.tar && mkdir /mnt/x || exit 3
 drop; a=$(up); tar -xf /tmp/t.tar -C /mnt/x || exit 4; sync; echo "SHRES tar $a $(up)"
 echo "SHRES entries $(find /mnt/x | wc -l)"
-rm /tmp/t.tar
+rm /tmp/t.tar` : ''}
 drop; a=$(up); dd if=/dev/zero of=/mnt/big bs=1M count=${mib} conv=fsync 2>/dev/null || exit 5; sync; echo "SHRES write $a $(up)"
 drop; a=$(up); dd if=/mnt/big of=/dev/null bs=1M 2>/dev/null || exit 6; echo "SHRES read $a $(up)"
 cd / && umount /mnt && echo SHDONE
@@ -99,6 +101,8 @@ interface Ctx {
   memoryMiB: number;
   mib: number;
   tarball: string;
+  /** Run step 1, the tarball extraction. */
+  tar: boolean;
   qemu: QemuBin | null;
   timeoutS: number;
 }
@@ -115,8 +119,8 @@ async function oneRun(config: ShareConfigName, rep: number, c: Ctx): Promise<Sha
   const dir = join(BASE, `${config}-${rep}`);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  copyFileSync(c.tarball, join(dir, '.t.tar'));
-  writeFileSync(join(dir, '.bench.sh'), shareWorkload(c.mib));
+  if (c.tar) copyFileSync(c.tarball, join(dir, '.t.tar'));
+  writeFileSync(join(dir, '.bench.sh'), shareWorkload(c.mib, c.tar));
   const cmd = `mkdir -p /mnt && ${mountCommand(config)} && cp /mnt/.bench.sh /tmp/b.sh && exec sh /tmp/b.sh || exit 2`;
   const vmm: Vmm = config.startsWith('qemu') ? 'qemu' : 'flintvm';
   const g: GuestHandle = vmm === 'flintvm'
@@ -164,8 +168,11 @@ async function main(): Promise<void> {
       mib: { type: 'string', default: '1024' },
       'memory-mib': { type: 'string', default: '256' },
       configs: { type: 'string', default: SHARE_CONFIGS.join(',') },
+      steps: { type: 'string', default: 'tar,dd' },
     },
   });
+  const steps = values.steps.split(',');
+  for (const s of steps) if (s !== 'tar' && s !== 'dd') throw new Error(`unknown step ${s} (tar, dd)`);
   const reps = Number(values.reps);
   const mib = Number(values.mib);
   const memoryMiB = Number(values['memory-mib']);
@@ -177,7 +184,7 @@ async function main(): Promise<void> {
   const loadavgStart = readFileSync('/proc/loadavg', 'utf8').trim();
   const qemu = configs.some((x) => x.startsWith('qemu')) ? unpackQemu(dir) : null;
   const entries = tarEntries(tarball);
-  const c: Ctx = { kernel, initrd: busyboxInitrd, memoryMiB, mib, tarball, qemu, timeoutS: 900 + mib };
+  const c: Ctx = { kernel, initrd: busyboxInitrd, memoryMiB, mib, tarball, tar: steps.includes('tar'), qemu, timeoutS: 900 + mib };
   console.log(`share: ${reps} reps of ${configs.join(', ')}; tarball ${(statSync(tarball).size / 1048576).toFixed(1)} MiB, ${entries} entries; ${mib} MiB write/read`);
   const runs: ShareRun[] = [];
   for (let rep = 0; rep < reps; rep++) {

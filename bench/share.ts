@@ -12,7 +12,9 @@
  * Runs INSIDE the real-KVM test host (a Linux on QEMU's TCG CPU): absolute
  * figures are far below hardware; compare the ratios.
  *
- * Usage: node dist/bench/share.js [--reps 5] [--mib 1024] [--package perl-modules-5.36] [--no-qemu] [--json]
+ * `--steps dd` times only the write and read (no extraction: QEMU's 9p takes minutes a run at it).
+ *
+ * Usage: node dist/bench/share.js [--reps 5] [--mib 1024] [--package perl-modules-5.36] [--steps tar,dd] [--no-qemu] [--json]
  */
 import { debianTarball } from './share-fixture.js';
 import { benchMain, runInnerBench, type InnerRun } from './test-host-bench.js';
@@ -28,12 +30,12 @@ export interface ShareResult extends InnerRun<ShareInnerResult> {
   notes: string[];
 }
 
-export async function benchShare(o: { reps: number; mib: number; pkg: string; noQemu: boolean }): Promise<ShareResult> {
+export async function benchShare(o: { reps: number; mib: number; pkg: string; noQemu: boolean; steps?: string }): Promise<ShareResult> {
   const tb = debianTarball(o.pkg);
   const configs = o.noQemu ? 'flintvm-9p,flintvm-virtiofs' : 'flintvm-9p,flintvm-virtiofs,qemu-9p';
   const boots = o.reps * configs.split(',').length;
   const r = await runInnerBench<ShareInnerResult>({
-    command: ['dist/bench/share-inner.js', '--reps', String(o.reps), '--mib', String(o.mib), '--configs', configs],
+    command: ['dist/bench/share-inner.js', '--reps', String(o.reps), '--mib', String(o.mib), '--configs', configs, '--steps', o.steps ?? 'tar,dd'],
     marker: SHARE_MARKER, qemu: !o.noQemu, extraFiles: { [SHARE_BENCH_TARBALL]: tb.tar },
     // Measured: a boot with tzdata and 1 GiB took 1-4 minutes (9p extraction is the slow part).
     timeoutMs: (boots * (240 + o.mib / 4) + 600) * 1000,
@@ -77,5 +79,5 @@ export function formatShare(r: ShareResult): string[] {
   ];
 }
 
-await benchMain(import.meta.url, { reps: '5', mib: '1024', package: 'perl-modules-5.36' },
-  (v, noQemu) => benchShare({ reps: Number(v.reps), mib: Number(v.mib), pkg: v.package!, noQemu }), formatShare);
+await benchMain(import.meta.url, { reps: '5', mib: '1024', package: 'perl-modules-5.36', steps: 'tar,dd' },
+  (v, noQemu) => benchShare({ reps: Number(v.reps), mib: Number(v.mib), pkg: v.package!, noQemu, steps: v.steps! }), formatShare);
