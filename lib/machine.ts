@@ -147,8 +147,16 @@ export class Machine extends EventEmitter<MachineEvents> {
       spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
       for (const v of vcpus) handles.push(new VcpuHandle(v));
       const common = { vmFd: vm.fd, irqLock, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule };
-      await Promise.all(handles.map((h) => h.spawn(common, spec.workerPool)));
-      if (spec.startServices) service = await spec.startServices({ vm, memory: mem.memory, fail });
+      // The vCPU workers and the services (the I/O worker) start side by side: with spare CPUs a
+      // worker's start overlaps the others' instead of adding to them. Either failing fails the
+      // whole create, after both have settled, so nothing is left half-started.
+      const [spawned, started] = await Promise.allSettled([
+        Promise.all(handles.map((h) => h.spawn(common, spec.workerPool))),
+        spec.startServices ? spec.startServices({ vm, memory: mem.memory, fail }) : Promise.resolve(null),
+      ]);
+      if (started.status === 'fulfilled') service = started.value;
+      if (spawned.status === 'rejected') throw spawned.reason;
+      if (started.status === 'rejected') throw started.reason;
       machine = new Machine(kvm, vm, irqLock, mem, handles, service, spec.cleanup);
       if (earlyFailure) machine.serviceFailed(earlyFailure);
       return machine;
