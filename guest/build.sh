@@ -48,8 +48,8 @@ BUILD_ROOT=$CACHE/build
 
 T0=$SECONDS
 
-log() { printf '[guest %s] %s\n' "${ARCH:-?}" "$*" >&2; }
-die() { printf '[guest %s] ERROR: %s\n' "${ARCH:-?}" "$*" >&2; exit 1; }
+log() { printf '[guest] %s\n' "$*" >&2; }
+die() { printf '[guest] ERROR: %s\n' "$*" >&2; exit 1; }
 elapsed() { local s=$((SECONDS - T0)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 phase() { log "$1 (elapsed $(elapsed))"; }
 
@@ -354,15 +354,13 @@ if [ "$FORCE" = 0 ] && complete "$OUT_DIR"; then
 fi
 
 # ------------------------------------------------------------------ lock
-# One build at a time per cache and architecture (each has its own kernel
-# object tree; the unpacked source they share has a lock of its own, below).
-# A second invocation waits, then finds the finished result. The two
-# architectures may build side by side (test/setup.sh does).
+# One build at a time per cache (the kernel build tree is shared). A second
+# invocation waits, then finds the finished result.
 
 mkdir -p "$CACHE/guest" "$BUILD_ROOT"
-exec 9>"$BUILD_ROOT/.lock-$ARCH"
+exec 9>"$BUILD_ROOT/.lock"
 if ! flock -n 9; then
-    phase "waiting for another $ARCH guest build to finish (lock $BUILD_ROOT/.lock-$ARCH)"
+    phase "waiting for another guest build to finish (lock $BUILD_ROOT/.lock)"
     flock 9
 fi
 if [ "$FORCE" = 0 ] && complete "$OUT_DIR"; then
@@ -400,11 +398,6 @@ kernel_complete() {
 if [ "$FORCE" = 1 ] || ! kernel_complete; then
     # shellcheck source=guest/kernel.sh
     . "$KERNEL_SH"
-    # The source tree is shared with the other architecture's build: unpack it under its own lock.
-    exec 8>"$BUILD_ROOT/.lock-source"
-    flock 8
-    kernel_source
-    exec 8>&-
     KSTAGE=$STAGE/kernel
     mkdir -p "$KSTAGE"
     build_kernel "$KSTAGE"

@@ -6,8 +6,7 @@
 # init script and not the initramfs inputs, so changing those rebuilds only
 # the initramfs archives.
 #
-# kernel_source: unpack $KSRC_TARBALL (once, for every architecture).
-# build_kernel DEST: configure and build Linux from that source for $ARCH
+# build_kernel DEST: configure and build Linux from $KSRC_TARBALL for $ARCH
 # (tinyconfig + $FRAGMENT), check the result, and put into DEST the kernel
 # files ($KERNEL_FILES: vmlinux + bzImage for x86_64, Image for arm64) and
 # `release` (the kernel release string).
@@ -16,15 +15,16 @@
 # FRAGMENT, CROSS, KTARGETS, MAKE_LOG, log, phase, die, elapsed; sets
 # MAKE_PID while make runs (build.sh's cleanup kills it).
 
-# kernel_source: the linux-source tree, unpacked once into $BUILD_ROOT and
-# shared by every architecture (each builds into its own O= object tree, so
-# rebuilds after a config change are incremental). build.sh calls it under a
-# lock of its own, so builds of two architectures may run side by side.
+build_kernel() {
+local STAGE=$1
+# ------------------------------------------------------------------ kernel source
+# Unpacked once into $BUILD_ROOT and reused; the object tree (O=) is separate
+# so rebuilds after a config change are incremental.
+
 KSRC=$BUILD_ROOT/$KSRC_PKG
 KOBJ=$BUILD_ROOT/kernel-$ARCH
 STAMP=".flintvm-source-version"
 
-kernel_source() {
 if [ "$(cat "$KSRC/$STAMP" 2>/dev/null)" != "$KSRC_VER" ]; then
     phase "kernel: unpacking $KSRC_TARBALL"
     # (every architecture's object tree: they were built from the old source)
@@ -36,11 +36,6 @@ if [ "$(cat "$KSRC/$STAMP" 2>/dev/null)" != "$KSRC_VER" ]; then
     mv "$unpack/$KSRC_PKG" "$KSRC"
     rmdir "$unpack"
 fi
-}
-
-build_kernel() {
-local STAGE=$1
-[ "$(cat "$KSRC/$STAMP" 2>/dev/null)" = "$KSRC_VER" ] || die "$KSRC is not linux-source $KSRC_VER (kernel_source first)"
 mkdir -p "$KOBJ"
 
 kmake() { make -C "$KSRC" O="$KOBJ" ARCH="$ARCH" ${CROSS:+CROSS_COMPILE="$CROSS"} "$@"; }
