@@ -9,7 +9,7 @@
 #      `apt-get install` line to run.
 #   2. The guest images (x86_64 and arm64 kernels, busybox initramfs, the
 #      tools initramfs), built once and cached in ~/.cache/flintvm keyed by
-#      their inputs: about 13 minutes cold on 2 cores, instant warm.
+#      their inputs: about 19 minutes cold on 2 cores (measured), instant warm.
 #
 # The test hosts' base images are built on first use by test/hosts/run.ts
 # (seconds; cached the same way).
@@ -81,9 +81,9 @@ if [ ! -d node_modules/koffi ]; then
   npm ci --no-audit --no-fund >&2
 fi
 
-say "guest images: x86_64 (cached in ${FLINTVM_CACHE:-~/.cache/flintvm}; about 7 minutes when it has to build)"
+say "guest images: x86_64 (cached in ${FLINTVM_CACHE:-~/.cache/flintvm}; about 11 minutes when it has to build)"
 bash guest/build.sh >/dev/null
-say "guest images: arm64 (about 6 minutes when it has to build)"
+say "guest images: arm64 (about 9 minutes when it has to build)"
 bash guest/build.sh --arch arm64 >/dev/null
 if [ "$(uname -m)" = x86_64 ]; then
   say "guest agent (guest/agent, a few seconds when it has to build)"
