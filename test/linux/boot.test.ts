@@ -7,6 +7,7 @@
  */
 import test from 'ava';
 import { MicroVM, defaultGuestImages, guestCommandCmdline, type VmExit } from '../../lib/index.js';
+import { quietCommand } from '../helpers/guest-cmdline.js';
 import { requireKvm } from '../helpers/kvm.js';
 
 const BOOT_TIMEOUT_MS = 2 * 60_000;
@@ -16,9 +17,12 @@ const ARM64 = process.arch === 'arm64';
 const KERNELS: readonly KernelKind[] = ARM64 ? ['Image'] : ['vmlinux', 'bzImage'];
 const DEFAULT_KERNEL: KernelKind = KERNELS[0]!;
 
-async function runGuest(opts: { kernel: KernelKind; vcpus: number; command?: string[]; input?: string[]; pvh?: boolean }) {
+/** `loud`: keep the kernel's boot log on the console (the other boots pass `quiet`; see quietCommand). */
+async function runGuest(opts: { kernel: KernelKind; vcpus: number; command?: string[]; input?: string[]; pvh?: boolean; loud?: boolean }) {
   const imgs = await defaultGuestImages({ quiet: true });
-  const extra = opts.command ? guestCommandCmdline(opts.command) : undefined;
+  const extra = opts.loud
+    ? (opts.command ? guestCommandCmdline(opts.command) : undefined)
+    : (opts.command ? quietCommand(opts.command) : 'quiet');
   const vm = new MicroVM({
     kernel: opts.kernel === 'bzImage' ? imgs.bzImage : imgs.kernel, initrd: imgs.initrd, memoryMiB: 256, vcpus: opts.vcpus,
     extraCmdline: extra, bootProtocol: opts.pvh ? 'pvh' : 'linux64',
@@ -43,9 +47,13 @@ for (const kernel of KERNELS) {
   for (const vcpus of [1, 2]) {
     test.serial(`${kernel}, ${vcpus} vCPU: the default guest boots to userspace and runs a command`, async (t) => {
       if (!requireKvm(t)) return;
-      const { exit, out, ms } = await runGuest({ kernel, vcpus, command: ['sh', '-c', 'echo "cpus=$(grep -c ^processor /proc/cpuinfo)"; exit 7'] });
+      // One loud boot per kernel: the whole boot log comes through the UART.
+      const loud = vcpus === 1;
+      const { exit, out, ms } = await runGuest({ kernel, vcpus, loud, command: ['sh', '-c', 'echo "cpus=$(grep -c ^processor /proc/cpuinfo)"; exit 7'] });
       t.log(`${kernel} ${vcpus} vCPU: start() -> exit ${ms.toFixed(0)} ms; guest init at +${((exit.timings.guestInit ?? NaN) - (exit.timings.startCalled ?? NaN)).toFixed(0)} ms`);
       t.regex(out, /flintvm guest: Linux 6\.1\.\S+/, out.slice(-2000));
+      if (loud) t.regex(out, /Linux version 6\.1\.\S+[\s\S]*Run \/init as init process/, out.slice(0, 2000));
+      else t.notRegex(out, /Linux version/, 'quiet keeps the kernel banner off the console');
       t.regex(out, new RegExp(`cpus=${vcpus}\\b`), out.slice(-2000));
       t.is(exit.reason, 'guest-exit', out.slice(-2000));
       t.is(exit.exitStatus, 7);

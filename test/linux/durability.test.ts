@@ -52,7 +52,7 @@ const [libUrl, config, script] = process.argv.slice(2);
 const { MicroVM, defaultGuestImages, guestCommandCmdline } = await import(libUrl);
 const imgs = await defaultGuestImages({ quiet: true });
 const vm = new MicroVM({ kernel: imgs.vmlinux, initrd: imgs.initrd, memoryMiB: 256, ...JSON.parse(config),
-  extraCmdline: guestCommandCmdline(['sh', '-c', script]) });
+  extraCmdline: 'quiet ' + guestCommandCmdline(['sh', '-c', script]) });
 vm.console.pipe(process.stdout);
 await vm.start();
 const exit = await vm.wait();

@@ -86,7 +86,7 @@ test.serial('--api-sock: the getting-started sequence through curl boots the def
   t.regex(early.body, /"fault_message":".*boot-source/);
 
   const cmd = guestCommandCmdline(['sh', '-c', 'echo fc-ready; sleep 4; echo "fc-api-$((6*7)) cpus=$(grep -c ^processor /proc/cpuinfo)"; exit 7']);
-  t.is((await curl(sock, 'PUT', '/boot-source', { kernel_image_path: imgs.kernel, initrd_path: imgs.initrd, boot_args: `${GUIDE_BOOT_ARGS} ${cmd}` })).status, 204);
+  t.is((await curl(sock, 'PUT', '/boot-source', { kernel_image_path: imgs.kernel, initrd_path: imgs.initrd, boot_args: `${GUIDE_BOOT_ARGS} quiet ${cmd}` })).status, 204);
   t.is((await curl(sock, 'PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: 256 })).status, 204);
   const bad = await curl(sock, 'PUT', '/machine-config', { vcpu_count: 2, mem_size_mib: 256, smt: true });
   t.is(bad.status, 400);
@@ -118,7 +118,7 @@ test.serial('--config-file: a Firecracker config with a drive and entropy boots 
   const cmd = guestCommandCmdline(['sh', '-c', 'echo "serial=$(cat /sys/block/vda/serial) ro=$(cat /sys/block/vda/ro) rng=$(cat /sys/class/misc/hw_random/rng_current)"']);
   const file = join(dir, 'vm.json');
   writeFileSync(file, JSON.stringify({
-    'boot-source': { kernel_image_path: imgs.kernel, initrd_path: imgs.initrd, boot_args: `${GUIDE_BOOT_ARGS} ${cmd}` },
+    'boot-source': { kernel_image_path: imgs.kernel, initrd_path: imgs.initrd, boot_args: `${GUIDE_BOOT_ARGS} quiet ${cmd}` },
     drives: [{ drive_id: 'scratch', path_on_host: disk, is_root_device: false, is_read_only: true }],
     'machine-config': { vcpu_count: 1, mem_size_mib: 128, smt: false },
     entropy: {},

@@ -31,8 +31,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { promisify } from 'node:util';
-import { MicroVM, defaultGuestImages, guestCommandCmdline, type VmExit } from '../../lib/index.js';
+import { MicroVM, defaultGuestImages, type VmExit } from '../../lib/index.js';
 import { requireKvm, skipOrFail } from '../helpers/kvm.js';
+import { quietCommand } from '../helpers/guest-cmdline.js';
 
 const run = promisify(execFile);
 const ARM64 = process.arch === 'arm64';
@@ -145,7 +146,7 @@ test.serial(`virtio-net: MAC, ping both ways, ${SIZE_MIB} MiB of TCP each way th
   const vm = new MicroVM({
     kernel: imgs.kernel, initrd: imgs.initrd, memoryMiB: Math.max(256, 2 * SIZE_MIB + 192),
     net: [{ tap: TAP, mac: GUEST_MAC }],
-    extraCmdline: guestCommandCmdline(['sh', '-c', GUEST_SCRIPT]),
+    extraCmdline: quietCommand(['sh', '-c', GUEST_SCRIPT]),
   });
   let out = '';
   vm.console.on('data', (c: Buffer) => { out += c.toString(); });

@@ -10,8 +10,9 @@ import koffi from 'koffi';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { MicroVM, defaultGuestImages, guestCommandCmdline, type MicroVMConfig, type VmExit } from '../../lib/index.js';
+import { MicroVM, defaultGuestImages, type MicroVMConfig, type VmExit } from '../../lib/index.js';
 import { skipOrFail } from '../helpers/kvm.js';
+import { quietCommand } from '../helpers/guest-cmdline.js';
 
 export type ShareProtocol = '9p' | 'virtiofs';
 
@@ -32,7 +33,7 @@ export async function runGuest(config: Omit<MicroVMConfig, 'kernel'>, script: st
   const vm = new MicroVM({
     // imgs.kernel: vmlinux on x86_64, Image on arm64.
     kernel: imgs.kernel, initrd: imgs.initrd, memoryMiB: 256, ...config,
-    extraCmdline: guestCommandCmdline(['sh', '-c', script]),
+    extraCmdline: quietCommand(['sh', '-c', script]),
   });
   let out = '';
   const done = new Set<string>();

@@ -12,9 +12,10 @@ import { connect as netConnect } from 'node:net';
 import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MicroVM, defaultGuestImages, guestCommandCmdline } from '../../lib/index.js';
+import { MicroVM, defaultGuestImages } from '../../lib/index.js';
 import { SnapshotError, SnapshotStateError, StateError } from '../../lib/errors.js';
 import { requireKvm, skipOrFail } from '../helpers/kvm.js';
+import { quietCommand } from '../helpers/guest-cmdline.js';
 import { toolsInitrd } from './share-helpers.js';
 
 const execFileP = promisify(execFile);
@@ -74,7 +75,7 @@ async function bootCounter(dir: string, vcpus = 2): Promise<{ w: Watched; disk: 
   writeFileSync(disk, Buffer.alloc(DISK_BYTES));
   const vm = new MicroVM({
     kernel: imgs.kernel, initrd: imgs.initrd, memoryMiB: 256, vcpus, rng: true,
-    drives: [{ path: disk }], extraCmdline: guestCommandCmdline(['sh', '-c', LOOP]),
+    drives: [{ path: disk }], extraCmdline: quietCommand(['sh', '-c', LOOP]),
   });
   const w = watch(vm);
   await vm.start();
@@ -263,7 +264,7 @@ test.serial('restore with another tap and vsock socket: the NIC, a new vsock con
     kernel: imgs.kernel, initrd: tools, memoryMiB: 256, vcpus: 1,
     net: [{ tap: 'flsnapA' }], vsock: { guestCid: 7, udsPath: join(dir, 'a.sock') },
     shares: [{ tag: 'p9', path: p9, protocol: '9p' }, { tag: 'vfs', path: vfs, protocol: 'virtiofs' }],
-    extraCmdline: `flintvm.mount=9p:p9 flintvm.mount=virtiofs:vfs ${guestCommandCmdline(['sh', '-c', DEVICE_GUEST])}`,
+    extraCmdline: `flintvm.mount=9p:p9 flintvm.mount=virtiofs:vfs ${quietCommand(['sh', '-c', DEVICE_GUEST])}`,
   });
   const w = watch(vm);
   t.teardown(() => vm.stop());

@@ -7,8 +7,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MicroVM, defaultGuestImages, guestCommandCmdline, type MicroVMConfig, type VmExit } from '../../lib/index.js';
+import { MicroVM, defaultGuestImages, type MicroVMConfig, type VmExit } from '../../lib/index.js';
 import { requireKvm } from '../helpers/kvm.js';
+import { quietCommand } from '../helpers/guest-cmdline.js';
 
 const TIMEOUT_MS = 2 * 60_000;
 
@@ -17,7 +18,7 @@ async function run(config: Omit<MicroVMConfig, 'kernel'> & { command?: string })
   const { command, ...rest } = config;
   const vm = new MicroVM({
     kernel: imgs.kernel, memoryMiB: 256, ...rest,
-    extraCmdline: [rest.extraCmdline, command ? guestCommandCmdline(['sh', '-c', command]) : ''].join(' ').trim(),
+    extraCmdline: [rest.extraCmdline, command ? quietCommand(['sh', '-c', command]) : ''].join(' ').trim(),
   });
   let out = '';
   vm.console.on('data', (c: Buffer) => { out += c.toString(); });
@@ -77,7 +78,7 @@ test.serial('virtio-blk: bad drives are refused before the VM starts', async (t)
   const a = join(dir, 'a.img');
   writeFileSync(a, Buffer.alloc(1024 * 1024));
   await t.throwsAsync(async () => new MicroVM({ kernel: imgs.kernel, drives: [{ path: join(dir, 'missing.img') }] }).start(), { message: /drives\[0\]\.path/ });
-  const holder = new MicroVM({ kernel: imgs.kernel, initrd: imgs.initrd, drives: [{ path: a }], extraCmdline: guestCommandCmdline(['sleep', '30']) });
+  const holder = new MicroVM({ kernel: imgs.kernel, initrd: imgs.initrd, drives: [{ path: a }], extraCmdline: quietCommand(['sleep', '30']) });
   await holder.start();
   await t.throwsAsync(new MicroVM({ kernel: imgs.kernel, drives: [{ path: a }] }).start(), { message: /locked/ });
   await holder.stop();

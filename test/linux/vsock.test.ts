@@ -23,8 +23,9 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MicroVM, defaultGuestImages, guestCommandCmdline, type MicroVMConfig } from '../../lib/index.js';
+import { MicroVM, defaultGuestImages, type MicroVMConfig } from '../../lib/index.js';
 import { requireKvm, skipOrFail } from '../helpers/kvm.js';
+import { quietCommand } from '../helpers/guest-cmdline.js';
 
 const ARM64 = process.arch === 'arm64';
 /** The VM is stopped after this long (longer in the slower arm64 test host; ava's own timeout is 10 minutes). */
@@ -156,7 +157,7 @@ test.serial(`vsock: host->guest echo and guest->host transfer of ${SIZE / MiB} M
   ].join('\n');
   const config: MicroVMConfig = {
     kernel: imgs.kernel, initrd: TOOLS_INITRD, memoryMiB: 256 + 2 * (SIZE / MiB), vcpus: 2,
-    extraCmdline: guestCommandCmdline(['sh', '-c', script]),
+    extraCmdline: quietCommand(['sh', '-c', script]),
     vsock: { guestCid: GUEST_CID, udsPath },
   };
   const vm = new MicroVM(config);
