@@ -26,6 +26,8 @@
  * There, set `refillDelayMs` and call `warm()` when the process is idle.
  * Main thread only.
  */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
 import { log } from './log.js';
@@ -160,7 +162,7 @@ export class WorkerPool {
 
   private startOne(): void {
     const wd: StandbyData = { tag: STANDBY_TAG, preload: DEFAULT_PRELOAD };
-    const w = new Worker(STANDBY_URL, { ...WORKER_OPTIONS, workerData: wd });
+    const w = spawnWorker(STANDBY_URL, wd);
     this.counts.started++;
     let settle!: () => void;
     const settled = new Promise<void>((r) => { settle = r; });
@@ -212,5 +214,17 @@ export class WorkerPool {
 
 /** A worker running `entry` with `data`: a standby from `pool` when one is ready, else a new one. */
 export function startWorker(entry: URL, data: unknown, pool?: WorkerPool): Worker {
-  return pool?.take(entry, data) ?? new Worker(entry, { ...WORKER_OPTIONS, workerData: data });
+  return pool?.take(entry, data) ?? spawnWorker(entry, data);
+}
+
+/** The worker bundle (worker-bundle.ts, worker-modules.ts): built by `npm run build`. */
+const BUNDLE_URL = new URL('./worker-bundle.cjs', import.meta.url);
+/** Whether this installation has the bundle (a build by `tsc` alone does not). */
+const BUNDLE_BUILT = existsSync(fileURLToPath(BUNDLE_URL));
+
+/** A new worker running `entry` with `data`: through the worker bundle when it is built, else from the ES module itself. */
+function spawnWorker(entry: URL, data: unknown): Worker {
+  return BUNDLE_BUILT
+    ? new Worker(BUNDLE_URL, { ...WORKER_OPTIONS, argv: [entry.href], workerData: data })
+    : new Worker(entry, { ...WORKER_OPTIONS, workerData: data });
 }

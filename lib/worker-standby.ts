@@ -9,6 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { installKickHandler } from './vcpu/kick.js';
 import { assignEntryData } from './worker-data.js';
+import { importWorkerModule } from './worker-modules.js';
 import './log.js';
 
 export interface StandbyData {
@@ -38,10 +39,10 @@ port.once('message', (m: StandbyAssignment) => {
   assignEntryData(m.data);
   // The entry reports its own failures to the main thread; a failed import is an
   // unhandled rejection, which ends the worker with an 'error' event, as it would for a fresh worker.
-  void import(m.entry);
+  void importWorkerModule(m.entry);
 });
 
-Promise.all(wd.preload.map((u) => import(u))).then(
+Promise.all(wd.preload.map((u) => importWorkerModule(u))).then(
   () => port.postMessage({ type: 'flintvm-standby-ready' } satisfies StandbyMessage),
   (e: unknown) => port.postMessage({ type: 'flintvm-standby-failed', message: e instanceof Error ? e.message : String(e) } satisfies StandbyMessage),
 );

@@ -9,6 +9,7 @@ import { parentPort } from 'node:worker_threads';
 import * as ffi from '../kvm/ffi.js';
 import { installKickHandler } from '../vcpu/kick.js';
 import { entryData } from '../worker-data.js';
+import { importWorkerModule } from '../worker-modules.js';
 import { EventLoop } from './event-loop.js';
 import type { IoWorkerContext, IoWorkerData, IoWorkerMessage, SetupIoWorker } from './io-worker.js';
 
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
   const loop = new EventLoop({ stop: data.stop });
   let teardown: (() => void) | undefined;
   try {
-    const mod = (await import(data.module)) as { setupIoWorker?: SetupIoWorker };
+    const mod = (await importWorkerModule(data.module)) as { setupIoWorker?: SetupIoWorker };
     if (typeof mod.setupIoWorker !== 'function') throw new TypeError(`${data.module} does not export a setupIoWorker function`);
     const ctx: IoWorkerContext = { post: (msg) => post({ type: 'message', data: msg }) };
     const r = await mod.setupIoWorker(data.data, loop, ctx);

@@ -19,6 +19,7 @@ import {
 import { attachGuestMemory } from '../memory/host-memory.js';
 import { installKickHandler } from './kick.js';
 import { entryData } from '../worker-data.js';
+import { importWorkerModule } from '../worker-modules.js';
 import {
   CMD_PAUSE, CMD_RUN, CMD_STOP, CTL_CMD, CTL_STATE, CTL_TID, STATE_EXITED, STATE_PAUSED, STATE_RUNNING,
   type DeviceContext, type DeviceFactory, type ExitInfo, type ExitReason, type VcpuMessage, type VcpuWorkerData,
@@ -56,7 +57,7 @@ async function main(): Promise<void> {
       pendingExit ??= { reason, vcpu: data.vcpuId, ...(detail ? { detail } : {}) };
     },
   };
-  const factory = ((await import(data.deviceModule)) as { createBusDevice: DeviceFactory }).createBusDevice;
+  const factory = ((await importWorkerModule(data.deviceModule)) as { createBusDevice: DeviceFactory }).createBusDevice;
   for (const spec of data.devices) {
     (spec.space === 'pio' ? pio : mmio).insert(spec.base, spec.length, factory(spec.params, ctx));
   }
