@@ -26,7 +26,7 @@
  * There, set `refillDelayMs` and call `warm()` when the process is idle.
  * Main thread only.
  */
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
@@ -219,12 +219,27 @@ export function startWorker(entry: URL, data: unknown, pool?: WorkerPool): Worke
 
 /** The worker bundle (worker-bundle.ts, worker-modules.ts): built by `npm run build`. */
 const BUNDLE_URL = new URL('./worker-bundle.cjs', import.meta.url);
-/** Whether this installation has the bundle (a build by `tsc` alone does not). */
-const BUNDLE_BUILT = existsSync(fileURLToPath(BUNDLE_URL));
+const BUNDLE_CURRENT = bundleIsCurrent();
 
-/** A new worker running `entry` with `data`: through the worker bundle when it is built, else from the ES module itself. */
+/**
+ * Whether workers start from the bundle: it exists and is not older than the compiled file of its entry. A
+ * build by `tsc` alone rewrites that file but not the bundle, which would then run the code from before.
+ */
+function bundleIsCurrent(): boolean {
+  try {
+    const bundle = statSync(fileURLToPath(BUNDLE_URL)).mtimeMs;
+    const current = bundle >= statSync(fileURLToPath(new URL('./worker-bundle.js', import.meta.url))).mtimeMs;
+    if (!current) debug('the worker bundle is older than dist/lib/worker-bundle.js (tsc alone?): workers start from the ES modules');
+    return current;
+  } catch {
+    debug('no worker bundle (npm run build makes it): workers start from the ES modules');
+    return false;
+  }
+}
+
+/** A new worker running `entry` with `data`: through the worker bundle when it is current, else from the ES module itself. */
 function spawnWorker(entry: URL, data: unknown): Worker {
-  return BUNDLE_BUILT
+  return BUNDLE_CURRENT
     ? new Worker(BUNDLE_URL, { ...WORKER_OPTIONS, argv: [entry.href], workerData: data })
     : new Worker(entry, { ...WORKER_OPTIONS, workerData: data });
 }

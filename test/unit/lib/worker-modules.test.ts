@@ -22,7 +22,7 @@ test.serial('importWorkerModule: a registered bundle serves its own modules unde
   await t.throwsAsync(() => importWorkerModule('file:///opt/flintvm/dist/lib/not-bundled.js'), { code: 'ERR_MODULE_NOT_FOUND' });
 });
 
-test.serial('npm run build makes the worker bundle, and startWorker runs an entry through it with its data', async (t) => {
+test.serial('npm run build makes a current worker bundle, and startWorker runs an entry through it with its data', async (t) => {
   t.true(existsSync(BUNDLE), `${BUNDLE} is built by npm run build`);
   const w = startWorker(PROBE, { hello: 'worker' });
   const m = await new Promise<{ argv: string[]; data: unknown }>((resolve, reject) => {
