@@ -1,12 +1,19 @@
 import test from 'ava';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OciError, loadBundle, parseBundle, planMounts, shQuote } from '../../../../lib/oci/bundle.js';
 import { features, parseSignal } from '../../../../lib/oci/cli.js';
 
+/** Every bundle directory a test made, removed when the file's tests are done. */
+const made: string[] = [];
+test.after.always(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
 function bundleDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-oci-unit-'));
+  made.push(dir);
   mkdirSync(join(dir, 'rootfs'));
   return dir;
 }

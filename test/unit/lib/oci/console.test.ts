@@ -3,7 +3,7 @@
  * way conmon receives it, and used: bytes written to the master come out of the slave.
  */
 import test from 'ava';
-import { mkdtempSync, readSync, writeSync, closeSync, openSync } from 'node:fs';
+import { mkdtempSync, readSync, rmSync, writeSync, closeSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isatty } from 'node:tty';
@@ -47,6 +47,7 @@ function receiveFd(conn: number): [string, number] {
 
 test('a pty master sent over a console socket arrives as a working terminal fd', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-console-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'console.sock');
   const server = listenAt(path);
   const { master, slavePath } = openPty();
