@@ -197,7 +197,7 @@ export function isMain(metaUrl: string): boolean {
  */
 export function qemuMicrovmArgs(o: { vmlinux: string; initrd: string; shareDir: string; memoryMiB: number; vcpus: number; append: string }): string[] {
   return [
-    '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
+    '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on,acpi=off',
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-enable-kvm', '-cpu', 'host', '-m', String(o.memoryMiB), '-smp', String(o.vcpus),
     '-serial', 'stdio',

@@ -69,7 +69,7 @@ export function unpackHostTools(guestDir: string, dest = '/tmp/flintvm-bench-too
 /** QEMU microvm arguments for the guest, before any device: same memory, vCPUs, kernel, initrd as flintvm's side. */
 export function qemuGuestArgs(o: { kernel: string; initrd: string; memoryMiB: number; vcpus: number; dataDir: string; guestCommand: string }): string[] {
   return [
-    '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
+    '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on,acpi=off',
     // -nodefaults drops the serial backend -nographic would add, so the console goes to stdout explicitly.
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio',
     '-enable-kvm', '-cpu', 'host', '-smp', String(o.vcpus), '-m', String(o.memoryMiB),
