@@ -1,12 +1,12 @@
 /**
  * The inner half of bench/blk.ts. It runs INSIDE the real-KVM test host (the
  * TCG-emulated L1 of test/hosts/run.ts), never on the build machine: it boots
- * the same guest (vmlinux + initramfs-tools.cpio.gz) on the same raw image
+ * the same guest (vmlinux + initramfs-bench.cpio.gz, which has fio) on the same raw image
  * with flintvm (MicroVM, virtio-blk) and with QEMU microvm
  * (virtio-blk-device), and runs fio in the guest.
  *
  * It expects in $FLINTVM_GUEST_DIR (/work/guest, carried in by blk.ts):
- * `vmlinux`, `initramfs-tools.cpio.gz` and, unless --no-qemu,
+ * `vmlinux`, `initramfs-bench.cpio.gz` and, unless --no-qemu,
  * `qemu-bundle.tar` (qemu-system-x86_64, its libraries and the microvm
  * firmware, which the test host image does not have).
  *
@@ -205,7 +205,7 @@ interface RunOpts {
 
 export function qemuArgs(o: { kernel: string; initrd: string; memoryMiB: number; image: string; dataDir: string; cmdline: string }): string[] {
   return [
-    '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
+    '-M', 'microvm,x-option-roms=off,rtc=off,isa-serial=on,acpi=off',
     // -nodefaults drops the serial backend -nographic would add, so the console goes to stdout explicitly.
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio',
     '-enable-kvm', '-cpu', 'host', '-smp', '1', '-m', String(o.memoryMiB),
@@ -238,7 +238,7 @@ async function main(): Promise<void> {
   const memoryMiB = Number(values['memory-mib']);
   const dir = process.env.FLINTVM_GUEST_DIR ?? '/work/guest';
   const kernel = join(dir, 'vmlinux');
-  const initrd = join(dir, 'initramfs-tools.cpio.gz');
+  const initrd = join(dir, 'initramfs-bench.cpio.gz');
   for (const f of [kernel, initrd]) if (!existsSync(f)) throw new Error(`${f} missing (carry the guest images in; see bench/blk.ts)`);
   const loadavgStart = readFileSync('/proc/loadavg', 'utf8').trim();
 

@@ -1,6 +1,6 @@
 /**
  * virtio-blk: flintvm against QEMU microvm's virtio-blk-device, on the same
- * guest (vmlinux + initramfs-tools.cpio.gz, 1 vCPU, 256 MiB), the same raw
+ * guest (vmlinux + initramfs-bench.cpio.gz, 1 vCPU, 256 MiB), the same raw
  * image and the same host, in the same run, with fio in the guest
  * (libaio, O_DIRECT): sequential read/write in 1 MiB blocks and random
  * read/write in 4 KiB blocks, at iodepth 1 and 16.
@@ -106,7 +106,7 @@ export async function benchBlk(o: BlkOptions = {}): Promise<BlkResult> {
   const rampS = o.rampS ?? 1;
   const depths = o.depths ?? [1, 16];
   const imgs = await defaultGuestImages({ quiet: true });
-  if (!existsSync(imgs.toolsInitrd)) throw new Error(`${imgs.toolsInitrd} missing: rebuild the guest (bash guest/build.sh)`);
+  if (!existsSync(imgs.benchInitrd)) throw new Error(`${imgs.benchInitrd} missing: rebuild the guest (bash guest/build.sh)`);
   const qemu = o.noQemu ? null : findQemu();
   if (!o.noQemu && !qemu) throw new Error('qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86), or pass --no-qemu');
 
@@ -114,7 +114,7 @@ export async function benchBlk(o: BlkOptions = {}): Promise<BlkResult> {
   try {
     // The test host carries the top-level files of this directory in as /work/guest.
     symlinkSync(imgs.vmlinux, join(stage, 'vmlinux'));
-    symlinkSync(imgs.toolsInitrd, join(stage, 'initramfs-tools.cpio.gz'));
+    symlinkSync(imgs.benchInitrd, join(stage, 'initramfs-bench.cpio.gz'));
     if (qemu) qemuBundle(qemu, stage);
 
     const args = ['--reps', String(reps), '--runtime', String(runtimeS), '--ramp', String(rampS), '--depths', depths.join(',')];

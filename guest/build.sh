@@ -48,8 +48,9 @@ BUILD_ROOT=$CACHE/build
 
 T0=$SECONDS
 
-log() { printf '[guest] %s\n' "$*" >&2; }
-die() { printf '[guest] ERROR: %s\n' "$*" >&2; exit 1; }
+# (Both architectures may build at once, so each line says which one.)
+log() { printf '[guest %s] %s\n' "${ARCH:-}" "$*" >&2; }
+die() { printf '[guest %s] ERROR: %s\n' "${ARCH:-}" "$*" >&2; exit 1; }
 elapsed() { local s=$((SECONDS - T0)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 phase() { log "$1 (elapsed $(elapsed))"; }
 
@@ -87,7 +88,7 @@ case $ARCH in
         CROSS= CC_PKG= KCC_PKG=gcc
         KTARGETS=(bzImage vmlinux)
         KERNEL_FILES=(vmlinux bzImage)
-        OUTPUTS=(vmlinux bzImage initramfs.cpio.gz initramfs-tools.cpio.gz manifest.json)
+        OUTPUTS=(vmlinux bzImage initramfs.cpio.gz initramfs-tools.cpio.gz initramfs-bench.cpio.gz manifest.json)
         MAKE_LOG=$BUILD_ROOT/kernel-make.log
         [ "$HOST_DEB_ARCH" = amd64 ] || die "the x86_64 guest is built on an amd64 (x86_64) Debian machine; this one is $HOST_DEB_ARCH"
         ;;
@@ -99,7 +100,7 @@ case $ARCH in
         KCC_PKG=$CC_PKG
         KTARGETS=(Image)
         KERNEL_FILES=(Image)
-        OUTPUTS=(Image initramfs.cpio.gz initramfs-tools.cpio.gz manifest.json)
+        OUTPUTS=(Image initramfs.cpio.gz initramfs-tools.cpio.gz initramfs-bench.cpio.gz manifest.json)
         MAKE_LOG=$BUILD_ROOT/kernel-make-arm64.log
         ;;
     *) usage; die "unknown --arch $ARCH (x86_64 or arm64)" ;;
@@ -216,14 +217,21 @@ fi
 [ -f "$TOOLS_LIST" ] || die "$TOOLS_LIST missing"
 TOOL_PKGS=()
 TOOL_PROGS=()
+BENCH_PROGS=()
 TOOL_EXCL=' '
 while read -r first rest; do
+    into=TOOL_PROGS
+    if [ "$first" = bench ]; then
+        # `bench <package> <program>...`: in initramfs-bench.cpio.gz only
+        into=BENCH_PROGS
+        read -r first rest <<<"$rest"
+    fi
     case $first in
         ''|'#'*) ;;
         exclude) for w in $rest; do TOOL_EXCL+="$w "; done ;;
         *) TOOL_PKGS+=("$first")
            for w in $rest; do
-               case $w in /*) TOOL_PROGS+=("$w") ;; *) die "tools.list: program path must be absolute: $w" ;; esac
+               case $w in /*) eval "$into+=(\"\$w\")" ;; *) die "tools.list: program path must be absolute: $w" ;; esac
            done ;;
     esac
 done <"$TOOLS_LIST"
@@ -354,11 +362,13 @@ if [ "$FORCE" = 0 ] && complete "$OUT_DIR"; then
 fi
 
 # ------------------------------------------------------------------ lock
-# One build at a time per cache (the kernel build tree is shared). A second
-# invocation waits, then finds the finished result.
+# One build at a time per cache and architecture (each has its own kernel
+# object tree; kernel.sh takes a second lock to unpack the shared source). A
+# second invocation for the same architecture waits, then finds the finished
+# result.
 
 mkdir -p "$CACHE/guest" "$BUILD_ROOT"
-exec 9>"$BUILD_ROOT/.lock"
+exec 9>"$BUILD_ROOT/.lock-$ARCH"
 if ! flock -n 9; then
     phase "waiting for another guest build to finish (lock $BUILD_ROOT/.lock)"
     flock 9
@@ -504,14 +514,14 @@ export HOME=/root
 PS1='flintvm:\w\$ '
 EOF
 
-# newc archive of a directory, gzip -9, reproducible: sorted names, -R 0:0
+# newc archive of a directory, gzip -6, reproducible: sorted names, -R 0:0
 # (root-owned without needing root here), one fixed mtime, renumbered inodes,
 # no device numbers (--reproducible), gzip -n. No device nodes: /init mounts
 # devtmpfs.
 make_cpio_gz() { # make_cpio_gz DIR OUT
     find "$1" -exec touch -h -d "$ARCHIVE_MTIME" {} +
     (cd "$1" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort |
-        cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -9 -n >"$2"
+        cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -6 -n >"$2"
 }
 make_cpio_gz "$ROOTFS" "$STAGE/initramfs.cpio.gz"
 rm -rf "$ROOTFS" "$STAGE/bbroot"
@@ -590,8 +600,17 @@ in_root() {
 }
 owner_of() { awk -v f="$1" '$1 == f { print $2; exit }' "$OWNERS"; }
 
-# guest path -> copy it (a regular file) from the scratch root, and note the package.
-declare -A TOOL_FILES=() TOOL_OWNERS=()
+# Two sets, each its own archive: `tools` (the tests' programs) and `bench`
+# (tools.list's `bench` lines: fio, whose libraries -- ceph, glusterfs, ICU --
+# are most of the bytes). A bench program's files that the tools set already
+# has are not repeated. CUR_SET/CUR_FS say which set is being filled.
+BENCHFS=$STAGE/bench-rootfs
+mkdir -p "$BENCHFS"
+CUR_SET=tools CUR_FS=$TOOLFS
+
+# guest path -> copy it (a regular file) from the scratch root into the
+# current set, and note the package.
+declare -A TOOL_FILES=() TOOL_OWNERS=() BENCH_OWNERS=()
 add_tool_file() {
     local g=$1 real pkg
     [ -n "${TOOL_FILES[$g]:-}" ] && return 0
@@ -599,10 +618,10 @@ add_tool_file() {
     [ -f "$TROOT$real" ] || die "tools: $g is not a file in the packages"
     pkg=$(owner_of "$real")
     [ -n "$pkg" ] || die "tools: no package owns $real"
-    mkdir -p "$TOOLFS${g%/*}"
-    cp "$TROOT$real" "$TOOLFS$g"
-    TOOL_FILES[$g]=1
-    TOOL_OWNERS[$pkg]=1
+    mkdir -p "$CUR_FS${g%/*}"
+    cp "$TROOT$real" "$CUR_FS$g"
+    TOOL_FILES[$g]=$CUR_SET
+    if [ "$CUR_SET" = tools ]; then TOOL_OWNERS[$pkg]=1; else BENCH_OWNERS[$pkg]=1; fi
 }
 
 # foreign_libs PROG: `ldd`-style "NAME => PATH" lines for a program of the
@@ -641,17 +660,19 @@ foreign_libs() {
 }
 
 LIBPATH=$(find "$TROOT" \( -type f -o -type l \) -name '*.so*' -printf '%h\n' | LC_ALL=C sort -u | paste -sd:)
-for prog in "${TOOL_PROGS[@]}"; do
+add_program() { # add_program PROG: the program, its interpreter and its libraries, into the current set
+    local prog=$1 interp ldso listing name arrow path
     [ -f "$TROOT$prog" ] && [ ! -L "$TROOT$prog" ] || die "tools: $prog is not a program in ${TOOL_PKGS[*]}"
     add_tool_file "$prog"
     interp=$(readelf -l "$TROOT$prog" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
-    [ -n "$interp" ] || continue    # static: nothing to resolve
+    [ -n "$interp" ] || return 0    # static: nothing to resolve
     ldso=$(in_root "$interp")
     [ -x "$TROOT$ldso" ] || die "tools: $prog wants the interpreter $interp, which is not in the packages"
     add_tool_file "$ldso"
-    if [ "$ldso" != "$interp" ] && [ ! -e "$TOOLFS$interp" ] && [ ! -L "$TOOLFS$interp" ]; then
-        mkdir -p "$TOOLFS${interp%/*}"
-        ln -s "$ldso" "$TOOLFS$interp"
+    if [ "$ldso" != "$interp" ] && [ -z "${TOOL_FILES[$interp]:-}" ]; then
+        mkdir -p "$CUR_FS${interp%/*}"
+        ln -s "$ldso" "$CUR_FS$interp"
+        TOOL_FILES[$interp]=$CUR_SET
     fi
     # What ldd prints, from the scratch root's loader and libraries only.
     if [ "$FOREIGN_BB" = 1 ]; then
@@ -668,32 +689,45 @@ for prog in "${TOOL_PROGS[@]}"; do
             *) die "tools: $prog's $name resolved outside the packages, to $path (add its package to tools.list?)" ;;
         esac
     done <<<"$listing"
-done
+}
+for prog in "${TOOL_PROGS[@]}"; do add_program "$prog"; done
+CUR_SET=bench CUR_FS=$BENCHFS
+for prog in "${BENCH_PROGS[@]}"; do add_program "$prog"; done
 
 # The Debian copyright file of every package something was taken from
 # (identical ones as symlinks to the first: boost's is 2 MB), and the list of
-# those packages with their versions.
-mkdir -p "$TOOLFS/usr/share/flintvm"
+# those packages with their versions, in each set's archive.
 declare -A COPYRIGHT_BY_SUM=()
-for pkg in $(printf '%s\n' "${!TOOL_OWNERS[@]}" | LC_ALL=C sort); do
-    c=$(in_root "/usr/share/doc/$pkg/copyright")
-    if [ -f "$TROOT$c" ]; then
-        mkdir -p "$TOOLFS/usr/share/doc/$pkg"
-        sum=$(sha256sum <"$TROOT$c" | cut -c1-64)
-        if [ -n "${COPYRIGHT_BY_SUM[$sum]:-}" ]; then
-            ln -s "../${COPYRIGHT_BY_SUM[$sum]}/copyright" "$TOOLFS/usr/share/doc/$pkg/copyright"
-        else
-            cp "$TROOT$c" "$TOOLFS/usr/share/doc/$pkg/copyright"
-            COPYRIGHT_BY_SUM[$sum]=$pkg
+copyrights() { # copyrights ROOT LIST PKG...: into ROOT, and the "package version" lines into ROOT/usr/share/flintvm/LIST
+    local root=$1 list=$2 pkg c sum
+    shift 2
+    mkdir -p "$root/usr/share/flintvm"
+    for pkg in $(printf '%s\n' "$@" | LC_ALL=C sort); do
+        c=$(in_root "/usr/share/doc/$pkg/copyright")
+        if [ -f "$TROOT$c" ]; then
+            mkdir -p "$root/usr/share/doc/$pkg"
+            sum=$(sha256sum <"$TROOT$c" | cut -c1-64)
+            if [ -n "${COPYRIGHT_BY_SUM[$sum]:-}" ]; then
+                ln -s "../${COPYRIGHT_BY_SUM[$sum]}/copyright" "$root/usr/share/doc/$pkg/copyright"
+            else
+                cp "$TROOT$c" "$root/usr/share/doc/$pkg/copyright"
+                COPYRIGHT_BY_SUM[$sum]=$pkg
+            fi
         fi
-    fi
-    grep "^$pkg " <<<"$TOOLS_VERSIONS"
-done >"$TOOLFS/usr/share/flintvm/tools-packages.txt"
+        grep "^$pkg " <<<"$TOOLS_VERSIONS"
+    done >"$root/usr/share/flintvm/$list"
+}
+copyrights "$TOOLFS" tools-packages.txt "${!TOOL_OWNERS[@]}"
+bench_only=()
+for pkg in "${!BENCH_OWNERS[@]}"; do [ -n "${TOOL_OWNERS[$pkg]:-}" ] || bench_only+=("$pkg"); done
+copyrights "$BENCHFS" bench-packages.txt "${bench_only[@]}"
 
 make_cpio_gz "$TOOLFS" "$STAGE/tools.cpio.gz"
+make_cpio_gz "$BENCHFS" "$STAGE/bench.cpio.gz"
 cat "$STAGE/initramfs.cpio.gz" "$STAGE/tools.cpio.gz" >"$STAGE/initramfs-tools.cpio.gz"
-log "tools: $(wc -l <"$TOOLFS/usr/share/flintvm/tools-packages.txt") packages, ${#TOOL_FILES[@]} files, $(du -sh --apparent-size "$TOOLFS" | cut -f1) unpacked, $(du -h --apparent-size "$STAGE/tools.cpio.gz" | cut -f1) gzip'd"
-rm -rf "$TROOT" "$TOOLFS" "$OWNERS" "$STAGE/tools.cpio.gz"
+cat "$STAGE/initramfs-tools.cpio.gz" "$STAGE/bench.cpio.gz" >"$STAGE/initramfs-bench.cpio.gz"
+log "tools: $(wc -l <"$TOOLFS/usr/share/flintvm/tools-packages.txt") packages, $(du -sh --apparent-size "$TOOLFS" | cut -f1) unpacked, $(du -h --apparent-size "$STAGE/tools.cpio.gz" | cut -f1) gzip'd; bench (fio): $(wc -l <"$BENCHFS/usr/share/flintvm/bench-packages.txt") more packages, $(du -sh --apparent-size "$BENCHFS" | cut -f1) more unpacked, $(du -h --apparent-size "$STAGE/bench.cpio.gz" | cut -f1) gzip'd"
+rm -rf "$TROOT" "$TOOLFS" "$BENCHFS" "$OWNERS" "$STAGE/tools.cpio.gz" "$STAGE/bench.cpio.gz"
 
 # ------------------------------------------------------------------ manifest + publish
 

@@ -25,6 +25,10 @@ KSRC=$BUILD_ROOT/$KSRC_PKG
 KOBJ=$BUILD_ROOT/kernel-$ARCH
 STAMP=".flintvm-source-version"
 
+# (Both architectures' builds may run at once: the unpack is under its own
+# lock, and the second to take it finds the source already there.)
+exec 8>"$BUILD_ROOT/.unpack-lock"
+flock 8
 if [ "$(cat "$KSRC/$STAMP" 2>/dev/null)" != "$KSRC_VER" ]; then
     phase "kernel: unpacking $KSRC_TARBALL"
     # (every architecture's object tree: they were built from the old source)
@@ -36,6 +40,7 @@ if [ "$(cat "$KSRC/$STAMP" 2>/dev/null)" != "$KSRC_VER" ]; then
     mv "$unpack/$KSRC_PKG" "$KSRC"
     rmdir "$unpack"
 fi
+exec 8>&-
 mkdir -p "$KOBJ"
 
 kmake() { make -C "$KSRC" O="$KOBJ" ARCH="$ARCH" ${CROSS:+CROSS_COMPILE="$CROSS"} "$@"; }

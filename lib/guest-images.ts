@@ -14,12 +14,18 @@ export interface GuestImages {
   readonly bzImage: string;
   readonly initrd: string;
   /**
-   * `initrd` with a second archive appended: socat, fio, iperf3 and setfattr/getfattr from Debian (the guest
-   * architecture's packages) with their libraries (guest/tools.list); built for x86_64 and arm64. Much larger
-   * (~35 MB vs ~1 MB); for benchmarks and tests that need those tools.
+   * `initrd` with a second archive appended: socat, iperf3 and setfattr/getfattr from Debian (the guest
+   * architecture's packages) with their libraries (guest/tools.list); built for x86_64 and arm64. Larger
+   * (a few MB vs ~1 MB); for benchmarks and tests that need those tools.
    * A `FLINTVM_GUEST_DIR` set built before it existed may lack this file.
    */
   readonly toolsInitrd: string;
+  /**
+   * `toolsInitrd` with a third archive appended: fio and its libraries (ceph, glusterfs, ICU: ~28 MB more, ~75 MB more
+   * unpacked in the guest's RAM), for the block benchmark. A `FLINTVM_GUEST_DIR` set built before it existed
+   * may lack this file.
+   */
+  readonly benchInitrd: string;
 }
 
 const BUILD_SCRIPT = fileURLToPath(new URL('../../guest/build.sh', import.meta.url));
@@ -32,6 +38,7 @@ function imagesIn(dir: string): GuestImages {
     bzImage: join(dir, 'bzImage'),
     initrd: join(dir, 'initramfs.cpio.gz'),
     toolsInitrd: join(dir, 'initramfs-tools.cpio.gz'),
+    benchInitrd: join(dir, 'initramfs-bench.cpio.gz'),
   };
 }
 
