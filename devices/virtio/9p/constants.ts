@@ -162,6 +162,13 @@ export const P9_XATTR_SIZE_MAX = 65536;
  * of P9_XATTR_SIZE_MAX bytes each could pin 4 GiB of host memory.
  */
 export const P9_MAX_XATTR_BYTES = 16 * 1024 * 1024;
+/**
+ * Most lock ranges the open files of one session hold at once (Tlock). Each is
+ * a lock record in the host kernel, freed only when its file is closed; past
+ * the bound Tlock fails with ENOLCK. Without it, a guest locking every other
+ * byte of a file could grow the host kernel's lock records without limit.
+ */
+export const P9_MAX_LOCK_RANGES = 4096;
 
 // The Linux errno values the server itself chooses (the rest come from the host).
 export const EPERM = 1;

@@ -14,7 +14,7 @@
  *   (and answers ESTALE for a Txattrcreate whose value was lost: `pendingXattr`).
  */
 import type { HostDir, Node, OpenFile } from '../backends/hostdir/index.js';
-import { P9_MAX_FIDS, P9_MAX_XATTR_BYTES } from './constants.js';
+import { P9_LOCK_TYPE_UNLCK, P9_MAX_FIDS, P9_MAX_LOCK_RANGES, P9_MAX_XATTR_BYTES } from './constants.js';
 
 /** The uid a fid acts for (Tattach's n_uname), or null when the attach gave none. */
 export type FidUid = number | null;
@@ -28,12 +28,28 @@ export type Fid =
 /** A fid that is not stale: what every message but Tclunk needs. */
 export type LiveFid = Exclude<Fid, { kind: 'stale' }>;
 
+/** A byte range an open file holds a lock on: [start, end), end null = to the end of the file. */
+export interface HeldLock {
+  readonly start: bigint;
+  readonly end: bigint | null;
+  readonly type: number;
+}
+
 export class FidTable {
   private readonly fids = new Map<number, Fid>();
   private heldXattrBytes = 0;
+  /** The lock ranges each open file holds, as the Tlocks that succeeded left them (see planLock). */
+  private readonly locks = new Map<OpenFile, readonly HeldLock[]>();
+  private heldLockRanges = 0;
 
-  /** @param maxXattrBytes most bytes of xattr data the fids may hold together (see xattrFits). */
-  constructor(private readonly fs: HostDir, readonly max = P9_MAX_FIDS, readonly maxXattrBytes = P9_MAX_XATTR_BYTES) {}
+  /**
+   * @param maxXattrBytes most bytes of xattr data the fids may hold together (see xattrFits).
+   * @param maxLockRanges most lock ranges their open files may hold together (see planLock).
+   */
+  constructor(
+    private readonly fs: HostDir, readonly max = P9_MAX_FIDS, readonly maxXattrBytes = P9_MAX_XATTR_BYTES,
+    readonly maxLockRanges = P9_MAX_LOCK_RANGES,
+  ) {}
 
   get size(): number {
     return this.fids.size;
@@ -42,6 +58,41 @@ export class FidTable {
   /** Bytes of xattr data (read results and values being written) the fids hold now. */
   get xattrBytes(): number {
     return this.heldXattrBytes;
+  }
+
+  /** Lock ranges the session's open files hold now. */
+  get lockRanges(): number {
+    return this.heldLockRanges;
+  }
+
+  /**
+   * The ranges `file` would hold after a Tlock of `type` over [start, start + length) (length 0: to the end of
+   * the file), or null when that would take the session past maxLockRanges. The model never merges adjacent
+   * ranges, which the host kernel does, so it counts at least as many records as the kernel holds.
+   */
+  planLock(file: OpenFile, type: number, start: bigint, length: bigint): readonly HeldLock[] | null {
+    const end = length === 0n ? null : start + length;
+    const held = this.locks.get(file) ?? [];
+    const next: HeldLock[] = [];
+    for (const r of held) {
+      const overlaps = (end === null || r.start < end) && (r.end === null || start < r.end);
+      if (!overlaps) {
+        next.push(r);
+        continue;
+      }
+      // The parts of r outside the new range stay as they were.
+      if (r.start < start) next.push({ start: r.start, end: start, type: r.type });
+      if (end !== null && (r.end === null || end < r.end)) next.push({ start: end, end: r.end, type: r.type });
+    }
+    if (type !== P9_LOCK_TYPE_UNLCK) next.push({ start, end, type });
+    return this.heldLockRanges - held.length + next.length <= this.maxLockRanges ? next : null;
+  }
+
+  /** Records what planLock returned, once the host took the lock. */
+  commitLock(file: OpenFile, ranges: readonly HeldLock[]): void {
+    this.heldLockRanges += ranges.length - (this.locks.get(file)?.length ?? 0);
+    if (ranges.length) this.locks.set(file, ranges);
+    else this.locks.delete(file);
   }
 
   /** True when `bytes` more of xattr data stay within maxXattrBytes. */
@@ -88,7 +139,12 @@ export class FidTable {
   /** Gives back a state's host resources (open file, node reference). */
   dispose(state: Fid): void {
     if (state.kind === 'node') {
-      if (state.file) this.fs.close(state.file);
+      if (state.file) {
+        // Closing the file drops its locks in the host.
+        this.heldLockRanges -= this.locks.get(state.file)?.length ?? 0;
+        this.locks.delete(state.file);
+        this.fs.close(state.file);
+      }
       this.fs.release(state.node);
     } else if (state.kind === 'xattr-write') {
       this.fs.release(state.node);
@@ -100,6 +156,8 @@ export class FidTable {
     for (const s of this.fids.values()) this.dispose(s);
     this.fids.clear();
     this.heldXattrBytes = 0;
+    this.locks.clear();
+    this.heldLockRanges = 0;
   }
 }
 

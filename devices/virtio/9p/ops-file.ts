@@ -148,14 +148,20 @@ function lockType(s: P9Server, type: number): number {
 /**
  * Tlock: fid[4] type[1] flags[4] start[8] length[8] proc_id[4] client_id[s] -> Rlock: status[1].
  * An open-file-description lock on the fid's open file, never waiting: a conflict answers
- * P9_LOCK_BLOCKED (Linux retries a blocking lock itself).
+ * P9_LOCK_BLOCKED (Linux retries a blocking lock itself). ENOLCK past the session's
+ * P9_MAX_LOCK_RANGES lock ranges.
  */
 function lock(s: P9Server, r: MessageReader, w: ReplyWriter, ctx: ReplyContext): number {
   // flags: BLOCK is the client's to honour; we never wait. proc_id and client_id are not used.
   const { fid, type, start, length } = W.tlock(r);
   const file = s.openFile(fid);
   s.needRoom(ctx, P.P9_HEADER_SIZE + 1);
-  const ok = s.fs.setlk(file, { type: lockType(s, type), start, length });
+  const t = lockType(s, type);
+  // The session's lock ranges are bounded (P9_MAX_LOCK_RANGES): each is a host kernel record.
+  const ranges = s.fids.planLock(file, t, start, length);
+  if (!ranges) s.fail(P.ENOLCK, `the session's open files hold ${s.fids.lockRanges} lock ranges, the most allowed`);
+  const ok = s.fs.setlk(file, { type: t, start, length });
+  if (ok) s.fids.commitLock(file, ranges);
   w.u8(ok ? P.P9_LOCK_SUCCESS : P.P9_LOCK_BLOCKED);
   return P.P9_RLOCK;
 }

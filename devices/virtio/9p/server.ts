@@ -61,9 +61,12 @@ export class P9Server {
   private readonly ops = new Map<number, Op>();
   private readonly limitLog = new RateLimitedLog(debug, 'limit');
 
-  /** `maxFids` and `maxXattrBytes` bound the session's fid table (defaults P9_MAX_FIDS, P9_MAX_XATTR_BYTES; tests lower them). */
-  constructor(readonly fs: HostDir, maxFids = P.P9_MAX_FIDS, maxXattrBytes = P.P9_MAX_XATTR_BYTES) {
-    this.fids = new FidTable(fs, maxFids, maxXattrBytes);
+  /**
+   * `maxFids`, `maxXattrBytes` and `maxLockRanges` bound the session's fid table (defaults P9_MAX_FIDS,
+   * P9_MAX_XATTR_BYTES, P9_MAX_LOCK_RANGES; tests lower them).
+   */
+  constructor(readonly fs: HostDir, maxFids = P.P9_MAX_FIDS, maxXattrBytes = P.P9_MAX_XATTR_BYTES, maxLockRanges = P.P9_MAX_LOCK_RANGES) {
+    this.fids = new FidTable(fs, maxFids, maxXattrBytes, maxLockRanges);
     this.ops.set(P.P9_TATTACH, (s, r, w) => s.attach(r, w));
     this.ops.set(P.P9_TFLUSH, (_s, r) => (W.tflush(r), P.P9_RFLUSH));
     this.ops.set(P.P9_TWALK, (s, r, w, ctx) => s.walk(r, w, ctx));

@@ -1,6 +1,7 @@
 /**
  * docs/bounds.md, virtio-9p rows: a hostile guest tries to grow the fid table,
- * the xattr data held by fids, and the share's fds past their bounds. Each
+ * the xattr data held by fids, the share's fds and the host lock records past
+ * their bounds. Each
  * test asserts the table stayed within its bound and the Rlerror the guest got.
  */
 import test, { type ExecutionContext } from 'ava';
@@ -100,6 +101,46 @@ test('9P share fds: at most maxFds nodes and open files (default a quarter of RL
   t.is(h.fs.fdsInUse, 16, 'the budget is used up, not exceeded');
   h.clunk(opened.pop()!);
   t.is(h.fs.fdsInUse, 14, 'clunk gives back the node fd and the open file');
+}));
+
+test('9P lock ranges: at most maxLockRanges per session (default P9_MAX_LOCK_RANGES = 4096); Tlock past it gets ENOLCK and takes nothing', withHarness({ maxLockRanges: 8 }, (h, t: T) => {
+  writeFileSync(join(h.share, 'f'), 'x'.repeat(100));
+  const a = h.walkTo('f');
+  const b = h.walkTo('f');
+  h.lopen(a, P.P9_DOTL_RDWR);
+  h.lopen(b, P.P9_DOTL_RDWR);
+  const W = P.P9_LOCK_TYPE_WRLCK;
+  // Every other byte: ranges the host cannot merge, one kernel record each.
+  for (let i = 0; i < 8; i++) t.is(h.lock(a, W, BigInt(2 * i), 1n), P.P9_LOCK_SUCCESS);
+  t.is(h.server.fids.lockRanges, 8);
+  t.is(h.errno(() => h.lock(a, W, 20n, 1n)), P.ENOLCK);
+  t.is(h.errno(() => h.lock(b, W, 40n, 1n)), P.ENOLCK, 'the bound is the session\'s, not one file\'s');
+  t.is(h.server.fids.lockRanges, 8);
+  t.is(h.getlock(b, W, 20n, 1n).type, P.P9_LOCK_TYPE_UNLCK, 'the refused lock was not taken in the host');
+  t.is(h.getlock(b, W, 2n, 1n).type, W, 'the held ones were');
+  // Re-locking a held range, or one range over all of them, needs no more room.
+  t.is(h.lock(a, P.P9_LOCK_TYPE_RDLCK, 0n, 1n), P.P9_LOCK_SUCCESS);
+  t.is(h.lock(a, W, 0n, 16n), P.P9_LOCK_SUCCESS);
+  t.is(h.server.fids.lockRanges, 1);
+  // Unlocking the middle splits it in two; to the end of the file (length 0) too.
+  t.is(h.lock(a, P.P9_LOCK_TYPE_UNLCK, 4n, 2n), P.P9_LOCK_SUCCESS);
+  t.is(h.server.fids.lockRanges, 2);
+  t.is(h.lock(b, W, 50n, 0n), P.P9_LOCK_SUCCESS);
+  t.is(h.lock(b, P.P9_LOCK_TYPE_UNLCK, 60n, 5n), P.P9_LOCK_SUCCESS);
+  t.is(h.server.fids.lockRanges, 4);
+  // A lock the host refuses (BLOCKED) holds nothing.
+  t.is(h.lock(b, W, 0n, 1n), P.P9_LOCK_BLOCKED);
+  t.is(h.server.fids.lockRanges, 4);
+  // Clunking a file gives its ranges back (the host dropped them with its fd).
+  h.clunk(a);
+  t.is(h.server.fids.lockRanges, 2);
+  for (let i = 0; i < 6; i++) t.is(h.lock(b, W, BigInt(2 * i), 1n), P.P9_LOCK_SUCCESS);
+  t.is(h.errno(() => h.lock(b, W, 30n, 1n)), P.ENOLCK);
+  // Tversion (a new session) drops them all.
+  h.version();
+  t.is(h.server.fids.lockRanges, 0);
+  t.is(P.P9_MAX_LOCK_RANGES, 4096);
+  t.is(new P9Server(h.fs).fids.maxLockRanges, P.P9_MAX_LOCK_RANGES);
 }));
 
 /** Creates `path` with xattr user.a = "value"; false when the host filesystem has no user xattrs. */

@@ -26,6 +26,7 @@ export const MSIZE = 256 * 1024;
 
 export interface HarnessOptions extends ShareOptions {
   maxFids?: number;
+  maxLockRanges?: number;
   /** Skip Tversion + Tattach (fid ROOT_FID, uid 0). */
   raw?: boolean;
   eventIdx?: boolean;
@@ -71,7 +72,7 @@ export class P9Harness extends ShareHarness<Virtio9pDevice> {
     super('9p', LAYOUT, opts, setup);
     this.driver = new VirtqDriver(this.memory, { size: P.P9_QUEUE_SIZE, descAddr: 0x0, availAddr: 0x1000, usedAddr: 0x2000, eventIdx: opts.eventIdx ?? false, indirect: opts.indirect ?? false });
     this.queue = new SplitQueue(this.memory, this.driver.config);
-    this.server = new P9Server(this.fs, opts.maxFids);
+    this.server = new P9Server(this.fs, opts.maxFids, undefined, opts.maxLockRanges);
     this.device = new Virtio9pDevice({ tag: 'share0' }, this.server, opts.wakeup);
     let features = C.feature(P.VIRTIO_9P_MOUNT_TAG) | C.feature(C.VIRTIO_F_VERSION_1);
     if (opts.eventIdx) features |= C.feature(C.VIRTIO_F_EVENT_IDX);
