@@ -9,7 +9,7 @@
 #      `apt-get install` line to run.
 #   2. The guest images (x86_64 and arm64 kernels, busybox initramfs, the
 #      tools initramfs), built once and cached in ~/.cache/flintvm keyed by
-#      their inputs: about 17 minutes cold on 2 cores, both built at once, instant
+#      their inputs: about 20 minutes cold on 2 cores, both built at once, instant
 #      warm.
 #
 # The test hosts' base images are built on first use by test/hosts/run.ts
@@ -85,7 +85,7 @@ fi
 # Both architectures' guests build side by side: each kernel build alone
 # leaves a core idle in its single-threaded phases (unpack, config, link,
 # the initramfs archives), which the other one fills.
-say "guest images: x86_64 and arm64 side by side (cached in ${FLINTVM_CACHE:-~/.cache/flintvm}; about 17 minutes when they have to build)"
+say "guest images: x86_64 and arm64 side by side (cached in ${FLINTVM_CACHE:-~/.cache/flintvm}; about 20 minutes when they have to build)"
 bash guest/build.sh >/dev/null &
 x86_build=$!
 bash guest/build.sh --arch arm64 >/dev/null &
