@@ -75,9 +75,11 @@ touch -d "2001-02-03 04:05:06" b.txt && ok mtime "$(stat -c %Y b.txt)"
 # mkdir / rmdir
 mkdir -p d1/d2/d3 && rmdir d1/d2/d3 && ok dirs "$(ls d1)"
 mkdir gone && rmdir gone && ok rmdir "$([ -e gone ] && echo present || echo removed)"
-# readdir of ${MANY} host-made entries
+# readdir of ${MANY} host-made entries, by the shell's glob: it reads the directory (Treaddir, several replies)
+# and stats nothing. busybox ls would lstat every entry, two 9P round trips each: 68 s for 10000 in the
+# x86_64 test host, where one round trip through the nested guest takes about 2 ms.
 at readdir-start
-ls many > /tmp/many.txt
+printf '%s\\n' many/* | sed 's,^many/,,' > /tmp/many.txt
 at readdir-done
 ok many "$(wc -l < /tmp/many.txt)"
 ok many-last "$(grep -c '^entry-${MANY - 1}$' /tmp/many.txt)"
