@@ -1,0 +1,55 @@
+/**
+ * lib/sys.ts in worker threads: koffi's per-thread call stack is
+ * WORKER_KOFFI_STACK_BYTES (1 MiB), under one huge page, because koffi never
+ * unmaps it when the thread ends; the main thread keeps koffi's default.
+ * What an ended worker leaves mapped is that stack and koffi's 1 MiB heap.
+ */
+import test from 'ava';
+import koffi from 'koffi';
+import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { WORKER_KOFFI_STACK_BYTES } from '../../../lib/sys.js';
+
+const SYS = new URL('../../../lib/sys.js', import.meta.url).href;
+const HUGE_PAGE = 2 * 1024 * 1024;
+
+/** A worker that imports lib/sys.js, makes one libc call and reports koffi's configuration. */
+function sysWorker(): Promise<{ sync_stack_size: number }> {
+  const w = new Worker(`
+    const { parentPort } = require('node:worker_threads');
+    import(${JSON.stringify(SYS)}).then((sys) => {
+      sys.libc.func('int getpid()')();
+      parentPort.postMessage(require('koffi').config());
+    });`, { eval: true });
+  return new Promise((resolve, reject) => {
+    w.once('message', (m) => void w.terminate().then(() => resolve(m)));
+    w.once('error', reject);
+  });
+}
+
+/** Bytes of anonymous mappings of this process (/proc/self/maps). */
+function anonBytes(): number {
+  let n = 0;
+  for (const l of readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ 0\s*$/.exec(l);
+    if (m) n += parseInt(m[2]!, 16) - parseInt(m[1]!, 16);
+  }
+  return n;
+}
+
+test.serial('a worker that loads libc through lib/sys.ts gets a koffi call stack smaller than a huge page', async (t) => {
+  t.true(WORKER_KOFFI_STACK_BYTES < HUGE_PAGE);
+  t.is((await sysWorker()).sync_stack_size, WORKER_KOFFI_STACK_BYTES);
+  t.is((koffi.config() as { sync_stack_size: number }).sync_stack_size, HUGE_PAGE, 'the main thread keeps the default');
+});
+
+test.serial('an ended worker leaves at most its koffi stack and heap mapped (koffi never unmaps them), not koffi\'s default 3 MiB', async (t) => {
+  await sysWorker();
+  const before = anonBytes();
+  const N = 8;
+  for (let i = 0; i < N; i++) await sysWorker();
+  const perWorker = (anonBytes() - before) / N;
+  t.log(`anonymous mappings per ended worker: ${(perWorker / 1024).toFixed(0)} KiB`);
+  const heap = (koffi.config() as { sync_heap_size: number }).sync_heap_size;
+  t.true(perWorker <= WORKER_KOFFI_STACK_BYTES + heap + 64 * 1024, `${perWorker} B per worker`);
+});
