@@ -98,17 +98,3 @@ test.serial('interactive shell: console input reaches the guest and exit ends th
   t.regex(out, /sum-42/, out.slice(-2000));
   t.is(exit.reason, ARM64 ? 'poweroff' : 'reset', out.slice(-2000));
 });
-
-test.serial('boot wall time, 5 runs (start() to guest init, and to exit)', async (t) => {
-  if (!requireKvm(t)) return;
-  const init: number[] = [];
-  const total: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const { exit, ms } = await runGuest({ kernel: DEFAULT_KERNEL, vcpus: 1, command: ['true'] });
-    t.is(exit.exitStatus, 0);
-    init.push(exit.timings.guestInit! - exit.timings.startCalled!);
-    total.push(ms);
-  }
-  const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
-  t.log(`BOOT-TIME start()->init median ${med(init).toFixed(0)} ms [${init.map((x) => x.toFixed(0)).join(', ')}]; start()->exit median ${med(total).toFixed(0)} ms`);
-});

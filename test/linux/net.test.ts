@@ -77,7 +77,10 @@ const GUEST_SCRIPT = [
   `echo "rx-end ${UPTIME} bytes=$(wc -c </tmp/blob)"`,
   'echo "rx-md5=$(md5sum /tmp/blob | cut -d" " -f1)"',
   `echo "tx-start ${UPTIME}"`,
-  `socat -u -b ${SOCAT_BUF} OPEN:/tmp/blob,rdonly TCP:${HOST_IP}:${HOST_PORT} || exit 4`,
+  // Both ways, the way back into /dev/null: socat then waits (-t) for the host's FIN, which the host sends
+  // once it has read everything. With -u it would exit with data still in the guest's send buffer, and the
+  // guest powers off when this script ends.
+  `socat -b ${SOCAT_BUF} -t 120 OPEN:/tmp/blob,rdonly!!OPEN:/dev/null,wronly TCP:${HOST_IP}:${HOST_PORT} || exit 4`,
   `echo "tx-end ${UPTIME}"`,
 ].join('\n');
 
@@ -134,7 +137,10 @@ test.serial(`virtio-net: MAC, ping both ways, ${SIZE_MIB} MiB of TCP each way th
   const received = createHash('md5');
   let receivedBytes = 0;
   let rxMs = 0;
+  /** The guest's connections: destroyed at the end, so one the guest left open cannot keep this process alive. */
+  const conns = new Set<Socket>();
   const server = createServer((s) => {
+    conns.add(s);
     const t0 = performance.now();
     s.on('data', (c: Buffer) => {
       received.update(c);
@@ -186,6 +192,7 @@ test.serial(`virtio-net: MAC, ping both ways, ${SIZE_MIB} MiB of TCP each way th
   } finally {
     clearTimeout(timer);
     if (vm.state !== 'exited') await vm.stop();
+    for (const c of conns) c.destroy();
     server.close();
   }
   t.false(existsSync(`/sys/class/net/${TAP}`), 'the tap flintvm created is gone with the VM');
