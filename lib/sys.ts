@@ -52,6 +52,7 @@ if (!isMainThread) {
     // This thread loaded a library through koffi before (a caller's own module): koffi keeps its configuration.
   }
 }
+
 /** The C library, loaded once per thread. Bind functions with fixed signatures (`libc.func`). */
 export const libc = koffi.load('libc.so.6');
 
