@@ -17,7 +17,8 @@ const offset = wallToMonoOffset();
 const [kernel, protocol = 'pvh', mem = '128'] = process.argv.slice(2);
 if (!kernel) throw new Error('usage: boot-child.js KERNEL [linux64|pvh] [MEMORY_MIB]');
 
-const { MicroVM } = await import('../lib/index.js');
+// The package's own entry (package.json's exports: the library bundle), as an embedder imports it.
+const { MicroVM } = await import('flintvm');
 const libLoaded = monoMs();
 const vm = new MicroVM({ kernel, memoryMiB: Number(mem), vcpus: 1, bootProtocol: protocol as 'pvh' | 'linux64' });
 vm.console.pipe(process.stdout, { end: false });

@@ -1,0 +1,58 @@
+/**
+ * The single-file bundles `npm run build` makes (lib/bundles.ts): the package's entry is the library bundle
+ * and exports what lib/index.js exports; each bundled module still sees its own compiled file as
+ * import.meta.url (the paths derived from it are right); and bin/launch.js runs a command's bundle only
+ * while it is at least as new as the command's compiled module.
+ */
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const DIST = fileURLToPath(new URL('../../../', import.meta.url));
+const ROOT = join(DIST, '..');
+const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+
+test('the package entry is the library bundle, with the same exports as lib/index.js', async (t) => {
+  t.is(import.meta.resolve('flintvm'), pathToFileURL(join(DIST, 'lib/index.bundle.js')).href);
+  const bundle = (await import('flintvm')) as Record<string, unknown>;
+  const modules = (await import('../../../lib/index.js')) as Record<string, unknown>;
+  t.deepEqual(Object.keys(bundle).sort(), Object.keys(modules).sort());
+  t.is(typeof bundle['MicroVM'], 'function');
+  t.not(bundle['MicroVM'], modules['MicroVM'], 'a separate copy, not a re-export of the modules');
+  // The bundled guest-images module finds guest/build.sh from its own compiled file, as unbundled.
+  const source = readFileSync(join(DIST, 'lib/index.bundle.js'), 'utf8');
+  t.false(/new URL\(\s*["']\.\.\/\.\.\/guest\/build\.sh["'],\s*import\.meta\.url\)/.test(source), 'no module kept the bundle\'s own URL');
+  t.true(source.includes('new URL("guest-images.js", import.meta.url)'), 'guest-images.js sees its own URL');
+});
+
+test('the command bundles run: --version reads package.json through a rewritten import.meta.url', (t) => {
+  for (const name of ['flintvm', 'flintvm-oci']) {
+    const r = spawnSync(process.execPath, [join(DIST, `bin/${name}.bundle.js`), '--version'], { encoding: 'utf8', timeout: 60_000 });
+    t.is(r.status, 0, r.stderr);
+    t.true(r.stdout.includes(PKG.version), `${name}: ${r.stdout}`);
+  }
+});
+
+test('bin/launch.js runs the bundle while it is current, the compiled module once that is newer', (t) => {
+  const clone = mkdtempSync(join(tmpdir(), 'flintvm-launch-'));
+  t.teardown(() => rmSync(clone, { recursive: true, force: true }));
+  mkdirSync(join(clone, 'bin'));
+  mkdirSync(join(clone, 'dist/bin'), { recursive: true });
+  for (const f of ['flintvm.js', 'launch.js']) copyFileSync(join(ROOT, 'bin', f), join(clone, 'bin', f));
+  writeFileSync(join(clone, 'package.json'), JSON.stringify({ name: 'mini', version: '0.0.0', type: 'module' }));
+  const main = join(clone, 'dist/bin/flintvm.js');
+  const bundle = join(clone, 'dist/bin/flintvm.bundle.js');
+  writeFileSync(main, "console.log('modules');\n");
+  writeFileSync(bundle, "console.log('bundle');\n");
+  const run = () => spawnSync(process.execPath, [join(clone, 'bin/flintvm.js')], { encoding: 'utf8', timeout: 60_000 }).stdout.trim();
+  const at = (f: string, s: number) => utimesSync(f, s, s);
+  at(main, 1000); at(bundle, 1000);
+  t.is(run(), 'bundle', 'same age: the bundle');
+  at(main, 2000);
+  t.is(run(), 'modules', 'the module rebuilt after the bundle (tsc alone): the modules');
+  rmSync(bundle);
+  t.is(run(), 'modules', 'no bundle: the modules');
+});
