@@ -32,6 +32,7 @@ import { formatNet, type NetResult } from './net.js';
 import { formatVsock, type VsockResult } from './vsock.js';
 import { formatOci, type OciResult } from './oci.js';
 import { formatShare, type ShareResult } from './share.js';
+import { formatBlkTable, type BlkResult } from './blk.js';
 import type { LinuxBootArm64Result } from './linux-boot-arm64.js';
 import { formatSnapshot, type SnapshotResult } from './snapshot.js';
 import type { Comparison } from './vmm-compare.js';
@@ -62,7 +63,8 @@ const BENCHES = {
   'linux-boot': { script: 'linux-boot.js', flags: [], args: ['--runs', '5'] },
   net: { script: 'net.js', flags: [], args: ['--reps', '5', '--seconds', '5', '--rtts', '500'], timeoutMin: 30, optIn: true },
   vsock: { script: 'vsock.js', flags: [], args: ['--reps', '5', '--mib', '32', '--connects', '200'], timeoutMin: 20, optIn: true },
-  share: { script: 'share.js', flags: [], args: ['--reps', '5', '--mib', '1024'], timeoutMin: 150, optIn: true },
+  share: { script: 'share.js', flags: [], args: ['--reps', '5', '--mib', '1024', '--steps', 'dd'], timeoutMin: 150, optIn: true },
+  blk: { script: 'blk.js', flags: [], args: ['--reps', '5'], timeoutMin: 90, optIn: true },
   'linux-boot-arm64': { script: 'linux-boot-arm64.js', flags: [], args: ['--reps', '5'], timeoutMin: 20, optIn: true },
   snapshot: { script: 'snapshot.js', flags: [], args: ['--reps', '5', '--clones', '16,64', '--clone-reps', '5,3'], timeoutMin: 60, optIn: true },
   oci: { script: 'oci.js', flags: [], args: ['--reps', '5'], timeoutMin: 30, optIn: true },
@@ -146,7 +148,7 @@ function runBench(name: BenchName, log: (s: string) => void): Promise<{ json?: u
 type Results = {
   exits?: ExitsResult; boot?: BootResult; memory?: MemoryResult; density?: DensityResult; 'linux-boot'?: LinuxBootResult;
   net?: NetResult; vsock?: VsockResult; share?: ShareResult; 'linux-boot-arm64'?: LinuxBootArm64Result; snapshot?: SnapshotResult;
-  oci?: OciResult;
+  oci?: OciResult; blk?: BlkResult;
 };
 
 /** Figures of a flintvm-vs-peer comparison (vmm-compare.ts), named `prefix: <figure>`. */
@@ -275,6 +277,17 @@ function figures(r: Results): Figure[] {
   if (r.share) {
     f.push(...comparisonFigures('share', 'share 9p (TCG host)', r.share.ninep, `${QEMU} virtio-9p-device`, `${TCG}; tarball ${r.share.package}`));
     f.push(...comparisonFigures('share', 'share virtio-fs (TCG host)', r.share.virtiofs, `${QEMU} virtio-9p-device`, 'flintvm virtio-fs against QEMU 9p (QEMU 7.2 has no built-in virtio-fs)'));
+    if (r.share.virtiofsDirect) f.push(...comparisonFigures('share', "share virtio-fs cache 'never' (TCG host)", r.share.virtiofsDirect, `${QEMU} virtio-9p-device`, "the share's cache: 'never' (FOPEN_DIRECT_IO, no guest page cache, as 9p cache=none)"));
+  }
+  if (r.blk) {
+    const QB = `${QEMU} virtio-blk-device`;
+    for (const [i, j] of r.blk.summary.entries()) {
+      if (!j.flintvm) continue;
+      const mib = (x: Summary) => ({ median: round(x.median / 1024, 2), min: round(x.min / 1024, 2), max: round(x.max / 1024, 2), n: x.n });
+      f.push({ bench: 'blk', name: `blk (TCG host): fio ${j.job}`, unit: 'MiB/s', better: 'higher', flintvm: mib(j.flintvm.bwKiBs),
+        ...(j.qemu && j.ratio ? { peer: { name: QB, ...mib(j.qemu.bwKiBs) }, ratio: round(j.ratio.bwKiBs, 3) } : {}),
+        ...(i === 0 ? { note: `${TCG}; fio libaio O_DIRECT in the guest, raw image on the host's tmpfs` } : {}) });
+    }
   }
   if (r.snapshot) f.push(...comparisonFigures('snapshot', 'snapshot (TCG host)', r.snapshot.figures, `${QEMU} migrate to file / -incoming`, TCG));
   if (r.density) {
@@ -403,6 +416,7 @@ async function main(): Promise<void> {
   if (typed.vsock) out.push(...formatVsock(typed.vsock), '');
   if (typed.oci) out.push(...formatOci(typed.oci), '');
   if (typed.share) out.push(...formatShare(typed.share), '');
+  if (typed.blk) out.push(formatBlkTable(typed.blk.summary), '');
   if (typed.snapshot) out.push(...formatSnapshot(typed.snapshot), '');
   out.push(`Summary (commit ${latest.commit.slice(0, 12)}; ${machine.nproc} CPUs ${machine.model}; kernel ${machine.kernel}; KVM ${machine.kvm})`);
   out.push(`1-min load before..after each bench: ${Object.entries(runs).map(([n, r]) => `${n} ${r.load.before.loadavg[0]}..${r.load.after.loadavg[0]}`).join(', ')} (${machine.nproc} CPUs)`);

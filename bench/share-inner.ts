@@ -8,9 +8,10 @@
  * 2. `dd if=/dev/zero of=/mnt/big bs=1M count=N conv=fsync`, plus `sync`;
  * 3. after `echo 3 > /proc/sys/vm/drop_caches`, `dd if=/mnt/big of=/dev/null bs=1M`.
  *
- * The caches are dropped before each step. Three configurations, in a
+ * The caches are dropped before each step. Four configurations, in a
  * rotating order per repetition: flintvm's 9p share, flintvm's virtio-fs
- * share, and QEMU microvm's `-fsdev local,security_model=none -device
+ * share (default `cache: 'auto'`), the same with `cache: 'never'` (direct I/O,
+ * no guest page cache: what 9p's cache=none does), and QEMU microvm's `-fsdev local,security_model=none -device
  * virtio-9p-device` (QEMU 7.2 microvm has no virtio-fs without an external
  * virtiofsd). Both 9p mounts use `trans=virtio,version=9p2000.L,msize=262144`
  * with the default cache mode (none); virtio-fs mounts with its defaults.
@@ -19,7 +20,7 @@
  *
  * `--steps dd` leaves out step 1 (QEMU's 9p extraction takes minutes a run) to time only the streaming.
  *
- * Usage: node dist/bench/share-inner.js [--reps 5] [--mib 1024] [--memory-mib 256] [--configs flintvm-9p,flintvm-virtiofs,qemu-9p] [--steps tar,dd]
+ * Usage: node dist/bench/share-inner.js [--reps 5] [--mib 1024] [--memory-mib 256] [--configs flintvm-9p,flintvm-virtiofs,flintvm-virtiofs-direct,qemu-9p] [--steps tar,dd]
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -34,7 +35,7 @@ export const SHARE_MARKER = 'FLINTVM-SHARE-RESULT ';
 /** The tarball, as the outer half stages it in the guest directory. */
 export const SHARE_BENCH_TARBALL = 'share-bench.tar';
 
-export const SHARE_CONFIGS = ['flintvm-9p', 'flintvm-virtiofs', 'qemu-9p'] as const;
+export const SHARE_CONFIGS = ['flintvm-9p', 'flintvm-virtiofs', 'flintvm-virtiofs-direct', 'qemu-9p'] as const;
 export type ShareConfigName = (typeof SHARE_CONFIGS)[number];
 
 const TAG = 'benchshare';
@@ -126,7 +127,8 @@ async function oneRun(config: ShareConfigName, rep: number, c: Ctx): Promise<Sha
   const g: GuestHandle = vmm === 'flintvm'
     ? await startFlintvm({
       kernel: c.kernel, initrd: c.initrd, memoryMiB: c.memoryMiB, vcpus: 1,
-      shares: [{ tag: TAG, path: dir, protocol: config === 'flintvm-9p' ? '9p' : 'virtiofs' }],
+      shares: [config === 'flintvm-9p' ? { tag: TAG, path: dir, protocol: '9p' }
+        : { tag: TAG, path: dir, protocol: 'virtiofs', cache: config === 'flintvm-virtiofs-direct' ? 'never' : 'auto' }],
       extraCmdline: flintvmExtraCmdline(cmd),
     }, c.timeoutS)
     : startQemu(c.qemu!, qemuShareArgs(c, dir, cmd), c.timeoutS);

@@ -24,15 +24,17 @@ import { compareVmms, formatComparison, type Comparison, type FigureSpec } from 
 export interface ShareResult extends InnerRun<ShareInnerResult> {
   date: string;
   package: string;
-  /** flintvm-9p vs QEMU-9p, then flintvm-virtiofs vs QEMU-9p. */
+  /** flintvm-9p vs QEMU-9p, then flintvm-virtiofs (cache 'auto', then 'never') vs QEMU-9p. */
   ninep: Comparison[];
   virtiofs: Comparison[];
+  /** Absent in results from before the configuration existed. */
+  virtiofsDirect?: Comparison[];
   notes: string[];
 }
 
 export async function benchShare(o: { reps: number; mib: number; pkg: string; noQemu: boolean; steps?: string }): Promise<ShareResult> {
   const tb = debianTarball(o.pkg);
-  const configs = o.noQemu ? 'flintvm-9p,flintvm-virtiofs' : 'flintvm-9p,flintvm-virtiofs,qemu-9p';
+  const configs = `flintvm-9p,flintvm-virtiofs,flintvm-virtiofs-direct${o.noQemu ? '' : ',qemu-9p'}`;
   const boots = o.reps * configs.split(',').length;
   const r = await runInnerBench<ShareInnerResult>({
     command: ['dist/bench/share-inner.js', '--reps', String(o.reps), '--mib', String(o.mib), '--configs', configs, '--steps', o.steps ?? 'tar,dd'],
@@ -56,12 +58,13 @@ export async function benchShare(o: { reps: number; mib: number; pkg: string; no
     package: tb.package,
     ninep: compareVmms(r.inner.runs, figures, side, 'flintvm-9p', 'qemu-9p'),
     virtiofs: compareVmms(r.inner.runs, figures, side, 'flintvm-virtiofs', 'qemu-9p'),
+    virtiofsDirect: compareVmms(r.inner.runs, figures, side, 'flintvm-virtiofs-direct', 'qemu-9p'),
     notes: [
       'Inside the real-KVM test host (Linux on QEMU TCG, 1 vCPU); the shared directory is on its tmpfs /tmp; guest 1 vCPU, ' +
         `${r.inner.memoryMiB} MiB, busybox initramfs; times by the guest's clock (/proc/uptime, 10 ms).`,
       `Tarball: ${tb.package}'s data.tar (decompressed on the build machine), ${(r.inner.tarball.bytes / 1048576).toFixed(1)} MiB, ` +
         `${r.inner.tarball.entries} entries; extracted from the guest's RAM with busybox tar.`,
-      '9p: trans=virtio,version=9p2000.L,msize=262144, default cache (none), both VMMs; QEMU -fsdev local,security_model=none. virtio-fs: flintvm only, default mount.',
+      '9p: trans=virtio,version=9p2000.L,msize=262144, default cache (none), both VMMs; QEMU -fsdev local,security_model=none. virtio-fs: flintvm only, default mount, with the share\'s cache \'auto\' (guest page cache) and \'never\' (FOPEN_DIRECT_IO).',
       ...failed.map((x) => `${x.config} rep ${x.rep} failed: ${x.error}`),
     ],
   };
@@ -74,6 +77,7 @@ export function formatShare(r: ShareResult): string[] {
     ...formatComparison(r.ninep, 'QEMU-9p'),
     '  flintvm virtio-fs vs QEMU virtio-9p-device:',
     ...formatComparison(r.virtiofs, 'QEMU-9p'),
+    ...(r.virtiofsDirect ? ["  flintvm virtio-fs, cache 'never' (direct I/O) vs QEMU virtio-9p-device:", ...formatComparison(r.virtiofsDirect, 'QEMU-9p')] : []),
     ...r.notes.map((n) => `  note: ${n}`),
     `  test host load ${r.inner.testHost.loadavgStart} -> ${r.inner.testHost.loadavgEnd}`,
   ];

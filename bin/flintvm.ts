@@ -408,7 +408,7 @@ function unknownKey(flag: string, k: string, v: string | undefined, spec: AnySpe
   return new ConfigError(flag, `unknown key '${k}${v === undefined ? '' : `=${v}`}'${near ? `; did you mean '${near}'?` : ''} (keys: ${keys.join(', ')})`, k);
 }
 
-/** `tag=T,path=DIR[,ro][,proto=9p|virtiofs][,mount]`. */
+/** `tag=T,path=DIR[,ro][,proto=9p|virtiofs][,cache=auto|never][,mount]`. */
 export function parseShare(spec: string): { share: ShareConfig; mount: boolean } {
   const share: ShareConfig = { tag: '', path: '', protocol: '9p' };
   let mount = false;
@@ -418,6 +418,8 @@ export function parseShare(spec: string): { share: ShareConfig; mount: boolean }
     else if (k === 'ro' && v === undefined) share.readOnly = true;
     else if (k === 'proto' && (v === '9p' || v === 'virtiofs')) share.protocol = v;
     else if (k === 'proto') throw new ConfigError('--share proto', `must be 9p or virtiofs, got '${v ?? ''}'`, v);
+    else if (k === 'cache' && (v === 'auto' || v === 'never')) share.cache = v;
+    else if (k === 'cache') throw new ConfigError('--share cache', `must be auto or never, got '${v ?? ''}'`, v);
     else if (k === 'mount' && v === undefined) mount = true;
     else throw unknownKey('--share', k, v, F.shares!.item!, ['mount']);
   }

@@ -102,8 +102,16 @@ const shareSpec = refine(obj({ doc: 'A host directory shared with the guest.', e
   path: str({ doc: 'Host directory to share; nothing outside it is reachable.', cli: 'path', nonEmpty: true }),
   readOnly: optional(bool({ doc: 'Share read-only.', cli: 'ro', default: 'false' })),
   protocol: oneOf({ doc: 'virtio-9p or virtio-fs.', cli: 'proto' }, ['9p', 'virtiofs'] as const),
+  cache: optional(oneOf({
+    doc: "virtio-fs only. 'auto': the guest caches file data in its page cache. 'never': every file is opened for direct I/O (FOPEN_DIRECT_IO), so each read and write goes to the host as the program made it (up to 1 MiB a request), as 9p does with cache=none; shared writable mmap of a file is then refused.",
+    cli: 'cache', default: 'auto',
+  }, ['auto', 'never'] as const)),
 }), (s, path, ctx) => {
   let ok = true;
+  if (s.cache !== undefined && s.protocol !== 'virtiofs') {
+    ctx.issue(`${path}.cache`, "applies to virtiofs shares only (a 9p guest chooses its caching when it mounts: mount -t 9p -o cache=...); remove it or use protocol: 'virtiofs'", s.cache);
+    ok = false;
+  }
   try {
     mountTagBytes(s.tag, s.protocol === '9p' ? P9_MAX_TAG_BYTES : FS_TAG_BYTES);
   } catch (e) {

@@ -8,6 +8,7 @@
  */
 import test from 'ava';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MicroVMConfig } from '../../lib/index.js';
@@ -152,20 +153,38 @@ umount /mnt
   t.false(existsSync(join(share, 'd')));
 });
 
-test.serial('virtio-fs: two shares with their own tags', async (t) => {
+test.serial("virtio-fs: two shares with their own tags; cache 'never' keeps file data out of the guest's page cache", async (t) => {
   if (!requireKvm(t)) return;
   const a = makeShare();
   const b = makeShare();
   writeFileSync(join(a.share, 'which'), 'share-a');
   writeFileSync(join(b.share, 'which'), 'share-b');
-  const { exit, out } = await run({ shares: [{ tag: 'first', path: a.share, protocol: 'virtiofs' }, { tag: 'second', path: b.share, protocol: 'virtiofs' }] }, `
+  const big = randomBytes(BIG_MIB * 1024 * 1024);
+  writeFileSync(join(a.share, 'big'), big);
+  writeFileSync(join(b.share, 'big'), big);
+  const { exit, out } = await run({ shares: [{ tag: 'first', path: a.share, protocol: 'virtiofs' }, { tag: 'second', path: b.share, protocol: 'virtiofs', cache: 'never' }] }, `
 mkdir -p /m1 /m2
 mount -t virtiofs first /m1 && mount -t virtiofs second /m2 || exit 1
 echo "R:first=$(cat /m1/which)"
 echo "R:second=$(cat /m2/which)"
+cached() { sed -n 's/^Cached: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo; }
+sync; echo 3 > /proc/sys/vm/drop_caches
+c0=$(cached); dd if=/m2/big of=/dev/null bs=1M 2>/dev/null; c1=$(cached); dd if=/m1/big of=/dev/null bs=1M 2>/dev/null; c2=$(cached)
+echo "R:never-kib=$((c1 - c0))"
+echo "R:auto-kib=$((c2 - c1))"
+dd if=/m1/big of=/m2/copy bs=1M 2>/dev/null && dd if=/m2/copy of=/m1/copy-back bs=64k 2>/dev/null && sync && echo "R:copies=done"
+umount /m1 /m2
 `);
   const r = results(out);
   t.is(exit.exitStatus, 0, out.slice(-3000));
   t.is(r.get('first'), 'share-a');
   t.is(r.get('second'), 'share-b');
+  const never = Number(r.get('never-kib'));
+  const auto = Number(r.get('auto-kib'));
+  t.log(`guest page cache growth reading ${BIG_MIB} MiB: cache 'never' ${never} KiB, 'auto' ${auto} KiB`);
+  t.true(auto >= BIG_MIB * 1024 * 0.75, `cache 'auto': the file is in the guest's page cache (${auto} KiB)`);
+  t.true(never < BIG_MIB * 1024 * 0.25, `cache 'never': the file is not (${never} KiB)`);
+  t.is(r.get('copies'), 'done', out.slice(-3000));
+  t.true(readFileSync(join(b.share, 'copy')).equals(big), 'written through the direct-I/O share: the same bytes');
+  t.true(readFileSync(join(a.share, 'copy-back')).equals(big), 'read back through it in 64 KiB reads: the same bytes');
 });

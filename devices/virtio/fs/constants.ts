@@ -36,6 +36,8 @@ export const STATFS_OUT_SIZE = 80;
 /** Largest WRITE / READ payload we advertise (max_write; max_pages * 4 KiB). */
 export const MAX_WRITE = 1024 * 1024;
 export const MAX_PAGES = 256;
+/** fuse_open_out.open_flags: bypass the guest's page cache for this open file (reads and writes go to the server as made). */
+export const FOPEN_DIRECT_IO = 1 << 0;
 /** Largest non-WRITE request we copy in (setxattr: 64 KiB value + name + header). */
 export const MAX_ARGS = 64 * 1024 + 4096;
 /** Open file handles per session. */

@@ -13,6 +13,7 @@ import { EventfdWakeup } from '../backends/wakeup.js';
 import { getrlimit, RLIMIT_NOFILE } from '../backends/hostdir/sys.js';
 import { fsTagBytes, VirtioFsDevice, type VirtioFsOptions } from './device.js';
 import { FuseServer } from './server.js';
+import * as F from './constants.js';
 
 export { VirtioFsDevice, fsTagBytes, type VirtioFsOptions } from './device.js';
 export { FuseServer } from './server.js';
@@ -29,6 +30,8 @@ export interface VirtioFsParams extends VirtioFsOptions {
    * it to the hard limit at startup) for large trees.
    */
   readonly maxFds?: number;
+  /** Every file opened for direct I/O (FOPEN_DIRECT_IO): the share's `cache: 'never'`. */
+  readonly directIo?: boolean;
 }
 
 export interface FsShareBackend {
@@ -51,14 +54,15 @@ export function openFsShareBackend(share: ShareConfig, field: string): FsShareBa
   }
   if (share.readOnly !== undefined && typeof share.readOnly !== 'boolean') throw new ConfigError(`${field}.readOnly`, 'must be true or false', share.readOnly);
   const readOnly = share.readOnly ?? false;
+  if (share.cache !== undefined && share.cache !== 'auto' && share.cache !== 'never') throw new ConfigError(`${field}.cache`, "must be 'auto' or 'never'", share.cache);
   const dir = openHostDir(share.path, { readOnly, field: `${field}.path` });
-  return { params: { rootFd: dir.rootFd, readOnly, tag: share.tag }, close: () => dir.close() };
+  return { params: { rootFd: dir.rootFd, readOnly, tag: share.tag, directIo: share.cache === 'never' }, close: () => dir.close() };
 }
 
 /** I/O worker: a VirtioFsDevice serving the share whose root is `params.rootFd`. */
 export function createFsDevice(params: VirtioFsParams): VirtioFsDevice {
   const fs = new HostDir(params.rootFd, { readOnly: params.readOnly, maxFds: params.maxFds ?? defaultFsMaxFds() });
-  return new VirtioFsDevice({ tag: params.tag }, new FuseServer(fs), new EventfdWakeup());
+  return new VirtioFsDevice({ tag: params.tag }, new FuseServer(fs, F.MAX_HANDLES, { directIo: params.directIo ?? false }), new EventfdWakeup());
 }
 
 /** Half the soft RLIMIT_NOFILE, clamped to 256..1048576 (1024 when it cannot be read). */

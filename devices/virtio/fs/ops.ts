@@ -232,7 +232,7 @@ function openOp(isDir: boolean): FuseOp {
     const mode = isDir ? { access: 'read' as const, directory: true } : openMode(flags);
     if (!isDir && ino.node.kind === 'dir') err(F.EISDIR);
     if (mode.access !== 'read' || mode.truncate) s.readOnly();
-    W.writeOpenOut(s.reply, s.addHandle(s.fs.open(ino.node, mode)));
+    W.writeOpenOut(s.reply, s.addHandle(s.fs.open(ino.node, mode)), !isDir && s.directIo ? F.FOPEN_DIRECT_IO : 0);
     return s.reply.len;
   };
 }
@@ -259,7 +259,7 @@ function create(s: FuseServer, q: FuseRequest): number {
   }
   const fh = s.addHandle(file);
   W.writeEntry(s.reply, s.remember(node).nodeid, st);
-  W.writeOpenOut(s.reply, fh);
+  W.writeOpenOut(s.reply, fh, s.directIo ? F.FOPEN_DIRECT_IO : 0);
   return s.reply.len;
 }
 

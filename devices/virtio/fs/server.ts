@@ -55,7 +55,11 @@ export class FuseServer {
   /** The reply being built (ops.ts writes into it); its first OUT_HEADER_SIZE bytes are the out header. */
   readonly reply = new ReplyBuf(F.MAX_WRITE + 4096);
 
-  constructor(readonly fs: HostDir, readonly maxHandles = F.MAX_HANDLES) {
+  /** Regular files are opened with FOPEN_DIRECT_IO (the share's `cache: 'never'`): the guest keeps no page cache of them. */
+  readonly directIo: boolean;
+
+  constructor(readonly fs: HostDir, readonly maxHandles = F.MAX_HANDLES, opts: { directIo?: boolean } = {}) {
+    this.directIo = opts.directIo ?? false;
     this.resetTables();
   }
 

@@ -317,9 +317,9 @@ export function writeAttrOut(r: ReplyBuf, st: Stat): void {
   writeAttr(r, st);
 }
 
-/** fuse_open_out: fh, open_flags 0. */
-export function writeOpenOut(r: ReplyBuf, fh: bigint): void {
-  r.u64(fh).u32(0).u32(0);
+/** fuse_open_out: fh, open_flags (FOPEN_*), padding. */
+export function writeOpenOut(r: ReplyBuf, fh: bigint, openFlags = 0): void {
+  r.u64(fh).u32(openFlags).u32(0);
 }
 
 /** fuse_dirent: ino, off, namelen, type, name padded to 8 bytes; returns its size (DIRENT_SIZE + padded name). */

@@ -1,5 +1,5 @@
 /**
- * The compiled CLI (dist/bin/flintvm.js), spawned as a user would run it: exit codes, messages naming
+ * The CLI as installed (bin/flintvm.js: the bundled CLI, dist/bin/flintvm.bundle.js), spawned as a user would run it: exit codes, messages naming
  * the flags typed, and that every check (flags, config, /dev/kvm) comes before the default guest's build.
  */
 import test from 'ava';
@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const CLI = fileURLToPath(new URL('../../../bin/flintvm.js', import.meta.url));
+// The command as users run it: bin/flintvm.js, which runs the bundled CLI when it is current (bin/launch.js).
+const CLI = fileURLToPath(new URL('../../../../bin/flintvm.js', import.meta.url));
 const PKG = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
 const dir = mkdtempSync(join(tmpdir(), 'flintvm-cli-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
@@ -85,13 +86,14 @@ test('#19: --mem 0x10 and --cpus 1e3 are refused as not decimal, naming the flag
 });
 
 test('#17: config messages use the flag names typed, and every problem is listed at once', (t) => {
-  const r = cli(['run', '--mem', '3', '--cpus', '0', '--drive', `path=${join(dir, 'missing.img')},ro`, '--net', `tap=${'x'.repeat(20)}`, '--share', `tag=a,path=${CLI}`, '--', 'true']);
+  const r = cli(['run', '--mem', '3', '--cpus', '0', '--drive', `path=${join(dir, 'missing.img')},ro`, '--net', `tap=${'x'.repeat(20)}`, '--share', `tag=a,path=${CLI}`, '--share', `tag=b,path=${dir},cache=never`, '--', 'true']);
   t.is(r.status, 2, r.stderr);
   t.regex(r.stderr, /--mem: must be a multiple of 2/);
   t.regex(r.stderr, /--cpus: must be >= 1/);
   t.regex(r.stderr, /--drive #1 path: .*does not exist/);
   t.regex(r.stderr, /--net #1 tap: .*15 bytes/);
   t.regex(r.stderr, /--share #1 path: .*a share must be a directory/);
+  t.regex(r.stderr, /--share #2 cache: applies to virtiofs shares only/);
   t.notRegex(r.stderr, /memoryMiB|vcpus|drives\[/, 'no library field names');
   t.deepEqual(r.cacheEntries, [], 'no guest build started');
   t.log(`config errors after ${r.ms.toFixed(0)} ms`);

@@ -94,6 +94,9 @@ test('share paths must be directories; tags are checked against the protocol', (
   t.regex(problems(t, { kernel, shares: [{ tag: 'a', path: join(dir, 'nope'), protocol: 'virtiofs' }] }).message, /does not exist/);
   t.regex(problems(t, { kernel, shares: [{ tag: 'x'.repeat(32), path: shareDir, protocol: '9p' }] }).message, /shares\[0\]\.tag/);
   t.is(resolveConfig({ kernel, shares: [{ tag: 'x'.repeat(36), path: shareDir, protocol: 'virtiofs' }] }).shares.length, 1);
+  t.is(resolveConfig({ kernel, shares: [{ tag: 'a', path: shareDir, protocol: 'virtiofs', cache: 'never' }] }).shares[0]!.cache, 'never');
+  t.regex(problems(t, { kernel, shares: [{ tag: 'a', path: shareDir, protocol: '9p', cache: 'never' }] }).message, /shares\[0\]\.cache: applies to virtiofs shares only/);
+  t.regex(problems(t, { kernel, shares: [{ tag: 'a', path: shareDir, protocol: 'virtiofs', cache: 'always' as 'never' }] }).message, /shares\[0\]\.cache/);
 });
 
 test('net: tap name at most 15 bytes, MAC format and unicast', (t) => {

@@ -18,4 +18,6 @@ export interface ShareEntry {
   readonly path: string;
   readonly readOnly?: boolean | undefined;
   readonly protocol: '9p' | 'virtiofs';
+  /** virtio-fs only: 'never' opens every file for direct I/O (no guest page cache). Default 'auto'. */
+  readonly cache?: 'auto' | 'never' | undefined;
 }

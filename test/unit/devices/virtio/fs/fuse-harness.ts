@@ -70,7 +70,7 @@ export function readEntry(r: R): Entry {
   return { nodeid, generation, attr: readAttr(r) };
 }
 
-export interface HarnessOptions extends ShareOptions { raw?: boolean; maxHandles?: number }
+export interface HarnessOptions extends ShareOptions { raw?: boolean; maxHandles?: number; directIo?: boolean }
 
 export class FuseHarness extends ShareHarness<VirtioFsDevice> {
   /** The request queue (1). */
@@ -85,7 +85,7 @@ export class FuseHarness extends ShareHarness<VirtioFsDevice> {
     super('fs', LAYOUT, opts, setup);
     this.hiDriver = new VirtqDriver(this.memory, { size: 128, descAddr: 0x0, availAddr: 0x1000, usedAddr: 0x2000 });
     this.driver = new VirtqDriver(this.memory, { size: 128, descAddr: 0x4000, availAddr: 0x5000, usedAddr: 0x6000 });
-    this.server = new FuseServer(this.fs, opts.maxHandles);
+    this.server = new FuseServer(this.fs, opts.maxHandles, { directIo: opts.directIo ?? false });
     this.device = new VirtioFsDevice({ tag: 'myfs' }, this.server);
     this.device.activate(this.context(C.feature(C.VIRTIO_F_VERSION_1), [new SplitQueue(this.memory, this.hiDriver.config), new SplitQueue(this.memory, this.driver.config)]));
     if (!opts.raw) this.init();
@@ -147,12 +147,17 @@ export class FuseHarness extends ShareHarness<VirtioFsDevice> {
       .u32(0).u32(a.mtimensec ?? 0).u32(0).u32(a.mode ?? 0).u32(0).u32(a.uid ?? 0).u32(a.gid ?? 0).u32(0);
     return readAttr(this.call(F.FUSE_SETATTR, nodeid, w.bytes()).skip(16));
   }
-  open(nodeid: bigint | number, flags = 0, dir = false): bigint { return this.call(dir ? F.FUSE_OPENDIR : F.FUSE_OPEN, nodeid, new W().u32(flags).u32(0).bytes()).u64(); }
+  open(nodeid: bigint | number, flags = 0, dir = false): bigint { return this.openOut(nodeid, flags, dir).fh; }
+  /** OPEN / OPENDIR -> fuse_open_out's fh and open_flags. */
+  openOut(nodeid: bigint | number, flags = 0, dir = false): { fh: bigint; openFlags: number } {
+    const r = this.call(dir ? F.FUSE_OPENDIR : F.FUSE_OPEN, nodeid, new W().u32(flags).u32(0).bytes());
+    return { fh: r.u64(), openFlags: r.u32() };
+  }
   release(fh: bigint, dir = false): void { this.call(dir ? F.FUSE_RELEASEDIR : F.FUSE_RELEASE, 0, new W().u64(fh).u32(0).u32(0).u64(0).bytes()); }
-  create(parent: bigint | number, name: string | Uint8Array, flags = 0o102, mode = 0o100644): { entry: Entry; fh: bigint } {
+  create(parent: bigint | number, name: string | Uint8Array, flags = 0o102, mode = 0o100644): { entry: Entry; fh: bigint; openFlags: number } {
     const r = this.call(F.FUSE_CREATE, parent, new W().u32(flags).u32(mode).u32(0o022).u32(0).str(name).bytes());
     const entry = readEntry(r);
-    return { entry, fh: r.u64() };
+    return { entry, fh: r.u64(), openFlags: r.u32() };
   }
   read(fh: bigint, offset: number | bigint, size: number, splitIn?: number[]): Uint8Array {
     const r = this.call(F.FUSE_READ, 0, new W().u64(fh).u64(offset).u32(size).u32(0).u64(0).u32(0).u32(0).bytes(), 16 + size, splitIn ? { splitIn } : {});

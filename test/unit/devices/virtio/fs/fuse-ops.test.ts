@@ -33,6 +33,10 @@ test('openFsShareBackend validates and opens', (t) => {
     t.throws(() => openFsShareBackend({ tag: 'ok', path: h.share, protocol: '9p' }, 'shares[0]'), { message: /protocol/ });
     t.throws(() => openFsShareBackend({ tag: '', path: h.share, protocol: 'virtiofs' }, 'shares[0]'), { message: /tag/ });
     t.throws(() => openFsShareBackend({ tag: 'x', path: join(h.share, 'nope'), protocol: 'virtiofs' }, 'shares[0]'));
+    const never = openFsShareBackend({ tag: 'ok', path: h.share, protocol: 'virtiofs', cache: 'never' }, 'shares[0]');
+    t.true(never.params.directIo);
+    never.close();
+    t.throws(() => openFsShareBackend({ tag: 'ok', path: h.share, protocol: 'virtiofs', cache: 'always' as 'never' }, 'shares[2]'), { message: /shares\[2\]\.cache/ });
   } finally {
     h.close();
   }
@@ -49,6 +53,23 @@ test('INIT negotiates 7.31, max_write, max_pages, supported flags only', withHar
   t.truthy(r.flags & F.FUSE_DO_READDIRPLUS);
   t.is(r.flags & (1 << 7), 0); // no SPLICE
   t.is(h.init(29, F.FUSE_ASYNC_READ).minor, 29);
+}));
+
+test("cache 'auto' (the default): OPEN and CREATE answer open_flags 0", withHarness({}, (h, t) => {
+  const { entry, openFlags } = h.create(1, 'f');
+  t.is(openFlags, 0);
+  t.is(h.openOut(entry.nodeid, F.O_RDWR).openFlags, 0);
+}));
+
+test("cache 'never': OPEN and CREATE of files answer FOPEN_DIRECT_IO, OPENDIR does not; reads and writes work", withHarness({ directIo: true }, (h, t) => {
+  const { entry, fh, openFlags } = h.create(1, 'f');
+  t.is(openFlags, F.FOPEN_DIRECT_IO);
+  const data = new Uint8Array(F.MAX_WRITE).map((_, i) => (i * 13) & 0xff);
+  t.is(h.write(fh, 0, data), data.length, 'a whole max_write request');
+  const o = h.openOut(entry.nodeid, 0);
+  t.is(o.openFlags, F.FOPEN_DIRECT_IO);
+  t.deepEqual(h.read(o.fh, 0, F.MAX_WRITE), data);
+  t.is(h.openOut(1, 0, true).openFlags, 0, 'directories keep their cache');
 }));
 
 test('create / write / read / getattr round trip, zero-copy across split segments', withHarness({}, (h, t) => {
