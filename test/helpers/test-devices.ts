@@ -13,7 +13,10 @@ export type TestDeviceParams =
 
 /**
  * recorder: each write appends [offset, size, value] to `log` (Int32 slot 0 is
- * the entry count); reads return `readValue` and count in slot 1.
+ * the entry count, read it with {@link recordedCount}); reads return
+ * `readValue` and count in slot 1. Several vCPU threads may write at once: a
+ * writer holds RECORDER_LOCK in slot 0 while it appends, so no entry is lost
+ * when one thread is preempted between reading the count and storing it.
  * exit-on-write: a write ends the VM with a guest-exit carrying the value.
  * stuck: a write sets slot 0 to 1, then spins in JavaScript forever: the vCPU
  * worker never returns to KVM_RUN nor sees a kick (a worker that hangs).
@@ -25,11 +28,19 @@ export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice 
     return {
       read: () => { Atomics.add(log, 1, 1); return p.readValue; },
       write: (offset, size, value) => {
-        const n = Atomics.load(log, 0);
+        let n: number;
+        // Take the lock: set its bit on an unlocked count. A holder preempted mid-append makes us wait, not lose it.
+        for (;;) {
+          n = Atomics.load(log, 0);
+          if ((n & RECORDER_LOCK) === 0 && Atomics.compareExchange(log, 0, n, n | RECORDER_LOCK) === n) break;
+          Atomics.wait(log, 0, Atomics.load(log, 0), 1);
+        }
         if (2 + (n + 1) * 3 <= log.length) {
           log[2 + n * 3] = offset; log[3 + n * 3] = size; log[4 + n * 3] = value;
-          Atomics.store(log, 0, n + 1);
+          n++;
         }
+        Atomics.store(log, 0, n); // publishes the entry and releases the lock
+        Atomics.notify(log, 0);
       },
     };
   }
@@ -51,9 +62,17 @@ export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice 
   return { read: () => 0, write: (_o, _s, value) => ctx.requestExit(p.reason, { status: value }) };
 }
 
+/** Bit of a recorder's slot 0 held by a writer while it appends (the rest is the count). */
+const RECORDER_LOCK = 0x4000_0000;
+
+/** Entries a recorder has logged so far (live, from any thread). */
+export function recordedCount(log: SharedArrayBuffer): number {
+  return Atomics.load(new Int32Array(log), 0) & ~RECORDER_LOCK;
+}
+
 /** Reads the entries a recorder logged. */
 export function recorded(log: SharedArrayBuffer): { offset: number; size: number; value: number }[] {
   const a = new Int32Array(log);
-  const n = Atomics.load(a, 0);
+  const n = recordedCount(log);
   return Array.from({ length: n }, (_, i) => ({ offset: a[2 + i * 3]!, size: a[3 + i * 3]!, value: a[4 + i * 3]! >>> 0 }));
 }

@@ -28,7 +28,7 @@ import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { Vcpu } from '../../lib/kvm/vcpu.js';
 import type { ExitInfo } from '../../lib/vcpu/protocol.js';
 import { requireKvm } from '../helpers/kvm.js';
-import { recorded } from '../helpers/test-devices.js';
+import { recorded, recordedCount } from '../helpers/test-devices.js';
 
 const DEVICE_MODULE = new URL('../helpers/test-devices.js', import.meta.url).href;
 const KiB = 1024;
@@ -50,7 +50,7 @@ function recorderLog(entries = 64): SharedArrayBuffer {
 }
 /** Entries a recorder has logged so far (live). */
 function logCount(log: SharedArrayBuffer): number {
-  return Atomics.load(new Int32Array(log), 0);
+  return recordedCount(log);
 }
 /** Reads a recorder has served so far. */
 function readCount(log: SharedArrayBuffer): number {
