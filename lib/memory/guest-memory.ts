@@ -32,6 +32,8 @@ export interface RegionDescriptor {
 export class GuestMemory {
   readonly regions: readonly MemoryRegion[];
   private readonly dvs: DataView[];
+  /** Each region's hostAddr as a Number (exact: user-space addresses are below 2^53), 0 when unmapped. */
+  private readonly hostBases: number[];
 
   constructor(regions: MemoryRegion[]) {
     const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
@@ -44,6 +46,10 @@ export class GuestMemory {
     }
     this.regions = sorted;
     this.dvs = sorted.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+    this.hostBases = sorted.map((r, i) => {
+      if (r.hostAddr < 0n || r.hostAddr + BigInt(r.size) > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`memory region at index ${i}: host address out of range`);
+      return Number(r.hostAddr);
+    });
   }
 
   /** Guest RAM backed by plain ArrayBuffers (for tests and tools; no host mapping). */
@@ -108,11 +114,26 @@ export class GuestMemory {
 
   /** Host virtual address of `gpa`, checked for `len` bytes in one region (for iovecs). */
   hostAddress(gpa: number, len: number): bigint {
-    const [i, off] = this.locate(gpa, len);
+    return BigInt(this.hostAddressNumber(gpa, len));
+  }
+
+  /**
+   * {@link hostAddress} as a Number (exact: host addresses are below 2^53):
+   * the per-segment path of iovec building, with no BigInt or tuple per call.
+   */
+  hostAddressNumber(gpa: number, len: number): number {
+    GuestMemory.checkArgs(gpa, len);
+    const i = this.find(gpa);
+    if (i < 0) throw new GuestAddressError(gpa, len);
     const r = this.regions[i]!;
-    if (off + len > r.size) throw new GuestAddressError(gpa, len, 'spanning two memory regions');
-    if (r.hostAddr === 0n) throw new GuestAddressError(gpa, len, 'not backed by a host mapping');
-    return r.hostAddr + BigInt(off);
+    const off = gpa - r.gpa;
+    if (off + len > r.size) {
+      this.locate(gpa, len); // outside RAM altogether: that error
+      throw new GuestAddressError(gpa, len, 'spanning two memory regions');
+    }
+    const base = this.hostBases[i]!;
+    if (base === 0) throw new GuestAddressError(gpa, len, 'not backed by a host mapping');
+    return base + off;
   }
 
   /** Copies `len` bytes starting at `gpa` out of guest memory. */

@@ -108,8 +108,10 @@ function handleIo(run: DataView, pio: Bus): void {
   const size = run.getUint8(RUN_IO_SIZE);
   const portNo = run.getUint16(RUN_IO_PORT, true);
   const count = run.getUint32(RUN_IO_COUNT, true);
-  const off = Number(run.getBigUint64(RUN_IO_DATA_OFFSET, true));
-  // KVM guarantees data_offset + size*count stays inside the run mapping; check anyway.
+  // data_offset is a u64, read as two u32s (no BigInt per exit). KVM guarantees data_offset + size*count
+  // stays inside the run mapping, and never sets the high half; check both anyway.
+  const off = run.getUint32(RUN_IO_DATA_OFFSET, true);
+  if (run.getUint32(RUN_IO_DATA_OFFSET + 4, true) !== 0) return;
   if (size !== 1 && size !== 2 && size !== 4) return;
   if (off + size * count > run.byteLength) return;
   for (let i = 0; i < count; i++) {
@@ -128,22 +130,31 @@ function handleIo(run: DataView, pio: Bus): void {
 
 /** MMIO exit: up to 8 bytes at run.mmio.data. Accesses wider than 4 bytes are split in two. */
 function handleMmio(run: DataView, mmio: Bus): void {
-  const addr = Number(run.getBigUint64(RUN_MMIO_PHYS_ADDR, true));
+  // phys_addr is a u64: two u32 reads, exact as a Number below 2^53 (no BigInt per exit).
+  const hi = run.getUint32(RUN_MMIO_PHYS_ADDR + 4, true);
+  if (hi >= 0x20_0000) return; // at or above 2^53: no device lives there
+  const addr = hi * 0x1_0000_0000 + run.getUint32(RUN_MMIO_PHYS_ADDR, true);
   const len = run.getUint32(RUN_MMIO_LEN, true);
   const isWrite = run.getUint8(RUN_MMIO_IS_WRITE) !== 0;
-  if (len !== 1 && len !== 2 && len !== 4 && len !== 8) return;
-  const parts = len === 8 ? [[0, 4], [4, 4]] : [[0, len]];
-  for (const [o, n] of parts as [number, number][]) {
-    const at = RUN_MMIO_DATA + o;
-    if (isWrite) {
-      const v = n === 1 ? run.getUint8(at) : n === 2 ? run.getUint16(at, true) : run.getUint32(at, true);
-      mmio.write(addr + o, n, v);
-    } else {
-      const v = mmio.read(addr + o, n);
-      if (n === 1) run.setUint8(at, v);
-      else if (n === 2) run.setUint16(at, v, true);
-      else run.setUint32(at, v >>> 0, true);
-    }
+  if (len === 8) {
+    mmioPart(run, mmio, isWrite, addr, 0, 4);
+    mmioPart(run, mmio, isWrite, addr, 4, 4);
+  } else if (len === 1 || len === 2 || len === 4) {
+    mmioPart(run, mmio, isWrite, addr, 0, len);
+  }
+}
+
+/** One access of `n` (1, 2 or 4) bytes at run.mmio.data + `o`, to or from the device at `addr` + `o`. */
+function mmioPart(run: DataView, mmio: Bus, isWrite: boolean, addr: number, o: number, n: number): void {
+  const at = RUN_MMIO_DATA + o;
+  if (isWrite) {
+    const v = n === 1 ? run.getUint8(at) : n === 2 ? run.getUint16(at, true) : run.getUint32(at, true);
+    mmio.write(addr + o, n, v);
+  } else {
+    const v = mmio.read(addr + o, n);
+    if (n === 1) run.setUint8(at, v);
+    else if (n === 2) run.setUint16(at, v, true);
+    else run.setUint32(at, v >>> 0, true);
   }
 }
 

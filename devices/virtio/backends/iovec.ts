@@ -58,24 +58,43 @@ export class IovecArray {
 
   /**
    * Fills entries from `cursor` onwards (the cursor itself is not moved) until
-   * the segments end or IOV_MAX entries are used.
+   * the segments end or IOV_MAX entries are used. Segments that continue one
+   * another in host memory share one entry (a guest buffer of consecutive
+   * pages is one iovec, not one per page).
    */
   fill(memory: GuestMemory, segments: readonly Segment[], cursor: SegmentCursor): void {
     let count = 0;
     let bytes = 0;
     let offset = cursor.offset;
-    for (let i = cursor.index; i < segments.length && count < IOV_MAX; i++, offset = 0) {
+    let entryEnd = -1; // host address just past the last entry
+    let entryLen = 0;
+    for (let i = cursor.index; i < segments.length; i++, offset = 0) {
       const seg = segments[i]!;
       const len = seg.len - offset;
       if (len <= 0) continue;
-      const at = count * IOVEC_SIZE;
-      this.view.setBigUint64(at, memory.hostAddress(seg.addr + offset, len), true);
-      this.view.setBigUint64(at + 8, BigInt(len), true);
-      count++;
+      const addr = memory.hostAddressNumber(seg.addr + offset, len);
+      if (addr === entryEnd) {
+        entryLen += len;
+        this.setU64((count - 1) * IOVEC_SIZE + 8, entryLen);
+      } else {
+        if (count === IOV_MAX) break;
+        const at = count * IOVEC_SIZE;
+        this.setU64(at, addr);
+        this.setU64(at + 8, len);
+        entryLen = len;
+        count++;
+      }
+      entryEnd = addr + len;
       bytes += len;
     }
     this.count = count;
     this.bytes = bytes;
+  }
+
+  /** Stores a u64 (a Number below 2^53) without a BigInt. */
+  private setU64(at: number, v: number): void {
+    this.view.setUint32(at, v % 0x1_0000_0000, true);
+    this.view.setUint32(at + 4, Math.floor(v / 0x1_0000_0000), true);
   }
 }
 

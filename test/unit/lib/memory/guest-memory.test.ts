@@ -170,6 +170,22 @@ test('hostAddress() adds the offset within a host-backed region', (t) => {
   t.throws(() => m.hostAddress(0x10_0ff8, 16), isAddrError);
 });
 
+test('hostAddressNumber() is hostAddress() as an exact Number, with the same checks', (t) => {
+  const m = new GuestMemory([
+    { gpa: 0, size: 4096, hostAddr: 0x7fff_ffff_f000n, bytes: new Uint8Array(4096) },
+    { gpa: 4096, size: 4096, hostAddr: 0x1000_0000n, bytes: new Uint8Array(4096) },
+  ]);
+  t.is(m.hostAddressNumber(0xff8, 8), 0x7fff_ffff_fff8);
+  t.is(BigInt(m.hostAddressNumber(0xff8, 8)), m.hostAddress(0xff8, 8));
+  t.is(m.hostAddressNumber(4096 + 16, 4080), 0x1000_0010);
+  t.throws(() => m.hostAddressNumber(0xff8, 16), { ...isAddrError, message: /spanning/ });
+  t.throws(() => m.hostAddressNumber(8190, 16), isAddrError);
+  t.throws(() => m.hostAddressNumber(-1, 1), isAddrError);
+  t.throws(() => m.hostAddressNumber(0, Number.NaN), isAddrError);
+  t.throws(() => adjacentAndHole().hostAddressNumber(0, 16), { ...isAddrError, message: /host mapping/ });
+  t.throws(() => new GuestMemory([{ gpa: 0, size: 4096, hostAddr: 1n << 60n, bytes: new Uint8Array(4096) }]), { instanceOf: RangeError });
+});
+
 test('readU16/32/64 and writeU16/32/64 across a region boundary are little-endian and exact', (t) => {
   const m = adjacentAndHole();
   const B = 4 * KiB;

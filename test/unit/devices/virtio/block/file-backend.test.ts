@@ -62,6 +62,44 @@ test('more than IOV_MAX segments go out in several syscalls of at most IOV_MAX i
   }
 });
 
+test('segments that continue one another in memory share one iovec; IOV_MAX counts entries, not segments', (t) => {
+  const { memory, unmap } = mapGuestMemory([{ gpa: 0, size: 1024 * 1024 }]);
+  const path = image(0);
+  const fd = openSync(path, 'r+');
+  try {
+    const seen: { base: bigint; len: number }[][] = [];
+    const backend = new FileBackend(fd, { ...LIBC_FILE_SYSCALLS, pwritev: (f, iov, cnt, off) => (seen.push(decodeIovecs(iov, cnt)), LIBC_FILE_SYSCALLS.pwritev(f, iov, cnt, off)) });
+    // 256 back-to-back 4 KiB pages (a 1 MiB guest buffer in consecutive pages): one entry.
+    for (let i = 0; i < 1024 * 1024; i += 4096) memory.writeU8(i, i / 4096);
+    const pages: Segment[] = Array.from({ length: 256 }, (_, i) => ({ addr: i * 4096, len: 4096 }));
+    backend.writev(0, pages, memory);
+    t.deepEqual(seen, [[{ base: memory.hostAddress(0, 4096), len: 1024 * 1024 }]]);
+    const file = new Uint8Array(readFileSync(path));
+    t.is(file.length, 1024 * 1024);
+    t.true(pages.every((p, i) => file[p.addr] === i), 'every page in place');
+
+    // A gap, a zero-length segment and a step back each start a new entry.
+    seen.length = 0;
+    backend.writev(0, [{ addr: 0, len: 8 }, { addr: 8, len: 8 }, { addr: 32, len: 8 }, { addr: 40, len: 0 }, { addr: 40, len: 8 }, { addr: 0, len: 4 }], memory);
+    t.deepEqual(seen, [[
+      { base: memory.hostAddress(0, 16), len: 16 },
+      { base: memory.hostAddress(32, 16), len: 16 },
+      { base: memory.hostAddress(0, 4), len: 4 },
+    ]]);
+
+    // IOV_MAX + 10 segments, every other pair adjacent: half as many entries, one syscall.
+    seen.length = 0;
+    const pairs: Segment[] = Array.from({ length: IOV_MAX + 10 }, (_, i) => ({ addr: Math.floor(i / 2) * 64 + (i % 2) * 16, len: 16 }));
+    backend.writev(0, pairs, memory);
+    t.is(seen.length, 1);
+    t.is(seen[0]!.length, (IOV_MAX + 10) / 2);
+    t.true(seen[0]!.every((e) => e.len === 32));
+  } finally {
+    closeSync(fd);
+    unmap();
+  }
+});
+
 test('iovecs skip zero-length segments and point at hostAddress of each segment', (t) => {
   const { memory, unmap } = mapGuestMemory([{ gpa: 0x1000, size: 64 * 1024 }]);
   const fd = openSync(image(8192), 'r+');
