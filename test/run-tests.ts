@@ -136,9 +136,11 @@ function plan(names: readonly TierName[]): Tier[][] {
   const localKvm = haveKvm() && process.arch === 'x64';
   // ava inside a host: files one at a time on its single vCPU (two at once only made each slower, and a guest that
   // boots in 3 s alone took a minute), with a per-test silence limit that fits an emulated CPU.
-  const host = (arch: string, timeoutSec: number, files: string[]) => [
+  // The silence limit: 20 min fits a Linux test on an emulated CPU; the integration tier's tiny guests take
+  // seconds each, so there a hung test fails after 5 min instead of holding the lane for 20.
+  const host = (arch: string, timeoutSec: number, files: string[], silence = '20m') => [
     process.execPath, HOST_CLI, '--arch', arch, '--timeout', String(timeoutSec),
-    '--', 'node_modules/.bin/ava', '--timeout=20m', '--no-worker-threads', '--concurrency=1', ...files,
+    '--', 'node_modules/.bin/ava', `--timeout=${silence}`, '--no-worker-threads', '--concurrency=1', ...files,
   ];
   const tiers: Record<TierName, Tier[]> = {
     // The package test packs the tarball and installs it into an empty project (README's install path).
@@ -148,7 +150,7 @@ function plan(names: readonly TierName[]): Tier[][] {
       : {
           name: 'integration',
           where: `inside the x86_64 test host (${process.arch !== 'x64' ? 'its tiny guests are x86 code' : 'no usable /dev/kvm here'})`,
-          cmd: host('x86_64', 1800, integrationFiles('x86_64')),
+          cmd: host('x86_64', 1800, integrationFiles('x86_64'), '5m'),
         }],
     'linux-x86_64': linuxX86Groups(linuxFiles()).map((g) => ({
       name: 'linux-x86_64', where: 'inside the x86_64 test host', cmd: host('x86_64', 3600, g),
