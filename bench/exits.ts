@@ -11,6 +11,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Machine } from '../lib/machine.js';
+import { Kvm } from '../lib/kvm/kvm.js';
+import { mapGuestMemory } from '../lib/memory/host-memory.js';
+import { RUN_EXIT_REASON } from '../lib/kvm/run-layout.js';
+import { KVM_EXIT_IO } from '../lib/kvm/exit.js';
 import { emptyRegs } from '../lib/kvm/structs.js';
 import { summarize, type Summary } from './stats.js';
 
@@ -51,6 +55,45 @@ async function flintvmRun(n: number): Promise<number> {
   return ((end - first) * 1e6) / n;
 }
 
+/**
+ * The floor any koffi-based VMM pays: the same guest and the same KVM_RUN
+ * ioctl through koffi, in a JS loop that only reads the exit reason (no
+ * decode, no bus, no device, no worker). flintvm's loop minus this is
+ * flintvm's own per-exit work; this minus the C loop is the JS-to-kernel call.
+ */
+function koffiFloorRun(n: number): number {
+  const kvm = Kvm.open();
+  const mem = mapGuestMemory([{ gpa: 0, size: 0x10000 }]);
+  try {
+    const vm = kvm.createVm();
+    try {
+      vm.setUserMemoryRegion(0, 0, 0x10000, mem.memory.regions[0]!.hostAddr);
+      mem.memory.write(0x1000, guestCode(n));
+      const v = vm.createVcpu(0);
+      const s = v.getSregs();
+      s.cs.base = 0n; s.cs.selector = 0;
+      v.setSregs(s);
+      v.setRegs({ ...emptyRegs(), rip: 0x1000n, rflags: 2n });
+      const run = v.runView;
+      let exits = 0;
+      const t0 = performance.now();
+      for (;;) {
+        if (v.runOnce() < 0) throw new Error('KVM_RUN failed in the koffi floor loop');
+        if (run.getUint32(RUN_EXIT_REASON, true) !== KVM_EXIT_IO) break;
+        exits++;
+      }
+      const ns = ((performance.now() - t0) * 1e6) / exits;
+      if (exits !== n) throw new Error(`koffi floor loop ended after ${exits}/${n} exits`);
+      return ns;
+    } finally {
+      vm.close();
+    }
+  } finally {
+    mem.unmap();
+    kvm.close();
+  }
+}
+
 function cRun(bin: string, n: number): number {
   const out = execFileSync(bin, [String(n)], { encoding: 'utf8' });
   const m = /ns_per_exit ([\d.]+)/.exec(out);
@@ -63,6 +106,10 @@ export interface ExitsResult {
   flintvmNsPerExit: Summary;
   cNsPerExit: Summary;
   ratio: number;
+  /** The same KVM_RUN through koffi in a bare JS loop (absent in results from before it existed). */
+  koffiFloorNsPerExit?: Summary;
+  /** koffiFloor / C: the share of the ratio that is the JS-to-kernel call itself. */
+  floorRatio?: number;
 }
 
 export async function benchExits(exits = 50_000, runs = 5): Promise<ExitsResult> {
@@ -74,14 +121,17 @@ export async function benchExits(exits = 50_000, runs = 5): Promise<ExitsResult>
   }
   const js: number[] = [];
   const c: number[] = [];
+  const floor: number[] = [];
   // Interleave so both see the same machine noise.
   for (let i = 0; i < runs; i++) {
     c.push(cRun(bin, exits));
     js.push(await flintvmRun(exits));
+    floor.push(koffiFloorRun(exits));
   }
   const f = summarize(js);
   const cs = summarize(c);
-  return { exitsPerRun: exits, flintvmNsPerExit: f, cNsPerExit: cs, ratio: f.median / cs.median };
+  const fl = summarize(floor);
+  return { exitsPerRun: exits, flintvmNsPerExit: f, cNsPerExit: cs, ratio: f.median / cs.median, koffiFloorNsPerExit: fl, floorRatio: fl.median / cs.median };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
@@ -92,6 +142,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     console.log(`PIO exit round trip, ${r.exitsPerRun} exits per run, ${r.flintvmNsPerExit.n} runs (median [min..max])`);
     console.log(`  flintvm (JS worker loop): ${(r.flintvmNsPerExit.median / 1000).toFixed(2)} us [${(r.flintvmNsPerExit.min / 1000).toFixed(2)}..${(r.flintvmNsPerExit.max / 1000).toFixed(2)}]`);
     console.log(`  C loop:                   ${(r.cNsPerExit.median / 1000).toFixed(2)} us [${(r.cNsPerExit.min / 1000).toFixed(2)}..${(r.cNsPerExit.max / 1000).toFixed(2)}]`);
-    console.log(`  ratio flintvm/C: ${r.ratio.toFixed(3)}`);
+    const fl = r.koffiFloorNsPerExit!;
+    console.log(`  koffi floor (bare JS loop): ${(fl.median / 1000).toFixed(2)} us [${(fl.min / 1000).toFixed(2)}..${(fl.max / 1000).toFixed(2)}]`);
+    console.log(`  ratio flintvm/C: ${r.ratio.toFixed(3)}; koffi floor/C: ${r.floorRatio!.toFixed(3)}`);
   }
 }

@@ -169,6 +169,13 @@ function figures(r: Results): Figure[] {
       flintvm: { ...sum(e.flintvmNsPerExit), median: round(e.flintvmNsPerExit.median / 1000, 2), min: round(e.flintvmNsPerExit.min / 1000, 2), max: round(e.flintvmNsPerExit.max / 1000, 2) },
       peer: { name: 'C KVM_RUN loop', n: e.cNsPerExit.n, median: round(e.cNsPerExit.median / 1000, 2), min: round(e.cNsPerExit.min / 1000, 2), max: round(e.cNsPerExit.max / 1000, 2) },
       ratio: round(e.ratio, 3), note: `${e.exitsPerRun} exits per run` });
+    if (e.koffiFloorNsPerExit) {
+      const fl = e.koffiFloorNsPerExit;
+      f.push({ bench: 'exits', name: 'PIO exit round trip: koffi floor (KVM_RUN from a bare JS loop)', unit: 'us', better: 'lower',
+        flintvm: { ...sum(fl), median: round(fl.median / 1000, 2), min: round(fl.min / 1000, 2), max: round(fl.max / 1000, 2) },
+        peer: { name: 'C KVM_RUN loop', n: e.cNsPerExit.n, median: round(e.cNsPerExit.median / 1000, 2), min: round(e.cNsPerExit.min / 1000, 2), max: round(e.cNsPerExit.max / 1000, 2) },
+        ratio: round(e.floorRatio!, 3), note: 'the same guest and ioctl through koffi with no decode, bus or device: the least a koffi VMM pays' });
+    }
   }
   if (r.boot) {
     const b = r.boot;
