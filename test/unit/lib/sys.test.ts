@@ -46,10 +46,13 @@ test.serial('a worker that loads libc through lib/sys.ts gets a koffi call stack
 test.serial('an ended worker leaves at most its koffi stack and heap mapped (koffi never unmaps them), not koffi\'s default 3 MiB', async (t) => {
   await sysWorker();
   const before = anonBytes();
-  const N = 8;
+  const N = 16;
   for (let i = 0; i < N; i++) await sysWorker();
   const perWorker = (anonBytes() - before) / N;
   t.log(`anonymous mappings per ended worker: ${(perWorker / 1024).toFixed(0)} KiB`);
   const heap = (koffi.config() as { sync_heap_size: number }).sync_heap_size;
-  t.true(perWorker <= WORKER_KOFFI_STACK_BYTES + heap + 64 * 1024, `${perWorker} B per worker`);
+  // Slack for the rest of the process (the main isolate's heap, malloc arenas) growing meanwhile: 64 KiB per
+  // worker was once exceeded by 8 KiB under CI's load. 256 KiB still fails koffi's default (2 MiB stack + heap).
+  t.true(perWorker <= WORKER_KOFFI_STACK_BYTES + heap + 256 * 1024, `${perWorker} B per worker`);
+  t.true(WORKER_KOFFI_STACK_BYTES + heap + 256 * 1024 < HUGE_PAGE + heap, 'the bound still tells the default stack apart');
 });
