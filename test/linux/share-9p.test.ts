@@ -7,7 +7,7 @@
  * The share is configured as `shares: [{ tag, path, protocol: '9p' }]`.
  */
 import test from 'ava';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MicroVMConfig } from '../../lib/index.js';
@@ -127,7 +127,8 @@ test.serial('virtio-9p: the guest mounts a host directory and runs a file worklo
   const { share, outside } = makeShare();
   writeFileSync(join(share, '.workload.sh'), WORKLOAD(outside));
   const { exit, out } = await run({ shares: [{ tag: TAG, path: share, protocol: '9p' }] }, MOUNT_AND_RUN, {
-    'late-file': () => writeFileSync(join(share, 'late.txt'), 'made-on-the-host-meanwhile\n'),
+    // Written aside, then renamed: the guest polls for the name and reads at once, so it must never see it empty.
+    'late-file': () => { writeFileSync(join(share, '.late.tmp'), 'made-on-the-host-meanwhile\n'); renameSync(join(share, '.late.tmp'), join(share, 'late.txt')); },
     'change-file': () => writeFileSync(join(share, 'host-file.txt'), 'changed-by-the-host\n'),
   });
   const tail = out.slice(-4000);
