@@ -10,6 +10,7 @@
  * took an I/O worker's start from 2.7 s to 1.0 s (median of 4). A module that
  * is not in the bundle (a test's own setup module) is imported as usual.
  */
+import { WORKER_IMPORT } from './code-cache.js';
 
 interface Bundled {
   /** URL of the directory the bundle stands for (dist/lib/), with a trailing slash. */
@@ -31,5 +32,7 @@ export function importWorkerModule(url: string): Promise<unknown> {
     const load = bundled.modules[url.slice(bundled.root.length)];
     if (load) return load();
   }
-  return import(url);
+  // Run by the worker loader from V8's code cache, the bundle cannot import() by itself: the loader can.
+  const viaLoader = (globalThis as Record<symbol, unknown>)[WORKER_IMPORT] as ((u: string) => Promise<unknown>) | undefined;
+  return viaLoader ? viaLoader(url) : import(url);
 }

@@ -217,18 +217,23 @@ export function startWorker(entry: URL, data: unknown, pool?: WorkerPool): Worke
   return pool?.take(entry, data) ?? spawnWorker(entry, data);
 }
 
-/** The worker bundle (worker-bundle.ts, worker-modules.ts): built by `npm run build`. */
+/**
+ * The worker bundle (worker-bundle.ts, worker-modules.ts) and the loader every worker runs it through
+ * (worker-loader.ts: from V8's code cache when the build wrote one): built by `npm run build`.
+ */
 const BUNDLE_URL = new URL('./worker-bundle.cjs', import.meta.url);
+const LOADER_URL = new URL('./worker-loader.cjs', import.meta.url);
 const BUNDLE_CURRENT = bundleIsCurrent();
 
 /**
- * Whether workers start from the bundle: it exists and is not older than the compiled file of its entry. A
- * build by `tsc` alone rewrites that file but not the bundle, which would then run the code from before.
+ * Whether workers start from the bundle: it and its loader exist and are not older than the compiled file of
+ * the bundle's entry. A build by `tsc` alone rewrites that file but not the bundle, which would then run the
+ * code from before.
  */
 function bundleIsCurrent(): boolean {
   try {
-    const bundle = statSync(fileURLToPath(BUNDLE_URL)).mtimeMs;
-    const current = bundle >= statSync(fileURLToPath(new URL('./worker-bundle.js', import.meta.url))).mtimeMs;
+    const built = Math.min(statSync(fileURLToPath(BUNDLE_URL)).mtimeMs, statSync(fileURLToPath(LOADER_URL)).mtimeMs);
+    const current = built >= statSync(fileURLToPath(new URL('./worker-bundle.js', import.meta.url))).mtimeMs;
     if (!current) debug('the worker bundle is older than dist/lib/worker-bundle.js (tsc alone?): workers start from the ES modules');
     return current;
   } catch {
@@ -240,6 +245,6 @@ function bundleIsCurrent(): boolean {
 /** A new worker running `entry` with `data`: through the worker bundle when it is current, else from the ES module itself. */
 function spawnWorker(entry: URL, data: unknown): Worker {
   return BUNDLE_CURRENT
-    ? new Worker(BUNDLE_URL, { ...WORKER_OPTIONS, argv: [entry.href], workerData: data })
+    ? new Worker(LOADER_URL, { ...WORKER_OPTIONS, argv: [entry.href], workerData: data })
     : new Worker(entry, { ...WORKER_OPTIONS, workerData: data });
 }

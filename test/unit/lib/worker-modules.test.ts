@@ -6,6 +6,7 @@ import { importWorkerModule, registerBundledModules } from '../../../lib/worker-
 
 const PROBE = new URL('../../helpers/worker-probe.js', import.meta.url);
 const BUNDLE = fileURLToPath(new URL('../../../lib/worker-bundle.cjs', import.meta.url));
+const LOADER = fileURLToPath(new URL('../../../lib/worker-loader.cjs', import.meta.url));
 
 test.serial('importWorkerModule: a plain import() when no bundle is registered', async (t) => {
   const m = (await importWorkerModule('data:text/javascript,export const answer = 42;')) as { answer: number };
@@ -25,12 +26,13 @@ test.serial('importWorkerModule: a registered bundle serves its own modules unde
 test.serial('npm run build makes a current worker bundle, and startWorker runs an entry through it with its data', async (t) => {
   t.true(existsSync(BUNDLE), `${BUNDLE} is built by npm run build`);
   const w = startWorker(PROBE, { hello: 'worker' });
-  const m = await new Promise<{ argv: string[]; data: unknown }>((resolve, reject) => {
+  const m = await new Promise<{ argv: string[]; data: unknown; codeCacheUse: unknown }>((resolve, reject) => {
     w.once('message', resolve);
     w.once('error', reject);
   });
   await w.terminate();
-  t.is(m.argv[1], BUNDLE, 'the worker ran the bundle');
+  t.is(m.argv[1], LOADER, 'the worker ran the loader');
+  t.is(m.codeCacheUse, 'used', 'which ran the bundle from the code cache the build wrote');
   t.is(m.argv[2], PROBE.href, "the entry's URL is the bundle's argument");
   t.deepEqual(m.data, { hello: 'worker' });
 });

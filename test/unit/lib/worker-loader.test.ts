@@ -1,0 +1,81 @@
+/**
+ * The worker loader (lib/worker-loader.ts): every worker runs the worker bundle through it, from the code
+ * cache `npm run build` writes when that cache was made from the same bundle, and compiles the bundle as
+ * before when it was not (another bundle, a corrupt cache, none at all). Each case starts a real worker.
+ */
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { CACHE_HASH_BYTES, codeCachePath } from '../../../lib/code-cache.js';
+
+const LIB = fileURLToPath(new URL('../../../lib/', import.meta.url));
+const BUNDLE = join(LIB, 'worker-bundle.cjs');
+const CACHE = codeCachePath(BUNDLE);
+
+// An entry outside the bundle: the bundle imports it with a plain import(), which a vm.Script can only do
+// with the main context's loader, so this also checks that path.
+const ENTRY = `import { parentPort, workerData } from 'node:worker_threads';
+parentPort.postMessage({ use: globalThis[Symbol.for('flintvm.codeCacheUse')], data: workerData });
+`;
+
+/** A copy of the loader and the bundle in a directory under dist/ (so koffi and debug still resolve), with `cache` as its cache file (none if null). */
+function copy(t: { teardown(f: () => void): void }, cache: Buffer | null): string {
+  const dir = mkdtempSync(join(LIB, '..', 'loader-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  copyFileSync(join(LIB, 'worker-loader.cjs'), join(dir, 'worker-loader.cjs'));
+  copyFileSync(BUNDLE, join(dir, 'worker-bundle.cjs'));
+  if (cache) writeFileSync(codeCachePath(join(dir, 'worker-bundle.cjs')), cache);
+  writeFileSync(join(dir, 'entry.mjs'), ENTRY);
+  return dir;
+}
+
+/** Starts a worker through the loader in `dir` and returns what its entry saw. */
+async function run(dir: string): Promise<{ use: string; data: unknown }> {
+  const w = new Worker(join(dir, 'worker-loader.cjs'), { argv: [pathToFileURL(join(dir, 'entry.mjs')).href], workerData: { n: 7 } });
+  try {
+    return await new Promise((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+      w.once('exit', (code) => reject(new Error(`worker exited ${code} without a message`)));
+    });
+  } finally {
+    await w.terminate();
+  }
+}
+
+test('the build wrote a code cache that starts with the SHA-256 of the worker bundle', (t) => {
+  const cache = readFileSync(CACHE);
+  const hash = createHash('sha256').update(readFileSync(BUNDLE)).digest();
+  t.true(cache.length > CACHE_HASH_BYTES + 10_000, `${cache.length} bytes`);
+  t.deepEqual(cache.subarray(0, CACHE_HASH_BYTES), hash);
+});
+
+test('a worker runs the bundle from the cache the build wrote, and its entry gets its workerData', async (t) => {
+  const seen = await run(copy(t, readFileSync(CACHE)));
+  t.is(seen.use, 'used');
+  t.deepEqual(seen.data, { n: 7 });
+});
+
+test('a cache made from another bundle is not used: the bundle compiles and the worker runs', async (t) => {
+  const cache = Buffer.from(readFileSync(CACHE));
+  cache[0] ^= 0xff;
+  const seen = await run(copy(t, cache));
+  t.is(seen.use, 'stale');
+  t.deepEqual(seen.data, { n: 7 });
+});
+
+test('a cache V8 refuses (matching hash, corrupt code) is not used, and the worker runs', async (t) => {
+  const cache = Buffer.from(readFileSync(CACHE));
+  cache.fill(0x5a, CACHE_HASH_BYTES, CACHE_HASH_BYTES + 64);
+  const seen = await run(copy(t, cache));
+  t.is(seen.use, 'rejected');
+});
+
+test('without a cache file the bundle compiles and the worker runs', async (t) => {
+  const seen = await run(copy(t, null));
+  t.is(seen.use, 'absent');
+  t.deepEqual(seen.data, { n: 7 });
+});
