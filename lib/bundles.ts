@@ -1,37 +1,46 @@
 /**
  * Build step, not part of the library: `npm run build` runs it (node
  * dist/lib/bundles.js) after `tsc`. It bundles the compiled ES modules into
- * single files with esbuild, because a cold node process spends most of its
- * start-up resolving, reading, compiling and linking one module at a time
- * (about 190 modules behind lib/index.js):
+ * single CommonJS files with esbuild, because a cold node process spends most
+ * of its start-up resolving, reading, compiling and linking one module at a
+ * time (about 190 modules behind lib/index.js), and saves each bundle's
+ * compiled code beside it (`<bundle>.v8cache`, see code-cache.ts), because
+ * compiling even one file is most of the rest:
  *
  * - dist/lib/worker-bundle.cjs: every module a VM's workers run (see
  *   worker-bundle.ts and worker-modules.ts), with dist/lib/worker-loader.cjs,
- *   which every worker runs first, and dist/lib/worker-bundle.v8cache, the
- *   bundle's compiled code, which that loader uses (worker-loader.ts);
- * - dist/lib/index.bundle.js: the library as a package user imports it
- *   (package.json's `exports`);
- * - dist/bin/<command>.bundle.js: each command (bin/launch.js runs it when it
- *   is current).
+ *   which every worker runs first and which runs the bundle (worker-loader.ts);
+ * - dist/lib/index.bundle.cjs: the library, run by dist/lib/index.bundle.js,
+ *   the ES module a package user imports (package.json's `exports`), which
+ *   re-exports what lib/index.js exports;
+ * - dist/bin/<command>.bundle.cjs: each command, run by
+ *   dist/bin/<command>.bundle.js (bin/launch.js runs that when it is current).
  *
- * In the two ES-module bundles each module keeps its own `import.meta.url`:
- * it is rewritten to the URL of that module's compiled file, computed from the
- * bundle's own URL, so the paths the library derives from it (the guest
- * scripts, the worker entries, package.json) stay what they are unbundled.
- * koffi (a native addon) and debug stay outside, imported as packages.
+ * In the library and command bundles each module keeps its own
+ * `import.meta.url`: it is rewritten to the URL of that module's compiled
+ * file, computed from the bundle's own URL, so the paths the library derives
+ * from it (the guest scripts, the worker entries, package.json) stay what they
+ * are unbundled. In the worker bundle every module sees the bundle's URL
+ * (worker-modules.ts maps entry URLs onto the bundled modules). koffi (a
+ * native addon) and debug stay outside, required as packages.
  */
 import { build, type Plugin } from 'esbuild';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { PRODUCE_FLAG, codeCachePath, type CodeCacheWritten, type WriteCodeCache } from './code-cache.js';
+import { PRODUCE_FLAG, PRODUCE_ON_EXIT, codeCachePath, type CodeCacheWritten, type WriteCodeCache } from './code-cache.js';
 import { STANDBY_TAG } from './worker-data.js';
 import type { StandbyData, StandbyMessage } from './worker-standby.js';
 
 const DIST = fileURLToPath(new URL('../', import.meta.url));
 const EXTERNAL = ['koffi', 'debug'];
+// Strict like the ES modules it came from, and its own URL, which replaces import.meta.url.
+const BANNER = '"use strict"; const __bundle_url = require("node:url").pathToFileURL(__filename).href;';
+/** A dynamic import() left in a bundle: it would fail when the bundle runs from its code cache (code-cache.ts). */
+const DYNAMIC_IMPORT = /(^|[^\w$.])import\(/m;
 
 /** Each module's `import.meta.url` becomes its own compiled file's URL, relative to the bundle at `outfile`. */
 function ownMetaUrl(outfile: string): Plugin {
@@ -42,39 +51,60 @@ function ownMetaUrl(outfile: string): Plugin {
         const source = await readFile(args.path, 'utf8');
         if (!source.includes('import.meta.url')) return { contents: source, loader: 'js' };
         const rel = relative(dirname(outfile), args.path).split(sep).join('/');
-        return { contents: source.replaceAll('import.meta.url', `new URL(${JSON.stringify(rel)}, import.meta.url).href`), loader: 'js' };
+        return { contents: source.replaceAll('import.meta.url', `new URL(${JSON.stringify(rel)}, __bundle_url).href`), loader: 'js' };
       });
     },
   };
 }
 
-async function esmBundle(entry: string, outfile: string): Promise<void> {
+/** Bundles `entry` into the CommonJS script `outfile` (both under dist/) and returns the script's SHA-256 (hex). */
+async function cjsBundle(entry: string, outfile: string, opts: { ownUrls: boolean; define?: Record<string, string>; mayImport?: boolean }): Promise<string> {
+  const out = join(DIST, outfile);
   await build({
-    entryPoints: [join(DIST, entry)], outfile: join(DIST, outfile), bundle: true, platform: 'node', format: 'esm',
-    target: 'node20', external: EXTERNAL, logLevel: 'warning', plugins: [ownMetaUrl(join(DIST, outfile))],
+    entryPoints: [join(DIST, entry)], outfile: out, bundle: true, platform: 'node', format: 'cjs', target: 'node20',
+    external: EXTERNAL, logLevel: 'warning', banner: { js: BANNER },
+    ...(opts.ownUrls ? { plugins: [ownMetaUrl(out)] } : {}),
+    define: { ...(opts.ownUrls ? {} : { 'import.meta.url': '__bundle_url' }), ...opts.define },
   });
+  const source = await readFile(out);
+  if (!opts.mayImport && DYNAMIC_IMPORT.test(source.toString('utf8'))) {
+    throw new Error(`${outfile} has a dynamic import(), which fails in code run from V8's code cache: import the module statically or with a literal path`);
+  }
+  return createHash('sha256').update(source).digest('hex');
 }
 
 /**
- * CommonJS, so that a worker loads it as one script; every module sees the output file's own URL as its
- * import.meta.url, and worker-modules.ts maps entry URLs onto the bundled modules.
+ * The ES module at `outfile` that runs the bundle `cjs` (beside it) and re-exports `names` of its exports;
+ * it carries the bundle's hash (code-cache.ts).
  */
-async function workerScript(entry: string, outfile: string, define: Record<string, string> = {}): Promise<void> {
-  await build({
-    entryPoints: [join(DIST, entry)], outfile: join(DIST, outfile), bundle: true,
-    platform: 'node', format: 'cjs', target: 'node20', external: EXTERNAL, logLevel: 'warning',
-    define: { 'import.meta.url': '__bundle_url', ...define },
-    banner: { js: 'const __bundle_url = require("node:url").pathToFileURL(__filename).href;' },
-  });
+async function esmEntry(outfile: string, cjs: string, hash: string, names: readonly string[]): Promise<void> {
+  const codeCache = relative(dirname(join(DIST, outfile)), join(DIST, 'lib/code-cache.js')).split(sep).join('/');
+  const lines = [
+    `// Generated by lib/bundles.ts: runs ${cjs} from V8's code cache when that matches it (lib/code-cache.ts).`,
+    `import { runBundleEntry } from ${JSON.stringify(codeCache.startsWith('.') ? codeCache : `./${codeCache}`)};`,
+    `const bundle = runBundleEntry(new URL(${JSON.stringify(`./${cjs}`)}, import.meta.url), ${JSON.stringify(hash)});`,
+  ];
+  if (names.length > 0) lines.push(`export const { ${names.join(', ')} } = bundle;`);
+  else lines.push('void bundle;');
+  await writeFile(join(DIST, outfile), `${lines.join('\n')}\n`, { mode: outfile.startsWith('bin/') ? 0o755 : 0o644 });
+}
+
+/** Writes the code cache of an ES-module entry's bundle: a node process imports the entry in produce mode (with `args`). */
+function produceEntryCache(outfile: string, args: readonly string[]): void {
+  const url = pathToFileURL(join(DIST, outfile)).href;
+  const script = `globalThis[Symbol.for(${JSON.stringify(PRODUCE_ON_EXIT.description)})] = true;
+    process.argv = [process.argv[0], ${JSON.stringify(fileURLToPath(url))}, ...${JSON.stringify(args)}];
+    await import(${JSON.stringify(url)});`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) console.warn(`bundles: no code cache for ${outfile} (it will compile its bundle): ${r.stderr || r.error?.message}`);
 }
 
 /**
  * Writes the worker bundle's code cache: one standby worker, started through the loader in produce mode,
  * imports what every worker imports, and the loader then saves the bundle's compiled code. Without it (a
- * build where that worker cannot run) workers compile the bundle as before, so a failure only warns.
+ * build where that worker cannot run) workers compile the bundle, so a failure only warns.
  */
-async function writeWorkerCodeCache(): Promise<void> {
-  await rm(codeCachePath(join(DIST, 'lib/worker-bundle.cjs')), { force: true });
+async function produceWorkerCache(): Promise<void> {
   // Imported here, after the bundles exist: worker-pool.js looks for them when it loads.
   const { DEFAULT_PRELOAD } = await import('./worker-pool.js');
   const data: StandbyData = { tag: STANDBY_TAG, preload: DEFAULT_PRELOAD };
@@ -97,17 +127,29 @@ async function writeWorkerCodeCache(): Promise<void> {
   }
 }
 
-/** The worker bundle, then its loader, which carries the bundle's hash (worker-loader.ts), then the code cache. */
+/** The worker bundle, then its loader, which carries the bundle's hash, then the cache. */
 async function workerScripts(): Promise<void> {
-  await workerScript('lib/worker-bundle.js', 'lib/worker-bundle.cjs');
-  const hash = createHash('sha256').update(await readFile(join(DIST, 'lib/worker-bundle.cjs'))).digest('hex');
-  await workerScript('lib/worker-loader.js', 'lib/worker-loader.cjs', { BUNDLE_SHA256: JSON.stringify(hash) });
-  await writeWorkerCodeCache();
+  const hash = await cjsBundle('lib/worker-bundle.js', 'lib/worker-bundle.cjs', { ownUrls: false, mayImport: true });
+  await cjsBundle('lib/worker-loader.js', 'lib/worker-loader.cjs', { ownUrls: false, define: { BUNDLE_SHA256: JSON.stringify(hash) }, mayImport: true });
+  await produceWorkerCache();
 }
 
-await Promise.all([
-  workerScripts(),
-  esmBundle('lib/index.js', 'lib/index.bundle.js'),
-  esmBundle('bin/flintvm.js', 'bin/flintvm.bundle.js'),
-  esmBundle('bin/flintvm-oci.js', 'bin/flintvm-oci.bundle.js'),
-]);
+/** The library: its bundle, the package entry, the cache (made by importing it). */
+async function library(): Promise<void> {
+  const hash = await cjsBundle('lib/index.js', 'lib/index.bundle.cjs', { ownUrls: true });
+  const names = Object.keys(await import('./index.js')).sort();
+  await esmEntry('lib/index.bundle.js', 'index.bundle.cjs', hash, names);
+  produceEntryCache('lib/index.bundle.js', []);
+}
+
+/** A command: its bundle, its entry, the cache (made by running `--version`). */
+async function command(name: string): Promise<void> {
+  const hash = await cjsBundle(`bin/${name}.js`, `bin/${name}.bundle.cjs`, { ownUrls: true });
+  await esmEntry(`bin/${name}.bundle.js`, `${name}.bundle.cjs`, hash, []);
+  produceEntryCache(`bin/${name}.bundle.js`, ['--version']);
+}
+
+// Old caches first: one left from another bundle would be ignored (its hash differs), but it is dead weight.
+await Promise.all(['lib/worker-bundle.cjs', 'lib/index.bundle.cjs', 'bin/flintvm.bundle.cjs', 'bin/flintvm-oci.bundle.cjs']
+  .map((f) => rm(codeCachePath(join(DIST, f)), { force: true })));
+await Promise.all([workerScripts(), library(), command('flintvm'), command('flintvm-oci')]);

@@ -23,9 +23,24 @@ test('the package entry is the library bundle, with the same exports as lib/inde
   t.is(typeof bundle['MicroVM'], 'function');
   t.not(bundle['MicroVM'], modules['MicroVM'], 'a separate copy, not a re-export of the modules');
   // The bundled guest-images module finds guest/build.sh from its own compiled file, as unbundled.
-  const source = readFileSync(join(DIST, 'lib/index.bundle.js'), 'utf8');
-  t.false(/new URL\(\s*["']\.\.\/\.\.\/guest\/build\.sh["'],\s*import\.meta\.url\)/.test(source), 'no module kept the bundle\'s own URL');
-  t.true(source.includes('new URL("guest-images.js", import.meta.url)'), 'guest-images.js sees its own URL');
+  const source = readFileSync(join(DIST, 'lib/index.bundle.cjs'), 'utf8');
+  t.false(/new URL\(\s*["']\.\.\/\.\.\/guest\/build\.sh["'],\s*(import\.meta\.url|__bundle_url)\)/.test(source), 'no module kept the bundle\'s own URL');
+  t.true(source.includes('new URL("guest-images.js", __bundle_url)'), 'guest-images.js sees its own URL');
+});
+
+// Each ES-module entry carries its bundle's hash; the build's cache must match it and V8 must take it, or
+// every load silently compiles again (lib/code-cache.ts).
+test('each entry runs its bundle from the code cache the build wrote', (t) => {
+  const codeCache = pathToFileURL(join(DIST, 'lib/code-cache.js')).href;
+  for (const [entry, bundle] of [['lib/index.bundle.js', 'lib/index.bundle.cjs'], ['bin/flintvm.bundle.js', 'bin/flintvm.bundle.cjs'], ['bin/flintvm-oci.bundle.js', 'bin/flintvm-oci.bundle.cjs']]) {
+    const hash = /"([0-9a-f]{64})"/.exec(readFileSync(join(DIST, entry!), 'utf8'))?.[1];
+    t.truthy(hash, `${entry} names its bundle's hash`);
+    const script = `process.argv = [process.argv[0], 'x', '--version'];
+      const { runCommonJsBundle } = await import(${JSON.stringify(codeCache)});
+      console.log('USE=' + runCommonJsBundle(new URL(${JSON.stringify(pathToFileURL(join(DIST, bundle!)).href)}), ${JSON.stringify(hash)}).use);`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+    t.regex(r.stdout, /^USE=used$/m, `${bundle}: ${r.stdout} ${r.stderr}`);
+  }
 });
 
 test('the command bundles run: --version reads package.json through a rewritten import.meta.url', (t) => {
