@@ -7,7 +7,7 @@
  * - bench/results/boot.svg: the boot breakdown, flintvm vs QEMU;
  * and prints the per-bench reports and a summary table.
  *
- * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot,net,vsock,share,linux-boot-arm64,snapshot,oci] [--all] [--skip linux-boot] [--out DIR] [--merge]
+ * Usage: node dist/bench/run-all.js [--only exits,boot,memory,density,linux-boot,net,vsock,share,blk,linux-boot-arm64,snapshot,oci] [--all] [--skip linux-boot] [--out DIR] [--merge] [--help]
  *
  * The test-host I/O benches (net, vsock, share), snapshot and oci run only when named in --only, or with --all: each boots
  * guests for many minutes inside the TCG test host (share alone takes about an hour).
@@ -72,6 +72,21 @@ const BENCHES = {
 type BenchName = keyof typeof BENCHES;
 
 /** The benches that need a local KVM; without one they run inside the x86_64 test host (bench/host-local.ts). */
+const USAGE = `Usage: node dist/bench/run-all.js [--only NAME,...] [--all] [--skip NAME,...] [--out DIR] [--merge]
+
+Runs the benchmarks, each beside its peer (QEMU from Debian, or a C loop) in the same run, and writes
+bench/results/latest.json and bench/results/boot.svg (bench/README.md explains each figure).
+
+  --only NAME,...  run only these: exits, boot, memory, density, linux-boot, linux-boot-arm64, net, vsock,
+                   share, blk, snapshot, oci
+  --all            also those that otherwise run only when named (linux-boot-arm64, net, vsock, share, blk,
+                   snapshot, oci: each boots a test host for many minutes)
+  --skip NAME,...  leave these out
+  --out DIR        write the results there (default bench/results)
+  --merge          keep the other benches of the existing latest.json, replace only the ones run now
+  -h, --help       this text
+`;
+
 const LOCAL_KVM_BENCHES: readonly BenchName[] = ['exits', 'boot', 'memory', 'density'];
 
 /**
@@ -325,7 +340,19 @@ export function formatTable(fs: Figure[]): string[] {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { only: { type: 'string' }, all: { type: 'boolean' }, skip: { type: 'string' }, out: { type: 'string' }, merge: { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { only: { type: 'string' }, all: { type: 'boolean' }, skip: { type: 'string' }, out: { type: 'string' }, merge: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  for (const [flag, list] of [['--only', values.only], ['--skip', values.skip]] as const) {
+    const unknown = (list ?? '').split(',').filter((n) => n !== '' && !(n in BENCHES));
+    if (unknown.length > 0) {
+      process.stderr.write(`bench: ${flag}: no bench named ${unknown.join(', ')}; the benches are ${Object.keys(BENCHES).join(', ')} (--help)\n`);
+      process.exitCode = 2;
+      return;
+    }
+  }
   const projectDir = findProjectDir(HERE);
   const outDir = values.out ?? join(projectDir, 'bench/results');
   const all = Object.keys(BENCHES) as BenchName[];
