@@ -9,14 +9,21 @@
  * functions that ran included, beside it as `<bundle>.v8cache`; later loads
  * deserialize that code instead of compiling.
  *
- * A cache file starts with the SHA-256 of the bundle it was made from: V8
- * itself checks only the source's length, so a rebuilt bundle must never meet
- * an old cache. The build puts the bundle's hash into the code that loads it
- * (the worker loader, the package entry, each command's entry), so a load
- * compares two short strings instead of hashing the bundle (27 ms of emulated
- * CPU there). A cache that does not match (made from another bundle, or
- * refused by another node's V8) is ignored and the bundle compiles as it
- * would without one. Nothing writes a cache except in produce mode.
+ * V8 checks little before it uses a cache: the source's length, its own
+ * version and flags. A cache made from another bundle of the same length is
+ * taken, and so is one made by the same node version on another CPU
+ * architecture (an x86_64 cache crashed node in the arm64 test host, which
+ * shares this dist/). So a cache file starts with what it was made from, and
+ * is used only when both match:
+ * - the SHA-256 of the bundle. The build puts it into the code that loads the
+ *   bundle (the worker loader, the package entry, each command's entry), so a
+ *   load compares two short strings instead of hashing the bundle (27 ms of
+ *   emulated CPU there);
+ * - the runtime: platform, architecture, node and V8 versions and node's
+ *   build configuration (`process.config`), as a string.
+ * A cache that does not match, or that V8 refuses, is ignored and the bundle
+ * compiles as it would without one. Nothing writes a cache except in produce
+ * mode, so each machine's build makes the cache for its own node.
  *
  * Node 20's `import()` does not work in code that came from a code cache, so
  * a bundle must not contain one (bundles.ts checks); the worker bundle gets
@@ -37,15 +44,29 @@ export const PRODUCE_ON_EXIT = Symbol.for('flintvm.produceCodeCache');
 export interface WriteCodeCache { readonly type: 'flintvm-write-code-cache' }
 export interface CodeCacheWritten { readonly type: 'flintvm-code-cache-written'; readonly bytes: number }
 
-/** Bytes of the SHA-256 of the bundle that start a cache file. */
+/** Bytes of the SHA-256 of the bundle that start a cache file; then a u32 (little-endian) length and the runtime key, then V8's data. */
 export const CACHE_HASH_BYTES = 32;
 
+/** What V8's code must have been made by to run here (see the top of this file). */
+export function runtimeKey(): string {
+  return JSON.stringify([process.platform, process.arch, process.version, process.versions.v8, process.config]);
+}
+
+/** The header of a cache file: the bundle's SHA-256, then the runtime key. */
+function cacheHeader(hash: Buffer): Buffer {
+  const key = Buffer.from(runtimeKey(), 'utf8');
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(key.length);
+  return Buffer.concat([hash, length, key]);
+}
+
 /**
- * How a bundle was run: 'used' (from the cache), 'rejected' (V8 refused it: another node), 'stale' (made
- * from another bundle), 'absent' (no cache file), 'producing' (the build's run that writes it). A worker's
+ * How a bundle was run: 'used' (from the cache), 'rejected' (V8 refused it), 'stale' (made from another
+ * bundle), 'other-runtime' (made by another node, or on another architecture), 'absent' (no cache file),
+ * 'producing' (the build's run that writes it). A worker's
  * is on its `globalThis` under {@link CODE_CACHE_USE} (tests, diagnostics).
  */
-export type CodeCacheUse = 'used' | 'rejected' | 'stale' | 'absent' | 'producing';
+export type CodeCacheUse = 'used' | 'rejected' | 'stale' | 'other-runtime' | 'absent' | 'producing';
 export const CODE_CACHE_USE = Symbol.for('flintvm.codeCacheUse');
 
 /** The loader's `import()`, on the worker's `globalThis`, for code in the worker bundle (see worker-loader.ts). */
@@ -78,20 +99,21 @@ export function runCommonJsBundle(url: URL, sha256Hex: string, produce = false):
   let source = readFileSync(file, 'utf8');
   // A command's bundle starts with its `#!` line, which only a file's first line may have: keep the line, as a comment.
   if (source.startsWith('#!')) source = `//${source.slice(2)}`;
-  const hash = Buffer.from(sha256Hex, 'hex');
+  const header = cacheHeader(Buffer.from(sha256Hex, 'hex'));
   const cachePath = codeCachePath(file);
   let cachedData: Buffer | undefined;
   let use: CodeCacheUse = produce ? 'producing' : 'absent';
   if (!produce) {
+    let cache: Buffer | undefined;
     try {
-      const cache = readFileSync(cachePath);
-      if (cache.length > CACHE_HASH_BYTES && hash.length === CACHE_HASH_BYTES && hash.equals(cache.subarray(0, CACHE_HASH_BYTES))) {
-        cachedData = cache.subarray(CACHE_HASH_BYTES);
-      } else {
-        use = 'stale';
-      }
+      cache = readFileSync(cachePath);
     } catch {
       // No cache (a build without one, or removed): compile.
+    }
+    if (cache !== undefined) {
+      if (cache.length < CACHE_HASH_BYTES || !header.subarray(0, CACHE_HASH_BYTES).equals(cache.subarray(0, CACHE_HASH_BYTES))) use = 'stale';
+      else if (cache.length <= header.length || !header.equals(cache.subarray(0, header.length))) use = 'other-runtime';
+      else cachedData = cache.subarray(header.length);
     }
   }
   const script = new vm.Script(WRAPPER_HEAD + source + WRAPPER_TAIL, { filename: file, ...(cachedData ? { cachedData } : {}) });
@@ -105,7 +127,7 @@ export function runCommonJsBundle(url: URL, sha256Hex: string, produce = false):
     use,
     writeCache(): number {
       if (!produce) throw new Error('writeCache() is for the build (produce mode)');
-      const data = Buffer.concat([hash, script.createCachedData()]);
+      const data = Buffer.concat([header, script.createCachedData()]);
       const tmp = `${cachePath}.${process.pid}.tmp`;
       writeFileSync(tmp, data);
       renameSync(tmp, cachePath);

@@ -9,7 +9,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { CACHE_HASH_BYTES, codeCachePath } from '../../../lib/code-cache.js';
+import { CACHE_HASH_BYTES, codeCachePath, runtimeKey } from '../../../lib/code-cache.js';
 
 const LIB = fileURLToPath(new URL('../../../lib/', import.meta.url));
 const BUNDLE = join(LIB, 'worker-bundle.cjs');
@@ -67,11 +67,38 @@ test('a cache made from another bundle is not used: the bundle compiles and the 
   t.deepEqual(seen.data, { n: 7 });
 });
 
-test('a cache V8 refuses (matching hash, corrupt code) is not used, and the worker runs', async (t) => {
+/** Where V8's data starts in a cache file: after the bundle's hash, the runtime key's length and the key. */
+function dataStart(cache: Buffer): number {
+  return CACHE_HASH_BYTES + 4 + cache.readUInt32LE(CACHE_HASH_BYTES);
+}
+
+test('the cache names the runtime that made it', (t) => {
+  const cache = readFileSync(CACHE);
+  t.is(cache.subarray(CACHE_HASH_BYTES + 4, dataStart(cache)).toString('utf8'), runtimeKey());
+  t.true(runtimeKey().includes(JSON.stringify(process.arch)));
+});
+
+test('a cache V8 refuses (matching hash and runtime, corrupt code) is not used, and the worker runs', async (t) => {
   const cache = Buffer.from(readFileSync(CACHE));
-  cache.fill(0x5a, CACHE_HASH_BYTES, CACHE_HASH_BYTES + 64);
+  const at = dataStart(cache);
+  cache.fill(0x5a, at, at + 64);
   const seen = await run(copy(t, cache));
   t.is(seen.use, 'rejected');
+});
+
+// Same bundle, same node version, another architecture: V8 took such a cache and crashed (an x86_64 build's
+// cache in the arm64 test host). Here the key's architecture is changed, as if another machine had built it.
+test('a cache made by another runtime (another architecture) is not used, and the worker runs', async (t) => {
+  const cache = readFileSync(CACHE);
+  const at = dataStart(cache);
+  const key = cache.subarray(CACHE_HASH_BYTES + 4, at).toString('utf8');
+  const other = key.replace(JSON.stringify(process.arch), JSON.stringify(process.arch === 'arm64' ? 'x64' : 'arm64'));
+  t.not(other, key);
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(Buffer.byteLength(other));
+  const seen = await run(copy(t, Buffer.concat([cache.subarray(0, CACHE_HASH_BYTES), length, Buffer.from(other), cache.subarray(at)])));
+  t.is(seen.use, 'other-runtime');
+  t.deepEqual(seen.data, { n: 7 });
 });
 
 test('without a cache file the bundle compiles and the worker runs', async (t) => {
