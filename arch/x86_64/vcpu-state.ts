@@ -13,7 +13,7 @@
  * re-entering with immediate_exit set completes them without running guest
  * code. See `completePendingIo` (lib/kvm/pause.ts, re-exported here).
  */
-import debugFactory from 'debug';
+import { log } from '../../lib/log.js';
 import { KvmError, SnapshotStateError } from '../../lib/errors.js';
 import * as io from '../../lib/kvm/ioctls.js';
 import type { Kvm } from '../../lib/kvm/kvm.js';
@@ -30,7 +30,7 @@ import {
 } from '../../lib/kvm/state-structs.js';
 import { array, expect, flags01, fromBase64, fromHex64, intIn, object, toBase64, toHex64, u32 } from '../../lib/kvm/state-json.js';
 
-const log = debugFactory('flintvm:arch:x86_64:vcpu-state');
+const debug = log('arch:x86_64:vcpu-state');
 
 /** Format version of X86VcpuState; bump on any incompatible change. */
 export const X86_VCPU_STATE_VERSION = 1;
@@ -98,7 +98,7 @@ function readMsrs(vcpu: Vcpu, indices: readonly number[]): MsrEntry[] {
   while (rest.length > 0) {
     const got = vcpu.getMsrs(rest);
     out.push(...got);
-    if (got.length < rest.length) log('vcpu %d: MSR 0x%s not readable, skipped', vcpu.id, rest[got.length]!.toString(16));
+    if (got.length < rest.length) debug('vcpu %d: MSR 0x%s not readable, skipped', vcpu.id, rest[got.length]!.toString(16));
     rest = rest.slice(got.length + 1);
   }
   return out;
