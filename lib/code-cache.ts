@@ -19,8 +19,9 @@
  *   bundle (the worker loader, the package entry, each command's entry), so a
  *   load compares two short strings instead of hashing the bundle (27 ms of
  *   emulated CPU there);
- * - the runtime: platform, architecture, node and V8 versions and node's
- *   build configuration (`process.config`), as a string.
+ * - the runtime: platform, node and V8 versions and node's build
+ *   configuration (`process.config`, which names the architecture), as a
+ *   string.
  * A cache that does not match, or that V8 refuses, is ignored and the bundle
  * compiles as it would without one. Nothing writes a cache except in produce
  * mode, so each machine's build makes the cache for its own node.
@@ -49,7 +50,8 @@ export const CACHE_HASH_BYTES = 32;
 
 /** What V8's code must have been made by to run here (see the top of this file). */
 export function runtimeKey(): string {
-  return JSON.stringify([process.platform, process.arch, process.version, process.versions.v8, process.config]);
+  // process.config names the architecture node was built for (variables.target_arch).
+  return JSON.stringify([process.platform, process.version, process.versions.v8, process.config]);
 }
 
 /** The header of a cache file: the bundle's SHA-256, then the runtime key. */

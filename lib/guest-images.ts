@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import type { spawn as Spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -58,6 +59,8 @@ export async function defaultGuestImages(opts: { quiet?: boolean } = {}): Promis
   }
   const dir = await new Promise<string>((resolve, reject) => {
     const args = IS_ARM64 ? ['--arch', 'arm64'] : [];
+    // Required here, not imported: child_process (with net and dgram) is 30 ms of an emulated host's cold start, for a build few runs do.
+    const { spawn } = createRequire(import.meta.url)('node:child_process') as { spawn: typeof Spawn };
     const child = spawn('bash', [BUILD_SCRIPT, ...args], { stdio: ['ignore', 'pipe', opts.quiet ? 'ignore' : 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
