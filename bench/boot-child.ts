@@ -10,7 +10,7 @@
  * timed as its own phase.
  */
 import { performance } from 'node:perf_hooks';
-import { monoMs, wallToMonoOffset } from './common.js';
+import { monoMs, wallToMonoOffset } from './clock.js';
 
 const mainAt = monoMs();
 const offset = wallToMonoOffset();

@@ -8,21 +8,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { performance } from 'node:perf_hooks';
 
-/**
- * CLOCK_MONOTONIC in ms (through `process.hrtime`, i.e. uv_hrtime). The clock
- * is system-wide, so a parent and its child can compare stamps directly.
- */
-export function monoMs(): number {
-  return Number(process.hrtime.bigint()) / 1e6;
-}
-
-/**
- * `performance.timeOrigin + performance.now()` minus {@link monoMs}: subtract it
- * from a flintvm `BootTimings` stamp (timeOrigin-based) to get a monoMs stamp.
- */
-export function wallToMonoOffset(): number {
-  return performance.timeOrigin + performance.now() - monoMs();
-}
+export { monoMs, wallToMonoOffset } from './clock.js';
+import { monoMs } from './clock.js';
 
 /** Nearest-rank percentile (p in 0..100) of a non-empty sample. */
 export function percentile(xs: readonly number[], p: number): number {

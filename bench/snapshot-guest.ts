@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { guestCommandCmdline } from '../lib/index.js';
 import { LINUX_BENCH_CMDLINE } from './linux-boot-inner.js';
-import { monoMs } from './common.js';
+import { monoMs } from './clock.js';
 
 /** The marker before the inner half's one JSON line. */
 export const SNAPSHOT_MARKER = 'BENCH-SNAPSHOT-JSON';
