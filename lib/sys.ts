@@ -11,6 +11,7 @@
  * across VMs.
  */
 import koffi from 'koffi';
+import { writeFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 
 /** The host architecture, in the kernel's spelling. flintvm runs on these two; KVM runs guests of the host's own. */
@@ -111,3 +112,23 @@ export const EFBIG = 27;
 export const EMLINK = 31;
 export const ENOTEMPTY = 39;
 export const ENOBUFS = 105;
+
+/** The longest thread name Linux keeps (TASK_COMM_LEN 16, less the NUL). */
+export const THREAD_NAME_MAX = 15;
+
+/**
+ * Names the calling thread (its `comm`, what `top -H`, `ps -L` and
+ * /proc/<pid>/task/<tid>/comm show), so a flintvm worker can be told from
+ * node's own threads: `flintvm-vcpu0`, `flintvm-io`. Longer names are cut at
+ * {@link THREAD_NAME_MAX} bytes. Best effort: returns false where /proc is
+ * not mounted. Writes through /proc/thread-self, so it must run on the thread
+ * it names (a worker names itself).
+ */
+export function nameThisThread(name: string): boolean {
+  try {
+    writeFileSync('/proc/thread-self/comm', Buffer.from(name).subarray(0, THREAD_NAME_MAX));
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -8,6 +8,7 @@
 import { parentPort } from 'node:worker_threads';
 import * as ffi from '../kvm/ffi.js';
 import { installKickHandler } from '../vcpu/kick.js';
+import { nameThisThread } from '../sys.js';
 import { entryData } from '../worker-data.js';
 import { importWorkerModule } from '../worker-modules.js';
 import { EventLoop } from './event-loop.js';
@@ -27,6 +28,7 @@ function describe(e: unknown): { message: string; stack?: string } {
 async function main(): Promise<void> {
   // First: a kick must never land on a thread without a handler (the default action kills the process).
   installKickHandler();
+  nameThisThread('flintvm-io');
   const loop = new EventLoop({ stop: data.stop });
   let teardown: (() => void) | undefined;
   try {

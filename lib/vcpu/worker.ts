@@ -27,7 +27,7 @@ import {
 import type { Trigger } from '../interrupt/trigger.js';
 import { IrqLines } from '../interrupt/line.js';
 import { EAGAIN, EINTR } from '../sys.js';
-import { IS_ARM64 } from '../sys.js';
+import { IS_ARM64, nameThisThread } from '../sys.js';
 
 const data = entryData<VcpuWorkerData>();
 const port = parentPort!;
@@ -36,6 +36,7 @@ const control = new Int32Array(data.control);
 
 async function main(): Promise<void> {
   installKickHandler();
+  nameThisThread(`flintvm-vcpu${data.vcpuId}`);
   const vm = Vm.attach(data.vmFd);
   const lines = new IrqLines(vm, data.irqLock);
   const vcpu = Vcpu.attach(data.vcpuFd, data.vcpuId, data.runAddr, data.runSize);

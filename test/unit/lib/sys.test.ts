@@ -56,3 +56,17 @@ test.serial('an ended worker leaves at most its koffi stack and heap mapped (kof
   t.true(perWorker <= WORKER_KOFFI_STACK_BYTES + heap + 256 * 1024, `${perWorker} B per worker`);
   t.true(WORKER_KOFFI_STACK_BYTES + heap + 256 * 1024 < HUGE_PAGE + heap, 'the bound still tells the default stack apart');
 });
+
+test('nameThisThread names only the calling thread, cut at 15 bytes', async (t) => {
+  const w = new Worker(`
+    const { parentPort } = require('node:worker_threads');
+    import(${JSON.stringify(SYS)}).then((sys) => {
+      const ok = sys.nameThisThread('flintvm-test-thread-name');
+      parentPort.postMessage({ ok, tid: Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()) });
+    });`, { eval: true });
+  const m = await new Promise<{ ok: boolean; tid: number }>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  t.true(m.ok);
+  t.is(readFileSync(`/proc/self/task/${m.tid}/comm`, 'utf8').trim(), 'flintvm-test-th');
+  t.not(readFileSync('/proc/thread-self/comm', 'utf8').trim(), 'flintvm-test-th', 'the main thread keeps its name');
+  await w.terminate();
+});

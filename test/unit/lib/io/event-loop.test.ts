@@ -4,7 +4,7 @@
  * Needs no /dev/kvm. Serial: several tests count this process's open fds.
  */
 import test, { type ExecutionContext } from 'ava';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { FdWatcher } from '../../../../devices/virtio/device.js';
@@ -389,4 +389,12 @@ test.serial('throughput: 100000 eventfd signals main -> worker callback', async 
   t.log(`same thread: ${(own * 1000 / N).toFixed(2)} us per turn (epoll_wait + callback + eventfd read + write)`);
   loop.close();
   E.closeFd(self);
+});
+
+test.serial('the I/O worker names its thread flintvm-io', async (t) => {
+  const h = await harness(t);
+  const tid = h.worker.threadTid;
+  t.true(tid > 0 && tid !== process.pid);
+  t.is(readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim(), 'flintvm-io');
+  await h.stop();
 });
