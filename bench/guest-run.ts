@@ -96,17 +96,20 @@ export interface GuestEnd {
 /** A running guest: its console so far, and the end of the run. */
 export interface GuestHandle {
   readonly vmm: Vmm;
+  /** The process the VMM runs in: this one for flintvm, the child for QEMU (undefined before it started). */
+  readonly pid: number | undefined;
   output(): string;
   /** Resolves with the first match of `re` on the console; rejects after `ms`, or if the VM ends first. */
   waitFor(re: RegExp, ms: number): Promise<RegExpExecArray>;
   readonly end: Promise<GuestEnd>;
 }
 
-function handle(vmm: Vmm, get: () => string, end: Promise<GuestEnd>): GuestHandle {
+function handle(vmm: Vmm, pid: number | undefined, get: () => string, end: Promise<GuestEnd>): GuestHandle {
   let ended = false;
   void end.then(() => { ended = true; });
   return {
     vmm,
+    pid,
     output: get,
     end,
     waitFor: (re, ms) => new Promise((resolve, reject) => {
@@ -148,7 +151,7 @@ export async function startFlintvm(config: MicroVMConfig, timeoutS: number): Pro
     }
     return { ...(error ? { error } : {}), wallMs: performance.now() - t0 };
   })();
-  return handle('flintvm', () => out, end);
+  return handle('flintvm', process.pid, () => out, end);
 }
 
 /** Boots QEMU with `args` (qemuGuestArgs + devices); killed after `timeoutS`. */
@@ -170,7 +173,7 @@ export function startQemu(qemu: QemuBin, args: string[], timeoutS: number): Gues
       resolve({ ...(error ? { error } : {}), wallMs: performance.now() - t0 });
     });
   });
-  return handle('qemu', () => out, end);
+  return handle('qemu', child.pid, () => out, end);
 }
 
 /** Waits until network interface `name` exists (a VMM creating its tap), for up to `ms`. */

@@ -17,6 +17,13 @@
  *   back, `--rtts` times after 20 warm-up rounds. The figure is the per-boot
  *   median (and p99) round trip; it includes node's event loop on the host
  *   side, the same for both VMMs.
+ * - Where the round trips' CPU goes (bench/thread-cpu.ts): over the measured
+ *   round trips, each thread's user, system and guest time per round trip,
+ *   summed by role: the vCPU thread, the I/O thread (flintvm's I/O worker;
+ *   QEMU's main loop and its other threads), the bench process's main thread
+ *   (the echo client, and for flintvm, which runs in this process, also the
+ *   VMM's main thread) and node's other threads here; and KVM's exit
+ *   counters per round trip (debugfs, mounted here if it is not).
  *
  * The host side of the tap is 10.0.2.1/24, the guest 10.0.2.15/24.
  * Prints progress, then one line `FLINTVM-NET-RESULT <json>` (NetInnerResult).
@@ -24,7 +31,7 @@
  * Usage: node dist/bench/net-inner.js [--reps 5] [--seconds 5] [--rtts 500] [--memory-mib 256] [--no-qemu]
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import {
@@ -32,6 +39,7 @@ import {
   unpackHostTools, unpackQemu, waitForInterface, type GuestHandle, type QemuBin, type Vmm,
 } from './guest-run.js';
 import { percentile } from './common.js';
+import { cpuPerOp, kvmExitStats, perOp, sampleThreads, type RoleCpu, type ThreadSample } from './thread-cpu.js';
 
 export const NET_MARKER = 'FLINTVM-NET-RESULT ';
 
@@ -55,6 +63,53 @@ export interface NetRun {
   rxMbps?: number;
   /** TCP echo round trips of 1 byte, microseconds. */
   rtt?: { medianUs: number; p99Us: number; minUs: number; n: number };
+  /** CPU per measured round trip by thread role (vcpu, io, client, helpers; us), and all of it. */
+  rttCpu?: { roles: Record<string, RoleCpu>; totalUs: number };
+  /** KVM's counters per measured round trip (exits, halt_exits, mmio_exits, ...), where debugfs has them. */
+  rttKvm?: Record<string, number>;
+}
+
+/** The KVM counters a run keeps (per round trip). */
+const KVM_KEYS = ['exits', 'halt_exits', 'mmio_exits', 'io_exits', 'insn_emulation', 'irq_injections', 'irq_window_exits', 'halt_wait_ns'];
+
+/** Each thread's role in a round trip: its comm, whether it ran guest code, and which process it is in. */
+function threadRole(vmmPid: number) {
+  return (pid: number) => (tid: number, s: ThreadSample): string => {
+    if (pid === vmmPid && (s.guest > 0 || s.comm.startsWith('flintvm-vcpu'))) return 'vcpu';
+    if (s.comm === 'flintvm-io' || (pid === vmmPid && pid !== process.pid)) return 'io';
+    return tid === process.pid ? 'client' : 'helpers';
+  };
+}
+
+/** Samples the threads of the VMM's process and of this one, and the VMM's KVM counters, around the measured round trips. */
+function rttProbe(vmmPid: number): { start(): void; end(n: number): Pick<NetRun, 'rttCpu' | 'rttKvm'> } {
+  const pids = vmmPid === process.pid ? [vmmPid] : [vmmPid, process.pid];
+  let before: Map<number, ThreadSample>[] = [];
+  let kvmBefore: Record<string, number> | null = null;
+  return {
+    start() {
+      kvmBefore = kvmExitStats(vmmPid);
+      before = pids.map(sampleThreads);
+    },
+    end(n) {
+      const after = pids.map(sampleThreads);
+      const kvmAfter = kvmExitStats(vmmPid);
+      const roles: Record<string, RoleCpu> = {};
+      pids.forEach((pid, i) => {
+        for (const [k, v] of Object.entries(cpuPerOp(before[i]!, after[i]!, n, threadRole(vmmPid)(pid)))) {
+          const r = (roles[k] ??= { userUs: 0, sysUs: 0, guestUs: 0, threads: 0 });
+          r.userUs += v.userUs; r.sysUs += v.sysUs; r.guestUs += v.guestUs; r.threads += v.threads;
+        }
+      });
+      const totalUs = Object.values(roles).reduce((a, r) => a + r.userUs + r.sysUs, 0);
+      const out: Pick<NetRun, 'rttCpu' | 'rttKvm'> = { rttCpu: { roles, totalUs } };
+      if (kvmBefore && kvmAfter) {
+        const all = perOp(kvmBefore, kvmAfter, n);
+        out.rttKvm = Object.fromEntries(KVM_KEYS.filter((k) => all[k] !== undefined).map((k) => [k, all[k]!]));
+      }
+      return out;
+    },
+  };
 }
 
 export interface NetInnerResult {
@@ -91,7 +146,7 @@ export function parseNetRes(out: string): { txMbps?: number; rxMbps?: number } {
 }
 
 /** Connects (retrying while the guest does not listen yet) and times `n` one-byte round trips. */
-async function echoRtts(n: number, deadline: number): Promise<number[]> {
+async function echoRtts(n: number, deadline: number, probe?: { start(): void }): Promise<number[]> {
   let s: Socket;
   for (;;) {
     try {
@@ -119,6 +174,7 @@ async function echoRtts(n: number, deadline: number): Promise<number[]> {
         const us = Number(process.hrtime.bigint() - t0) / 1000;
         if (i++ >= WARMUP_RTTS) rtts.push(us);
         if (i >= n + WARMUP_RTTS) { s.end(); resolve(); return; }
+        if (i === WARMUP_RTTS) probe?.start();
         next();
       }
     });
@@ -158,8 +214,10 @@ async function oneRun(vmm: Vmm, rep: number, c: Ctx): Promise<NetRun> {
     execFileSync('ip', ['addr', 'add', `${HOST_IP}/24`, 'dev', tap]);
     execFileSync('ip', ['link', 'set', tap, 'up']);
     await g.waitFor(/^ECHO-READY/m, (c.timeoutS - 30) * 1000);
-    const rtts = await echoRtts(c.rtts, Date.now() + 60_000);
+    const probe = g.pid === undefined ? undefined : rttProbe(g.pid);
+    const rtts = await echoRtts(c.rtts, Date.now() + 60_000, probe);
     run.rtt = { medianUs: percentile(rtts, 50), p99Us: percentile(rtts, 99), minUs: Math.min(...rtts), n: rtts.length };
+    if (probe) Object.assign(run, probe.end(rtts.length));
   } catch (e) {
     hostError = (e as Error).message;
   }
@@ -173,7 +231,8 @@ async function oneRun(vmm: Vmm, rep: number, c: Ctx): Promise<NetRun> {
     run.error = errs.join('; ');
     console.log(`net: ${vmm} rep ${rep} FAILED: ${run.error}\n--- guest console tail ---\n${consoleTail(out)}\n---`);
   }
-  console.log(`net: ${vmm} rep ${rep}: ${(run.wallMs / 1000).toFixed(1)} s; guest->host ${run.txMbps?.toFixed(1) ?? '-'} Mbit/s, host->guest ${run.rxMbps?.toFixed(1) ?? '-'} Mbit/s, RTT median ${run.rtt?.medianUs.toFixed(0) ?? '-'} us`);
+  const cpu = run.rttCpu ? Object.entries(run.rttCpu.roles).map(([k, r]) => `${k} ${(r.userUs + r.sysUs).toFixed(0)}`).join(', ') : '-';
+  console.log(`net: ${vmm} rep ${rep}: ${(run.wallMs / 1000).toFixed(1)} s; guest->host ${run.txMbps?.toFixed(1) ?? '-'} Mbit/s, host->guest ${run.rxMbps?.toFixed(1) ?? '-'} Mbit/s, RTT median ${run.rtt?.medianUs.toFixed(0) ?? '-'} us; CPU per round trip (us): ${cpu}; KVM exits ${run.rttKvm?.exits?.toFixed(1) ?? '-'}, HLT ${run.rttKvm?.halt_exits?.toFixed(2) ?? '-'}`);
   return run;
 }
 
@@ -193,6 +252,14 @@ async function main(): Promise<void> {
   const memoryMiB = Number(values['memory-mib']);
   const { dir, kernel, initrd } = guestFiles();
   const loadavgStart = readFileSync('/proc/loadavg', 'utf8').trim();
+  // KVM's exit counters are in debugfs (the test host does not mount it); without it the runs report no counters.
+  if (!existsSync('/sys/kernel/debug/kvm')) {
+    try {
+      execFileSync('mount', ['-t', 'debugfs', 'debugfs', '/sys/kernel/debug'], { stdio: 'ignore' });
+    } catch {
+      console.log('net: debugfs could not be mounted: no KVM exit counters');
+    }
+  }
   const qemu = values['no-qemu'] ? null : unpackQemu(dir);
   const tool = unpackHostTools(dir);
   const [iperfBin, ...iperfArgs] = tool('iperf3');

@@ -15,6 +15,7 @@
  */
 import { benchMain, runInnerBench, type InnerRun } from './test-host-bench.js';
 import { NET_MARKER, type NetInnerResult, type NetRun } from './net-inner.js';
+import type { RoleCpu } from './thread-cpu.js';
 import { compareVmms, formatComparison, type Comparison, type FigureSpec } from './vmm-compare.js';
 
 export interface NetResult extends InnerRun<NetInnerResult> {
@@ -29,7 +30,21 @@ const FIGURES: FigureSpec<NetRun>[] = [
   ['TCP host -> guest (iperf3 -R)', 'Mbit/s', 'higher', (r) => r.rxMbps],
   ['TCP round trip, 1 byte (median per boot)', 'us', 'lower', (r) => r.rtt?.medianUs],
   ['TCP round trip, 1 byte (p99 per boot)', 'us', 'lower', (r) => r.rtt?.p99Us],
+  ['round trip: CPU of every thread (VMM, guest, echo client)', 'us', 'lower', (r) => r.rttCpu?.totalUs],
+  ['  the vCPU thread (guest time included)', 'us', 'lower', (r) => role(r, 'vcpu', (c) => c.userUs + c.sysUs)],
+  ['  of which in the guest', 'us', 'lower', (r) => role(r, 'vcpu', (c) => c.guestUs)],
+  ['  the I/O thread (flintvm: I/O worker; QEMU: main loop + others)', 'us', 'lower', (r) => role(r, 'io', (c) => c.userUs + c.sysUs)],
+  ['  bench main thread (echo client; flintvm: + VMM main thread)', 'us', 'lower', (r) => role(r, 'client', (c) => c.userUs + c.sysUs)],
+  ['  node\'s other threads in the bench process', 'us', 'lower', (r) => role(r, 'helpers', (c) => c.userUs + c.sysUs) ?? 0],
+  ['round trip: KVM exits', 'count', 'lower', (r) => r.rttKvm?.exits],
+  ['round trip: guest HLT exits', 'count', 'lower', (r) => r.rttKvm?.halt_exits],
 ];
+
+/** One role's CPU per round trip of a run (undefined when the run has no CPU figures or no such thread). */
+function role(r: NetRun, name: string, get: (c: RoleCpu) => number): number | undefined {
+  const c = r.rttCpu?.roles[name];
+  return c ? get(c) : undefined;
+}
 
 export async function benchNet(o: { reps: number; seconds: number; rtts: number; noQemu: boolean }): Promise<NetResult> {
   const perBootS = 2 * (o.seconds + 2) + 30 + o.rtts / 100;

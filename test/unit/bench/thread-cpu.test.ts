@@ -1,0 +1,46 @@
+/**
+ * bench/thread-cpu.ts: per-thread CPU from procfs, summed by role per
+ * operation, and KVM's counters (none for a process without a VM).
+ */
+import test from 'ava';
+import { Worker } from 'node:worker_threads';
+import { cpuPerOp, kvmExitStats, perOp, sampleThreads } from '../../../bench/thread-cpu.js';
+
+const SYS = new URL('../../../lib/sys.js', import.meta.url).href;
+
+test('a busy named worker thread gets its CPU under its own role, the main thread under another', async (t) => {
+  // The worker names itself, says so, then spins for 300 ms of wall time.
+  const w = new Worker(`
+    const { parentPort } = require('node:worker_threads');
+    import(${JSON.stringify(SYS)}).then((sys) => {
+      sys.nameThisThread('tcpu-busy');
+      parentPort.once('message', () => {
+        const end = Date.now() + 300;
+        while (Date.now() < end);
+        parentPort.postMessage('done');
+      });
+      parentPort.postMessage('named');
+    });`, { eval: true });
+  await new Promise((r) => w.once('message', r));
+  const before = sampleThreads(process.pid);
+  t.true(before.has(process.pid), 'the main thread is a task of the process');
+  t.true([...before.values()].some((s) => s.comm === 'tcpu-busy'));
+  w.postMessage('go');
+  await new Promise((r) => w.once('message', r));
+  const after = sampleThreads(process.pid);
+  await w.terminate();
+  const ops = 10;
+  const roles = cpuPerOp(before, after, ops, (tid, s) => (s.comm === 'tcpu-busy' ? 'busy' : tid === process.pid ? 'main' : 'other'));
+  t.is(roles.busy?.threads, 1);
+  // At most 300 ms of CPU (and a tick: procfs counts in 10 ms) over 10 operations; at least a third of it on a busy machine.
+  const busy = roles.busy!.userUs + roles.busy!.sysUs;
+  t.true(busy >= 10_000 && busy <= 32_000, `busy thread: ${busy} us per op`);
+  t.is(roles.busy!.guestUs, 0, 'no guest time outside a vCPU');
+  t.true(roles.main !== undefined && roles.main.threads === 1);
+  t.true(roles.main!.userUs + roles.main!.sysUs < busy, 'the main thread only waited');
+});
+
+test('kvmExitStats: nothing for a process that has no VM; perOp divides the counters both samples have', (t) => {
+  t.is(kvmExitStats(process.pid), null);
+  t.deepEqual(perOp({ exits: 10, halt_exits: 4 }, { exits: 30, halt_exits: 4, only_after: 7 }, 10), { exits: 2, halt_exits: 0 });
+});
