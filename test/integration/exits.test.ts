@@ -20,7 +20,7 @@
  * share them with another guest from this file.
  */
 import test, { type ExecutionContext } from 'ava';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { Machine } from '../../lib/machine.js';
 import { emptyRegs } from '../../lib/kvm/structs.js';
 import type { KvmSegment } from '../../lib/kvm/types.js';
@@ -485,6 +485,8 @@ test.serial('stop() is bounded: a vCPU worker stuck in JavaScript is terminated 
   const threads0 = readdirSync('/proc/self/task').length;
   m.start();
   t.true(await until(() => Atomics.load(new Int32Array(flag), 0) === 1, 30_000), 'the device is spinning');
+  const names = readdirSync('/proc/self/task').map((tid) => { try { return readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim(); } catch { return ''; } });
+  t.true(names.includes('flintvm-vcpu0'), `the vCPU worker names its thread (threads: ${names.join(', ')})`);
   const t0 = performance.now();
   const exit = await m.stop();
   const ms = performance.now() - t0;
