@@ -9,7 +9,12 @@ export interface MemoryRegion {
   readonly gpa: number;
   readonly size: number;
   readonly hostAddr: bigint;
-  /** Zero-copy view of the whole region; at most 4 GiB (koffi view limit). */
+  /**
+   * Zero-copy view of the whole region; at most 4 GiB (koffi view limit). It
+   * may be a getter that makes the view on first use (host-memory.ts does):
+   * V8 counts a view's whole length as external memory and collects garbage
+   * to make room for it, which a thread that never touches guest RAM need not pay.
+   */
   readonly bytes: Uint8Array;
 }
 
@@ -31,7 +36,8 @@ export interface RegionDescriptor {
  */
 export class GuestMemory {
   readonly regions: readonly MemoryRegion[];
-  private readonly dvs: DataView[];
+  /** Each region's DataView, made on first use (see MemoryRegion.bytes). */
+  private readonly dvs: (DataView | undefined)[];
   /** Each region's hostAddr as a Number (exact: user-space addresses are below 2^53), 0 when unmapped. */
   private readonly hostBases: number[];
 
@@ -39,13 +45,16 @@ export class GuestMemory {
     const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
     for (let i = 0; i < sorted.length; i++) {
       const r = sorted[i]!;
-      if (!Number.isSafeInteger(r.gpa) || !Number.isSafeInteger(r.size) || r.gpa < 0 || r.size <= 0 || r.bytes.length !== r.size) {
+      // A view given as a value is checked here; one made on first use (a getter) is the mapping's own size.
+      const given = Object.getOwnPropertyDescriptor(r, 'bytes');
+      const badView = given !== undefined && 'value' in given && (given.value as Uint8Array).length !== r.size;
+      if (!Number.isSafeInteger(r.gpa) || !Number.isSafeInteger(r.size) || r.gpa < 0 || r.size <= 0 || badView) {
         throw new RangeError(`invalid memory region at index ${i}`);
       }
       if (i > 0 && sorted[i - 1]!.gpa + sorted[i - 1]!.size > r.gpa) throw new RangeError(`memory regions overlap at 0x${r.gpa.toString(16)}`);
     }
     this.regions = sorted;
-    this.dvs = sorted.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+    this.dvs = sorted.map(() => undefined);
     this.hostBases = sorted.map((r, i) => {
       if (r.hostAddr < 0n || r.hostAddr + BigInt(r.size) > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`memory region at index ${i}: host address out of range`);
       return Number(r.hostAddr);
@@ -71,6 +80,16 @@ export class GuestMemory {
   /** Descriptors to rebuild this memory in a worker. */
   describe(): RegionDescriptor[] {
     return this.regions.map((r) => ({ gpa: r.gpa, size: r.size, hostAddr: r.hostAddr }));
+  }
+
+  /** Region `i`'s DataView (made on first use). */
+  private dv(i: number): DataView {
+    return this.dvs[i] ?? this.makeDataView(i);
+  }
+
+  private makeDataView(i: number): DataView {
+    const b = this.regions[i]!.bytes;
+    return (this.dvs[i] = new DataView(b.buffer, b.byteOffset, b.byteLength));
   }
 
   /** Index of the region containing `gpa`, or -1. */
@@ -165,15 +184,15 @@ export class GuestMemory {
   }
   readU16(gpa: number): number {
     const [i, off] = this.locateOne(gpa, 2);
-    return i >= 0 ? this.dvs[i]!.getUint16(off, true) : new DataView(this.read(gpa, 2).buffer).getUint16(0, true);
+    return i >= 0 ? this.dv(i).getUint16(off, true) : new DataView(this.read(gpa, 2).buffer).getUint16(0, true);
   }
   readU32(gpa: number): number {
     const [i, off] = this.locateOne(gpa, 4);
-    return i >= 0 ? this.dvs[i]!.getUint32(off, true) : new DataView(this.read(gpa, 4).buffer).getUint32(0, true);
+    return i >= 0 ? this.dv(i).getUint32(off, true) : new DataView(this.read(gpa, 4).buffer).getUint32(0, true);
   }
   readU64(gpa: number): bigint {
     const [i, off] = this.locateOne(gpa, 8);
-    return i >= 0 ? this.dvs[i]!.getBigUint64(off, true) : new DataView(this.read(gpa, 8).buffer).getBigUint64(0, true);
+    return i >= 0 ? this.dv(i).getBigUint64(off, true) : new DataView(this.read(gpa, 8).buffer).getBigUint64(0, true);
   }
   writeU8(gpa: number, v: number): void {
     const [i, off] = this.locate(gpa, 1);
@@ -186,7 +205,7 @@ export class GuestMemory {
   }
   writeU32(gpa: number, v: number): void {
     const [i, off] = this.locateOne(gpa, 4);
-    if (i >= 0) this.dvs[i]!.setUint32(off, v >>> 0, true);
+    if (i >= 0) this.dv(i).setUint32(off, v >>> 0, true);
     else { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v >>> 0, true); this.write(gpa, b); }
   }
   writeU64(gpa: number, v: bigint): void {

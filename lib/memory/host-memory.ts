@@ -58,7 +58,7 @@ export function mapGuestMemory(layout: ReadonlyArray<{ gpa: number; size: number
           : ffi.mmap(null, size, ffi.PROT_READ | ffi.PROT_WRITE, ffi.MAP_SHARED | ffi.MAP_ANONYMOUS | ffi.MAP_NORESERVE, -1, 0);
         if (addr === null || addr === ffi.MAP_FAILED) throw new HostError('mmap(guest memory)', ffi.errno(), `${size} bytes${fromFile ? ` of ${source.what} at ${fileOffset}` : ''}`);
         mapped.push({ addr, size });
-        regions.push({ gpa: l.gpa + off, size, hostAddr: addr, bytes: ffi.viewOf(addr, size) });
+        regions.push(lazyRegion(l.gpa + off, size, addr));
         fileOffset += size;
       }
     }
@@ -71,7 +71,24 @@ export function mapGuestMemory(layout: ReadonlyArray<{ gpa: number; size: number
 
 /** Rebuilds a GuestMemory over mappings another thread made (workers). Does not own them. */
 export function attachGuestMemory(descs: readonly RegionDescriptor[]): GuestMemory {
-  return new GuestMemory(descs.map((d) => ({ ...d, bytes: ffi.viewOf(d.hostAddr, d.size) })));
+  return new GuestMemory(descs.map((d) => lazyRegion(d.gpa, d.size, d.hostAddr)));
+}
+
+/**
+ * A region of a host mapping whose JS view is made on first use. A view makes
+ * V8 count the region's whole size as external memory and run a full garbage
+ * collection to make room for it (tens of ms per isolate in the TCG test host);
+ * a thread that never reads or writes guest RAM (a vCPU worker whose devices
+ * do not touch it) never makes one.
+ */
+function lazyRegion(gpa: number, size: number, hostAddr: bigint): MemoryRegion {
+  let view: Uint8Array | undefined;
+  return {
+    gpa, size, hostAddr,
+    get bytes(): Uint8Array {
+      return (view ??= ffi.viewOf(hostAddr, size));
+    },
+  };
 }
 
 /** What {@link saveGuestMemory} wrote. */

@@ -9,6 +9,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { GuestMemory } from '../../../../lib/memory/guest-memory.js';
 import { GuestAddressError } from '../../../../lib/errors.js';
+import { attachGuestMemory, mapGuestMemory } from '../../../../lib/memory/host-memory.js';
 
 const KiB = 1024;
 const GiB = 1024 * 1024 * 1024;
@@ -383,4 +384,28 @@ test('property: every access either matches the byte-map model or throws GuestAd
     const got = m.read(r.gpa, r.size);
     for (let i = 0; i < r.size; i++) if (got[i] !== model.get(r.gpa + i)) return t.fail(`final state differs at 0x${(r.gpa + i).toString(16)}`);
   }
+});
+
+test('host-mapped regions make their view on first use: V8 counts no external memory for RAM a thread never touches', (t) => {
+  const size = 64 * 1024 * 1024;
+  const external = () => process.memoryUsage().external;
+  const host = mapGuestMemory([{ gpa: 0, size }]);
+  try {
+    const before = external();
+    const attached = attachGuestMemory(host.memory.describe());
+    t.true(attached.isValid(0, size), 'bounds checks need no view');
+    t.is(attached.hostAddressNumber(0x1000, 16), host.memory.hostAddressNumber(0x1000, 16), 'nor do host addresses');
+    t.true(external() - before < size / 2, `no view yet: external memory grew ${external() - before} bytes`);
+    attached.writeU32(0x2000, 0xdeadbeef);
+    t.true(external() - before >= size, 'the first access made the view (V8 counts all of it)');
+    t.is(host.memory.readU32(0x2000), 0xdeadbeef, 'both see the same RAM');
+    t.is(attached.readU16(0x2002), 0xdead);
+    t.deepEqual([...attached.slice(0x2000, 4)], [0xef, 0xbe, 0xad, 0xde]);
+  } finally {
+    host.unmap();
+  }
+});
+
+test('a region given with a view of the wrong size is refused', (t) => {
+  t.throws(() => new GuestMemory([{ gpa: 0, size: 8192, hostAddr: 0n, bytes: new Uint8Array(4096) }]), { instanceOf: RangeError });
 });
