@@ -16,7 +16,21 @@ export interface MemoryRegion {
    * to make room for it, which a thread that never touches guest RAM need not pay.
    */
   readonly bytes: Uint8Array;
+  /**
+   * A zero-copy view of [offset, offset+length) of the region, where making
+   * the whole `bytes` would cost more than the part (host mappings). Without
+   * it, parts are subarrays of `bytes`.
+   */
+  readonly view?: (offset: number, length: number) => Uint8Array;
 }
+
+/**
+ * GuestMemory reaches guest RAM through views of this many bytes (a power of
+ * two), each made on first use: a thread pays V8's external-memory accounting
+ * (and the garbage collection it triggers) only for the parts of RAM it
+ * touches, e.g. the few MiB a kernel loader writes, not the whole 128 MiB.
+ */
+export const VIEW_CHUNK = 2 * 1024 * 1024;
 
 /** What a worker needs to rebuild the same regions from host addresses. */
 export interface RegionDescriptor {
@@ -36,8 +50,9 @@ export interface RegionDescriptor {
  */
 export class GuestMemory {
   readonly regions: readonly MemoryRegion[];
-  /** Each region's DataView, made on first use (see MemoryRegion.bytes). */
-  private readonly dvs: (DataView | undefined)[];
+  /** Each region's views of VIEW_CHUNK bytes, and DataViews over them, made on first use. */
+  private readonly chunks: (Uint8Array | undefined)[][];
+  private readonly chunkDvs: (DataView | undefined)[][];
   /** Each region's hostAddr as a Number (exact: user-space addresses are below 2^53), 0 when unmapped. */
   private readonly hostBases: number[];
 
@@ -54,7 +69,8 @@ export class GuestMemory {
       if (i > 0 && sorted[i - 1]!.gpa + sorted[i - 1]!.size > r.gpa) throw new RangeError(`memory regions overlap at 0x${r.gpa.toString(16)}`);
     }
     this.regions = sorted;
-    this.dvs = sorted.map(() => undefined);
+    this.chunks = sorted.map((r) => new Array<Uint8Array | undefined>(Math.ceil(r.size / VIEW_CHUNK)));
+    this.chunkDvs = sorted.map((r) => new Array<DataView | undefined>(Math.ceil(r.size / VIEW_CHUNK)));
     this.hostBases = sorted.map((r, i) => {
       if (r.hostAddr < 0n || r.hostAddr + BigInt(r.size) > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`memory region at index ${i}: host address out of range`);
       return Number(r.hostAddr);
@@ -82,14 +98,26 @@ export class GuestMemory {
     return this.regions.map((r) => ({ gpa: r.gpa, size: r.size, hostAddr: r.hostAddr }));
   }
 
-  /** Region `i`'s DataView (made on first use). */
-  private dv(i: number): DataView {
-    return this.dvs[i] ?? this.makeDataView(i);
+  /** Chunk `c` of region `i`: bytes [c * VIEW_CHUNK, ...) of it, made on first use. */
+  private chunk(i: number, c: number): Uint8Array {
+    return this.chunks[i]![c] ?? this.makeChunk(i, c);
   }
 
-  private makeDataView(i: number): DataView {
-    const b = this.regions[i]!.bytes;
-    return (this.dvs[i] = new DataView(b.buffer, b.byteOffset, b.byteLength));
+  private makeChunk(i: number, c: number): Uint8Array {
+    const r = this.regions[i]!;
+    const start = c * VIEW_CHUNK;
+    const len = Math.min(VIEW_CHUNK, r.size - start);
+    const v = r.view ? r.view(start, len) : r.bytes.subarray(start, start + len);
+    if (v.length !== len) throw new RangeError(`memory region at 0x${r.gpa.toString(16)}: a view of ${len} bytes came back with ${v.length}`);
+    return (this.chunks[i]![c] = v);
+  }
+
+  /** A DataView over chunk `c` of region `i`. */
+  private chunkDv(i: number, c: number): DataView {
+    const dv = this.chunkDvs[i]![c];
+    if (dv) return dv;
+    const b = this.chunk(i, c);
+    return (this.chunkDvs[i]![c] = new DataView(b.buffer, b.byteOffset, b.byteLength));
   }
 
   /** Index of the region containing `gpa`, or -1. */
@@ -128,7 +156,21 @@ export class GuestMemory {
     const [i, off] = this.locate(gpa, len);
     const r = this.regions[i]!;
     if (off + len > r.size) throw new GuestAddressError(gpa, len, 'spanning two memory regions (no single view)');
-    return r.bytes.subarray(off, off + len);
+    if (len === 0) return new Uint8Array(0);
+    const c = Math.floor(off / VIEW_CHUNK);
+    const at = off - c * VIEW_CHUNK;
+    if (at + len > VIEW_CHUNK) throw new GuestAddressError(gpa, len, `crossing a ${VIEW_CHUNK}-byte view boundary (no single view)`);
+    return this.chunk(i, c).subarray(at, at + len);
+  }
+
+  /** True when every byte of [gpa, gpa+len) is guest RAM in one region (one host mapping). Never throws. */
+  inOneRegion(gpa: number, len: number): boolean {
+    try {
+      const [i, off] = this.locate(gpa, len);
+      return off + len <= this.regions[i]!.size;
+    } catch {
+      return false;
+    }
   }
 
   /** Host virtual address of `gpa`, checked for `len` bytes in one region (for iovecs). */
@@ -180,23 +222,25 @@ export class GuestMemory {
 
   readU8(gpa: number): number {
     const [i, off] = this.locate(gpa, 1);
-    return this.regions[i]!.bytes[off]!;
+    const c = Math.floor(off / VIEW_CHUNK);
+    return this.chunk(i, c)[off - c * VIEW_CHUNK]!;
   }
   readU16(gpa: number): number {
-    const [i, off] = this.locateOne(gpa, 2);
-    return i >= 0 ? this.dv(i).getUint16(off, true) : new DataView(this.read(gpa, 2).buffer).getUint16(0, true);
+    const [i, c, at] = this.locateOne(gpa, 2);
+    return i >= 0 ? this.chunkDv(i, c).getUint16(at, true) : new DataView(this.read(gpa, 2).buffer).getUint16(0, true);
   }
   readU32(gpa: number): number {
-    const [i, off] = this.locateOne(gpa, 4);
-    return i >= 0 ? this.dv(i).getUint32(off, true) : new DataView(this.read(gpa, 4).buffer).getUint32(0, true);
+    const [i, c, at] = this.locateOne(gpa, 4);
+    return i >= 0 ? this.chunkDv(i, c).getUint32(at, true) : new DataView(this.read(gpa, 4).buffer).getUint32(0, true);
   }
   readU64(gpa: number): bigint {
-    const [i, off] = this.locateOne(gpa, 8);
-    return i >= 0 ? this.dv(i).getBigUint64(off, true) : new DataView(this.read(gpa, 8).buffer).getBigUint64(0, true);
+    const [i, c, at] = this.locateOne(gpa, 8);
+    return i >= 0 ? this.chunkDv(i, c).getBigUint64(at, true) : new DataView(this.read(gpa, 8).buffer).getBigUint64(0, true);
   }
   writeU8(gpa: number, v: number): void {
     const [i, off] = this.locate(gpa, 1);
-    this.regions[i]!.bytes[off] = v;
+    const c = Math.floor(off / VIEW_CHUNK);
+    this.chunk(i, c)[off - c * VIEW_CHUNK] = v;
   }
   writeU16(gpa: number, v: number): void {
     const b = new Uint8Array(2);
@@ -204,8 +248,8 @@ export class GuestMemory {
     this.write(gpa, b);
   }
   writeU32(gpa: number, v: number): void {
-    const [i, off] = this.locateOne(gpa, 4);
-    if (i >= 0) this.dv(i).setUint32(off, v >>> 0, true);
+    const [i, c, at] = this.locateOne(gpa, 4);
+    if (i >= 0) this.chunkDv(i, c).setUint32(at, v >>> 0, true);
     else { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v >>> 0, true); this.write(gpa, b); }
   }
   writeU64(gpa: number, v: bigint): void {
@@ -233,23 +277,33 @@ export class GuestMemory {
     return [i, off];
   }
 
-  /** Like locate, but returns index -1 when the range spans regions (caller falls back to copying). */
-  private locateOne(gpa: number, len: number): [number, number] {
+  /**
+   * Like locate, but as [region, chunk, offset in the chunk]; region -1 when
+   * the range spans regions or view chunks (the caller falls back to copying).
+   */
+  private locateOne(gpa: number, len: number): [number, number, number] {
     const [i, off] = this.locate(gpa, len);
-    return off + len <= this.regions[i]!.size ? [i, off] : [-1, 0];
+    const c = Math.floor(off / VIEW_CHUNK);
+    const at = off - c * VIEW_CHUNK;
+    return off + len <= this.regions[i]!.size && at + len <= VIEW_CHUNK ? [i, c, at] : [-1, 0, 0];
   }
 
-  /** Walks [gpa, gpa+len) region by region after a full bounds check. */
+  /** Walks [gpa, gpa+len) view chunk by chunk (across adjacent regions) after a full bounds check. */
   private span(gpa: number, len: number, fn: (bytes: Uint8Array, off: number, done: number, n: number) => void): void {
     let [i, off] = this.locate(gpa, len);
     let done = 0;
     while (done < len) {
       const r = this.regions[i]!;
-      const n = Math.min(len - done, r.size - off);
-      fn(r.bytes, off, done, n);
+      const c = Math.floor(off / VIEW_CHUNK);
+      const at = off - c * VIEW_CHUNK;
+      const n = Math.min(len - done, VIEW_CHUNK - at, r.size - off);
+      fn(this.chunk(i, c), at, done, n);
       done += n;
-      i++;
-      off = 0;
+      off += n;
+      if (off >= r.size) {
+        i++;
+        off = 0;
+      }
     }
   }
 }

@@ -75,19 +75,22 @@ export function attachGuestMemory(descs: readonly RegionDescriptor[]): GuestMemo
 }
 
 /**
- * A region of a host mapping whose JS view is made on first use. A view makes
- * V8 count the region's whole size as external memory and run a full garbage
- * collection to make room for it (tens of ms per isolate in the TCG test host);
- * a thread that never reads or writes guest RAM (a vCPU worker whose devices
- * do not touch it) never makes one.
+ * A region of a host mapping whose JS views are made on first use: the whole
+ * region's (`bytes`, for saving it to a file) and, for GuestMemory's accesses,
+ * views of parts of it (`view`). A view makes V8 count its whole size as
+ * external memory and collect garbage to make room for it (tens of ms per
+ * isolate in the TCG test host); a thread pays that only for the parts of
+ * guest RAM it touches, and a thread that never touches it (a vCPU worker
+ * whose devices do not) pays nothing.
  */
 function lazyRegion(gpa: number, size: number, hostAddr: bigint): MemoryRegion {
-  let view: Uint8Array | undefined;
+  let whole: Uint8Array | undefined;
   return {
     gpa, size, hostAddr,
     get bytes(): Uint8Array {
-      return (view ??= ffi.viewOf(hostAddr, size));
+      return (whole ??= ffi.viewOf(hostAddr, size));
     },
+    view: (offset, length) => (whole ? whole.subarray(offset, offset + length) : ffi.viewOf(hostAddr + BigInt(offset), length)),
   };
 }
 

@@ -95,12 +95,7 @@ function segments(field: string, value: unknown, memory: GuestMemory, max: numbe
 }
 
 function inOneRegion(memory: GuestMemory, addr: number, len: number): boolean {
-  try {
-    memory.slice(addr, len);
-    return true;
-  } catch {
-    return false;
-  }
+  return memory.inOneRegion(addr, len);
 }
 
 /** A boolean at `field`. Throws SnapshotStateError otherwise. */
