@@ -104,24 +104,31 @@ export interface GuestHandle {
   readonly end: Promise<GuestEnd>;
 }
 
-function handle(vmm: Vmm, pid: number | undefined, get: () => string, end: Promise<GuestEnd>): GuestHandle {
+/**
+ * A handle over a console that `feed(listener)` reports chunk by chunk.
+ * waitFor() checks on each chunk, not on a timer: a poll would add wakeups to
+ * the process it measures (flintvm runs in this one).
+ */
+function handle(vmm: Vmm, pid: number | undefined, get: () => string, end: Promise<GuestEnd>, feed: (listener: () => void) => void): GuestHandle {
   let ended = false;
-  void end.then(() => { ended = true; });
+  const listeners = new Set<() => void>();
+  feed(() => { for (const l of [...listeners]) l(); });
+  void end.then(() => { ended = true; for (const l of [...listeners]) l(); });
   return {
     vmm,
     pid,
     output: get,
     end,
     waitFor: (re, ms) => new Promise((resolve, reject) => {
-      const t0 = Date.now();
-      const tick = setInterval(() => {
+      const done = (): void => { listeners.delete(check); clearTimeout(timer); };
+      const check = (): void => {
         const m = re.exec(get());
-        if (m) { clearInterval(tick); resolve(m); return; }
-        if (ended || Date.now() - t0 > ms) {
-          clearInterval(tick);
-          reject(new Error(`${vmm}: no ${re} on the console ${ended ? 'before the VM ended' : `within ${ms} ms`}; console tail:\n${consoleTail(get())}`));
-        }
-      }, 20);
+        if (m) { done(); resolve(m); return; }
+        if (ended) { done(); reject(new Error(`${vmm}: no ${re} on the console before the VM ended; console tail:\n${consoleTail(get())}`)); }
+      };
+      const timer = setTimeout(() => { done(); reject(new Error(`${vmm}: no ${re} on the console within ${ms} ms; console tail:\n${consoleTail(get())}`)); }, ms);
+      listeners.add(check);
+      check();
     }),
   };
 }
@@ -136,7 +143,8 @@ export async function startFlintvm(config: MicroVMConfig, timeoutS: number): Pro
   const t0 = performance.now();
   const vm = new MicroVM(config);
   let out = '';
-  vm.console.on('data', (c: Buffer) => { out += c.toString('latin1'); });
+  let onData = (): void => {};
+  vm.console.on('data', (c: Buffer) => { out += c.toString('latin1'); onData(); });
   const end = (async (): Promise<GuestEnd> => {
     let error: string | undefined;
     try {
@@ -151,7 +159,7 @@ export async function startFlintvm(config: MicroVMConfig, timeoutS: number): Pro
     }
     return { ...(error ? { error } : {}), wallMs: performance.now() - t0 };
   })();
-  return handle('flintvm', process.pid, () => out, end);
+  return handle('flintvm', process.pid, () => out, end, (l) => { onData = l; });
 }
 
 /** Boots QEMU with `args` (qemuGuestArgs + devices); killed after `timeoutS`. */
@@ -160,7 +168,8 @@ export function startQemu(qemu: QemuBin, args: string[], timeoutS: number): Gues
   const child = spawn(qemu.bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: qemu.env });
   let out = '';
   let err = '';
-  child.stdout.on('data', (c: Buffer) => { out += c.toString('latin1'); });
+  let onData = (): void => {};
+  child.stdout.on('data', (c: Buffer) => { out += c.toString('latin1'); onData(); });
   child.stderr.on('data', (c: Buffer) => { err = (err + c.toString()).slice(-2000); });
   const end = new Promise<GuestEnd>((resolve) => {
     let error: string | undefined;
@@ -173,7 +182,7 @@ export function startQemu(qemu: QemuBin, args: string[], timeoutS: number): Gues
       resolve({ ...(error ? { error } : {}), wallMs: performance.now() - t0 });
     });
   });
-  return handle('qemu', child.pid, () => out, end);
+  return handle('qemu', child.pid, () => out, end, (l) => { onData = l; });
 }
 
 /** Waits until network interface `name` exists (a VMM creating its tap), for up to `ms`. */

@@ -19,6 +19,8 @@
 import { debianTarball } from './share-fixture.js';
 import { benchMain, runInnerBench, type InnerRun } from './test-host-bench.js';
 import { SHARE_BENCH_TARBALL, SHARE_MARKER, type ShareInnerResult, type ShareRun } from './share-inner.js';
+import { summarize, type Summary } from './stats.js';
+import type { RoleCpu } from './thread-cpu.js';
 import { compareVmms, formatComparison, type Comparison, type FigureSpec } from './vmm-compare.js';
 
 export interface ShareResult extends InnerRun<ShareInnerResult> {
@@ -29,6 +31,8 @@ export interface ShareResult extends InnerRun<ShareInnerResult> {
   virtiofs: Comparison[];
   /** Absent in results from before the configuration existed. */
   virtiofsDirect?: Comparison[];
+  /** On the test host itself (no VM): dd of `mib` MiB onto its tmpfs and back, seconds; absent in older results. */
+  hostFloor?: { write: Summary; read: Summary };
   notes: string[];
 }
 
@@ -49,9 +53,13 @@ export async function benchShare(o: { reps: number; mib: number; pkg: string; no
     [`read ${mibs} MiB (dd, cold cache)`, 's', 'lower', (x) => x.readS],
     ['write throughput', 'MiB/s', 'higher', (x) => (x.writeS ? mibs / x.writeS : undefined)],
     ['read throughput', 'MiB/s', 'higher', (x) => (x.readS ? mibs / x.readS : undefined)],
+    [`guest floor: dd ${mibs} MiB /dev/zero -> /dev/null`, 's', 'lower', (x) => x.zeroS],
+    ...cpuFigures('write'),
+    ...cpuFigures('read'),
   ];
   const side = (x: ShareRun) => x.config;
   const failed = r.inner.runs.filter((x) => !x.ok);
+  const floors = r.inner.hostFloor ?? [];
   return {
     ...r,
     date: new Date().toISOString(),
@@ -59,6 +67,7 @@ export async function benchShare(o: { reps: number; mib: number; pkg: string; no
     ninep: compareVmms(r.inner.runs, figures, side, 'flintvm-9p', 'qemu-9p'),
     virtiofs: compareVmms(r.inner.runs, figures, side, 'flintvm-virtiofs', 'qemu-9p'),
     virtiofsDirect: compareVmms(r.inner.runs, figures, side, 'flintvm-virtiofs-direct', 'qemu-9p'),
+    ...(floors.length ? { hostFloor: { write: summarize(floors.map((f) => f.writeS)), read: summarize(floors.map((f) => f.readS)) } } : {}),
     notes: [
       'Inside the real-KVM test host (Linux on QEMU TCG, 1 vCPU); the shared directory is on its tmpfs /tmp; guest 1 vCPU, ' +
         `${r.inner.memoryMiB} MiB, busybox initramfs; times by the guest's clock (/proc/uptime, 10 ms).`,
@@ -70,6 +79,25 @@ export async function benchShare(o: { reps: number; mib: number; pkg: string; no
   };
 }
 
+/** CPU seconds of one role over a step (user + sys, or guest time alone), from the run's thread samples. */
+function roleS(x: ShareRun, step: 'write' | 'read', roles: readonly string[], get: (c: RoleCpu) => number): number | undefined {
+  const all = x.cpu?.[step];
+  if (!all) return undefined;
+  return roles.reduce((a, k) => a + (all[k] ? get(all[k]) : 0), 0) / 1e6;
+}
+
+/** Where a step's CPU went in the VMM's process, by thread role (bench/share-inner.ts samples them). */
+function cpuFigures(step: 'write' | 'read'): FigureSpec<ShareRun>[] {
+  const nonGuest = (c: RoleCpu) => c.userUs - c.guestUs + c.sysUs;
+  return [
+    [`${step}: CPU of the VMM's process, guest time included`, 's', 'lower', (x) => roleS(x, step, ['vcpu', 'io', 'main', 'helpers'], (c) => c.userUs + c.sysUs)],
+    [`${step}:   vCPU thread, in the guest`, 's', 'lower', (x) => roleS(x, step, ['vcpu'], (c) => c.guestUs)],
+    [`${step}:   vCPU thread, outside the guest (user + sys)`, 's', 'lower', (x) => roleS(x, step, ['vcpu'], nonGuest)],
+    [`${step}:   the other threads, user (device emulation)`, 's', 'lower', (x) => roleS(x, step, ['io', 'main', 'helpers'], (c) => c.userUs - c.guestUs)],
+    [`${step}:   the other threads, sys (file copies, eventfds)`, 's', 'lower', (x) => roleS(x, step, ['io', 'main', 'helpers'], (c) => c.sysUs)],
+  ];
+}
+
 export function formatShare(r: ShareResult): string[] {
   return [
     `Shared directories, ${r.inner.reps} boots per configuration, INSIDE the TCG test host: compare the ratios`,
@@ -78,6 +106,7 @@ export function formatShare(r: ShareResult): string[] {
     '  flintvm virtio-fs vs QEMU virtio-9p-device:',
     ...formatComparison(r.virtiofs, 'QEMU-9p'),
     ...(r.virtiofsDirect ? ["  flintvm virtio-fs, cache 'never' (direct I/O) vs QEMU virtio-9p-device:", ...formatComparison(r.virtiofsDirect, 'QEMU-9p')] : []),
+    ...(r.hostFloor ? [`  host floor (the test host itself, no VM): dd ${r.inner.mib} MiB onto its tmpfs ${r.hostFloor.write.median.toFixed(2)} s, back ${r.hostFloor.read.median.toFixed(2)} s (medians of ${r.hostFloor.write.n})`] : []),
     ...r.notes.map((n) => `  note: ${n}`),
     `  test host load ${r.inner.testHost.loadavgStart} -> ${r.inner.testHost.loadavgEnd}`,
   ];
