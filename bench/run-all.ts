@@ -301,6 +301,11 @@ function figures(r: Results): Figure[] {
     f.push(...comparisonFigures('share', 'share 9p (TCG host)', r.share.ninep, `${QEMU} virtio-9p-device`, `${TCG}; tarball ${r.share.package}`));
     f.push(...comparisonFigures('share', 'share virtio-fs (TCG host)', r.share.virtiofs, `${QEMU} virtio-9p-device`, 'flintvm virtio-fs against QEMU 9p (QEMU 7.2 has no built-in virtio-fs)'));
     if (r.share.virtiofsDirect) f.push(...comparisonFigures('share', "share virtio-fs cache 'never' (TCG host)", r.share.virtiofsDirect, `${QEMU} virtio-9p-device`, "the share's cache: 'never' (FOPEN_DIRECT_IO, no guest page cache, as 9p cache=none)"));
+    if (r.share.hostFloor) {
+      const mib = r.share.inner.mib;
+      f.push({ bench: 'share', name: `share floor (TCG host, no VM): dd ${mib} MiB /dev/zero onto its tmpfs`, unit: 's', better: 'lower', flintvm: sum(r.share.hostFloor.write), note: 'the host-side copy a share write needs at least' });
+      f.push({ bench: 'share', name: `share floor (TCG host, no VM): dd ${mib} MiB from its tmpfs to /dev/null`, unit: 's', better: 'lower', flintvm: sum(r.share.hostFloor.read), note: 'the host-side copy a share read needs at least' });
+    }
   }
   if (r.blk) {
     const QB = `${QEMU} virtio-blk-device`;
