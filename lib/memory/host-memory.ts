@@ -84,14 +84,28 @@ export function attachGuestMemory(descs: readonly RegionDescriptor[]): GuestMemo
  * whose devices do not) pays nothing.
  */
 function lazyRegion(gpa: number, size: number, hostAddr: bigint): MemoryRegion {
-  let whole: Uint8Array | undefined;
-  return {
-    gpa, size, hostAddr,
-    get bytes(): Uint8Array {
-      return (whole ??= ffi.viewOf(hostAddr, size));
-    },
-    view: (offset, length) => (whole ? whole.subarray(offset, offset + length) : ffi.viewOf(hostAddr + BigInt(offset), length)),
-  };
+  return new LazyRegion(gpa, size, hostAddr);
+}
+
+/**
+ * A class, not an object literal with a getter: every region then shares one
+ * hidden class, where a literal's getter closure made a new one per region and
+ * left the guest-memory hot paths (find, hostAddressNumber, one call per
+ * descriptor) polymorphic: 35 against 25 µs of JS per 1 MiB virtio-fs request
+ * of 257 descriptors, natively.
+ */
+class LazyRegion implements MemoryRegion {
+  private whole: Uint8Array | undefined;
+
+  constructor(readonly gpa: number, readonly size: number, readonly hostAddr: bigint) {}
+
+  get bytes(): Uint8Array {
+    return (this.whole ??= ffi.viewOf(this.hostAddr, this.size));
+  }
+
+  view(offset: number, length: number): Uint8Array {
+    return this.whole ? this.whole.subarray(offset, offset + length) : ffi.viewOf(this.hostAddr + BigInt(offset), length);
+  }
 }
 
 /** What {@link saveGuestMemory} wrote. */
