@@ -97,7 +97,28 @@ export function sliceSegments(segs: readonly Segment[], offset: number, length: 
   checkCount('length', length);
   const total = segmentsLength(segs);
   if (offset + length > total) throw new QueueError('short', `chain holds ${total} bytes; slicing ${length} at offset ${offset}`, undefined, offset + length);
-  const out: Segment[] = [];
-  eachPiece(segs, offset, length, (s, from, n) => out.push(from === 0 && n === s.len ? s : { addr: s.addr + from, len: n }));
-  return out;
+  if (length === 0) return [];
+  // The segment that holds byte `offset` (`skip` bytes into it): never an empty one, since offset < total.
+  let first = 0;
+  let skip = offset;
+  while (skip >= segs[first]!.len) skip -= segs[first++]!.len;
+  // The segment that holds the last byte (`end` bytes of it are in the range), noting empty ones between.
+  let last = first;
+  let end = skip + length;
+  let empty = false;
+  while (end > segs[last]!.len) {
+    end -= segs[last++]!.len;
+    if (segs[last]!.len === 0) empty = true;
+  }
+  // Whole segments are shared, not copied: a 1 MiB request is one array copy, not 256 pushes.
+  const out = segs.slice(first, last + 1);
+  const head = out[0]!;
+  if (first === last) {
+    if (skip !== 0 || length !== head.len) out[0] = { addr: head.addr + skip, len: length };
+    return out;
+  }
+  if (skip !== 0) out[0] = { addr: head.addr + skip, len: head.len - skip };
+  const tail = out[out.length - 1]!;
+  if (end !== tail.len) out[out.length - 1] = { addr: tail.addr, len: end };
+  return empty ? out.filter((s) => s.len > 0) : out;
 }
