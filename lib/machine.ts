@@ -26,6 +26,8 @@ export interface MachineSpec {
   readonly deviceModule: string;
   /** Where vCPU workers come from when it has them ready (see WorkerPool). */
   readonly workerPool?: WorkerPool;
+  /** Nice steps each vCPU thread lowers its priority by (MicroVMConfig.vcpuNice); 0 or absent: none. */
+  readonly vcpuNice?: number;
   /** VM-wide setup before memory and vCPUs exist (irqchip, TSS…). */
   setupVm?(vm: Vm, kvm: Kvm): void;
   /** Loads images and sets every vCPU's registers. Runs after memory and vCPUs exist, before workers start. */
@@ -146,7 +148,7 @@ export class Machine extends EventEmitter<MachineEvents> {
       for (let i = 0; i < spec.vcpus; i++) vcpus.push(vm.createVcpu(i));
       spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
       for (const v of vcpus) handles.push(new VcpuHandle(v));
-      const common = { vmFd: vm.fd, irqLock, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule };
+      const common = { vmFd: vm.fd, irqLock, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule, niceIncrement: spec.vcpuNice ?? 0 };
       // The vCPU workers and the services (the I/O worker) start side by side: with spare CPUs a
       // worker's start overlaps the others' instead of adding to them. Either failing fails the
       // whole create, after both have settled, so nothing is left half-started.

@@ -113,6 +113,35 @@ export const EMLINK = 31;
 export const ENOTEMPTY = 39;
 export const ENOBUFS = 105;
 
+/** The highest nice value, i.e. the lowest scheduling priority of a normal thread. */
+export const NICE_MAX = 19;
+const PRIO_PROCESS = 0;
+let priorityCalls: { get: (which: number, who: number) => number; set: (which: number, who: number, prio: number) => number } | null = null;
+
+/**
+ * Lowers the calling thread's scheduling priority by `increment` nice steps,
+ * from the nice value it has now (which it inherited from the thread that
+ * started it), capped at {@link NICE_MAX}. On Linux, setpriority(PRIO_PROCESS, 0)
+ * acts on the calling thread alone, not on its whole process. Any thread may
+ * lower its own priority; raising it back needs CAP_SYS_NICE. Returns the
+ * thread's nice value afterwards, or the errno when the kernel refused. An
+ * increment of 0 changes nothing and returns the current value.
+ */
+export function lowerThisThreadPriority(increment: number): { readonly nice: number } | { readonly errno: number } {
+  if (!Number.isSafeInteger(increment) || increment < 0) throw new RangeError(`nice increment ${increment} is not a non-negative integer`);
+  priorityCalls ??= {
+    get: libc.func('getpriority', 'int', ['int', 'uint32']) as (which: number, who: number) => number,
+    set: libc.func('setpriority', 'int', ['int', 'uint32', 'int']) as (which: number, who: number, prio: number) => number,
+  };
+  // getpriority returns the nice value itself (-20..19), so -1 is only an error when errno says so.
+  koffi.errno(0);
+  const now = priorityCalls.get(PRIO_PROCESS, 0);
+  if (now === -1 && errno() !== 0) return { errno: errno() };
+  const want = Math.min(NICE_MAX, now + increment);
+  if (want === now) return { nice: now };
+  return priorityCalls.set(PRIO_PROCESS, 0, want) === 0 ? { nice: want } : { errno: errno() };
+}
+
 /** The longest thread name Linux keeps (TASK_COMM_LEN 16, less the NUL). */
 export const THREAD_NAME_MAX = 15;
 

@@ -45,6 +45,8 @@ export interface VcpuWorkerData {
   readonly devices: readonly DeviceSpec[];
   /** URL of a module exporting `createBusDevice(params, ctx): BusDevice` (see {@link DeviceFactory}). */
   readonly deviceModule: string;
+  /** Nice steps the worker lowers its own thread's priority by before it runs the guest (see MicroVMConfig.vcpuNice). */
+  readonly niceIncrement: number;
 }
 
 /** How a VM (or one vCPU of it) ended. `reason` is the stable field callers branch on. */

@@ -27,7 +27,11 @@ import {
 import type { Trigger } from '../interrupt/trigger.js';
 import { IrqLines } from '../interrupt/line.js';
 import { EAGAIN, EINTR } from '../sys.js';
-import { IS_ARM64, nameThisThread } from '../sys.js';
+import { IS_ARM64, lowerThisThreadPriority, nameThisThread } from '../sys.js';
+import { errnoName } from '../errors.js';
+import { log } from '../log.js';
+
+const debug = log('vcpu');
 
 const data = entryData<VcpuWorkerData>();
 const port = parentPort!;
@@ -37,6 +41,12 @@ const control = new Int32Array(data.control);
 async function main(): Promise<void> {
   installKickHandler();
   nameThisThread(`flintvm-vcpu${data.vcpuId}`);
+  if (data.niceIncrement > 0) {
+    // Best effort: a vCPU at the process's priority still runs the guest correctly, only its devices answer later.
+    const r = lowerThisThreadPriority(data.niceIncrement);
+    if ('errno' in r) debug('vCPU %d: setpriority(+%d) failed: %s', data.vcpuId, data.niceIncrement, errnoName(r.errno));
+    else debug('vCPU %d runs at nice %d', data.vcpuId, r.nice);
+  }
   const vm = Vm.attach(data.vmFd);
   const lines = new IrqLines(vm, data.irqLock);
   const vcpu = Vcpu.attach(data.vcpuFd, data.vcpuId, data.runAddr, data.runSize);

@@ -205,6 +205,7 @@ async function buildWith(
     memory: plan.memory,
     ...(restore ? { memorySource: { kind: 'file' as const, fd: restore.memoryFd, what: restore.memoryWhat } } : {}),
     vcpus: cfg.vcpus,
+    vcpuNice: cfg.vcpuNice,
     devices,
     deviceModule: DEVICE_MODULE,
     ...(cfg.workerPool ? { workerPool: cfg.workerPool } : {}),

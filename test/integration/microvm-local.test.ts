@@ -1,6 +1,7 @@
 import test from 'ava';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { MicroVM } from '../../lib/index.js';
+import { DEFAULT_VCPU_NICE } from '../../lib/vm/config.js';
 import { requireKvm } from '../helpers/kvm.js';
 import { printAndExitCode, spinCode, writeTempKernel } from '../helpers/tiny-elf.js';
 
@@ -36,6 +37,38 @@ test('two vCPUs: the BSP runs the kernel while the AP waits for SIPI', async (t)
   t.is(exit.reason, 'guest-exit');
   t.is(exit.vcpu, 0);
   t.is(out(), 'bsp\n');
+});
+
+/** Nice values of this process's threads named `name`, and of the main thread. */
+function threadNices(name: string): { threads: number[]; main: number } {
+  const nice = (stat: string) => Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  const threads: number[] = [];
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === name) threads.push(nice(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')));
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return { threads, main: nice(readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8')) };
+}
+
+// Serial: no other VM of this file has vCPU threads while it looks at them.
+test.serial('vcpuNice: each vCPU thread runs that many nice steps below the process (default 10), the rest of the process does not', async (t) => {
+  if (!requireKvm(t)) return;
+  const kernel = writeTempKernel(spinCode());
+  for (const [vcpuNice, steps] of [[undefined, DEFAULT_VCPU_NICE], [0, 0], [4, 4]] as const) {
+    const vm = new MicroVM({ kernel, memoryMiB: 16, vcpus: 2, ...(vcpuNice === undefined ? {} : { vcpuNice }) });
+    await vm.start();
+    try {
+      const base = threadNices('none').main;
+      const want = Math.min(19, base + steps);
+      t.deepEqual(threadNices('flintvm-vcpu0').threads, [want], `vcpuNice ${vcpuNice}: vCPU 0`);
+      t.deepEqual(threadNices('flintvm-vcpu1').threads, [want], `vcpuNice ${vcpuNice}: vCPU 1`);
+    } finally {
+      await vm.stop();
+    }
+  }
 });
 
 function fdCount(): number {

@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configReference, MAX_VIRTIO_DEVICES, maxVcpus, resolveConfig, type MicroVMConfig } from '../../../lib/vm/config.js';
+import { configReference, DEFAULT_VCPU_NICE, MAX_VIRTIO_DEVICES, maxVcpus, resolveConfig, type MicroVMConfig } from '../../../lib/vm/config.js';
 import { ConfigError } from '../../../lib/errors.js';
 import { MicroVM, type VmExit } from '../../../lib/microvm.js';
 
@@ -147,4 +147,13 @@ test('#17: a failed start() emits exit (reason error) as well as rejecting', asy
   t.is(exits[0]!.reason, 'error');
   t.is(vm.state, 'exited');
   t.is(await vm.wait(), exits[0]);
+});
+
+test('vcpuNice: 0 to 19 nice steps, default DEFAULT_VCPU_NICE; anything else names the field and its range', (t) => {
+  t.is(resolveConfig({ kernel }).vcpuNice, DEFAULT_VCPU_NICE);
+  t.is(resolveConfig({ kernel, vcpuNice: 0 }).vcpuNice, 0);
+  t.is(resolveConfig({ kernel, vcpuNice: 19 }).vcpuNice, 19);
+  t.regex(problems(t, { kernel, vcpuNice: 20 }).message, /vcpuNice: must be from 0 to 19, got 20/);
+  t.regex(problems(t, { kernel, vcpuNice: -1 }).message, /vcpuNice: must be from 0 to 19, got -1/);
+  t.regex(problems(t, { kernel, vcpuNice: 2.5 }, { cli: true }).message, /--vcpu-nice: must be an integer from 0 to 19, got the number 2.5/);
 });

@@ -70,3 +70,36 @@ test('nameThisThread names only the calling thread, cut at 15 bytes', async (t) 
   t.not(readFileSync('/proc/thread-self/comm', 'utf8').trim(), 'flintvm-test-th', 'the main thread keeps its name');
   await w.terminate();
 });
+
+/** The nice value of thread `tid` of this process (field 19 of its stat line). */
+function threadNice(tid: number | 'self'): number {
+  const stat = readFileSync(tid === 'self' ? '/proc/thread-self/stat' : `/proc/self/task/${tid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
+
+test('lowerThisThreadPriority lowers only the calling thread, from its own nice value, capped at 19', async (t) => {
+  const base = threadNice('self');
+  const w = new Worker(`
+    const { parentPort, workerData } = require('node:worker_threads');
+    import(${JSON.stringify(SYS)}).then((sys) => {
+      const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+      const zero = sys.lowerThisThreadPriority(0);
+      const first = sys.lowerThisThreadPriority(3);
+      const capped = sys.lowerThisThreadPriority(40);
+      let thrown = '';
+      try { sys.lowerThisThreadPriority(-1); } catch (e) { thrown = e.constructor.name; }
+      parentPort.postMessage({ tid, zero, first, capped, thrown });
+      setTimeout(() => {}, 60_000);
+    });`, { eval: true });
+  const m = await new Promise<{ tid: number; zero: { nice: number }; first: { nice: number }; capped: { nice: number }; thrown: string }>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  t.deepEqual(m.zero, { nice: base }, 'an increment of 0 changes nothing');
+  t.deepEqual(m.first, { nice: Math.min(19, base + 3) });
+  t.deepEqual(m.capped, { nice: 19 });
+  t.is(threadNice(m.tid), 19, 'the kernel agrees');
+  t.is(threadNice('self'), base, 'the main thread keeps its priority');
+  t.is(m.thrown, 'RangeError');
+  await w.terminate();
+});
