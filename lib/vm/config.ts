@@ -30,7 +30,8 @@ export const DEFAULT_MEMORY_MIB = 256;
  * priority Linux often lets the vCPU run on until the guest idles, so on a
  * busy or single CPU the request waits for that. Measured in the x86_64 test
  * host (1 CPU): fio 1 MiB sequential reads at queue depth 1 over virtio-blk,
- * median of 3 boots each, went from 103 MiB/s at nice 0 to 143 at +10.
+ * 6 interleaved guest boots each, went from 112 MiB/s (median) at nice 0 to
+ * 150 at +10.
  */
 export const DEFAULT_VCPU_NICE = 10;
 /** Guest RAM granularity: 2 MiB, the page size of the boot page tables and of huge pages. */
