@@ -25,15 +25,20 @@ import {
 
 export const DEFAULT_MEMORY_MIB = 256;
 /**
- * Default of `vcpuNice`. A guest's request to a device (a disk read, a packet)
- * wakes the I/O worker while the vCPU that made it is still running; at equal
- * priority Linux often lets the vCPU run on until the guest idles, so on a
- * busy or single CPU the request waits for that. Measured in the x86_64 test
- * host (1 CPU): fio 1 MiB sequential reads at queue depth 1 over virtio-blk,
- * 6 interleaved guest boots each, went from 112 MiB/s (median) at nice 0 to
- * 150 at +10.
+ * Default of `vcpuNice`: the vCPUs run at the process's own priority. A
+ * guest's request to a device (a disk read, a packet) wakes the I/O worker
+ * while the vCPU that made it is still running; at equal priority Linux often
+ * lets the vCPU run on until the guest idles, so on a busy or single CPU the
+ * request waits for that. A positive vcpuNice fixes that (x86_64 test host,
+ * 1 CPU: fio 1 MiB sequential reads at queue depth 1 over virtio-blk, 6
+ * interleaved guest boots each, 112 MiB/s median at nice 0, 150 at +10), but
+ * it also gives the guest less CPU against every other process in the same
+ * scheduling group (cgroup or autogroup): with +10, iperf3 from the guest to
+ * a server on the same host fell from about 100 to about 10 Mbit/s, the
+ * server's process taking the CPU. So it is a knob for I/O-bound guests on a
+ * host where they compete with nothing but their own VMM, not the default.
  */
-export const DEFAULT_VCPU_NICE = 10;
+export const DEFAULT_VCPU_NICE = 0;
 /** Guest RAM granularity: 2 MiB, the page size of the boot page tables and of huge pages. */
 export const MEMORY_ALIGN_MIB = 2;
 /** x86 COMMAND_LINE_SIZE is 2048 bytes including the NUL. */
@@ -186,7 +191,7 @@ export const microVMConfigSchema = obj({ doc: 'MicroVM configuration.', example:
   memoryMiB: optional(int({ doc: 'Guest RAM in MiB, at most the host\'s RAM.', cli: '--mem', min: MEMORY_ALIGN_MIB, unit: 'MiB', multipleOf: MEMORY_ALIGN_MIB, default: String(DEFAULT_MEMORY_MIB) })),
   vcpus: optional(int({ doc: 'Number of vCPUs, up to KVM_CAP_MAX_VCPUS (or the layout\'s limit when /dev/kvm is absent).', cli: '--cpus', min: 1, default: '1' })),
   vcpuNice: optional(int({
-    doc: "How many nice steps below the process each vCPU thread runs (0 to 19; 0: the process's own priority). The I/O worker, which a guest's request wakes, then gets the CPU before the vCPU that made the request instead of after the guest goes idle.",
+    doc: "How many nice steps below the process each vCPU thread runs (0 to 19; 0: the process's own priority). The I/O worker, which a guest's request wakes, then gets the CPU before the vCPU that made the request instead of after the guest goes idle; but the guest also gets less CPU against every other process in the same cgroup or autogroup.",
     cli: '--vcpu-nice', min: 0, max: NICE_MAX, default: String(DEFAULT_VCPU_NICE),
   })),
   console: optional(oneOf({ doc: "'pipe': vm.console is a Duplex on the guest's serial console; 'none': output is discarded.", default: "'pipe'" }, ['pipe', 'none'] as const)),
