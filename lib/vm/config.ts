@@ -34,8 +34,8 @@ export const DEFAULT_MEMORY_MIB = 256;
  * interleaved guest boots each, 112 MiB/s median at nice 0, 150 at +10), but
  * it also gives the guest less CPU against every other process in the same
  * scheduling group (cgroup or autogroup): with +10, iperf3 from the guest to
- * a server on the same host fell from about 100 to about 10 Mbit/s, the
- * server's process taking the CPU. So it is a knob for I/O-bound guests on a
+ * a server on the same one-CPU host fell from 91 to 5.4 Mbit/s (medians of
+ * 3 interleaved boots), the server's process taking the CPU. So it is a knob for I/O-bound guests on a
  * host where they compete with nothing but their own VMM, not the default.
  */
 export const DEFAULT_VCPU_NICE = 0;
