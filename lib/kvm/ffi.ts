@@ -28,8 +28,12 @@ export const mmap = libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int
   addr: bigint | null, len: number | bigint, prot: number, flags: number, fd: number, off: number) => bigint | null;
 export const munmap = libc.func('munmap', 'int', ['void *', 'size_t']) as (addr: bigint, len: number | bigint) => number;
 export const madvise = libc.func('madvise', 'int', ['void *', 'size_t', 'int']) as (addr: bigint, len: number | bigint, advice: number) => number;
-/** mincore(addr, len, vec): one byte per page of [addr, addr+len), bit 0 set when the page is resident. */
-export const mincore = libc.func('mincore', 'int', ['void *', 'size_t', 'void *']) as (addr: bigint, len: number, vec: Uint8Array) => number;
+/** prctl(option, arg2..arg5) with integer arguments; PR_SET_VMA_ANON_NAME passes its name as a C string address. */
+export const prctlName = libc.func('prctl', 'int', ['int', 'unsigned long', 'void *', 'size_t', 'str']) as (
+  option: number, arg2: number, addr: bigint, len: number | bigint, name: string) => number;
+/** prctl PR_SET_VMA / PR_SET_VMA_ANON_NAME (linux/prctl.h, Linux 5.17 with CONFIG_ANON_VMA_NAME): names an anonymous mapping in /proc/<pid>/maps. */
+export const PR_SET_VMA = 0x53564d41;
+export const PR_SET_VMA_ANON_NAME = 0;
 /** memfd_create(name, flags): an anonymous file in memory (tmpfs semantics). */
 export const memfdCreate = libc.func('memfd_create', 'int', ['str', 'unsigned int']) as (name: string, flags: number) => number;
 export const eventfd = libc.func('eventfd', 'int', ['unsigned int', 'int']) as (initval: number, flags: number) => number;
@@ -71,7 +75,10 @@ export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+/** The range is not copied into a child on fork(2) (linux/mman.h). */
 export const MADV_DONTFORK = 10;
+/** The range is left out of core dumps (linux/mman.h). */
+export const MADV_DONTDUMP = 16;
 export const MFD_CLOEXEC = 1;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
