@@ -11,6 +11,7 @@ import { Node, NodeTable, nodeKey, type NodeKind } from './nodes.js';
 import * as S from './sys.js';
 import { FileIo, OpenFile } from './file-io.js';
 import type { OpenMode, Owner, Stat, Timespec } from './types.js';
+const encoder = new TextEncoder();
 
 /** Options of a {@link HostDir}. */
 export interface HostDirOptions {
@@ -180,6 +181,18 @@ export class HostDirCore {
     } finally {
       S.close(fd);
     }
+  }
+
+  /**
+   * `/proc/self/fd/<node's fd>` as a C string, for the path-based xattr reads:
+   * the kernel resolves the link to the node's own inode (never through a name
+   * in the share), as the /proc/self/fd reopen in {@link reopen} does. Only for
+   * regular files and directories: a path-based call on a symlink's fd would
+   * follow it.
+   */
+  protected fdLinkPath(node: Node): Uint8Array {
+    if (node.kind !== 'file' && node.kind !== 'dir') throw new Error(`hostdir: fd link of a ${node.kind}`);
+    return (node.fdLink ??= cstr(encoder.encode(`/proc/self/fd/${node.fd}`)));
   }
 
   /**

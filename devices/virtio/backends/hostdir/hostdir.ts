@@ -336,12 +336,14 @@ export class HostDir extends HostDirCore {
 
   /** The value of xattr `name` (at most 64 KiB). Symlinks and special files have none (ENODATA). */
   getxattr(node: Node, name: NameInput): Uint8Array {
-    return this.withXattrFd(node, 'getxattr', () => fail(S.ENODATA, 'getxattr', `no xattrs on a ${node.kind}`), (fd) => xattrGet(fd, name));
+    if (node.kind !== 'file' && node.kind !== 'dir') fail(S.ENODATA, 'getxattr', `no xattrs on a ${node.kind}`);
+    return xattrGet(this.fdLinkPath(node), name);
   }
 
   /** The NUL-separated xattr names (at most 64 KiB). Empty for symlinks and special files. */
   listxattr(node: Node): Uint8Array {
-    return this.withXattrFd(node, 'listxattr', () => new Uint8Array(0), (fd) => xattrList(fd));
+    if (node.kind !== 'file' && node.kind !== 'dir') return new Uint8Array(0);
+    return xattrList(this.fdLinkPath(node));
   }
 
   /** Sets xattr `name` (flags XATTR_CREATE / XATTR_REPLACE). Namespaces: see README.md "Policies". */

@@ -28,6 +28,9 @@ export class Node {
   /** Table key: "devMajor:devMinor:ino". */
   readonly key: string;
 
+  /** `/proc/self/fd/<fd>` as a C string, made on first use (core.ts fdLinkPath): a fresh array per call costs a koffi call about 2 µs. */
+  fdLink: Uint8Array | undefined;
+
   /**
    * @param fd O_PATH fd on the inode (the root's is the share's fd, not owned by the table)
    * @param dev the host device, "major:minor"

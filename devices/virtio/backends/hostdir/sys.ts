@@ -93,6 +93,10 @@ export const fgetxattr = libc.func('fgetxattr', 'long', ['int', 'void *', 'void 
 export const fsetxattr = libc.func('fsetxattr', 'int', ['int', 'void *', 'void *', 'size_t', 'int']) as (
   fd: number, name: Ptr, value: Ptr, size: number, flags: number) => number;
 export const flistxattr = libc.func('flistxattr', 'long', ['int', 'void *', 'size_t']) as (fd: number, list: Ptr | null, size: number) => number;
+/** getxattr / listxattr by path: here only on a /proc/self/fd/N link of a node's own fd (see core.ts fdLinkPath). */
+export const getxattr = libc.func('getxattr', 'long', ['void *', 'void *', 'void *', 'size_t']) as (
+  path: Ptr, name: Ptr, value: Ptr | null, size: number) => number;
+export const listxattr = libc.func('listxattr', 'long', ['void *', 'void *', 'size_t']) as (path: Ptr, list: Ptr | null, size: number) => number;
 export const fremovexattr = libc.func('fremovexattr', 'int', ['int', 'void *']) as (fd: number, name: Ptr) => number;
 /** fcntl(fd, cmd, struct flock *): the lock commands only. Variadic in C; fixed here as ioctl is in lib/kvm/ffi.ts. */
 export const fcntlLock = libc.func('fcntl', 'int', ['int', 'int', 'void *']) as (fd: number, cmd: number, lock: Ptr) => number;

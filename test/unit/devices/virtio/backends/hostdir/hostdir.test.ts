@@ -349,6 +349,23 @@ test('xattr policy: user.* and POSIX ACLs writable; trusted.*, security.* refuse
   fs.release(l);
 }));
 
+test('xattr reads go to the node\'s own inode: a directory, and a file renamed and replaced under its old name', withShare({}, (t, { fs, share }) => {
+  mkdirSync(join(share, 'd'));
+  writeFileSync(join(share, 'f'), '');
+  const d = fs.lookup(fs.root, 'd');
+  const f = fs.lookup(fs.root, 'f');
+  fs.setxattr(d, 'user.dir', enc.encode('D'), 0);
+  fs.setxattr(f, 'user.file', enc.encode('F'), 0);
+  t.is(dec.decode(fs.getxattr(d, 'user.dir')), 'D');
+  t.is(dec.decode(fs.listxattr(d)), 'user.dir\0');
+  renameSync(join(share, 'f'), join(share, 'g'));
+  writeFileSync(join(share, 'f'), 'another file');
+  t.is(dec.decode(fs.getxattr(f, 'user.file')), 'F', 'the looked-up file, not whatever is named f now');
+  t.is(dec.decode(fs.listxattr(f)), 'user.file\0');
+  fs.release(d);
+  fs.release(f);
+}));
+
 test('locks, lseek (DATA/HOLE), fallocate modes, fsync', withShare({}, (t, { fs, share }) => {
   writeFileSync(join(share, 'f'), '');
   const n = fs.lookup(fs.root, 'f');
