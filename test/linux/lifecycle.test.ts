@@ -8,8 +8,8 @@
  *
  * Counted before (after one warm-up cycle) and after: open fds, sockets among
  * them, guest-memory mappings (anonymous, VmFlags "dc", "dd" and "nr" in
- * /proc/self/smaps: the test hosts' kernels do not name anonymous mappings) and kvm_run mappings ("anon_inode:kvm"), threads
- * (/proc/self/task), taps (/sys/class/net), the vsock listening socket file.
+ * /proc/self/smaps: the test hosts' kernels do not name anonymous mappings)
+ * and kvm_run mappings ("anon_inode:kvm"), threads (/proc/self/task), taps (/sys/class/net), the vsock listening socket file.
  * Each must be back to its baseline. Every cycle reuses the same tap name,
  * vsock socket path and disk image (locked while in use), so a leak of any of
  * them also fails the next cycle's start().

@@ -88,11 +88,8 @@ export const preadv = libc.func('preadv', 'long', ['int', 'void *', 'int', 'int6
   fd: number, iov: Ptr, iovcnt: number, offset: I64) => number;
 export const pwritev = libc.func('pwritev', 'long', ['int', 'void *', 'int', 'int64_t']) as (
   fd: number, iov: Ptr, iovcnt: number, offset: I64) => number;
-export const fgetxattr = libc.func('fgetxattr', 'long', ['int', 'void *', 'void *', 'size_t']) as (
-  fd: number, name: Ptr, value: Ptr | null, size: number) => number;
 export const fsetxattr = libc.func('fsetxattr', 'int', ['int', 'void *', 'void *', 'size_t', 'int']) as (
   fd: number, name: Ptr, value: Ptr, size: number, flags: number) => number;
-export const flistxattr = libc.func('flistxattr', 'long', ['int', 'void *', 'size_t']) as (fd: number, list: Ptr | null, size: number) => number;
 /** getxattr / listxattr by path: here only on a /proc/self/fd/N link of a node's own fd (see core.ts fdLinkPath). */
 export const getxattr = libc.func('getxattr', 'long', ['void *', 'void *', 'void *', 'size_t']) as (
   path: Ptr, name: Ptr, value: Ptr | null, size: number) => number;

@@ -42,7 +42,8 @@ export function checkWritableXattr(name: Uint8Array, op: string): void {
  * The value of xattr `name` of the file `link` (a NUL-terminated /proc/self/fd/N
  * path of the node's own fd) leads to. By path, not by an fd: the node's fd is
  * O_PATH, which the f*xattr calls refuse, and opening a readable fd first costs
- * three more syscalls per call (27 against 4.4 µs natively). The kernel asks for
+ * three more syscalls per call (a getxattr of a missing name, natively: 38 µs
+ * that way, 14 µs this way). The kernel asks for
  * security.capability before every cached write(2) to a virtio-fs file.
  */
 export function xattrGet(link: Uint8Array, name: NameInput): Uint8Array {
