@@ -102,7 +102,8 @@ i=0; while [ ! -e late.txt ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 ok late "$(cat late.txt 2>/dev/null)"
 # a file the host changes while the guest runs
 echo HOST-STEP change-file
-i=0; while [ "$(cat host-file.txt)" = written-by-the-host ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+# until the new content shows: the host's writeFileSync truncates first, and a read in between sees an empty file
+i=0; while [ "$(cat host-file.txt)" != changed-by-the-host ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 ok changed "$(cat host-file.txt)"
 
 # escape attempts: a symlink to / and .. resolve in the GUEST's namespace
