@@ -145,7 +145,8 @@ export class SplitQueue {
    * head is then consumed; the caller decides between failing the request and
    * DEVICE_NEEDS_RESET).
    *
-   * A bad avail.idx (`avail-idx`) consumes nothing and will be reported again;
+   * A bad avail.idx (`avail-idx`), or more chains out than the queue has
+   * entries (`held`), consumes nothing and will be reported again;
    * a head outside the table (`head-range`) is consumed without `error.head`;
    * any other chain error is consumed and carries `error.head` so the device
    * can return it with pushUsed(head, 0). Reads at most 2 * size descriptors.
@@ -158,6 +159,14 @@ export class SplitQueue {
     if (pending === 0) return null;
     if (pending > this.size) {
       throw new QueueError('avail-idx', `avail.idx ${availIdx} is ${pending} entries ahead of the device (${this.nextAvail}); queue size is ${this.size}`, undefined, availIdx);
+    }
+    // The driver has `size` descriptors, so it can have at most `size` chains out at once. With that many
+    // popped and not yet pushed back, another available entry names a head the device still holds: without
+    // this check a device that answers asynchronously (block, receive queues) would take the same buffer
+    // again and again, one in-flight request more each time.
+    const held = (this.nextAvail - this.nextUsed) & IDX_MASK;
+    if (held >= this.size) {
+      throw new QueueError('held', `the device holds ${held} chains, a full ${this.size}-entry queue, and the driver made ${pending} more available: it published heads it has not got back`, undefined, availIdx);
     }
     const head = this.availRing.u16((this.nextAvail & (this.size - 1)) * AVAIL_ENTRY_SIZE);
     this.nextAvail = (this.nextAvail + 1) & IDX_MASK;

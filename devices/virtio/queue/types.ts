@@ -31,6 +31,8 @@ export interface DescriptorChain {
  * - `size`, `address`, `alignment`: the queue configuration (constructor).
  * - `restore`: a snapshot's queue position disagrees with the rings in guest memory (constructor).
  * - `avail-idx`: avail.idx moved more than the queue size past the device's position (ring state is broken).
+ * - `held`: the device already holds a queue's worth of chains (popped, not yet used) and the driver made
+ *   another available: it re-published a head it has not got back.
  * - `head-range`: an avail ring entry names a descriptor outside the table.
  * - `next-range`: a `next` field points outside the (direct or indirect) table.
  * - `loop`: the chain is longer than its time-to-live (queue size; entries of an indirect table).
@@ -42,7 +44,7 @@ export interface DescriptorChain {
  */
 export type QueueErrorReason =
   | 'size' | 'address' | 'alignment' | 'restore'
-  | 'avail-idx' | 'head-range' | 'next-range' | 'loop'
+  | 'avail-idx' | 'held' | 'head-range' | 'next-range' | 'loop'
   | 'indirect-not-negotiated' | 'indirect-next' | 'indirect-nested' | 'indirect-len' | 'indirect-addr'
   | 'buffer-addr' | 'order' | 'too-long'
   | 'short' | 'range';

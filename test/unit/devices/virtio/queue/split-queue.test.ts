@@ -32,12 +32,14 @@ function setup(opts: Partial<VirtqDriverOptions> = {}) {
   return { mem, drv, q };
 }
 
-/** Expects pop() to throw QueueError with `reason` (and `head` when given). */
+/** Expects pop() to throw QueueError with `reason` (and `head` when given); a consumed head is returned with length 0. */
 function popFails(t: import('ava').ExecutionContext, q: SplitQueue, reason: string, head?: number, what?: string): QueueError {
   const e = t.throws(() => q.pop(), { instanceOf: QueueError }, what) as QueueError;
   t.is(e.reason, reason, what ?? e.message);
   t.is(e.code, 'FLINTVM_E_VIRTQUEUE');
   if (head !== undefined) t.is(e.head, head, 'the error names the consumed head');
+  // What a device that fails the request does (QueueError's contract): the consumed head goes back.
+  if (e.head !== undefined) q.pushUsed(e.head, 0);
   return e;
 }
 
@@ -183,6 +185,28 @@ test('an avail index more than queue-size ahead is a driver bug: QueueError, not
   popFails(t, q, 'avail-idx');
   drv.setAvailIdx(8); // exactly size ahead is legal: 8 heads of descriptor 0 (zeroed: an empty readable buffer)
   for (let i = 0; i < 8; i++) t.truthy(q.pop());
+  t.is(q.pop(), null);
+});
+
+test('a driver that publishes more chains than the device can have out is refused until some come back', (t) => {
+  const { drv, q } = setup();
+  // 8 chains out (one head, re-published: the driver breaks the rules, but each entry is a valid head).
+  drv.setAvailIdx(8);
+  const held = Array.from({ length: 8 }, () => q.pop()!.head);
+  t.is(held.length, 8);
+  // The device holds a full queue; another entry names a head it still has.
+  drv.setAvailIdx(9);
+  const e = popFails(t, q, 'held');
+  t.regex(e.message, /holds 8 chains/);
+  popFails(t, q, 'held', undefined, 'reported again, nothing consumed');
+  t.is(q.lastAvailIndex, 8);
+  // Once one comes back, the next entry pops; then the queue is full again.
+  q.pushUsed(held[0]!, 0);
+  t.truthy(q.pop());
+  drv.setAvailIdx(10);
+  popFails(t, q, 'held');
+  for (const h of held.slice(1)) q.pushUsed(h, 0);
+  t.truthy(q.pop(), 'with 7 back, the tenth entry pops');
   t.is(q.pop(), null);
 });
 
