@@ -324,8 +324,13 @@ const SKIP_NODE_MODULES = (rel: string): boolean => {
   return top === 'typescript' || top.startsWith('@typescript') || top === '.cache';
 };
 
-/** Copy a file tree into the archive under `dest`. Symlinks that stay inside `root` are kept; others are followed. */
-function addTree(w: CpioWriter, src: string, dest: string, root: string, skip?: (rel: string) => boolean, rel = ''): void {
+/**
+ * Copy a file tree into the archive under `dest`. Symlinks that stay inside `root` are kept; others are
+ * followed. `above` holds the directories (dev:ino) on the way down: a followed link that leads back to one
+ * of them is a loop, which would otherwise copy the same tree again at every depth until the path grew past
+ * PATH_MAX, so it is an error that names the link.
+ */
+function addTree(w: CpioWriter, src: string, dest: string, root: string, skip?: (rel: string) => boolean, rel = '', above: ReadonlySet<string> = new Set()): void {
   let st: fs.Stats;
   try {
     st = fs.lstatSync(src);
@@ -346,12 +351,17 @@ function addTree(w: CpioWriter, src: string, dest: string, root: string, skip?: 
     }
   }
   if (st.isDirectory()) {
+    const key = `${st.dev}:${st.ino}`;
+    if (above.has(key)) {
+      throw new Error(`test host overlay: ${src} is a symbolic link back to a directory that contains it (a loop); remove the link or make it relative inside ${root}`);
+    }
+    const down = new Set(above).add(key);
     w.dir(dest, st.mode & 0o7777);
     const names = fs.readdirSync(src).sort();
     for (const n of names) {
       const r = rel ? `${rel}/${n}` : n;
       if (skip?.(r)) continue;
-      addTree(w, path.join(src, n), `${dest}/${n}`, root, skip, r);
+      addTree(w, path.join(src, n), `${dest}/${n}`, root, skip, r, down);
     }
   } else if (st.isFile()) {
     w.file(dest, fs.readFileSync(src), st.mode & 0o7777, Math.floor(st.mtimeMs / 1000));
