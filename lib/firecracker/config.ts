@@ -238,7 +238,7 @@ export function parseMachineConfig(body: unknown, where = 'machine-config', base
   const smt = bool(o, 'smt', where, false);
   if (smt === true) fail(`${where}.smt`, 'SMT (two threads per core) is not supported by flintvm; use false', smt);
   const dirty = bool(o, 'track_dirty_pages', where, false);
-  if (dirty === true) fail(`${where}.track_dirty_pages`, 'dirty-page tracking is for snapshots, which flintvm does not support yet; use false', dirty);
+  if (dirty === true) fail(`${where}.track_dirty_pages`, 'dirty-page tracking is for diff snapshots; flintvm writes full (sparse) snapshots only, so use false', dirty);
   const template = str(o, 'cpu_template', where, false);
   if (template !== undefined && template !== 'None') fail(`${where}.cpu_template`, `CPU templates are not supported by flintvm (the guest sees the host CPU's features); use "None", got ${JSON.stringify(template)}`, template);
   const huge = str(o, 'huge_pages', where, false);

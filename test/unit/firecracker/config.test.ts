@@ -129,7 +129,7 @@ test('machine-config: PUT needs vcpu_count and mem_size_mib; PATCH updates; limi
   refused(t, () => parseMachineConfig({ vcpu_count: 1, mem_size_mib: 129 }), 'machine-config.mem_size_mib', /multiple of 2/);
   refused(t, () => parseMachineConfig({ vcpu_count: 1, mem_size_mib: '128' }), 'machine-config.mem_size_mib', /integer/);
   refused(t, () => parseMachineConfig({ vcpu_count: 1, mem_size_mib: 128, smt: true }), 'machine-config.smt', /SMT/);
-  refused(t, () => parseMachineConfig({ vcpu_count: 1, mem_size_mib: 128, track_dirty_pages: true }), 'machine-config.track_dirty_pages', /snapshots/);
+  refused(t, () => parseMachineConfig({ vcpu_count: 1, mem_size_mib: 128, track_dirty_pages: true }), 'machine-config.track_dirty_pages', /diff snapshots; flintvm writes full \(sparse\) snapshots only/);
   refused(t, () => parseMachineConfig({ vcpu_count: 1, mem_size_mib: 128, cpu_template: 'T2' }), 'machine-config.cpu_template', /"T2"/);
   refused(t, () => parseMachineConfig({ vcpu_count: 1, mem_size_mib: 128, huge_pages: '2M' }), 'machine-config.huge_pages', /huge-page/);
   const base = parseMachineConfig({ vcpu_count: 2, mem_size_mib: 512 });
