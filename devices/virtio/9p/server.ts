@@ -10,7 +10,7 @@
  * a message cut short (WireError) Rlerror(EINVAL), anything else Rlerror(EIO).
  * I/O worker thread; synchronous (so Tflush has nothing to cancel).
  */
-import { FsError } from '../backends/hostdir/errors.js';
+import { fail, FsError } from '../backends/hostdir/errors.js';
 import type { HostDir, Node, OpenFile, Owner } from '../backends/hostdir/index.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { log } from '../../../lib/log.js';
@@ -119,7 +119,7 @@ export class P9Server {
 
   /** Throws the FsError that becomes Rlerror(errno). */
   fail(errno: number, what: string): never {
-    throw new FsError(errno, '9p', what);
+    fail(errno, '9p', what);
   }
 
   /** EMSGSIZE unless a reply of `bytes` (header included) fits. Checked BEFORE acting, so a mutation is never lost for want of room. */

@@ -10,6 +10,7 @@
  */
 import type { Stat } from '../backends/hostdir/index.js';
 import * as F from './constants.js';
+import { withoutStack } from '../../../lib/errors.js';
 
 /** A request refused with `errno` (a positive Linux errno) before or instead of reaching the backend. */
 export class FuseError extends Error {
@@ -19,9 +20,9 @@ export class FuseError extends Error {
   }
 }
 
-/** Throws FuseError(errno). Typed `never` so it ends a branch. */
+/** Throws FuseError(errno), without a stack trace (the guest's errno reply; see withoutStack). Typed `never` so it ends a branch. */
 export const err = (errno: number, why = ''): never => {
-  throw new FuseError(errno, why);
+  throw withoutStack(() => new FuseError(errno, why));
 };
 
 // ---- fuse_in_header / fuse_out_header ----

@@ -1,8 +1,10 @@
 import test from 'ava';
 import { constants } from 'node:os';
 import {
-  ConfigError, FlintvmError, GuestAddressError, GuestError, HostError, KvmError, LoaderError, StateError, errnoName,
+  ConfigError, FlintvmError, GuestAddressError, GuestError, HostError, KvmError, LoaderError, StateError, errnoName, withoutStack,
 } from '../../../lib/errors.js';
+import { fail, FsError } from '../../../devices/virtio/backends/hostdir/errors.js';
+import { err, FuseError } from '../../../devices/virtio/fs/wire.js';
 
 test('every error class has its stable code, its own name and is a FlintvmError', (t) => {
   const cases: [Error & { code: string }, string, string][] = [
@@ -83,4 +85,26 @@ test('errnoName agrees with the host errno table for every name it knows', (t) =
     t.is((constants.errno as Record<string, number>)[name], num, `${name} is ${num} on this host`);
   }
   t.true(named >= 20, `${named} errnos have names`);
+});
+
+test('withoutStack: the error has no stack frames; the thread keeps its own limit, even when the constructor throws', (t) => {
+  const before = Error.stackTraceLimit;
+  const e = withoutStack(() => new FlintvmError('FLINTVM_E_HOSTDIR', 'no such file'));
+  t.is(e.stack, 'FlintvmError: no such file', 'the message only, no "at ..." lines');
+  t.is(Error.stackTraceLimit, before);
+  t.throws(() => withoutStack(() => { throw new Error('boom'); }), { message: 'boom' });
+  t.is(Error.stackTraceLimit, before, 'restored after a throw');
+  t.regex(new FlintvmError('FLINTVM_E_HOSTDIR', 'x').stack ?? '', /\n\s+at /, 'other errors keep their stack');
+});
+
+test('the guest-errno errors (hostdir fail, FUSE err) carry no stack; their errno and message are intact', (t) => {
+  const fs = t.throws(() => fail(2, 'lookup', 'nope')) as FsError;
+  t.true(fs instanceof FsError);
+  t.is(fs.errno, 2);
+  t.is(fs.message, 'lookup: ENOENT (errno 2): nope');
+  t.notRegex(fs.stack ?? '', /\n\s+at /);
+  const fuse = t.throws(() => err(61, 'no xattr')) as FuseError;
+  t.true(fuse instanceof FuseError);
+  t.is(fuse.errno, 61);
+  t.notRegex(fuse.stack ?? '', /\n\s+at /);
 });

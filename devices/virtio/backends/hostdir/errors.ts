@@ -3,7 +3,7 @@
  * carrying the Linux errno the protocol (9P's Rlerror, FUSE's out.error)
  * sends back to the guest.
  */
-import { errnoName, FlintvmError } from '../../../../lib/errors.js';
+import { errnoName, FlintvmError, withoutStack } from '../../../../lib/errors.js';
 
 /**
  * A file operation failed with `errno` (a positive Linux errno value). Thrown
@@ -29,7 +29,7 @@ export function fsErrnoName(errno: number): string {
   return MORE_NAMES[errno] ?? errnoName(errno);
 }
 
-/** Throws FsError(errno, op). */
+/** Throws FsError(errno, op), without a stack trace: it is the guest's errno reply, not a bug (see withoutStack). */
 export function fail(errno: number, op: string, detail?: string): never {
-  throw new FsError(errno, op, detail);
+  throw withoutStack(() => new FsError(errno, op, detail));
 }
