@@ -161,9 +161,9 @@ export class SplitQueue {
       throw new QueueError('avail-idx', `avail.idx ${availIdx} is ${pending} entries ahead of the device (${this.nextAvail}); queue size is ${this.size}`, undefined, availIdx);
     }
     // The driver has `size` descriptors, so it can have at most `size` chains out at once. With that many
-    // popped and not yet pushed back, another available entry names a head the device still holds: without
-    // this check a device that answers asynchronously (block, receive queues) would take the same buffer
-    // again and again, one in-flight request more each time.
+    // popped and not yet pushed back, another available entry names a head the device still holds. The
+    // devices that hold chains bound them themselves (net RX stops popping at a queue's worth); this makes
+    // it a property of the queue, so a device that answers later cannot take the same buffer twice.
     const held = (this.nextAvail - this.nextUsed) & IDX_MASK;
     if (held >= this.size) {
       throw new QueueError('held', `the device holds ${held} chains, a full ${this.size}-entry queue, and the driver made ${pending} more available: it published heads it has not got back`, undefined, availIdx);
