@@ -80,7 +80,7 @@ export class VsockConnection {
   creditRequested = false;
 
   private readonly chunks: Chunk[] = [];
-  /** Guest payload bytes waiting in `chunks` (bounded by VSOCK_CONN_BUF_ALLOC). */
+  /** Guest payload bytes waiting in `chunks` (bounded by bufAlloc). */
   pendingGuestBytes = 0;
   /** All bytes waiting in `chunks`. */
   pendingBytes = 0;
@@ -88,7 +88,11 @@ export class VsockConnection {
   /** The socket's epoll callback (made once, so re-watching allocates nothing). */
   onReady: (events: number) => void = () => {};
 
-  constructor(readonly hostPort: number, readonly guestPort: number, fd: number, state: ConnState) {
+  /**
+   * `bufAlloc`: the receive buffer we advertise for this connection, fixed for
+   * its life (at most VSOCK_CONN_BUF_ALLOC; VsockStreams.bufAllocForNew).
+   */
+  constructor(readonly hostPort: number, readonly guestPort: number, fd: number, state: ConnState, readonly bufAlloc: number = V.VSOCK_CONN_BUF_ALLOC) {
     this.key = connKey(hostPort, guestPort);
     this.fd = fd;
     this.state = state;
@@ -130,12 +134,13 @@ export class VsockConnection {
   creditUpdateDue(): boolean {
     if (this.fwdCnt === this.lastSentFwdCnt) return false;
     const inFlightSeen = u32(this.rxCnt - this.lastSentFwdCnt);
-    return V.VSOCK_CONN_BUF_ALLOC - Math.min(inFlightSeen, V.VSOCK_CONN_BUF_ALLOC) < V.VSOCK_CREDIT_UPDATE_THRESHOLD;
+    // Due once the guest sees less than half of our buffer free.
+    return this.bufAlloc - Math.min(inFlightSeen, this.bufAlloc) < this.bufAlloc / 2;
   }
 
   /** Would `n` more guest payload bytes overflow what we advertised? (The guest ignored our credit.) */
   overCredit(n: number): boolean {
-    return this.pendingGuestBytes + n > V.VSOCK_CONN_BUF_ALLOC;
+    return this.pendingGuestBytes + n > this.bufAlloc;
   }
 
   /** Counts `n` payload bytes received from the guest. */
@@ -179,7 +184,7 @@ export class VsockConnection {
     this.chunks.push({ data: packed, off: 0, end: rest.length, counted });
   }
 
-  /** Chunks waiting for the socket: at most VSOCK_CONN_BUF_ALLOC / VSOCK_PENDING_CHUNK_BYTES + 3 (tests, diagnostics). */
+  /** Chunks waiting for the socket: at most bufAlloc / VSOCK_PENDING_CHUNK_BYTES + 3 (tests, diagnostics). */
   get pendingChunks(): number {
     return this.chunks.length;
   }

@@ -69,25 +69,32 @@ export const VSOCK_EVENT_SIZE = 4;
  */
 export const VSOCK_MAX_PKT_PAYLOAD = 64 * 1024;
 /**
- * The receive buffer the device advertises per connection (buf_alloc), in
- * bytes: guest data the Unix socket has not taken yet waits in a copy of at
- * most this size, so it bounds host memory per connection.
+ * The largest receive buffer the device advertises for one connection
+ * (buf_alloc), in bytes: guest data the Unix socket has not taken yet waits
+ * in a copy of at most the connection's buf_alloc, so it bounds host memory
+ * per connection.
  */
 export const VSOCK_CONN_BUF_ALLOC = 256 * 1024;
 /**
- * Send a CREDIT_UPDATE once the guest's view of our free space (from the last
- * fwd_cnt it saw) falls under this, and we have consumed more since.
+ * The receive buffers of all connections of one device add up to at most
+ * this: a new connection gets VSOCK_CONN_BUF_ALLOC, or what is left of the
+ * budget, but never less than VSOCK_MIN_CONN_BUF_ALLOC. So a guest holds at
+ * most this plus VSOCK_MIN_CONN_BUF_ALLOC per connection past it of host
+ * memory (46 MiB with VSOCK_MAX_CONNECTIONS), not VSOCK_CONN_BUF_ALLOC per
+ * connection (256 MiB). The first 128 connections get the full size.
  */
-export const VSOCK_CREDIT_UPDATE_THRESHOLD = VSOCK_CONN_BUF_ALLOC / 2;
+export const VSOCK_DEVICE_BUF_BUDGET = 32 * 1024 * 1024;
+/** The smallest buf_alloc a connection is given when the device's budget is spent. */
+export const VSOCK_MIN_CONN_BUF_ALLOC = 16 * 1024;
 /**
  * Guest data waiting for a socket is packed into chunks of at least this many
  * bytes, so a guest that sends one-byte packets cannot make the host keep one
  * small buffer (and its bookkeeping) per byte: a connection holds at most
- * VSOCK_CONN_BUF_ALLOC / VSOCK_PENDING_CHUNK_BYTES + 3 chunks (the first
- * partly sent, the last partly filled, and our OK line).
+ * buf_alloc / VSOCK_PENDING_CHUNK_BYTES + 3 chunks (the first partly sent,
+ * the last partly filled, and our OK line).
  */
 export const VSOCK_PENDING_CHUNK_BYTES = 4096;
-/** Connections at once (each holds a host fd and up to VSOCK_CONN_BUF_ALLOC of memory); more are refused with RST. */
+/** Connections at once (each holds a host fd and up to its buf_alloc of memory); more are refused with RST. */
 export const VSOCK_MAX_CONNECTIONS = 1023;
 /** Host clients that connected to udsPath and have not finished their CONNECT line; more are closed at once. */
 export const VSOCK_MAX_HANDSHAKES = 64;

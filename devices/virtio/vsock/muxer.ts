@@ -7,7 +7,8 @@
  * line are handshakes.ts.
  *
  * Bounded everywhere: guest data waits only within the credit we advertised
- * (VSOCK_CONN_BUF_ALLOC per connection; a guest that sends more is reset),
+ * (the connection's buf_alloc, at most VSOCK_CONN_BUF_ALLOC, all of them within
+ * VSOCK_DEVICE_BUF_BUDGET; a guest that sends more is reset),
  * host data is read only into the guest's own rx buffers and only within the
  * guest's credit, sockets are not watched for EPOLLIN while there is nowhere
  * to put their data, and replies to packets of no connection are capped.
@@ -108,6 +109,11 @@ export class VsockMuxer {
   /** Live connections (any state). */
   get connectionCount(): number {
     return this.streams.conns.size;
+  }
+
+  /** The receive buffers (buf_alloc) all live connections advertise, added up: at most VSOCK_DEVICE_BUF_BUDGET plus VSOCK_MIN_CONN_BUF_ALLOC per connection past it. */
+  get advertisedBuffers(): number {
+    return this.streams.allocatedBuffers;
   }
 
   /** Host clients still before their CONNECT line. */
@@ -344,9 +350,9 @@ export class VsockMuxer {
   }
 
   private newConnection(hostPort: number, guestPort: number, fd: number, state: 'connecting' | 'established'): VsockConnection {
-    const conn = new VsockConnection(hostPort, guestPort, fd, state);
+    const conn = new VsockConnection(hostPort, guestPort, fd, state, this.streams.bufAllocForNew());
     conn.onReady = (events) => this.entry(() => this.streams.socketReady(conn, events));
-    this.streams.conns.set(conn.key, conn);
+    this.streams.add(conn);
     return conn;
   }
 
@@ -461,7 +467,7 @@ export class VsockMuxer {
     conn.ctl &= ~bit;
     const used = this.emit(chain, {
       srcCid: HOST_CID, dstCid: this.guestCid, srcPort: conn.hostPort, dstPort: conn.guestPort, len,
-      type: V.VIRTIO_VSOCK_TYPE_STREAM, op, flags, bufAlloc: V.VSOCK_CONN_BUF_ALLOC, fwdCnt: conn.fwdCnt,
+      type: V.VIRTIO_VSOCK_TYPE_STREAM, op, flags, bufAlloc: conn.bufAlloc, fwdCnt: conn.fwdCnt,
     }, len);
     conn.advertised();
     return used;

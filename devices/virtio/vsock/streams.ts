@@ -64,8 +64,26 @@ export class VsockStreams {
   readonly rxWant = new Set<VsockConnection>();
   /** Connections with a deadline. */
   private readonly timed = new Set<VsockConnection>();
+  /** The buf_alloc of every connection in `conns`, added up (at most VSOCK_DEVICE_BUF_BUDGET + VSOCK_MIN_CONN_BUF_ALLOC each past it). */
+  private allocated = 0;
 
   constructor(private readonly c: StreamsContext) {}
+
+  /** The buf_alloc a new connection gets: VSOCK_CONN_BUF_ALLOC while the device's budget lasts, then what is left of it, at least VSOCK_MIN_CONN_BUF_ALLOC. */
+  bufAllocForNew(): number {
+    return Math.max(V.VSOCK_MIN_CONN_BUF_ALLOC, Math.min(V.VSOCK_CONN_BUF_ALLOC, V.VSOCK_DEVICE_BUF_BUDGET - this.allocated));
+  }
+
+  /** The receive buffers all connections advertise, in bytes (tests, diagnostics). */
+  get allocatedBuffers(): number {
+    return this.allocated;
+  }
+
+  /** Enters a new connection in the table (its key must be free) and counts its buffer. */
+  add(conn: VsockConnection): void {
+    this.conns.set(conn.key, conn);
+    this.allocated += conn.bufAlloc;
+  }
 
   /** Is `conn` still the table's entry for its key? */
   live(conn: VsockConnection): boolean {
@@ -170,7 +188,10 @@ export class VsockStreams {
     this.closeSocket(conn);
     this.clearDeadline(conn);
     this.rxWant.delete(conn);
-    if (this.live(conn)) this.conns.delete(conn.key);
+    if (this.live(conn)) {
+      this.conns.delete(conn.key);
+      this.allocated -= conn.bufAlloc;
+    }
   }
 
   /** Forgets every connection (reset, transport reset). */

@@ -64,6 +64,45 @@ test('vsock connections: at most VSOCK_MAX_CONNECTIONS (1023); a guest REQUEST p
   }
 });
 
+test('vsock receive buffers: the connections\' buf_alloc add up to at most VSOCK_DEVICE_BUF_BUDGET (32 MiB) plus VSOCK_MIN_CONN_BUF_ALLOC (16 KiB) for each past it; a freed budget goes to new connections', async (t) => {
+  const h = new VsockHarness({ sockets: (real) => ({ ...boundSockets(real), connect: () => createEventfd() }) });
+  try {
+    const n = V.VSOCK_MAX_CONNECTIONS;
+    for (let sent = 0; sent < n; sent++) {
+      h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcPort: 200_000 + sent, dstPort: 5601 }), new Uint8Array(0));
+      if (sent % 100 === 0) h.step();
+    }
+    await h.run(50);
+    const responses = h.guest.unmatched.filter((p) => p.hdr.op === V.VIRTIO_VSOCK_OP_RESPONSE);
+    t.is(responses.length, n);
+    const allocs = responses.map((p) => p.hdr.bufAlloc);
+    const full = V.VSOCK_DEVICE_BUF_BUDGET / V.VSOCK_CONN_BUF_ALLOC;
+    t.is(full, 128);
+    t.deepEqual(allocs.slice(0, full), Array<number>(full).fill(V.VSOCK_CONN_BUF_ALLOC), 'the first 128 get 256 KiB');
+    t.deepEqual(allocs.slice(full), Array<number>(n - full).fill(V.VSOCK_MIN_CONN_BUF_ALLOC), 'the rest 16 KiB');
+    const sum = allocs.reduce((a, b) => a + b, 0);
+    t.is(h.device.mux!.advertisedBuffers, sum);
+    t.true(sum <= V.VSOCK_DEVICE_BUF_BUDGET + (n - full) * V.VSOCK_MIN_CONN_BUF_ALLOC);
+    t.true(sum < 48 * MiB, `${sum} bytes`);
+    // The guest resets every small one and one full-size one: the budget they free goes to the next connection.
+    const gone = [0, ...Array.from({ length: n - full }, (_, i) => full + i)];
+    gone.forEach((i, k) => {
+      h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_RST, srcPort: 200_000 + i, dstPort: 5601 }), new Uint8Array(0));
+      if (k % 100 === 0) h.step();
+    });
+    await h.run(50);
+    t.is(h.device.mux!.connectionCount, full - 1);
+    t.is(h.device.mux!.advertisedBuffers, (full - 1) * V.VSOCK_CONN_BUF_ALLOC);
+    h.guest.sendRaw(rawHeader({ op: V.VIRTIO_VSOCK_OP_REQUEST, srcPort: 300_000, dstPort: 5601 }), new Uint8Array(0));
+    await h.run(20);
+    const again = h.guest.unmatched.filter((p) => p.hdr.op === V.VIRTIO_VSOCK_OP_RESPONSE && p.hdr.dstPort === 300_000);
+    t.is(again.length, 1);
+    t.is(again[0]!.hdr.bufAlloc, V.VSOCK_CONN_BUF_ALLOC);
+  } finally {
+    h.close();
+  }
+});
+
 const full = { on: false };
 
 test.serial('vsock guest->host data: at most VSOCK_CONN_BUF_ALLOC (256 KiB) waits per connection; one byte more resets the connection (RST)', withHarness({ sockets: fullSockets(full) }, async (t, h) => {

@@ -398,7 +398,9 @@ test('host-mapped regions make their view on first use: V8 counts no external me
     t.true(external() - before < size / 2, `no view yet: external memory grew ${external() - before} bytes`);
     attached.writeU32(0x2000, 0xdeadbeef);
     const grown = external() - before;
-    t.true(grown >= VIEW_CHUNK && grown < size / 2, `the first access made one ${VIEW_CHUNK}-byte view, not one of all RAM (external memory grew ${grown} bytes)`);
+    // The process's external memory also moves with buffers other code frees meanwhile (ava's own, in a full
+    // run: once 2090360 bytes), so "one view" is at least 7/8 of one, and less than half of all RAM.
+    t.true(grown >= VIEW_CHUNK * 7 / 8 && grown < size / 2, `the first access made one ${VIEW_CHUNK}-byte view, not one of all RAM (external memory grew ${grown} bytes)`);
     t.is(host.memory.readU32(0x2000), 0xdeadbeef, 'both see the same RAM');
     t.is(attached.readU16(0x2002), 0xdead);
     t.deepEqual([...attached.slice(0x2000, 4)], [0xef, 0xbe, 0xad, 0xde]);
