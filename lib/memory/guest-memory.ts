@@ -243,9 +243,9 @@ export class GuestMemory {
     this.chunk(i, c)[off - c * VIEW_CHUNK] = v;
   }
   writeU16(gpa: number, v: number): void {
-    const b = new Uint8Array(2);
-    new DataView(b.buffer).setUint16(0, v, true);
-    this.write(gpa, b);
+    const [i, c, at] = this.locateOne(gpa, 2);
+    if (i >= 0) this.chunkDv(i, c).setUint16(at, v, true);
+    else { const b = new Uint8Array(2); new DataView(b.buffer).setUint16(0, v, true); this.write(gpa, b); }
   }
   writeU32(gpa: number, v: number): void {
     const [i, c, at] = this.locateOne(gpa, 4);
@@ -253,9 +253,9 @@ export class GuestMemory {
     else { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v >>> 0, true); this.write(gpa, b); }
   }
   writeU64(gpa: number, v: bigint): void {
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, v), true);
-    this.write(gpa, b);
+    const [i, c, at] = this.locateOne(gpa, 8);
+    if (i >= 0) this.chunkDv(i, c).setBigUint64(at, BigInt.asUintN(64, v), true);
+    else { const b = new Uint8Array(8); new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, v), true); this.write(gpa, b); }
   }
 
   /** Region index and offset of `gpa`, after checking that all `len` bytes are RAM. */

@@ -93,10 +93,7 @@ export class IovecArray {
 
   /** Stores a u64 (a Number below 2^53) without a BigInt. */
   private setU64(at: number, v: number): void {
-    // `>>> 0` is the low 32 bits of an integer below 2^53 (ToUint32 is modulo 2^32); `%` on a number
-    // that is not a small integer is a floating-point remainder, a C call in V8 and slower per iovec.
-    this.view.setUint32(at, v >>> 0, true);
-    this.view.setUint32(at + 4, Math.floor(v / 0x1_0000_0000), true);
+    setU64(this.view, at, v);
   }
 }
 
@@ -108,4 +105,112 @@ export function decodeIovecs(iov: Uint8Array, count: number): { base: bigint; le
     out.push({ base: view.getBigUint64(i * IOVEC_SIZE, true), len: Number(view.getBigUint64(i * IOVEC_SIZE + 8, true)) });
   }
   return out;
+}
+
+/**
+ * The iovecs of guest buffers that a device holds in order and fills from the
+ * front (virtio-net's receive buffers): entries are added as the driver gives
+ * buffers and dropped from the front as packets fill them. So each segment's
+ * host address is looked up once, when it is added, not again at every read:
+ * a receive over 43 held 1.5 KiB buffers (what Linux posts for small packets)
+ * builds no iovecs at all. One entry per segment (none merged), so entry k
+ * is segment k of the segments added and not yet dropped. One thread only.
+ */
+export class IovecQueue {
+  private buffer: Uint8Array;
+  private view: DataView;
+  /** Index of the first live entry in `buffer`. */
+  private first = 0;
+  private live = 0;
+  /** Where {@link withExtra} copies a prefix that is not the whole queue (the extra entry would overwrite a live one). */
+  private scratch: Uint8Array = new Uint8Array(0);
+  private scratchView = new DataView(this.scratch.buffer);
+
+  /** @param capacity entries to start with (the queue grows when it must) */
+  constructor(capacity = IOV_MAX) {
+    this.buffer = new Uint8Array(Math.max(capacity, 2) * IOVEC_SIZE);
+    this.view = new DataView(this.buffer.buffer);
+  }
+
+  /** Live entries. */
+  get length(): number {
+    return this.live;
+  }
+
+  /**
+   * Adds one entry per segment, in order. Throws GuestAddressError (and adds
+   * nothing) when a segment is not in one host-mapped region of `memory`.
+   */
+  push(memory: GuestMemory, segments: readonly Segment[]): void {
+    const addrs = segments.map((s) => memory.hostAddressNumber(s.addr, s.len));
+    this.reserve(segments.length + 1);
+    let at = (this.first + this.live) * IOVEC_SIZE;
+    for (let i = 0; i < segments.length; i++, at += IOVEC_SIZE) {
+      setU64(this.view, at, addrs[i]!);
+      setU64(this.view, at + 8, segments[i]!.len);
+    }
+    this.live += segments.length;
+  }
+
+  /** Drops the first `n` entries (at most all of them). */
+  shift(n: number): void {
+    const k = Math.min(n, this.live);
+    this.first += k;
+    this.live -= k;
+    if (this.live === 0) this.first = 0;
+  }
+
+  clear(): void {
+    this.first = 0;
+    this.live = 0;
+  }
+
+  /**
+   * A raw struct iovec array: the first `n` live entries (n <= length), then
+   * one more for [`addr`, `addr`+`len`) of host memory. Valid until the next
+   * call on this queue.
+   */
+  withExtra(n: number, addr: number, len: number): Uint8Array {
+    if (!Number.isInteger(n) || n < 0 || n > this.live) throw new RangeError(`${n} of ${this.live} iovecs`);
+    const bytes = (n + 1) * IOVEC_SIZE;
+    if (n === this.live) {
+      // The slot after the last live entry is free (reserve() keeps one).
+      const at = (this.first + n) * IOVEC_SIZE;
+      setU64(this.view, at, addr);
+      setU64(this.view, at + 8, len);
+      return this.buffer.subarray(this.first * IOVEC_SIZE, this.first * IOVEC_SIZE + bytes);
+    }
+    if (this.scratch.length < bytes) {
+      this.scratch = new Uint8Array(Math.max(bytes, 4096));
+      this.scratchView = new DataView(this.scratch.buffer);
+    }
+    this.scratch.set(this.buffer.subarray(this.first * IOVEC_SIZE, (this.first + n) * IOVEC_SIZE));
+    setU64(this.scratchView, n * IOVEC_SIZE, addr);
+    setU64(this.scratchView, n * IOVEC_SIZE + 8, len);
+    return this.scratch.subarray(0, bytes);
+  }
+
+  /** Makes room for `extra` more entries after the live ones: moves them to the front, or grows. */
+  private reserve(extra: number): void {
+    const capacity = this.buffer.length / IOVEC_SIZE;
+    if (this.first + this.live + extra <= capacity) return;
+    const live = this.buffer.subarray(this.first * IOVEC_SIZE, (this.first + this.live) * IOVEC_SIZE);
+    if (this.live + extra <= capacity) {
+      this.buffer.copyWithin(0, this.first * IOVEC_SIZE, (this.first + this.live) * IOVEC_SIZE);
+    } else {
+      const grown = new Uint8Array(Math.max(2 * capacity, this.live + extra) * IOVEC_SIZE);
+      grown.set(live);
+      this.buffer = grown;
+      this.view = new DataView(grown.buffer);
+    }
+    this.first = 0;
+  }
+}
+
+/** Stores a u64 (a Number below 2^53) without a BigInt: low then high 32 bits. */
+function setU64(view: DataView, at: number, v: number): void {
+  // `>>> 0` is the low 32 bits of an integer below 2^53 (ToUint32 is modulo 2^32); `%` on a number
+  // that is not a small integer is a floating-point remainder, a C call in V8 and slower per iovec.
+  view.setUint32(at, v >>> 0, true);
+  view.setUint32(at + 4, Math.floor(v / 0x1_0000_0000), true);
 }

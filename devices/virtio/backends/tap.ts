@@ -31,7 +31,7 @@ import type { NetBackend, NetOffloads } from '../net/backend.js';
 import { VIRTIO_NET_HDR_SIZE } from '../net/constants.js';
 import { defaultMac, formatMac, parseMac } from '../net/mac.js';
 import type { Segment } from '../queue/types.js';
-import { IOVEC_SIZE, IovecArray, skipEmpty, type SegmentCursor } from './iovec.js';
+import { IovecArray, skipEmpty, type IovecQueue, type SegmentCursor } from './iovec.js';
 import * as libc from './libc.js';
 import { EAGAIN, EBUSY, ENODEV, ENXIO } from '../../../lib/sys.js';
 import { libc as sysLibc } from '../../../lib/sys.js';
@@ -110,14 +110,13 @@ export const LIBC_TAP_SYSCALLS: TapSyscalls = {
  */
 export class TapBackend implements NetBackend {
   private readonly iov = new IovecArray();
-  private readonly iovView = new DataView(this.iov.buffer.buffer);
   /**
    * Where a packet that overflows the guest's buffers spills (1 byte is
    * used). 4 KiB so V8 keeps its backing store off the moving heap; kept
    * alive, with its address, for the backend's lifetime.
    */
   private readonly overflow = new Uint8Array(OVERFLOW_BUFFER_SIZE);
-  private readonly overflowAddress = ffi.addressOf(this.overflow);
+  private readonly overflowAddress = Number(ffi.addressOf(this.overflow));
 
   constructor(readonly fd: number, private readonly sys: TapSyscalls = LIBC_TAP_SYSCALLS) {}
 
@@ -133,19 +132,15 @@ export class TapBackend implements NetBackend {
   }
 
   /**
-   * One readv into `buffers` (at most IOV_MAX - 1 segments) plus one overflow
-   * byte: the packet's length, or the buffers' size + 1 when it did not fit
-   * (truncated); null on EAGAIN. Throws HostError.
+   * One readv into the first `count` entries of `buffers` (at most IOV_MAX - 1)
+   * plus one overflow byte: the packet's length, or the buffers' size + 1 when
+   * it did not fit (truncated); null on EAGAIN. Throws HostError.
    */
-  receive(buffers: readonly Segment[], memory: GuestMemory): number | null {
-    this.fill(buffers, memory);
-    if (this.iov.count >= libc.IOV_MAX) throw new RangeError(`${buffers.length} receive segments leave no iovec for overflow detection`);
-    const at = this.iov.count * IOVEC_SIZE;
-    this.iovView.setBigUint64(at, this.overflowAddress, true);
-    this.iovView.setBigUint64(at + 8, BigInt(OVERFLOW_BYTES), true);
-    const count = this.iov.count + 1;
+  receive(buffers: IovecQueue, count: number): number | null {
+    if (count >= libc.IOV_MAX) throw new RangeError(`${count} receive segments leave no iovec for overflow detection`);
+    const iov = buffers.withExtra(count, this.overflowAddress, OVERFLOW_BYTES);
     for (;;) {
-      const n = this.sys.readv(this.fd, this.iov.buffer, count);
+      const n = this.sys.readv(this.fd, iov, count + 1);
       if (n >= 0) return n;
       const e = this.sys.errno();
       if (e === EAGAIN) return null;

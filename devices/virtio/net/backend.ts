@@ -12,6 +12,7 @@
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { FdWatcher } from '../device.js';
 import type { Segment } from '../queue/types.js';
+import type { IovecQueue } from '../backends/iovec.js';
 
 /** Offloads in one direction, as negotiated with the driver (§5.1.3). */
 export interface NetOffloads {
@@ -34,13 +35,14 @@ export interface NetBackend {
    */
   send(packet: readonly Segment[], memory: GuestMemory): void;
   /**
-   * Reads the next packet (header + frame) straight into `buffers` in guest
-   * memory (at most NET_RX_MAX_IOVECS segments). Returns its length, or a
-   * number MORE than the buffers hold when it did not fit (it was truncated
+   * Reads the next packet (header + frame) straight into guest memory: into
+   * the buffers of the first `count` entries of `buffers` (the device's held
+   * receive buffers, at most NET_RX_MAX_IOVECS). Returns its length, or a
+   * number MORE than those buffers hold when it did not fit (it was truncated
    * and the rest lost); null when none is waiting. Throws HostError when the
    * backend is broken (the device stops reading it).
    */
-  receive(buffers: readonly Segment[], memory: GuestMemory): number | null;
+  receive(buffers: IovecQueue, count: number): number | null;
   /** Which offloaded packets the backend may hand to receive() (the guest's receive offloads). Throws HostError. */
   setOffload(guest: NetOffloads): void;
   /**

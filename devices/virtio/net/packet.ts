@@ -7,7 +7,7 @@
  * Pure functions over guest memory; never throw because of guest data.
  */
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
-import { readChain } from '../queue/chain-io.js';
+import { readChainInto } from '../queue/chain-io.js';
 import type { DescriptorChain } from '../queue/types.js';
 import type { NetOffloads } from './backend.js';
 import * as N from './constants.js';
@@ -73,15 +73,17 @@ function offloadProblem(h: HeaderFields, allowed: NetOffloads, direction: 'tx' |
  * NET_MAX_IOVECS segments, and header flags/GSO within the host offloads the
  * driver negotiated (the driver MUST NOT set DATA_VALID or RSC_INFO, §5.1.6.2.1).
  * Returns why it must be dropped, or null when it may go to the backend as is.
+ * `scratch` (VIRTIO_NET_HDR_SIZE bytes) is where the header is read.
  */
-export function txProblem(memory: GuestMemory, chain: DescriptorChain, host: NetOffloads): string | null {
+export function txProblem(memory: GuestMemory, chain: DescriptorChain, host: NetOffloads, scratch = new Uint8Array(N.VIRTIO_NET_HDR_SIZE)): string | null {
   if (chain.writable.length > 0) return `${chain.writableLength} device-writable bytes in a transmit chain`;
   const total = chain.readableLength;
   if (total < N.VIRTIO_NET_HDR_SIZE) return `${total} bytes, shorter than the ${N.VIRTIO_NET_HDR_SIZE}-byte header`;
   if (total > N.NET_MAX_PACKET) return `${total} bytes, more than the ${N.NET_MAX_PACKET}-byte maximum`;
   if (total - N.VIRTIO_NET_HDR_SIZE < N.ETH_HLEN) return `frame of ${total - N.VIRTIO_NET_HDR_SIZE} bytes, shorter than an Ethernet header`;
   if (chain.readable.length > N.NET_MAX_IOVECS) return `${chain.readable.length} segments, more than ${N.NET_MAX_IOVECS}`;
-  const h = fields(readChain(memory, chain.readable, 0, N.VIRTIO_NET_HDR_SIZE));
+  readChainInto(memory, chain.readable, 0, scratch);
+  const h = fields(scratch);
   if (h.flags & ~N.VIRTIO_NET_HDR_F_NEEDS_CSUM) return `header flags 0x${h.flags.toString(16)} (only NEEDS_CSUM is valid on transmit)`;
   return offloadProblem(h, host, 'tx');
 }

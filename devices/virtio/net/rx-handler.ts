@@ -24,9 +24,10 @@
  */
 import { log } from '../../../lib/log.js';
 import type { FdWatcher } from '../device.js';
-import { readChain, writeChain } from '../queue/chain-io.js';
+import { readChainInto, writeChain } from '../queue/chain-io.js';
 import type { DescriptorChain, Segment } from '../queue/types.js';
 import { saveChain, type SavedChain } from '../queue/saved-chain.js';
+import { IovecQueue } from '../backends/iovec.js';
 import { queueBroken } from '../queue/serve.js';
 import type { NetBackend, NetOffloads } from './backend.js';
 import * as N from './constants.js';
@@ -71,6 +72,8 @@ export class RxHandler {
   private readonly held: HeldChain[] = [];
   /** The writable segments of the held chains, in order. */
   private segments: Segment[] = [];
+  /** Their iovecs, in the same order (each host address looked up once, when the chain is held). */
+  private readonly iovecs = new IovecQueue();
   /** Sum of the held chains' capacities. */
   private room = 0;
   private watching = false;
@@ -80,6 +83,8 @@ export class RxHandler {
   private readonly guestLog = new RateLimitedLog(debug, 'rx: guest error');
   private readonly dropLog = new RateLimitedLog(debug, 'rx: dropped');
   private readonly numBuffers = new Uint8Array(2);
+  /** Where each packet's header is read to be checked. */
+  private readonly header = new Uint8Array(N.VIRTIO_NET_HDR_SIZE);
 
   constructor(
     private readonly ctx: NetQueueContext,
@@ -104,6 +109,7 @@ export class RxHandler {
     this.unwatch();
     this.held.length = 0;
     this.segments = [];
+    this.iovecs.clear();
     this.room = 0;
   }
 
@@ -173,6 +179,7 @@ export class RxHandler {
   }
 
   private hold(chain: DescriptorChain): void {
+    this.iovecs.push(this.ctx.memory, chain.writable);
     this.held.push({ head: chain.head, segmentCount: chain.writable.length, capacity: chain.writableLength });
     this.room += chain.writableLength;
     for (const s of chain.writable) this.segments.push(s);
@@ -223,18 +230,26 @@ export class RxHandler {
     return this.room >= N.NET_MAX_PACKET || this.held.length >= this.ctx.queue.size;
   }
 
-  /** The segments one read fills: the first chain's, or (mergeable) all held ones', at most NET_RX_MAX_IOVECS. */
-  private target(): Segment[] {
-    const count = Math.min(this.opts.mergeable ? this.segments.length : this.held[0]!.segmentCount, N.NET_RX_MAX_IOVECS);
-    return count === this.segments.length ? this.segments : this.segments.slice(0, count);
+  /** How many held segments one read fills: the first chain's, or (mergeable) all held ones', at most NET_RX_MAX_IOVECS. */
+  private targetCount(): number {
+    return Math.min(this.opts.mergeable ? this.segments.length : this.held[0]!.segmentCount, N.NET_RX_MAX_IOVECS);
+  }
+
+  /** The bytes the first `count` held segments hold (without a walk in the usual cases). */
+  private roomOf(count: number): number {
+    if (count === this.segments.length) return this.room;
+    if (count === this.held[0]!.segmentCount) return this.held[0]!.capacity;
+    let room = 0;
+    for (let i = 0; i < count; i++) room += this.segments[i]!.len;
+    return room;
   }
 
   /** Reads one packet into the held buffers; false when none is waiting (or the backend failed). */
   private readOne(): boolean {
-    const target = this.target();
+    const count = this.targetCount();
     let n: number | null;
     try {
-      n = this.backend.receive(target, this.ctx.memory);
+      n = this.backend.receive(this.iovecs, count);
     } catch (e) {
       this.backendFail((e as Error).message);
       return false;
@@ -245,20 +260,24 @@ export class RxHandler {
       this.backendFail('end of file');
       return false;
     }
-    this.deliver(target, n);
+    this.deliver(this.roomOf(count), n);
     return true;
   }
 
-  /** Returns the chains that `n` bytes filled, or drops the packet (the chains stay held). */
-  private deliver(target: Segment[], n: number): void {
+  /**
+   * Returns the chains that `n` bytes filled, or drops the packet (the chains stay held).
+   * `room`: the bytes of the segments the read was given (the first ones held).
+   */
+  private deliver(room: number, n: number): void {
     const { memory, queue } = this.ctx;
-    let room = 0;
-    for (const s of target) room += s.len;
+    // The packet is in the first `room` bytes of the held segments, so the whole list serves to reach it.
+    const target = this.segments;
     if (n > room || n < N.VIRTIO_NET_HDR_SIZE) {
       this.drop(`packet of ${n} bytes, buffers of ${room}`);
       return;
     }
-    const verdict = rxHeaderVerdict(readChain(memory, target, 0, N.VIRTIO_NET_HDR_SIZE), this.opts.guest);
+    readChainInto(memory, target, 0, this.header);
+    const verdict = rxHeaderVerdict(this.header, this.opts.guest);
     if (verdict !== 'ok' && verdict !== 'clear-flags') {
       this.drop(verdict);
       return;
@@ -282,6 +301,7 @@ export class RxHandler {
       this.room -= c.capacity;
     }
     this.segments.splice(0, segs);
+    this.iovecs.shift(segs);
     this.stats.packets++;
     this.stats.bytes += n;
   }

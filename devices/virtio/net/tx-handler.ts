@@ -16,6 +16,7 @@ import type { DescriptorChain } from '../queue/types.js';
 import { queueLink, serveQueue } from '../queue/serve.js';
 import type { NetBackend, NetOffloads } from './backend.js';
 import { txProblem } from './packet.js';
+import { VIRTIO_NET_HDR_SIZE } from './constants.js';
 import { RateLimitedLog } from '../../../lib/rate-log.js';
 
 const debug = log('virtio:net');
@@ -45,6 +46,8 @@ export class TxHandler {
   private broken = false;
   private readonly guestLog = new RateLimitedLog(debug, 'tx: guest error');
   private readonly hostLog = new RateLimitedLog(debug, 'tx: host error');
+  /** Where each packet's header is read to be checked. */
+  private readonly header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
 
   /**
    * @param host the offloads the driver may use on transmit (checked against every header)
@@ -83,7 +86,7 @@ export class TxHandler {
   }
 
   private transmit(chain: DescriptorChain): void {
-    const problem = txProblem(this.ctx.memory, chain, this.host);
+    const problem = txProblem(this.ctx.memory, chain, this.host, this.header);
     if (problem !== null) {
       this.stats.malformed++;
       this.guestLog.note('chain %d: %s; dropped', chain.head, problem);

@@ -64,12 +64,31 @@ export function readChain(memory: GuestMemory, segments: readonly Segment[], off
   const total = segmentsLength(segments);
   if (offset + length > total) throw new QueueError('short', `chain holds ${total} bytes; reading ${length} at offset ${offset}`, undefined, offset + length);
   const out = new Uint8Array(length);
+  readChainInto(memory, segments, offset, out);
+  return out;
+}
+
+/**
+ * {@link readChain} into `dst` (its length is the count): no allocation, and
+ * no walk of the whole list when the bytes lie in the first segment (a
+ * packet's or a request's header, usually). Same errors; `dst` is untouched
+ * when it throws QueueError('short').
+ */
+export function readChainInto(memory: GuestMemory, segments: readonly Segment[], offset: number, dst: Uint8Array): void {
+  checkCount('offset', offset);
+  const length = dst.length;
+  const first = segments[0];
+  if (first !== undefined && offset + length <= first.len) {
+    guarded(() => memory.readInto(first.addr + offset, dst));
+    return;
+  }
+  const total = segmentsLength(segments);
+  if (offset + length > total) throw new QueueError('short', `chain holds ${total} bytes; reading ${length} at offset ${offset}`, undefined, offset + length);
   let done = 0;
   guarded(() => eachPiece(segments, offset, length, (s, from, n) => {
-    memory.readInto(s.addr + from, out.subarray(done, done + n));
+    memory.readInto(s.addr + from, dst.subarray(done, done + n));
     done += n;
   }));
-  return out;
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import fc from 'fast-check';
-import { readChain, segmentsLength, sliceSegments, writeChain } from '../../../../../devices/virtio/queue/chain-io.js';
+import { readChain, readChainInto, segmentsLength, sliceSegments, writeChain } from '../../../../../devices/virtio/queue/chain-io.js';
 import { QueueError, type Segment } from '../../../../../devices/virtio/queue/types.js';
 import { GuestMemory } from '../../../../../lib/memory/guest-memory.js';
 
@@ -42,6 +42,22 @@ test('readChain: short chains and bad arguments throw QueueError, never allocate
   // Segments that were never validated (not from pop()) fail as QueueError, not GuestAddressError.
   const e = t.throws(() => readChain(m, [{ addr: 0x1ff0, len: 0x20 }], 0, 0x20), { instanceOf: QueueError }) as QueueError;
   t.is(e.reason, 'buffer-addr');
+});
+
+test('readChainInto: the same bytes as readChain, from the first segment or across several; errors leave dst alone', (t) => {
+  const m = mem();
+  for (const [off, len] of [[0, 0x10], [4, 8], [0xc, 8], [0x10, 2], [0, 0x30], [0x30, 0]]) {
+    const dst = new Uint8Array(len!);
+    readChainInto(m, SEGS, off!, dst);
+    t.deepEqual([...dst], [...readChain(m, SEGS, off!, len!)], `${off}+${len}`);
+  }
+  const dst = new Uint8Array(4).fill(7);
+  t.is((t.throws(() => readChainInto(m, SEGS, 0x2e, dst), { instanceOf: QueueError }) as QueueError).reason, 'short');
+  t.is((t.throws(() => readChainInto(m, [], 0, dst), { instanceOf: QueueError }) as QueueError).reason, 'short');
+  t.is((t.throws(() => readChainInto(m, SEGS, -1, dst), { instanceOf: QueueError }) as QueueError).reason, 'range');
+  t.deepEqual([...dst], [7, 7, 7, 7]);
+  const e = t.throws(() => readChainInto(m, [{ addr: 0x1ffe, len: 0x20 }], 0, dst), { instanceOf: QueueError }) as QueueError;
+  t.is(e.reason, 'buffer-addr', 'an unvalidated first segment is a QueueError too');
 });
 
 test('writeChain writes across segments and stops at the end of the chain', (t) => {
