@@ -58,6 +58,19 @@ export function integrationFiles(arch: 'x86_64' | 'arm64'): string[] {
     .map((f) => `dist/test/integration/${f}`);
 }
 
+/**
+ * Integration files whose tiny guests need a full KVM: the nested `kvm_pvm` of some build machines
+ * (ENVIRONMENT.md §1) stops them with an emulation failure (vcpu-state's guest keeps a sum in XMM0 to test
+ * the XSAVE state, and kvm_pvm cannot emulate its first `movq xmm1, rcx`). On such a machine these run in
+ * the x86_64 test host and the rest of the tier runs here.
+ */
+export const FULL_KVM_INTEGRATION_FILES: readonly string[] = ['vcpu-state.test.js'];
+
+/** True when the local /dev/kvm is the nested kvm_pvm module (it runs most tiny guests, not all; never Linux). */
+function localKvmIsPvm(): boolean {
+  return existsSync('/sys/module/kvm_pvm');
+}
+
 type TierName = 'unit' | 'integration' | 'linux-x86_64' | 'linux-arm64';
 const ALL_TIERS: readonly TierName[] = ['unit', 'integration', 'linux-x86_64', 'linux-arm64'];
 
@@ -132,6 +145,18 @@ export function countTier(output: string): TierCounts {
   return { passed: Math.max(0, passed - skippedBySelf), failed, skipped: skippedBySelf + avaSkipped };
 }
 
+/** The integration tier on a machine with a local /dev/kvm: here, but on kvm_pvm the files that need a full KVM in the test host. */
+function localIntegration(host: (arch: string, timeoutSec: number, files: string[], silence?: string) => string[]): Tier[] {
+  const files = integrationFiles('x86_64');
+  const full = localKvmIsPvm() ? files.filter((f) => FULL_KVM_INTEGRATION_FILES.some((n) => f.endsWith(`/${n}`))) : [];
+  const here: Tier = { name: 'integration', where: 'here (local /dev/kvm)', cmd: [AVA, ...files.filter((f) => !full.includes(f))] };
+  if (full.length === 0) return [here];
+  return [here, {
+    name: 'integration', tag: 'integration:full-kvm', where: 'inside the x86_64 test host (these need a full KVM; the local one is the nested kvm_pvm)',
+    cmd: host('x86_64', 1800, full, '5m'),
+  }];
+}
+
 function plan(names: readonly TierName[]): Tier[][] {
   const localKvm = haveKvm() && process.arch === 'x64';
   // ava inside a host: files one at a time on its single vCPU (two at once only made each slower, and a guest that
@@ -145,13 +170,11 @@ function plan(names: readonly TierName[]): Tier[][] {
   const tiers: Record<TierName, Tier[]> = {
     // The package test packs the tarball and installs it into an empty project (README's install path).
     unit: [{ name: 'unit', where: 'here', cmd: [AVA, 'dist/test/unit/**/*.test.js', 'dist/test/package/**/*.test.js'] }],
-    integration: [localKvm
-      ? { name: 'integration', where: 'here (local /dev/kvm)', cmd: [AVA, ...integrationFiles('x86_64')] }
-      : {
-          name: 'integration',
-          where: `inside the x86_64 test host (${process.arch !== 'x64' ? 'its tiny guests are x86 code' : 'no usable /dev/kvm here'})`,
-          cmd: host('x86_64', 1800, integrationFiles('x86_64'), '5m'),
-        }],
+    integration: localKvm ? localIntegration(host) : [{
+      name: 'integration',
+      where: `inside the x86_64 test host (${process.arch !== 'x64' ? 'its tiny guests are x86 code' : 'no usable /dev/kvm here'})`,
+      cmd: host('x86_64', 1800, integrationFiles('x86_64'), '5m'),
+    }],
     'linux-x86_64': linuxX86Groups(linuxFiles()).map((g) => ({
       name: 'linux-x86_64', where: 'inside the x86_64 test host', cmd: host('x86_64', 3600, g),
       tag: `linux-x86_64:${g[0]!.replace(/^.*\//, '').replace(/\.test\.js$/, '')}`,
@@ -283,10 +306,10 @@ async function main(argv: string[]): Promise<number> {
   };
   // The unit tier alone first: it uses both cores. Then two lanes of test hosts side by side.
   await lane(byName('unit'), []);
-  const localIntegration = byName('integration')[0]?.where.startsWith('here');
-  if (localIntegration) await lane(byName('integration'), []);
+  const runsHere = (t: Tier) => t.where.startsWith('here');
+  await lane(byName('integration').filter(runsHere), []);
   const x86Queue = [...byName('linux-x86_64')];
-  await Promise.all([lane(localIntegration ? [] : byName('integration'), x86Queue), lane(byName('linux-arm64'), x86Queue)]);
+  await Promise.all([lane(byName('integration').filter((t) => !runsHere(t)), x86Queue), lane(byName('linux-arm64'), x86Queue)]);
   const results = mergeRuns(runs);
 
   const ci = inCi();
