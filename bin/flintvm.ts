@@ -470,9 +470,24 @@ export function parseDrive(spec: string): DriveConfig {
   return drive;
 }
 
+/**
+ * Why a guest may have ended with an emulation failure on this machine, or undefined: a /dev/kvm that is
+ * the nested kvm_pvm module runs only guest kernels built for PVM, and stops any other at an instruction it
+ * cannot emulate (KVM_EXIT_INTERNAL_ERROR), the default guest included.
+ */
+function pvmHint(exit: VmExit): string | undefined {
+  if (exit.reason !== 'internal-error' || !existsSync('/sys/module/kvm_pvm')) return undefined;
+  const where = existsSync(`${PKG_ROOT}test/hosts`) ? 'from this clone' : 'from a flintvm clone';
+  return `flintvm: this machine's /dev/kvm is the nested kvm_pvm module, which runs only guest kernels built for PVM `
+    + `and stopped this one with an emulation failure. Run it in the real-KVM test host instead (${where}): `
+    + `npm run test:host -- --arch x86_64 -- flintvm run ...`;
+}
+
 function exitCode(exit: VmExit, ranCommand: boolean): number {
   if (exit.reason === 'guest-exit' && exit.exitStatus !== undefined) return exit.exitStatus;
   if (exit.reason === 'stopped') return EXIT.STOPPED;
+  const hint = pvmHint(exit);
+  if (hint) console.error(hint);
   if (ranCommand) {
     console.error(`flintvm: the guest ended (${exit.reason}) without reporting the command's exit status`);
     return EXIT.VM_FAILED;
