@@ -265,6 +265,10 @@ async function run(args: string[]): Promise<number> {
     console.error(`flintvm: ${kvm}`);
     return EXIT.VM_FAILED;
   }
+  if (useDefaultGuest && localKvmIsPvm()) {
+    console.error(pvmMessage('the default guest is not one (give --kernel a kernel built for PVM to run it here)'));
+    return EXIT.VM_FAILED;
+  }
 
   // 4. Images (the default guest's first build takes minutes; its script prints progress).
   if (useDefaultGuest) {
@@ -476,11 +480,19 @@ export function parseDrive(spec: string): DriveConfig {
  * cannot emulate (KVM_EXIT_INTERNAL_ERROR), the default guest included.
  */
 function pvmHint(exit: VmExit): string | undefined {
-  if (exit.reason !== 'internal-error' || !existsSync('/sys/module/kvm_pvm')) return undefined;
+  if (exit.reason !== 'internal-error' || !localKvmIsPvm()) return undefined;
+  return pvmMessage('stopped this one with an emulation failure');
+}
+
+/** True when /dev/kvm is the nested kvm_pvm module (ENVIRONMENT.md §1 of the project: some cloud build machines). */
+function localKvmIsPvm(): boolean {
+  return existsSync('/sys/module/kvm_pvm');
+}
+
+function pvmMessage(what: string): string {
   const where = existsSync(`${PKG_ROOT}test/hosts`) ? 'from this clone' : 'from a flintvm clone';
   return `flintvm: this machine's /dev/kvm is the nested kvm_pvm module, which runs only guest kernels built for PVM `
-    + `and stopped this one with an emulation failure. Run it in the real-KVM test host instead (${where}): `
-    + `npm run test:host -- --arch x86_64 -- flintvm run ...`;
+    + `and ${what}. Run it in the real-KVM test host instead (${where}): npm run test:host -- --arch x86_64 -- flintvm run ...`;
 }
 
 function exitCode(exit: VmExit, ranCommand: boolean): number {
