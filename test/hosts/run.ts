@@ -607,6 +607,10 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
 
     // (c) boot
     const append = [`console=${cfg.console}`, 'panic=-1'];
+    // The x86_64 host's timer: the local APIC's one-shot count, not its TSC-deadline mode. On 2026-12-06 a
+    // test host went fully idle three times, its emulated CPU asleep with no CPU time used for minutes: an L1
+    // kernel always wakes within seconds, so its timer interrupt was lost. Those hosts used TSC deadlines.
+    if (arch === 'x86_64') append.push('lapic=notscdeadline');
     if (!opts.verbose) append.push('quiet', 'loglevel=1');
     const args = [
       ...cfg.machineArgs(cpuModel, cpus),
