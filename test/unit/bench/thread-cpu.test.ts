@@ -18,6 +18,8 @@ test('a busy named worker thread gets its CPU under its own role, the main threa
         const end = Date.now() + 300;
         while (Date.now() < end);
         parentPort.postMessage('done');
+        // Stay alive until terminate(): a worker with nothing left to do exits, and its /proc entry with it.
+        setInterval(() => {}, 1 << 30);
       });
       parentPort.postMessage('named');
     });`, { eval: true });

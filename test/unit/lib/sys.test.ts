@@ -63,6 +63,8 @@ test('nameThisThread names only the calling thread, cut at 15 bytes', async (t) 
     import(${JSON.stringify(SYS)}).then((sys) => {
       const ok = sys.nameThisThread('flintvm-test-thread-name');
       parentPort.postMessage({ ok, tid: Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()) });
+      // Stay alive until terminate(): a worker with nothing left to do exits, and its /proc entry with it.
+      setInterval(() => {}, 1 << 30);
     });`, { eval: true });
   const m = await new Promise<{ ok: boolean; tid: number }>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
   t.true(m.ok);
