@@ -61,13 +61,13 @@ async function flintvmRun(n: number): Promise<number> {
  * decode, no bus, no device, no worker). flintvm's loop minus this is
  * flintvm's own per-exit work; this minus the C loop is the JS-to-kernel call.
  */
-function koffiFloorRun(n: number): number {
+async function koffiFloorRun(n: number): Promise<number> {
   const kvm = Kvm.open();
   const mem = mapGuestMemory([{ gpa: 0, size: 0x10000 }]);
   try {
     const vm = kvm.createVm();
     try {
-      vm.setUserMemoryRegion(0, 0, 0x10000, mem.memory.regions[0]!.hostAddr);
+      await vm.setUserMemoryRegion(0, 0, 0x10000, mem.memory.regions[0]!.hostAddr);
       mem.memory.write(0x1000, guestCode(n));
       const v = vm.createVcpu(0);
       const s = v.getSregs();
@@ -126,7 +126,7 @@ export async function benchExits(exits = 50_000, runs = 5): Promise<ExitsResult>
   for (let i = 0; i < runs; i++) {
     c.push(cRun(bin, exits));
     js.push(await flintvmRun(exits));
-    floor.push(koffiFloorRun(exits));
+    floor.push(await koffiFloorRun(exits));
   }
   const f = summarize(js);
   const cs = summarize(c);

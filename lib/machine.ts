@@ -29,9 +29,9 @@ export interface MachineSpec {
   /** Nice steps each vCPU thread lowers its priority by (MicroVMConfig.vcpuNice); 0 or absent: none. */
   readonly vcpuNice?: number;
   /** VM-wide setup before memory and vCPUs exist (irqchip, TSS…). */
-  setupVm?(vm: Vm, kvm: Kvm): void;
+  setupVm?(vm: Vm, kvm: Kvm): void | Promise<void>;
   /** Loads images and sets every vCPU's registers. Runs after memory and vCPUs exist, before workers start. */
-  setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void;
+  setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void | Promise<void>;
   /**
    * Starts helpers that serve the guest (the I/O worker). Runs after setupVcpus,
    * before any vCPU runs; the returned service is stopped after every vCPU
@@ -141,12 +141,12 @@ export class Machine extends EventEmitter<MachineEvents> {
     };
     try {
       vm = kvm.createVm();
-      spec.setupVm?.(vm, kvm);
+      await spec.setupVm?.(vm, kvm);
       mem = mapGuestMemory(spec.memory, spec.memorySource);
-      mem.memory.regions.forEach((r, slot) => vm!.setUserMemoryRegion(slot, r.gpa, r.size, r.hostAddr));
+      for (const [slot, r] of mem.memory.regions.entries()) await vm.setUserMemoryRegion(slot, r.gpa, r.size, r.hostAddr);
       const vcpus: Vcpu[] = [];
       for (let i = 0; i < spec.vcpus; i++) vcpus.push(vm.createVcpu(i));
-      spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
+      await spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
       for (const v of vcpus) handles.push(new VcpuHandle(v));
       const common = { vmFd: vm.fd, irqLock, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule, niceIncrement: spec.vcpuNice ?? 0 };
       // The vCPU workers and the services (the I/O worker) start side by side: with spare CPUs a
@@ -244,7 +244,7 @@ export class Machine extends EventEmitter<MachineEvents> {
       await Promise.allSettled(this.handles.map((h) => h.stop()));
       this.noteForcedStops();
       await this.service?.stop().catch((e: unknown) => debug('service stop failed: %s', (e as Error).message));
-      this.vm.close();
+      await this.vm.closeOnPool();
       this.hostMemory.unmap();
       this.kvm.close();
       this.cleanup?.();

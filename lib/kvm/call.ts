@@ -32,3 +32,16 @@ export function ioctlValue(fd: number, req: number, arg: number | bigint = 0): n
 export function ioctlPtr(fd: number, req: number, arg: Uint8Array | bigint): number {
   return retried(req, () => ffi.ioctlPtr(fd, req, arg));
 }
+
+/**
+ * ioctl with a scalar or pointer argument, made on a libuv pool thread (ffi.ts `ioctlValueOnPool`), for
+ * the set-up ioctls that sleep in the kernel: the calling thread serves other VMs meanwhile. Retried
+ * after EINTR like the others; rejects with KvmError on failure.
+ */
+export async function ioctlOnPool(fd: number, req: number, arg: number | bigint | Uint8Array): Promise<number> {
+  for (let i = 0; ; i++) {
+    const { result, errno } = typeof arg === 'object' ? await ffi.ioctlPtrOnPool(fd, req, arg) : await ffi.ioctlValueOnPool(fd, req, arg);
+    if (result >= 0) return result;
+    if (errno !== ffi.EINTR || i >= EINTR_RETRIES) throw new KvmError(io.ioctlName(req), errno);
+  }
+}

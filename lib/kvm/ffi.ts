@@ -15,13 +15,47 @@ import { libc as sysLibc } from '../sys.js';
  */
 const libc = sysLibc;
 
+const ioctlValueFn = libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']);
+const ioctlPtrFn = libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']);
+const closeFn = libc.func('close', 'int', ['int']);
+
 /** ioctl(fd, request, scalar argument). */
-export const ioctlValue = libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']) as (fd: number, req: number, arg: number | bigint) => number;
+export const ioctlValue = ioctlValueFn as (fd: number, req: number, arg: number | bigint) => number;
 /** ioctl(fd, request, pointer) with a buffer (Uint8Array/Buffer) or a BigInt address. */
-export const ioctlPtr = libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']) as (fd: number, req: number, arg: Uint8Array | bigint | null) => number;
+export const ioctlPtr = ioctlPtrFn as (fd: number, req: number, arg: Uint8Array | bigint | null) => number;
 
 export const open = libc.func('open', 'int', ['str', 'int', 'int']) as (path: string, flags: number, mode: number) => number;
-export const close = libc.func('close', 'int', ['int']) as (fd: number) => number;
+export const close = closeFn as (fd: number) => number;
+
+/** What a call made on a pool thread returned, and its errno when it failed (-1). */
+export interface AsyncResult {
+  readonly result: number;
+  readonly errno: number;
+}
+
+/**
+ * Runs a libc call on one of libuv's pool threads (koffi's `.async`) and
+ * resolves with its result and errno. For calls that sleep in the kernel
+ * (a KVM ioctl waiting out an SRCU grace period, the close(2) that destroys
+ * a VM): the calling thread, which serves every VM of the process, goes on
+ * meanwhile. koffi gives the callback the pool thread's errno of the call.
+ * A Uint8Array argument must not change until the promise settles.
+ */
+function onPool(fn: { async: (...args: unknown[]) => unknown }, args: unknown[]): Promise<AsyncResult> {
+  return new Promise((resolve, reject) => {
+    fn.async(...args, (err: unknown, result: number) => {
+      if (err) reject(err);
+      else resolve({ result, errno: result < 0 ? errno() : 0 });
+    });
+  });
+}
+
+/** ioctl(fd, request, scalar argument) on a pool thread. */
+export const ioctlValueOnPool = (fd: number, req: number, arg: number | bigint): Promise<AsyncResult> => onPool(ioctlValueFn, [fd, req, arg]);
+/** ioctl(fd, request, pointer) on a pool thread. */
+export const ioctlPtrOnPool = (fd: number, req: number, arg: Uint8Array | bigint | null): Promise<AsyncResult> => onPool(ioctlPtrFn, [fd, req, arg]);
+/** close(fd) on a pool thread. */
+export const closeOnPool = (fd: number): Promise<AsyncResult> => onPool(closeFn, [fd]);
 export const read = libc.func('read', 'long', ['int', 'void *', 'size_t']) as (fd: number, buf: Uint8Array, len: number) => number;
 export const write = libc.func('write', 'long', ['int', 'void *', 'size_t']) as (fd: number, buf: Uint8Array, len: number) => number;
 export const mmap = libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'long']) as (

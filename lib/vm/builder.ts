@@ -181,11 +181,11 @@ async function buildWith(
   const plan = platform.plan({
     cfg, kernel, initrd, cmdline, serialState, consoleOutput: ring.sab,
     virtio: virtio.devices.map((v) => v.slot),
-    wireVirtio(vm: Vm) {
+    async wireVirtio(vm: Vm) {
       for (const v of virtio.devices) {
-        vm.irqfd(v.wiring.irqFd, v.slot.irq);
+        await vm.irqfd(v.wiring.irqFd, v.slot.irq);
         // Queue notifications go straight from KVM to the I/O worker's epoll, never through a vCPU worker.
-        v.wiring.queueFds.forEach((fd, q) => vm.ioeventfd(v.slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, fd, { datamatch: BigInt(q) }));
+        for (const [q, fd] of v.wiring.queueFds.entries()) await vm.ioeventfd(v.slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, fd, { datamatch: BigInt(q) });
       }
     },
     adoptFd: (fd) => { opened.fds.push(fd); },

@@ -46,13 +46,13 @@ const guestCode = [
 
 interface ArmVm { vm: Vm; vcpu: Vcpu; gic: number; mem: HostGuestMemory; close(): void }
 
-function createVm(kvm: Kvm): ArmVm {
+async function createVm(kvm: Kvm): Promise<ArmVm> {
   const vm = kvm.createVm();
   const mem = mapGuestMemory([{ gpa: 0, size: RAM }]);
   let gic = -1;
   try {
     const r = mem.memory.regions[0]!;
-    vm.setUserMemoryRegion(0, r.gpa, r.size, r.hostAddr);
+    await vm.setUserMemoryRegion(0, r.gpa, r.size, r.hostAddr);
     const vcpu = vm.createVcpu(0);
     initVcpus(vm, [vcpu]);
     gic = createGicV3(vm);
@@ -85,13 +85,13 @@ function runReports(t: ExecutionContext, v: Vcpu, n: number): bigint[] {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const seq = (from: number, n: number) => Array.from({ length: n }, (_, i) => BigInt(from + i));
 
-test.serial('arm64: a second VM restored from saved vCPU registers, vGIC state and RAM continues the count', (t) => {
+test.serial('arm64: a second VM restored from saved vCPU registers, vGIC state and RAM continues the count', async (t) => {
   // `npm test` runs this file in the arm64 tier only (test/run-tests.ts); elsewhere it cannot run.
   if (process.arch !== 'arm64') return skipOrFail(t, 'needs an arm64 host with KVM');
   if (!requireKvm(t)) return;
   const kvm = Kvm.open();
   try {
-    const a = createVm(kvm);
+    const a = await createVm(kvm);
     let saved: { vcpu: Arm64VcpuState; vgic: VgicV3State; ram: Uint8Array };
     const saveMs: number[] = [];
     try {
@@ -129,7 +129,7 @@ test.serial('arm64: a second VM restored from saved vCPU registers, vGIC state a
     let b: ArmVm | undefined;
     for (let i = 0; i < TIMING_RUNS; i++) {
       b?.close();
-      b = createVm(kvm);
+      b = await createVm(kvm);
       b.mem.memory.write(0, saved.ram);
       const t0 = performance.now();
       restoreVcpuState(b.vcpu, saved.vcpu);
@@ -152,7 +152,7 @@ test.serial('arm64: a second VM restored from saved vCPU registers, vGIC state a
     }
 
     // Corrupted: a register this vCPU does not list, and a value of the wrong size; nothing half-applied matters (fresh VM).
-    const c = createVm(kvm);
+    const c = await createVm(kvm);
     try {
       const bad = structuredClone(saved.vcpu);
       bad.regs.push(['0x603000000013ffff', '00'.repeat(8)]);

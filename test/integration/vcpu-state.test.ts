@@ -103,16 +103,16 @@ const UD2 = [0x0f, 0x0b];
 interface TestVm { vm: Vm; vcpu: Vcpu; mem: HostGuestMemory; memory: GuestMemory; close(): void }
 
 /** A VM like the platform builds one: TSS/identity map, in-kernel irqchip and PIT, 2 MiB RAM, vCPU 0. */
-function createVm(kvm: Kvm): TestVm {
+async function createVm(kvm: Kvm): Promise<TestVm> {
   const vm = kvm.createVm();
   const mem = mapGuestMemory([{ gpa: 0, size: RAM }]);
   try {
     vm.setTssAddr(KVM_TSS_ADDR);
     vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
-    vm.createIrqchip();
-    vm.createPit2(KVM_PIT_SPEAKER_DUMMY);
+    await vm.createIrqchip();
+    await vm.createPit2(KVM_PIT_SPEAKER_DUMMY);
     const r = mem.memory.regions[0]!;
-    vm.setUserMemoryRegion(0, r.gpa, r.size, r.hostAddr);
+    await vm.setUserMemoryRegion(0, r.gpa, r.size, r.hostAddr);
     const vcpu = vm.createVcpu(0);
     return { vm, vcpu, mem, memory: mem.memory, close() { vm.close(); mem.unmap(); } };
   } catch (e) {
@@ -189,8 +189,8 @@ function median(xs: number[]): number {
 interface Saved { vcpu: X86VcpuState; vm: X86VmState; ram: Uint8Array; counter: number; caps: X86StateCaps; saveMs: number[] }
 
 /** Boots A, runs RUN_BEFORE_SAVE iterations, completes the pending OUT and saves (timed TIMING_RUNS times). */
-function runAndSave(t: ExecutionContext, kvm: Kvm): Saved {
-  const a = createVm(kvm);
+async function runAndSave(t: ExecutionContext, kvm: Kvm): Promise<Saved> {
+  const a = await createVm(kvm);
   try {
     bootGuest(t, kvm, a);
     const caps = probeX86StateCaps(kvm, a.vm);
@@ -216,11 +216,11 @@ function runAndSave(t: ExecutionContext, kvm: Kvm): Saved {
   }
 }
 
-test.serial('x86_64: a second VM restored from saved vCPU + VM state and RAM continues from the saved counter', (t) => {
+test.serial('x86_64: a second VM restored from saved vCPU + VM state and RAM continues from the saved counter', async (t) => {
   if (!requireKvm(t)) return;
   const kvm = Kvm.open();
   try {
-    const saved = runAndSave(t, kvm);
+    const saved = await runAndSave(t, kvm);
     t.is(saved.counter, RUN_BEFORE_SAVE);
     const size = JSON.stringify({ vcpu: saved.vcpu, vm: saved.vm }).length;
     t.log(`state: ${size} bytes of JSON (xsave ${saved.caps.xsaveSize} B, ${saved.vcpu.msrs.length} MSRs, ${saved.vcpu.cpuid.length} CPUID entries); RAM ${RAM} B`);
@@ -230,7 +230,7 @@ test.serial('x86_64: a second VM restored from saved vCPU + VM state and RAM con
     let b: TestVm | undefined;
     for (let i = 0; i < TIMING_RUNS; i++) {
       b?.close();
-      b = createVm(kvm);
+      b = await createVm(kvm);
       b.memory.write(0, saved.ram);
       const t0 = performance.now();
       restoreVmState(b.vm, saved.vm);
@@ -269,15 +269,15 @@ test.serial('x86_64: a second VM restored from saved vCPU + VM state and RAM con
   }
 });
 
-test.serial('x86_64: corrupted state is refused with SnapshotStateError naming the field, before any ioctl', (t) => {
+test.serial('x86_64: corrupted state is refused with SnapshotStateError naming the field, before any ioctl', async (t) => {
   if (!requireKvm(t)) return;
   const kvm = Kvm.open();
   try {
-    const saved = runAndSave(t, kvm);
-    const attempt = (mutate: (s: X86VcpuState) => void): SnapshotStateError => {
+    const saved = await runAndSave(t, kvm);
+    const attempt = async (mutate: (s: X86VcpuState) => void): Promise<SnapshotStateError> => {
       const bad = structuredClone(saved.vcpu);
       mutate(bad);
-      const v = createVm(kvm);
+      const v = await createVm(kvm);
       try {
         const e = t.throws(() => restoreVcpuState(v.vcpu, bad, saved.caps), { instanceOf: SnapshotStateError })!;
         return e;
@@ -285,22 +285,22 @@ test.serial('x86_64: corrupted state is refused with SnapshotStateError naming t
         v.close();
       }
     };
-    const xsaveShort = attempt((s) => { s.xsave = toBase64(new Uint8Array(saved.caps.xsaveSize - 64)); });
+    const xsaveShort = await attempt((s) => { s.xsave = toBase64(new Uint8Array(saved.caps.xsaveSize - 64)); });
     t.is(xsaveShort.field, 'vcpu.xsave');
     t.regex(xsaveShort.message, new RegExp(`${saved.caps.xsaveSize - 64} bytes, must be ${saved.caps.xsaveSize}`));
-    t.is(attempt((s) => { s.xsave = toBase64(new Uint8Array(saved.caps.xsaveSize + 4096)); }).field, 'vcpu.xsave');
+    t.is((await attempt((s) => { s.xsave = toBase64(new Uint8Array(saved.caps.xsaveSize + 4096)); })).field, 'vcpu.xsave');
 
-    const unknownMsr = attempt((s) => { s.msrs.push([0xdead_beef, '0x1']); });
+    const unknownMsr = await attempt((s) => { s.msrs.push([0xdead_beef, '0x1']); });
     t.is(unknownMsr.field, `vcpu.msrs[${saved.vcpu.msrs.length}][0]`);
     t.regex(unknownMsr.message, /MSR 0xdeadbeef is not in this host's KVM_GET_MSR_INDEX_LIST/);
-    t.is(attempt((s) => { s.regs = 'not base64!'; }).field, 'vcpu.regs');
-    t.is(attempt((s) => { s.id = 3; }).field, 'vcpu.id');
-    t.is(attempt((s) => { s.mpState = 99; }).field, 'vcpu.mpState');
-    t.is(attempt((s) => { s.msrs[0]![1] = '0x1ffffffffffffffff'; }).field, 'vcpu.msrs[0][1]');
-    t.is(attempt((s) => { (s as { version: number }).version = 2; }).field, 'vcpu.version');
+    t.is((await attempt((s) => { s.regs = 'not base64!'; })).field, 'vcpu.regs');
+    t.is((await attempt((s) => { s.id = 3; })).field, 'vcpu.id');
+    t.is((await attempt((s) => { s.mpState = 99; })).field, 'vcpu.mpState');
+    t.is((await attempt((s) => { s.msrs[0]![1] = '0x1ffffffffffffffff'; })).field, 'vcpu.msrs[0][1]');
+    t.is((await attempt((s) => { (s as { version: number }).version = 2; })).field, 'vcpu.version');
 
     // Nothing reached KVM: a vCPU that was given corrupted state still has no CPUID (the first ioctl of a restore).
-    const fresh = createVm(kvm);
+    const fresh = await createVm(kvm);
     try {
       const bad = structuredClone(saved.vcpu);
       bad.xsave = toBase64(new Uint8Array(16));
@@ -313,14 +313,14 @@ test.serial('x86_64: corrupted state is refused with SnapshotStateError naming t
     // A well-formed value KVM refuses (reserved PAT memory types) is reported by MSR, as the same typed error.
     const patAt = saved.vcpu.msrs.findIndex(([i]) => i === MSR_IA32_CR_PAT);
     if (patAt >= 0) {
-      const e = attempt((s) => { s.msrs[patAt]![1] = `0x${INVALID_PAT.toString(16)}`; });
+      const e = await attempt((s) => { s.msrs[patAt]![1] = `0x${INVALID_PAT.toString(16)}`; });
       t.regex(e.message, /KVM refused MSR 0x277/);
     } else {
       t.log('MSR_IA32_CR_PAT is not in this host\'s list; refused-value case not run');
     }
 
     // Corrupted VM state: wrong chip id, PIT mode out of range.
-    const v = createVm(kvm);
+    const v = await createVm(kvm);
     try {
       const vmBad = structuredClone(saved.vm);
       const chip = Buffer.from(vmBad.irqchip!.picSlave, 'base64');

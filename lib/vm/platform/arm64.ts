@@ -33,15 +33,15 @@ function plan(p: PlatformInputs): PlatformPlan {
     memory: layout.ramRegions(p.cfg.memoryMiB * layout.MiB),
     devices,
     consoleIrqLine: spiIrqLine(layout.UART_SPI),
-    setupVm() {
+    async setupVm() {
       p.mark('vmReady');
     },
-    setupVcpus({ vm, memory, vcpus }) {
+    async setupVcpus({ vm, memory, vcpus }) {
       mpidrs = initVcpus(vm, vcpus);
       // The GIC needs every vCPU (one redistributor each); irqfds need the GIC.
       gic = createGicV3(vm);
       p.adoptFd(gic);
-      p.wireVirtio(vm);
+      await p.wireVirtio(vm);
       if (p.restore) {
         const state = p.restore;
         if (state.arch !== 'arm64') throw new SnapshotStateError('arch', `the snapshot is of an ${state.arch} guest; this host runs arm64 guests`, state.arch);

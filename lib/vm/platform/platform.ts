@@ -32,7 +32,7 @@ export interface PlatformInputs {
   /** The console output ring's buffer. */
   readonly consoleOutput: SharedArrayBuffer;
   /** Registers the virtio irqfds and ioeventfds; call once the interrupt controller exists. */
-  wireVirtio(vm: Vm): void;
+  wireVirtio(vm: Vm): Promise<void>;
   /** Fds to close after the VM (e.g. an interrupt controller device). */
   adoptFd(fd: number): void;
   /** Timing marks. */
@@ -57,8 +57,8 @@ export interface PlatformState {
 export interface PlatformPlan {
   readonly memory: ReadonlyArray<{ gpa: number; size: number }>;
   readonly devices: readonly DeviceSpec[];
-  setupVm(vm: Vm, kvm: Kvm): void;
-  setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void;
+  setupVm(vm: Vm, kvm: Kvm): Promise<void>;
+  setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): Promise<void>;
   /** The `irq` value of KVM_IRQ_LINE for the console UART (pulsed for console input). */
   readonly consoleIrqLine: number;
   /**

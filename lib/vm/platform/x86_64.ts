@@ -32,17 +32,17 @@ function plan(p: PlatformInputs): PlatformPlan {
     memory: layout.ramRegions(cfg.memoryMiB * layout.MiB),
     devices,
     consoleIrqLine: layout.COM1_IRQ,
-    setupVm(vm) {
+    async setupVm(vm) {
       // Intel VMX needs three private pages for its real-mode TSS and one for
       // the identity map; AMD ignores them. Both sit in the MMIO hole.
       vm.setTssAddr(layout.KVM_TSS_ADDR);
       vm.setIdentityMapAddr(layout.KVM_IDENTITY_MAP_ADDR);
-      vm.createIrqchip();
-      vm.createPit2(KVM_PIT_SPEAKER_DUMMY);
-      p.wireVirtio(vm);
+      await vm.createIrqchip();
+      await vm.createPit2(KVM_PIT_SPEAKER_DUMMY);
+      await p.wireVirtio(vm);
       p.mark('vmReady');
     },
-    setupVcpus({ kvm, vm, memory, vcpus }) {
+    async setupVcpus({ kvm, vm, memory, vcpus }) {
       if (p.restore) {
         restoreX86(kvm, vm, vcpus, p.restore);
         p.mark('kernelLoaded');
