@@ -143,17 +143,25 @@ export class Machine extends EventEmitter<MachineEvents> {
       vm = kvm.createVm();
       await spec.setupVm?.(vm, kvm);
       mem = mapGuestMemory(spec.memory, spec.memorySource);
-      for (const [slot, r] of mem.memory.regions.entries()) await vm.setUserMemoryRegion(slot, r.gpa, r.size, r.hostAddr);
       const vcpus: Vcpu[] = [];
       for (let i = 0; i < spec.vcpus; i++) vcpus.push(vm.createVcpu(i));
-      await spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
       for (const v of vcpus) handles.push(new VcpuHandle(v));
       const common = { vmFd: vm.fd, irqLock, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule, niceIncrement: spec.vcpuNice ?? 0 };
-      // The vCPU workers and the services (the I/O worker) start side by side: with spare CPUs a
-      // worker's start overlaps the others' instead of adding to them. Either failing fails the
-      // whole create, after both have settled, so nothing is left half-started.
+      // A worker's start is the longest step of a start(), so the vCPU workers start first and boot
+      // while this thread installs the memory slots and sets up the vCPUs (the kernel's load, or a
+      // snapshot's state). A worker only builds its bus devices before it is ready and makes no vCPU
+      // ioctl before start() lets it run, so nothing it does depends on that set-up.
+      const spawning = Promise.all(handles.map((h) => h.spawn(common, spec.workerPool)));
+      // Settled below; if the set-up fails first, the catch stops the workers and this rejects unheard.
+      spawning.catch(() => undefined);
+      for (const [slot, r] of mem.memory.regions.entries()) await vm.setUserMemoryRegion(slot, r.gpa, r.size, r.hostAddr);
+      await spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
+      // The services (the I/O worker) start once the vCPUs are set up: a restored device may signal an
+      // interrupt at once, which a restore of the interrupt controller's state must not overwrite. The
+      // two starts overlap; either failing fails the whole create, after both have settled, so nothing
+      // is left half-started.
       const [spawned, started] = await Promise.allSettled([
-        Promise.all(handles.map((h) => h.spawn(common, spec.workerPool))),
+        spawning,
         spec.startServices ? spec.startServices({ vm, memory: mem.memory, fail }) : Promise.resolve(null),
       ]);
       if (started.status === 'fulfilled') service = started.value;

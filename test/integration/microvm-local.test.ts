@@ -112,6 +112,35 @@ test.serial(`${CYCLES} create/stop cycles release every fd, mapping and worker`,
   t.is(maps, 0, 'no kvm_run mapping left');
 });
 
+/** Threads of this process. */
+function threadCount(): number {
+  return readdirSync('/proc/self/task').length;
+}
+
+// Serial: it counts the process's fds and threads.
+test.serial('a kernel that fails to load, after the vCPU workers started, leaves no fd, mapping or thread behind', async (t) => {
+  if (!requireKvm(t)) return;
+  // Warm up: the first VM starts libuv's pool threads, which stay.
+  const warm = new MicroVM({ kernel: writeTempKernel(printAndExitCode('x', 0)), memoryMiB: 16 });
+  await warm.start();
+  await warm.wait();
+  const fds0 = fdCount();
+  const threads0 = threadCount();
+  // The file exists, so the config passes; the image is neither ELF nor bzImage, found while the vCPUs are set up.
+  const garbage = writeTempKernel(new Uint8Array(0));
+  writeFileSync(garbage, Buffer.alloc(8192, 0x5a));
+  for (let i = 0; i < 3; i++) {
+    const vm = new MicroVM({ kernel: garbage, memoryMiB: 16, vcpus: 2 });
+    await t.throwsAsync(vm.start(), { code: 'FLINTVM_E_LOADER', message: /neither an ELF vmlinux nor a bzImage/ });
+    t.is((await vm.wait()).reason, 'error');
+  }
+  t.is(fdCount(), fds0, 'no fd leaked');
+  // A terminated worker's thread may take a moment to leave /proc.
+  for (let i = 0; i < 100 && threadCount() > threads0; i++) await new Promise((r) => setTimeout(r, 20));
+  t.is(threadCount(), threads0, 'every vCPU worker thread ended');
+  t.is(readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('anon_inode:kvm')).length, 0, 'no kvm_run mapping left');
+});
+
 test('several MicroVMs run at once in one process', async (t) => {
   if (!requireKvm(t)) return;
   const vms = [1, 2, 3, 4].map((n) => new MicroVM({ kernel: writeTempKernel(printAndExitCode(`vm${n}\n`, n)), memoryMiB: 16 }));
