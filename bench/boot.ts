@@ -27,6 +27,8 @@ const CHILD = fileURLToPath(new URL('./boot-child.js', import.meta.url));
 const MEMORY_MIB = 128;
 
 /** Cold phases, in order: [name, from stamp, to stamp]. Stamps are keys of ColdStamps. */
+// The vCPU workers start before the memory slots and the kernel load (lib/machine.ts), so 'vCPU worker,
+// rest of its start' is only the part of a worker's start that the kernel load did not hide.
 export const COLD_PHASES = [
   ['exec + node start', 'spawnAt', 'processStart'],
   ['node bootstrap', 'processStart', 'nodeBootstrapped'],
@@ -35,7 +37,7 @@ export const COLD_PHASES = [
   ['config', 'libLoaded', 'startCalled'],
   ['create VM + memory', 'startCalled', 'vmReady'],
   ['load kernel, set regs', 'vmReady', 'kernelLoaded'],
-  ['spawn vCPU worker', 'kernelLoaded', 'workersReady'],
+  ['vCPU worker, rest of its start', 'kernelLoaded', 'workersReady'],
   ['to first KVM_RUN', 'workersReady', 'firstRun'],
   ['guest to boot timer', 'firstRun', 'guestInit'],
   ['guest to exit port', 'guestInit', 'exited'],

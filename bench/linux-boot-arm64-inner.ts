@@ -106,7 +106,7 @@ export interface WarmArm64 {
 export const ARM64_PHASES = [
   ['create VM + memory', 'startCalled', 'vmReady'],
   ['load Image+initrd+FDT, set regs', 'vmReady', 'kernelLoaded'],
-  ['spawn vCPU worker', 'kernelLoaded', 'workersReady'],
+  ['vCPU worker, rest of its start', 'kernelLoaded', 'workersReady'],
   ['to first KVM_RUN', 'workersReady', 'firstRun'],
   ['guest kernel to init (boot timer)', 'firstRun', 'guestInit'],
   ['init to banner on console', 'guestInit', 'banner'],

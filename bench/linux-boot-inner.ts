@@ -61,7 +61,7 @@ export interface WarmLinux {
 export const LINUX_WARM_PHASES = [
   ['create VM + memory', 'startCalled', 'vmReady'],
   ['load kernel+initrd, set regs', 'vmReady', 'kernelLoaded'],
-  ['spawn vCPU worker', 'kernelLoaded', 'workersReady'],
+  ['vCPU worker, rest of its start', 'kernelLoaded', 'workersReady'],
   ['to first KVM_RUN', 'workersReady', 'firstRun'],
   ['guest kernel to init', 'firstRun', 'guestInit'],
   ['init to banner on console', 'guestInit', 'banner'],

@@ -28,7 +28,7 @@ export const PHASE_COLORS: Record<string, string> = {
   'create VM + memory': '#64b5f6',
   'load kernel, set regs': '#1e88e5',
   'load kernel+initrd, set regs': '#1e88e5',
-  'spawn vCPU worker': '#fb8c00',
+  'vCPU worker, rest of its start': '#fb8c00',
   'to first KVM_RUN': '#ffcc80',
   'guest to boot timer': '#66bb6a',
   'guest kernel to init': '#66bb6a',
