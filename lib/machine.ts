@@ -33,13 +33,20 @@ export interface MachineSpec {
   /** Loads images and sets every vCPU's registers. Runs after memory and vCPUs exist, before workers start. */
   setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void | Promise<void>;
   /**
-   * Starts helpers that serve the guest (the I/O worker). Runs after setupVcpus,
-   * before any vCPU runs; the returned service is stopped after every vCPU
+   * Starts helpers that serve the guest (the I/O worker). Runs after setupVcpus
+   * (before it with `servicesEarly`), before any vCPU runs; the returned service is stopped after every vCPU
    * worker has stopped and before guest memory is unmapped. A service that
    * dies later calls `fail`: the machine then ends with reason 'error' and
    * that error as {@link Machine.failure}, and releases everything.
    */
   startServices?(ctx: { vm: Vm; memory: GuestMemory; fail: (error: Error) => void }): Promise<MachineService>;
+  /**
+   * Start the services with the vCPU workers, before the memory slots and setupVcpus, so that their
+   * start overlaps the kernel's load too. Only for a fresh boot: there no device has state that could
+   * signal an interrupt that early, where a restored device may, and a restore of the interrupt
+   * controller's state in setupVcpus would overwrite it.
+   */
+  readonly servicesEarly?: boolean;
   /** Last step of release, after memory is unmapped: close fds that devices used. Also called when create() fails. */
   cleanup?(): void;
 }
@@ -131,6 +138,7 @@ export class Machine extends EventEmitter<MachineEvents> {
     let mem: HostGuestMemory | null = null;
     const handles: VcpuHandle[] = [];
     let service: MachineService | null = null;
+    let servicesStarting: Promise<MachineService | null> | null = null;
     const irqLock = IrqLines.createLock();
     // A service may die before the Machine exists to hear it: keep the first error until then.
     let machine: Machine | null = null;
@@ -154,16 +162,20 @@ export class Machine extends EventEmitter<MachineEvents> {
       const spawning = Promise.all(handles.map((h) => h.spawn(common, spec.workerPool)));
       // Settled below; if the set-up fails first, the catch stops the workers and this rejects unheard.
       spawning.catch(() => undefined);
+      const memory = mem.memory;
+      const startServices = () => (spec.startServices ? spec.startServices({ vm: vm!, memory, fail }) : Promise.resolve(null));
+      if (spec.servicesEarly) {
+        servicesStarting = startServices();
+        servicesStarting.catch(() => undefined);
+      }
       for (const [slot, r] of mem.memory.regions.entries()) await vm.setUserMemoryRegion(slot, r.gpa, r.size, r.hostAddr);
       await spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
-      // The services (the I/O worker) start once the vCPUs are set up: a restored device may signal an
-      // interrupt at once, which a restore of the interrupt controller's state must not overwrite. The
-      // two starts overlap; either failing fails the whole create, after both have settled, so nothing
-      // is left half-started.
-      const [spawned, started] = await Promise.allSettled([
-        spawning,
-        spec.startServices ? spec.startServices({ vm, memory: mem.memory, fail }) : Promise.resolve(null),
-      ]);
+      // Without `servicesEarly` (a restore) the services (the I/O worker) start only now: a restored
+      // device may signal an interrupt at once, which the restore of the interrupt controller's state
+      // above must not overwrite. Either start failing fails the whole create, after both have
+      // settled, so nothing is left half-started.
+      servicesStarting ??= startServices();
+      const [spawned, started] = await Promise.allSettled([spawning, servicesStarting]);
       if (started.status === 'fulfilled') service = started.value;
       if (spawned.status === 'rejected') throw spawned.reason;
       if (started.status === 'rejected') throw started.reason;
@@ -172,6 +184,8 @@ export class Machine extends EventEmitter<MachineEvents> {
       return machine;
     } catch (e) {
       await Promise.allSettled(handles.map((h) => h.stop()));
+      // Services started early may still be starting when the set-up fails: stop them once they are up.
+      if (!service && servicesStarting) service = await servicesStarting.catch(() => null);
       await service?.stop().catch(() => undefined);
       vm?.close();
       mem?.unmap();

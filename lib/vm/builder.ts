@@ -210,6 +210,7 @@ async function buildWith(
     deviceModule: DEVICE_MODULE,
     ...(cfg.workerPool ? { workerPool: cfg.workerPool } : {}),
     setupVm: (vm, k) => plan.setupVm(vm, k),
+    servicesEarly: !restore,
     setupVcpus: (ctx) => plan.setupVcpus(ctx),
     async startServices({ memory, fail }) {
       if (virtio.devices.length === 0) return { stop: async () => undefined };

@@ -118,7 +118,7 @@ function threadCount(): number {
 }
 
 // Serial: it counts the process's fds and threads.
-test.serial('a kernel that fails to load, after the vCPU workers started, leaves no fd, mapping or thread behind', async (t) => {
+test.serial('a kernel that fails to load, after the vCPU and I/O workers started, leaves no fd, mapping or thread behind', async (t) => {
   if (!requireKvm(t)) return;
   // Warm up: the first VM starts libuv's pool threads, which stay.
   const warm = new MicroVM({ kernel: writeTempKernel(printAndExitCode('x', 0)), memoryMiB: 16 });
@@ -129,11 +129,18 @@ test.serial('a kernel that fails to load, after the vCPU workers started, leaves
   // The file exists, so the config passes; the image is neither ELF nor bzImage, found while the vCPUs are set up.
   const garbage = writeTempKernel(new Uint8Array(0));
   writeFileSync(garbage, Buffer.alloc(8192, 0x5a));
-  for (let i = 0; i < 3; i++) {
-    const vm = new MicroVM({ kernel: garbage, memoryMiB: 16, vcpus: 2 });
+  const disk = `${garbage}.disk.img`;
+  writeFileSync(disk, Buffer.alloc(1024 * 1024));
+  for (let i = 0; i < 4; i++) {
+    // With virtio devices the I/O worker starts early too (a fresh boot), beside the vCPU workers.
+    const vm = new MicroVM({ kernel: garbage, memoryMiB: 16, vcpus: 2, ...(i % 2 ? { drives: [{ path: disk }], rng: true } : {}) });
     await t.throwsAsync(vm.start(), { code: 'FLINTVM_E_LOADER', message: /neither an ELF vmlinux nor a bzImage/ });
     t.is((await vm.wait()).reason, 'error');
   }
+  // And the disk's lock went with the failed VM.
+  const again = new MicroVM({ kernel: writeTempKernel(printAndExitCode('x', 0)), memoryMiB: 16, drives: [{ path: disk }] });
+  await again.start();
+  t.is((await again.wait()).reason, 'guest-exit');
   t.is(fdCount(), fds0, 'no fd leaked');
   // A terminated worker's thread may take a moment to leave /proc.
   for (let i = 0; i < 100 && threadCount() > threads0; i++) await new Promise((r) => setTimeout(r, 20));
