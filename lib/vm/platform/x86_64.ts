@@ -39,10 +39,12 @@ function plan(p: PlatformInputs): PlatformPlan {
       vm.setIdentityMapAddr(layout.KVM_IDENTITY_MAP_ADDR);
       await vm.createIrqchip();
       await vm.createPit2(KVM_PIT_SPEAKER_DUMMY);
-      await p.wireVirtio(vm);
       p.mark('vmReady');
     },
     async setupVcpus({ kvm, vm, memory, vcpus }) {
+      // The irqfds and ioeventfds need the irqchip, not the vCPUs; here, each one's wait in the kernel
+      // overlaps the workers' start (lib/machine.ts starts them before setupVcpus).
+      await p.wireVirtio(vm);
       if (p.restore) {
         restoreX86(kvm, vm, vcpus, p.restore);
         p.mark('kernelLoaded');
