@@ -30,7 +30,10 @@ export interface MachineSpec {
   readonly vcpuNice?: number;
   /** VM-wide setup before memory and vCPUs exist (irqchip, TSS…). */
   setupVm?(vm: Vm, kvm: Kvm): void | Promise<void>;
-  /** Loads images and sets every vCPU's registers. Runs after memory and vCPUs exist, before workers start. */
+  /**
+   * Loads images and sets every vCPU's registers. Runs after memory, its slots and the vCPUs exist, while
+   * the vCPU workers are starting (they touch no vCPU before start() lets them run).
+   */
   setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void | Promise<void>;
   /**
    * Starts helpers that serve the guest (the I/O worker). Runs after setupVcpus
