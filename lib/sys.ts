@@ -10,7 +10,7 @@
  * its own `libc`, which is what koffi requires. Nothing here holds state
  * across VMs.
  */
-import koffi from 'koffi';
+import koffi from './koffi.js';
 import { writeFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 

@@ -30,6 +30,7 @@ import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
+import { koffiWorkerArg } from './koffi.js';
 import { log } from './log.js';
 import { STANDBY_TAG } from './worker-data.js';
 import type { StandbyAssignment, StandbyData, StandbyMessage } from './worker-standby.js';
@@ -224,6 +225,8 @@ export function startWorker(entry: URL, data: unknown, pool?: WorkerPool): Worke
 const BUNDLE_URL = new URL('./worker-bundle.cjs', import.meta.url);
 const LOADER_URL = new URL('./worker-loader.cjs', import.meta.url);
 const BUNDLE_CURRENT = bundleIsCurrent();
+/** Tells each worker which koffi addon to load directly (lib/koffi.ts): the same for every worker of the process. */
+const KOFFI_ARG = koffiWorkerArg();
 
 /**
  * Whether workers start from the bundle: it and its loader exist and are not older than the compiled file of
@@ -244,7 +247,9 @@ function bundleIsCurrent(): boolean {
 
 /** A new worker running `entry` with `data`: through the worker bundle when it is current, else from the ES module itself. */
 function spawnWorker(entry: URL, data: unknown): Worker {
+  // The entry's URL stays the last argv (worker-bundle.ts reads it there).
+  const argv = KOFFI_ARG === undefined ? [] : [KOFFI_ARG];
   return BUNDLE_CURRENT
-    ? new Worker(LOADER_URL, { ...WORKER_OPTIONS, argv: [entry.href], workerData: data })
-    : new Worker(entry, { ...WORKER_OPTIONS, workerData: data });
+    ? new Worker(LOADER_URL, { ...WORKER_OPTIONS, argv: [...argv, entry.href], workerData: data })
+    : new Worker(entry, { ...WORKER_OPTIONS, argv, workerData: data });
 }

@@ -1,4 +1,4 @@
-import koffi from 'koffi';
+import koffi from '../koffi.js';
 import { EAGAIN, EINTR, errno } from '../sys.js';
 /** Linux errno values, defined once in lib/sys.ts. */
 export { EAGAIN, EINTR };
