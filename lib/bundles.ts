@@ -32,6 +32,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { PRODUCE_FLAG, PRODUCE_ON_EXIT, codeCachePath, type CodeCacheWritten, type WriteCodeCache } from './code-cache.js';
+import { KOFFI_ADDON_RECORD, writeKoffiAddonRecord } from './koffi.js';
 import { STANDBY_TAG } from './worker-data.js';
 import type { StandbyData, StandbyMessage } from './worker-standby.js';
 
@@ -149,6 +150,11 @@ async function command(name: string): Promise<void> {
   produceEntryCache(`bin/${name}.bundle.js`, ['--version']);
 }
 
+// The koffi addon the main thread of later processes loads directly (lib/koffi.ts); without a record, the package.
+if (writeKoffiAddonRecord() === undefined) {
+  await rm(KOFFI_ADDON_RECORD, { force: true });
+  console.warn("bundles: koffi's addon is not in the module cache: processes will load koffi through its package");
+}
 // Old caches first: one left from another bundle would be ignored (its hash differs), but it is dead weight.
 await Promise.all(['lib/worker-bundle.cjs', 'lib/index.bundle.cjs', 'bin/flintvm.bundle.cjs', 'bin/flintvm-oci.bundle.cjs']
   .map((f) => rm(codeCachePath(join(DIST, f)), { force: true })));

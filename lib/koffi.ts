@@ -2,23 +2,30 @@
  * koffi, for every flintvm module that reaches the kernel (lib/sys.ts and
  * lib/kvm/ffi.ts import it from here, not from the package).
  *
- * On the main thread this is `require('koffi')`. A worker thread is a new V8
- * isolate, and there the package's loader (`require('koffi')`) cost 7 ms of
- * CPU on the build machine against 1.8 ms for its native addon alone: it
- * compiles three scripts, resolves its platform package, reads node's own ELF
- * header to tell glibc from musl, and loads node:util for deprecation
- * wrappers flintvm never calls. Every VM starts at least one worker, so with
- * 32 VMs starting at once that is 0.2 s of CPU per batch.
+ * The package's loader, `require('koffi')`, cost 13 ms in a fresh process on
+ * the build machine and 7 ms of CPU in each worker thread (a new V8 isolate),
+ * against 3.5 and 1.8 ms for its native addon alone: it compiles three
+ * scripts, resolves its platform package, reads node's own ELF header to tell
+ * glibc from musl, and loads node:util for deprecation wrappers flintvm never
+ * calls. Every VM starts at least one worker, and a cold `flintvm run` pays
+ * the main thread's load before its VM can start.
  *
- * So the main thread names the addon it loaded (its path and koffi's version)
- * in each worker's argv ({@link koffiWorkerArg}), and a worker requires that
- * file directly. The addon's exports are the functions the package re-exports
- * (`load`, `func`, `errno`, `view`, ...), the same objects. The worker checks
- * the version and falls back to `require('koffi')` when the addon is absent,
- * fails to load, or is another version, so a worker is never left without
- * koffi. No state here outlives or crosses threads: each thread loads its own.
+ * So this loads the addon file itself where it can name it, and checks that it
+ * is the koffi version it expects:
+ * - a worker thread: the main thread names the addon it loaded (path and
+ *   version) in the worker's argv ({@link koffiWorkerArg});
+ * - the main thread: `npm run build` records the addon it found
+ *   (dist/lib/koffi-addon.json, {@link writeKoffiAddonRecord}).
+ * The addon's exports are the functions the package re-exports (`load`,
+ * `func`, `errno`, `view`, ...), the same objects. Whenever the file is
+ * absent, fails to load, or is another version (koffi updated after the
+ * build, a package installed elsewhere), it falls back to `require('koffi')`.
+ * Each thread loads its own; nothing here crosses threads or VMs.
  */
+import { readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 
 type Koffi = typeof import('koffi');
@@ -27,36 +34,79 @@ type Koffi = typeof import('koffi');
 export const KOFFI_ARG = '--flintvm-koffi-addon=';
 
 const require = createRequire(import.meta.url);
+/** Where the build records the addon: beside this module (in every bundle, import.meta.url is a file of dist/lib/). */
+export const KOFFI_ADDON_RECORD = fileURLToPath(new URL('./koffi-addon.json', import.meta.url));
 
-/** The addon named in this worker's argv, when it loads and is koffi's expected version; else undefined. */
-function addonFromArgv(): Koffi | undefined {
-  const arg = process.argv.find((a) => a.startsWith(KOFFI_ARG));
-  if (!arg) return undefined;
-  const value = arg.slice(KOFFI_ARG.length);
-  const at = value.indexOf('@');
-  if (at <= 0) return undefined;
-  const version = value.slice(0, at);
+/** The addon at `file` when it loads and reports `version`; else undefined. */
+function addonAt(file: string, version: string): Koffi | undefined {
+  if (!version || !isAbsolute(file) || !file.endsWith('.node')) return undefined;
   try {
-    const addon = require(value.slice(at + 1)) as Koffi & { version?: unknown };
+    const addon = require(file) as Koffi & { version?: unknown };
     return addon.version === version && typeof addon.load === 'function' ? addon : undefined;
   } catch {
     return undefined;
   }
 }
 
-const koffi: Koffi = (!isMainThread && addonFromArgv()) || (require('koffi') as Koffi);
-export default koffi;
+/** A worker: the addon its argv names. */
+function fromArgv(): { koffi: Koffi; file: string } | undefined {
+  const arg = process.argv.find((a) => a.startsWith(KOFFI_ARG));
+  if (!arg) return undefined;
+  const value = arg.slice(KOFFI_ARG.length);
+  const at = value.indexOf('@');
+  if (at <= 0) return undefined;
+  const file = value.slice(at + 1);
+  const k = addonAt(file, value.slice(0, at));
+  return k && { koffi: k, file };
+}
 
-/**
- * The argv entry that lets a worker load koffi's addon directly, or undefined when this thread cannot name
- * it (koffi loaded from somewhere the module cache does not show). Main thread; computed once per call.
- */
-export function koffiWorkerArg(): string | undefined {
-  const pkg = require('koffi') as Koffi & { default?: unknown };
-  const addon = pkg.default as { version?: unknown } | undefined;
-  if (!addon || typeof addon.version !== 'string') return undefined;
+/** The main thread: the addon the build recorded. */
+function fromRecord(): { koffi: Koffi; file: string } | undefined {
+  let rec: { version?: unknown; file?: unknown };
+  try {
+    rec = JSON.parse(readFileSync(KOFFI_ADDON_RECORD, 'utf8')) as typeof rec;
+  } catch {
+    return undefined;
+  }
+  if (typeof rec.version !== 'string' || typeof rec.file !== 'string') return undefined;
+  const file = resolve(dirname(KOFFI_ADDON_RECORD), rec.file);
+  const k = addonAt(file, rec.version);
+  return k && { koffi: k, file };
+}
+
+/** The addon file the koffi package loaded in this thread, found in the module cache. */
+function packageAddonFile(pkg: Koffi): string | undefined {
+  const addon = (pkg as { default?: unknown }).default;
   for (const [file, mod] of Object.entries(require.cache)) {
-    if (mod?.exports === addon && file.endsWith('.node')) return `${KOFFI_ARG}${addon.version}@${file}`;
+    if (addon !== undefined && mod?.exports === addon && file.endsWith('.node')) return file;
   }
   return undefined;
+}
+
+const direct = isMainThread ? fromRecord() : fromArgv();
+const koffi: Koffi = direct?.koffi ?? (require('koffi') as Koffi);
+/** The addon this thread runs, when it can be named: what workers are told to load. */
+const addonFile: string | undefined = direct?.file ?? packageAddonFile(koffi);
+export default koffi;
+
+/** Whether this thread loaded the addon directly rather than through the package (tests, diagnostics). */
+export const KOFFI_LOADED_DIRECTLY = direct !== undefined;
+
+/** The argv entry that lets a worker load koffi's addon directly, or undefined when this thread cannot name it. */
+export function koffiWorkerArg(): string | undefined {
+  const version = (koffi as { version?: unknown }).version;
+  return addonFile !== undefined && typeof version === 'string' ? `${KOFFI_ARG}${version}@${addonFile}` : undefined;
+}
+
+/**
+ * Build step (lib/bundles.ts): records the addon `require('koffi')` loads, so that the main thread of later
+ * processes loads it directly. Returns the record's path, or undefined when the addon cannot be named.
+ */
+export function writeKoffiAddonRecord(): string | undefined {
+  const pkg = require('koffi') as Koffi;
+  const file = packageAddonFile(pkg);
+  const version = (pkg as { version?: unknown }).version;
+  if (file === undefined || typeof version !== 'string') return undefined;
+  writeFileSync(KOFFI_ADDON_RECORD, `${JSON.stringify({ version, file: relative(dirname(KOFFI_ADDON_RECORD), realpathSync(file)) })}\n`);
+  return KOFFI_ADDON_RECORD;
 }

@@ -1,14 +1,18 @@
 /**
- * lib/koffi.ts: the main thread names koffi's native addon in each worker's argv, and a worker loads that
- * file alone instead of the koffi package's loader. A worker whose argv names nothing usable (no file,
- * another version, something that is not koffi) falls back to the package, and its libc calls still work.
- * Each case starts a real worker that imports lib/sys.ts and makes a libc call through it.
+ * lib/koffi.ts: the main thread loads koffi's native addon from the record `npm run build` wrote, and names
+ * it in each worker's argv; a worker loads that file alone instead of the koffi package's loader. A record
+ * or an argv that names nothing usable (no file, another version, something that is not koffi) falls back
+ * to the package, and libc calls still work. Each worker case starts a real worker that imports lib/sys.ts
+ * and makes a libc call through it; each record case runs a fresh node process.
  */
 import test from 'ava';
-import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import koffiPackage from 'koffi';
-import { KOFFI_ARG, koffiWorkerArg } from '../../../lib/koffi.js';
+import { KOFFI_ADDON_RECORD, KOFFI_ARG, KOFFI_LOADED_DIRECTLY, koffiWorkerArg } from '../../../lib/koffi.js';
 
 const SYS_URL = new URL('../../../lib/sys.js', import.meta.url).href;
 
@@ -68,6 +72,57 @@ for (const [what, arg] of [
   test(`a worker whose argv names ${what} falls back to the koffi package`, async (t) => {
     const seen = await run([arg()]);
     t.is(seen.pid, process.pid);
+    t.true(seen.files.some(isPackageLoader), seen.files.join(', '));
+  });
+}
+
+test('the build recorded the addon, and this process loaded it from the record', (t) => {
+  const rec = JSON.parse(readFileSync(KOFFI_ADDON_RECORD, 'utf8')) as { version: string; file: string };
+  t.is(rec.version, (koffiPackage as unknown as { version: string }).version);
+  t.false(rec.file.startsWith('/'), 'relative to dist/lib/, so a moved clone still finds it');
+  t.true(existsSync(resolve(dirname(KOFFI_ADDON_RECORD), rec.file)));
+  t.true(KOFFI_LOADED_DIRECTLY);
+});
+
+/** lib/koffi.js copied into a directory under dist/ with `record` as its record (none if null), imported by a fresh node. */
+function mainThreadWith(t: { teardown(f: () => void): void }, record: string | null): { direct: boolean; pid: number; files: string[] } {
+  const lib = fileURLToPath(new URL('../../../lib/', import.meta.url));
+  const dir = mkdtempSync(join(lib, '..', 'koffi-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  copyFileSync(join(lib, 'koffi.js'), join(dir, 'koffi.js'));
+  if (record !== null) writeFileSync(join(dir, 'koffi-addon.json'), record);
+  const script = `import { createRequire } from 'node:module';
+    const k = await import(${JSON.stringify(pathToFileURL(join(dir, 'koffi.js')).href)});
+    const getpid = k.default.load('libc.so.6').func('getpid', 'int', []);
+    const files = Object.keys(createRequire(import.meta.url).cache).filter((f) => f.includes('koffi'));
+    console.log(JSON.stringify({ direct: k.KOFFI_LOADED_DIRECTLY, pid: getpid(), files }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: dir });
+  if (r.status !== 0) throw new Error(r.stderr);
+  const out = JSON.parse(r.stdout) as { direct: boolean; pid: number; files: string[] };
+  return { ...out, pid: out.pid - r.pid! };
+}
+
+const recorded = () => JSON.parse(readFileSync(KOFFI_ADDON_RECORD, 'utf8')) as { version: string; file: string };
+const addonFile = () => resolve(dirname(KOFFI_ADDON_RECORD), recorded().file);
+
+test('a fresh process loads the addon a valid record names, and not the package', (t) => {
+  const seen = mainThreadWith(t, JSON.stringify({ version: recorded().version, file: addonFile() }));
+  t.true(seen.direct);
+  t.is(seen.pid, 0, 'its libc calls work');
+  t.false(seen.files.some(isPackageLoader), seen.files.join(', '));
+});
+
+for (const [what, record] of [
+  ['no record', () => null],
+  ['a record of another version', () => JSON.stringify({ version: '0.0.1', file: addonFile() })],
+  ['a record of a file that does not exist', () => JSON.stringify({ version: recorded().version, file: 'nowhere/koffi.node' })],
+  ['a record that is not JSON', () => '{ version'],
+  ['a record without a file', () => JSON.stringify({ version: recorded().version })],
+] as const) {
+  test(`a fresh process with ${what} loads koffi through its package`, (t) => {
+    const seen = mainThreadWith(t, record());
+    t.false(seen.direct);
+    t.is(seen.pid, 0, 'its libc calls work');
     t.true(seen.files.some(isPackageLoader), seen.files.join(', '));
   });
 }
