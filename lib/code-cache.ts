@@ -30,6 +30,7 @@
  * a bundle must not contain one (bundles.ts checks); the worker bundle gets
  * its loader's instead (WORKER_IMPORT).
  */
+import { isAscii } from 'node:buffer';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Module, createRequire } from 'node:module';
 import { dirname } from 'node:path';
@@ -98,7 +99,10 @@ const WRAPPER_TAIL = '\n})';
  */
 export function runCommonJsBundle(url: URL, sha256Hex: string, produce = false): LoadedBundle {
   const file = fileURLToPath(url);
-  let source = readFileSync(file, 'utf8');
+  // The build makes every bundle ASCII (bundles.ts's asciiOnly): read as latin1 it is a one-byte string, made
+  // without decoding UTF-8. Anything else (a bundle not from the build) is decoded as UTF-8.
+  const bytes = readFileSync(file);
+  let source = isAscii(bytes) ? bytes.toString('latin1') : bytes.toString('utf8');
   // A command's bundle starts with its `#!` line, which only a file's first line may have: keep the line, as a comment.
   if (source.startsWith('#!')) source = `//${source.slice(2)}`;
   const header = cacheHeader(Buffer.from(sha256Hex, 'hex'));

@@ -71,3 +71,26 @@ test('bin/launch.js runs the bundle while it is current, the compiled module onc
   rmSync(bundle);
   t.is(run(), 'modules', 'no bundle: the modules');
 });
+
+// The loaders read an ASCII bundle as latin1: a one-byte string, without UTF-8 decoding (lib/code-cache.ts).
+test('every bundle the build makes is ASCII, comments included', (t) => {
+  for (const f of ['lib/worker-bundle.cjs', 'lib/worker-loader.cjs', 'lib/index.bundle.cjs', 'bin/flintvm.bundle.cjs', 'bin/flintvm-oci.bundle.cjs']) {
+    const bytes = readFileSync(join(DIST, f));
+    const at = bytes.findIndex((b) => b > 0x7f);
+    t.is(at, -1, `${f}: a non-ASCII byte at ${at}`);
+  }
+});
+
+test('runCommonJsBundle runs a bundle that is not ASCII (not made by the build) as UTF-8', async (t) => {
+  const { runCommonJsBundle } = await import('../../../lib/code-cache.js');
+  const dir = mkdtempSync(join(tmpdir(), 'flintvm-utf8-bundle-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'b.cjs');
+  // § in a comment and µ in a string, as in the sources; and an ASCII twin, read as latin1.
+  writeFileSync(file, '/* §2.7 */ module.exports = { unit: "µs", n: 2 };\n', 'utf8');
+  const loaded = runCommonJsBundle(pathToFileURL(file), '00'.repeat(32));
+  t.deepEqual({ ...loaded.exports }, { unit: 'µs', n: 2 });
+  t.is(loaded.use, 'absent');
+  writeFileSync(file, '/* \\u00a72.7 */ module.exports = { unit: "\\u00b5s", n: 3 };\n', 'utf8');
+  t.deepEqual({ ...runCommonJsBundle(pathToFileURL(file), '00'.repeat(32)).exports }, { unit: 'µs', n: 3 });
+});
