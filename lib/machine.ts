@@ -10,6 +10,7 @@ import type { WorkerPool } from './worker-pool.js';
 import type { DeviceEvent, DeviceSpec, ExitInfo } from './vcpu/protocol.js';
 import { StateError } from './errors.js';
 import { log } from './log.js';
+import { epochOffsetMs } from './sys.js';
 
 const debug = log('machine');
 
@@ -157,7 +158,7 @@ export class Machine extends EventEmitter<MachineEvents> {
       const vcpus: Vcpu[] = [];
       for (let i = 0; i < spec.vcpus; i++) vcpus.push(vm.createVcpu(i));
       for (const v of vcpus) handles.push(new VcpuHandle(v));
-      const common = { vmFd: vm.fd, irqLock, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule, niceIncrement: spec.vcpuNice ?? 0 };
+      const common = { vmFd: vm.fd, irqLock, memory: mem.memory.describe(), devices: spec.devices, deviceModule: spec.deviceModule, niceIncrement: spec.vcpuNice ?? 0, epochOffsetMs: epochOffsetMs() };
       // A worker's start is the longest step of a start(), so the vCPU workers start first and boot
       // while this thread installs the memory slots and sets up the vCPUs (the kernel's load, or a
       // snapshot's state). A worker only builds its bus devices before it is ready and makes no vCPU

@@ -47,6 +47,8 @@ export interface VcpuWorkerData {
   readonly deviceModule: string;
   /** Nice steps the worker lowers its own thread's priority by before it runs the guest (see MicroVMConfig.vcpuNice). */
   readonly niceIncrement: number;
+  /** The main thread's {@link epochOffsetMs}: the worker stamps times as this + `monotonicMs()`, without perf_hooks. */
+  readonly epochOffsetMs: number;
 }
 
 /** How a VM (or one vCPU of it) ended. `reason` is the stable field callers branch on. */
@@ -100,6 +102,8 @@ export interface DeviceContext {
   emit(event: DeviceEvent): void;
   /** Ends the VM once this access completes, with the given exit. */
   requestExit(reason: ExitReason, detail?: ExitInfo['detail']): void;
+  /** Now, as the main thread's `performance.timeOrigin + performance.now()` (ms), for events' stamps. */
+  now(): number;
 }
 
 /** The factory a device module exports. */

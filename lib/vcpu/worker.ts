@@ -6,7 +6,6 @@
  * and is reported to the main thread as an `exit` message with the registers.
  */
 import { parentPort } from 'node:worker_threads';
-import { performance } from 'node:perf_hooks';
 import { Bus } from '../bus/bus.js';
 import { Vcpu } from '../kvm/vcpu.js';
 import { Vm } from '../kvm/vm.js';
@@ -27,7 +26,7 @@ import {
 import type { Trigger } from '../interrupt/trigger.js';
 import { IrqLines } from '../interrupt/line.js';
 import { EAGAIN, EINTR } from '../sys.js';
-import { IS_ARM64, lowerThisThreadPriority, nameThisThread } from '../sys.js';
+import { IS_ARM64, lowerThisThreadPriority, monotonicMs, nameThisThread } from '../sys.js';
 import { errnoName } from '../errors.js';
 import { log } from '../log.js';
 
@@ -67,6 +66,7 @@ async function main(): Promise<void> {
     requestExit(reason: ExitReason, detail?: ExitInfo['detail']) {
       pendingExit ??= { reason, vcpu: data.vcpuId, ...(detail ? { detail } : {}) };
     },
+    now: () => data.epochOffsetMs + monotonicMs(),
   };
   const factory = ((await importWorkerModule(data.deviceModule)) as { createBusDevice: DeviceFactory }).createBusDevice;
   for (const spec of data.devices) {
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
   let first = true;
   for (;;) {
     if (first) {
-      post({ type: 'first-run', time: performance.timeOrigin + performance.now() });
+      post({ type: 'first-run', time: ctx.now() });
       first = false;
     }
     const r = vcpu.runOnce();

@@ -33,7 +33,7 @@ export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice 
       return new I8042(p.state, { onReset: () => ctx.requestExit('reset') });
     case 'guest-control':
       return new GuestControl({
-        onBootTimer: () => ctx.emit({ type: 'boot-timer', time: performance.timeOrigin + performance.now() }),
+        onBootTimer: () => ctx.emit({ type: 'boot-timer', time: ctx.now() }),
         onExitStatus: (status) => ctx.requestExit('guest-exit', { status }),
       });
     case 'pl031':

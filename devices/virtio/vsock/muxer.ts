@@ -33,7 +33,7 @@ import { RateLimitedLog } from '../../../lib/rate-log.js';
 import { parseTxPacket, writeRxHeader, type VsockHeader } from './packet.js';
 import { newVsockStats, VsockStreams, type VsockStats } from './streams.js';
 import type { MuxerState } from './snapshot.js';
-import { EAGAIN } from '../../../lib/sys.js';
+import { EAGAIN, monotonicMs } from '../../../lib/sys.js';
 
 export type { VsockStats } from './streams.js';
 
@@ -59,7 +59,7 @@ export interface VsockMuxerOptions {
   /** The listening socket at udsPath (not owned: never closed here). */
   readonly listenFd: number;
   readonly timeouts: V.VsockTimeouts;
-  /** Monotonic milliseconds (default performance.now). */
+  /** Monotonic milliseconds (default monotonicMs, the clock of performance.now() without perf_hooks). */
   readonly now?: () => number;
 }
 
@@ -88,7 +88,7 @@ export class VsockMuxer {
     private readonly wakeup?: () => void,
   ) {
     this.guestCid = BigInt(opts.guestCid);
-    this.now = opts.now ?? (() => performance.now());
+    this.now = opts.now ?? monotonicMs;
     const needTicks = () => this.ticker.start(this.opts.timeouts.tickMs);
     this.streams = new VsockStreams({
       fds: q.fds, sockets, memory: q.memory, timeouts: opts.timeouts, stats: this.stats, now: this.now, needTicks,

@@ -8,7 +8,7 @@ import test from 'ava';
 import koffi from 'koffi';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { WORKER_KOFFI_STACK_BYTES } from '../../../lib/sys.js';
+import { WORKER_KOFFI_STACK_BYTES, epochOffsetMs, monotonicMs } from '../../../lib/sys.js';
 
 const SYS = new URL('../../../lib/sys.js', import.meta.url).href;
 const HUGE_PAGE = 2 * 1024 * 1024;
@@ -104,4 +104,28 @@ test('lowerThisThreadPriority lowers only the calling thread, from its own nice 
   t.is(threadNice('self'), base, 'the main thread keeps its priority');
   t.is(m.thrown, 'RangeError');
   await w.terminate();
+});
+
+// A vCPU worker stamps its events (first KVM_RUN, the boot timer) as the main thread's offset + monotonicMs(),
+// so that it never loads perf_hooks; the stamp must be what performance.timeOrigin + performance.now() on the
+// main thread reads at that moment.
+test('a worker stamp (the main thread offset + monotonicMs) falls between main-thread performance stamps', async (t) => {
+  const main = () => performance.timeOrigin + performance.now();
+  t.true(Math.abs(epochOffsetMs() + monotonicMs() - main()) < 1);
+  const a = monotonicMs();
+  t.true(monotonicMs() >= a, 'monotonic');
+  const offset = epochOffsetMs();
+  for (let i = 0; i < 3; i++) {
+    const before = main();
+    const w = new Worker(`
+      const { parentPort, workerData } = require('node:worker_threads');
+      import(${JSON.stringify(SYS)}).then((sys) => {
+        parentPort.postMessage({ stamp: workerData + sys.monotonicMs(), perf: process.moduleLoadList.includes('NativeModule perf_hooks') });
+      });`, { eval: true, workerData: offset });
+    const m = await new Promise<{ stamp: number; perf: boolean }>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+    const after = main();
+    await w.terminate();
+    t.true(m.stamp >= before - 0.01 && m.stamp <= after + 0.01, `${before} <= ${m.stamp} <= ${after}`);
+    t.false(m.perf, 'the worker did not load perf_hooks');
+  }
 });
