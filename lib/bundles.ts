@@ -117,12 +117,10 @@ function produceEntryCache(outfile: string, args: readonly string[]): void {
  * imports what every worker imports, and the loader then saves the bundle's compiled code. Without it (a
  * build where that worker cannot run) workers compile the bundle, so a failure only warns.
  */
-async function produceWorkerCache(): Promise<void> {
-  // Imported here, after the bundles exist: worker-pool.js looks for them when it loads.
-  const { DEFAULT_PRELOAD } = await import('./worker-pool.js');
-  const data: StandbyData = { tag: STANDBY_TAG, preload: DEFAULT_PRELOAD };
+async function produceWorkerCache(loader: string, preload: readonly string[]): Promise<void> {
+  const data: StandbyData = { tag: STANDBY_TAG, preload };
   const standby = new URL('./worker-standby.js', import.meta.url).href;
-  const worker = new Worker(join(DIST, 'lib/worker-loader.cjs'), { argv: [PRODUCE_FLAG, standby], workerData: data });
+  const worker = new Worker(join(DIST, loader), { argv: [PRODUCE_FLAG, standby], workerData: data });
   try {
     await new Promise<void>((resolve, reject) => {
       worker.on('error', reject);
@@ -134,17 +132,28 @@ async function produceWorkerCache(): Promise<void> {
       });
     });
   } catch (e) {
-    console.warn(`bundles: no code cache for the worker bundle (workers will compile it): ${(e as Error).message}`);
+    console.warn(`bundles: no code cache for ${loader}'s bundle (its workers will compile it): ${(e as Error).message}`);
   } finally {
     await worker.terminate();
   }
 }
 
-/** The worker bundle, then its loader, which carries the bundle's hash, then the cache. */
+/** A worker bundle, then its loader, which carries the bundle's name and hash; returns the loader's path under dist/. */
+async function workerBundle(name: string): Promise<string> {
+  const hash = await cjsBundle(`lib/${name}-bundle.js`, `lib/${name}-bundle.cjs`, { ownUrls: false, mayImport: true });
+  const loader = `lib/${name}-loader.cjs`;
+  await cjsBundle('lib/worker-loader.js', loader, {
+    ownUrls: false, define: { BUNDLE_SHA256: JSON.stringify(hash), BUNDLE_FILE: JSON.stringify(`./${name}-bundle.cjs`) }, mayImport: true,
+  });
+  return loader;
+}
+
+/** The worker bundles (the whole one; the vCPU worker's), their loaders, then their caches. */
 async function workerScripts(): Promise<void> {
-  const hash = await cjsBundle('lib/worker-bundle.js', 'lib/worker-bundle.cjs', { ownUrls: false, mayImport: true });
-  await cjsBundle('lib/worker-loader.js', 'lib/worker-loader.cjs', { ownUrls: false, define: { BUNDLE_SHA256: JSON.stringify(hash) }, mayImport: true });
-  await produceWorkerCache();
+  const [loader, vcpuLoader] = await Promise.all([workerBundle('worker'), workerBundle('worker-vcpu')]);
+  // Imported here, after the bundles exist: worker-pool.js looks for them when it loads.
+  const { DEFAULT_PRELOAD, VCPU_PRELOAD } = await import('./worker-pool.js');
+  await Promise.all([produceWorkerCache(loader, DEFAULT_PRELOAD), produceWorkerCache(vcpuLoader, VCPU_PRELOAD)]);
 }
 
 /** The library: its bundle, the package entry, the cache (made by importing it). */
@@ -168,6 +177,6 @@ if (writeKoffiAddonRecord() === undefined) {
   console.warn("bundles: koffi's addon is not in the module cache: processes will load koffi through its package");
 }
 // Old caches first: one left from another bundle would be ignored (its hash differs), but it is dead weight.
-await Promise.all(['lib/worker-bundle.cjs', 'lib/index.bundle.cjs', 'bin/flintvm.bundle.cjs', 'bin/flintvm-oci.bundle.cjs']
+await Promise.all(['lib/worker-bundle.cjs', 'lib/worker-vcpu-bundle.cjs', 'lib/index.bundle.cjs', 'bin/flintvm.bundle.cjs', 'bin/flintvm-oci.bundle.cjs']
   .map((f) => rm(codeCachePath(join(DIST, f)), { force: true })));
 await Promise.all([workerScripts(), library(), command('flintvm'), command('flintvm-oci')]);

@@ -36,3 +36,16 @@ export function importWorkerModule(url: string): Promise<unknown> {
   const viaLoader = (globalThis as Record<symbol, unknown>)[WORKER_IMPORT] as ((u: string) => Promise<unknown>) | undefined;
   return viaLoader ? viaLoader(url) : import(url);
 }
+
+/**
+ * What a worker bundle's entry runs (worker-bundle.ts, worker-vcpu-bundle.ts): registers the bundle's
+ * `modules` (by their path under dist/lib/) and imports the worker's real entry, whose URL `startWorker`
+ * passes as the worker's last argv. `root` is the bundle's directory URL (dist/lib/).
+ */
+export function runBundledEntry(root: string, modules: Bundled['modules']): void {
+  registerBundledModules({ root, modules });
+  const entry = process.argv[process.argv.length - 1];
+  if (!entry?.startsWith('file:')) throw new Error(`the worker bundle expects its entry's URL as its last argv, got ${entry}`);
+  // A failed import is an unhandled rejection, which ends the worker with an 'error' event, as for any entry.
+  void importWorkerModule(entry);
+}

@@ -40,6 +40,9 @@ const STANDBY_URL = new URL('./worker-standby.js', import.meta.url);
 /** What every flintvm worker imports (module URLs): loading these is the slow part of a worker's start. Internal. */
 export const DEFAULT_PRELOAD = ['./kvm/vcpu.js', './kvm/vm.js', './memory/host-memory.js', './bus/bus.js', './io/event-loop.js', './vm/wiring.js', './vm/io-wiring.js']
   .map((p) => new URL(p, import.meta.url).href);
+/** What a vCPU worker imports: its own bundle's code cache is made from these (worker-vcpu-bundle.ts). Internal. */
+export const VCPU_PRELOAD = ['./kvm/vcpu.js', './kvm/vm.js', './memory/host-memory.js', './bus/bus.js', './vm/wiring.js']
+  .map((p) => new URL(p, import.meta.url).href);
 const MAX_SIZE = 64;
 /** After this many standbys in a row fail to start, the pool stops refilling (and says why). */
 const MAX_CONSECUTIVE_FAILURES = 3;
@@ -219,37 +222,43 @@ export function startWorker(entry: URL, data: unknown, pool?: WorkerPool): Worke
 }
 
 /**
- * The worker bundle (worker-bundle.ts, worker-modules.ts) and the loader every worker runs it through
- * (worker-loader.ts: from V8's code cache when the build wrote one): built by `npm run build`.
+ * The worker bundles and the loaders that run them (worker-loader.ts: from V8's code cache when the build
+ * wrote one), built by `npm run build`: the whole one (worker-bundle.ts) for every worker but a freshly
+ * spawned vCPU worker, which runs the vCPU worker's bundle (worker-vcpu-bundle.ts).
  */
-const BUNDLE_URL = new URL('./worker-bundle.cjs', import.meta.url);
-const LOADER_URL = new URL('./worker-loader.cjs', import.meta.url);
-const BUNDLE_CURRENT = bundleIsCurrent();
+const WHOLE = bundleIfCurrent('worker');
+const VCPU = bundleIfCurrent('worker-vcpu');
+const VCPU_ENTRY = new URL('./vcpu/worker.js', import.meta.url).href;
 /** Tells each worker which koffi addon to load directly (lib/koffi.ts): the same for every worker of the process. */
 const KOFFI_ARG = koffiWorkerArg();
 
 /**
- * Whether workers start from the bundle: it and its loader exist and are not older than the compiled file of
- * the bundle's entry. A build by `tsc` alone rewrites that file but not the bundle, which would then run the
- * code from before.
+ * The loader of dist/lib/`name`-bundle.cjs when workers may start from that bundle: it and its loader exist
+ * and are not older than the compiled file of the bundle's entry. A build by `tsc` alone rewrites that file but
+ * not the bundle, which would then run the code from before.
  */
-function bundleIsCurrent(): boolean {
+function bundleIfCurrent(name: string): { readonly loader: URL } | undefined {
+  const loader = new URL(`./${name}-loader.cjs`, import.meta.url);
   try {
-    const built = Math.min(statSync(fileURLToPath(BUNDLE_URL)).mtimeMs, statSync(fileURLToPath(LOADER_URL)).mtimeMs);
-    const current = built >= statSync(fileURLToPath(new URL('./worker-bundle.js', import.meta.url))).mtimeMs;
-    if (!current) debug('the worker bundle is older than dist/lib/worker-bundle.js (tsc alone?): workers start from the ES modules');
-    return current;
+    const built = Math.min(statSync(fileURLToPath(new URL(`./${name}-bundle.cjs`, import.meta.url))).mtimeMs, statSync(fileURLToPath(loader)).mtimeMs);
+    const current = built >= statSync(fileURLToPath(new URL(`./${name}-bundle.js`, import.meta.url))).mtimeMs;
+    if (!current) debug('%s-bundle.cjs is older than dist/lib/%s-bundle.js (tsc alone?): its workers start from the ES modules', name, name);
+    return current ? { loader } : undefined;
   } catch {
-    debug('no worker bundle (npm run build makes it): workers start from the ES modules');
-    return false;
+    debug('no %s-bundle.cjs (npm run build makes it): its workers start from the ES modules', name);
+    return undefined;
   }
 }
 
-/** A new worker running `entry` with `data`: through the worker bundle when it is current, else from the ES module itself. */
+/**
+ * A new worker running `entry` with `data`: through a current worker bundle (the vCPU worker's own for the vCPU
+ * loop, else the whole one), else from the ES module itself.
+ */
 function spawnWorker(entry: URL, data: unknown): Worker {
   // The entry's URL stays the last argv (worker-bundle.ts reads it there).
   const argv = KOFFI_ARG === undefined ? [] : [KOFFI_ARG];
-  return BUNDLE_CURRENT
-    ? new Worker(LOADER_URL, { ...WORKER_OPTIONS, argv: [...argv, entry.href], workerData: data })
+  const bundle = (entry.href === VCPU_ENTRY ? VCPU : undefined) ?? WHOLE;
+  return bundle
+    ? new Worker(bundle.loader, { ...WORKER_OPTIONS, argv: [...argv, entry.href], workerData: data })
     : new Worker(entry, { ...WORKER_OPTIONS, argv, workerData: data });
 }

@@ -74,7 +74,7 @@ test('bin/launch.js runs the bundle while it is current, the compiled module onc
 
 // The loaders read an ASCII bundle as latin1: a one-byte string, without UTF-8 decoding (lib/code-cache.ts).
 test('every bundle the build makes is ASCII, comments included', (t) => {
-  for (const f of ['lib/worker-bundle.cjs', 'lib/worker-loader.cjs', 'lib/index.bundle.cjs', 'bin/flintvm.bundle.cjs', 'bin/flintvm-oci.bundle.cjs']) {
+  for (const f of ['lib/worker-bundle.cjs', 'lib/worker-loader.cjs', 'lib/worker-vcpu-bundle.cjs', 'lib/worker-vcpu-loader.cjs', 'lib/index.bundle.cjs', 'bin/flintvm.bundle.cjs', 'bin/flintvm-oci.bundle.cjs']) {
     const bytes = readFileSync(join(DIST, f));
     const at = bytes.findIndex((b) => b > 0x7f);
     t.is(at, -1, `${f}: a non-ASCII byte at ${at}`);

@@ -21,6 +21,9 @@ const ENTRY = `import { parentPort, workerData } from 'node:worker_threads';
 parentPort.postMessage({ use: globalThis[Symbol.for('flintvm.codeCacheUse')], data: workerData });
 `;
 
+/** An entry outside the bundles that reports how its worker was started (test/helpers/worker-probe.ts). */
+const PROBE_URL = new URL('../../helpers/worker-probe.js', import.meta.url).href;
+
 /** A copy of the loader and the bundle in a directory under dist/ (so koffi and debug still resolve), with `cache` as its cache file (none if null). */
 function copy(t: { teardown(f: () => void): void }, cache: Buffer | null): string {
   const dir = mkdtempSync(join(LIB, '..', 'loader-test-'));
@@ -105,4 +108,21 @@ test('without a cache file the bundle compiles and the worker runs', async (t) =
   const seen = await run(copy(t, null));
   t.is(seen.use, 'absent');
   t.deepEqual(seen.data, { n: 7 });
+});
+
+// A freshly spawned vCPU worker runs its own, smaller bundle through its own loader (worker-vcpu-bundle.ts).
+test("the vCPU worker's loader runs its bundle from the cache the build wrote", async (t) => {
+  const w = new Worker(join(LIB, 'worker-vcpu-loader.cjs'), { argv: [PROBE_URL], workerData: { n: 8 } });
+  try {
+    const seen = await new Promise<{ codeCacheUse: string; data: unknown }>((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    t.is(seen.codeCacheUse, 'used');
+    t.deepEqual(seen.data, { n: 8 });
+  } finally {
+    await w.terminate();
+  }
+  const hash = createHash('sha256').update(readFileSync(join(LIB, 'worker-vcpu-bundle.cjs'))).digest();
+  t.deepEqual(readFileSync(codeCachePath(join(LIB, 'worker-vcpu-bundle.cjs'))).subarray(0, CACHE_HASH_BYTES), hash);
 });
