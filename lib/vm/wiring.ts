@@ -11,7 +11,6 @@ import { I8042 } from '../../devices/legacy/i8042.js';
 import { GuestControl } from '../../devices/legacy/guest-control.js';
 import { Pl031 } from '../../devices/legacy/pl031.js';
 import { ByteRing } from '../io/byte-ring.js';
-import { performance } from 'node:perf_hooks';
 import { VirtioMmioTransport } from '../../devices/virtio/transport/mmio.js';
 import { signalEventfd } from '../io/epoll.js';
 
