@@ -12,6 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import koffiPackage from 'koffi';
+import { firstMessage } from '../../helpers/worker-message.js';
 import { KOFFI_ADDON_RECORD, KOFFI_ARG, KOFFI_LOADED_DIRECTLY, koffiWorkerArg } from '../../../lib/koffi.js';
 
 const SYS_URL = new URL('../../../lib/sys.js', import.meta.url).href;
@@ -26,17 +27,8 @@ import(${JSON.stringify(SYS_URL)}).then((sys) => {
 });
 `;
 
-async function run(argv: string[]): Promise<{ pid: number; files: string[] }> {
-  const w = new Worker(WORKER, { eval: true, argv });
-  try {
-    return await new Promise((resolve, reject) => {
-      w.once('message', resolve);
-      w.once('error', reject);
-      w.once('exit', (code) => reject(new Error(`worker exited ${code} without a message`)));
-    });
-  } finally {
-    await w.terminate();
-  }
+function run(argv: string[]): Promise<{ pid: number; files: string[] }> {
+  return firstMessage(new Worker(WORKER, { eval: true, argv }));
 }
 
 const isPackageLoader = (f: string) => f.endsWith('.cjs') || f.endsWith('.js');

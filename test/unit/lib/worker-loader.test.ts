@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { CACHE_HASH_BYTES, codeCachePath, runtimeKey } from '../../../lib/code-cache.js';
+import { firstMessage } from '../../helpers/worker-message.js';
 
 const LIB = fileURLToPath(new URL('../../../lib/', import.meta.url));
 const BUNDLE = join(LIB, 'worker-bundle.cjs');
@@ -36,17 +37,8 @@ function copy(t: { teardown(f: () => void): void }, cache: Buffer | null): strin
 }
 
 /** Starts a worker through the loader in `dir` and returns what its entry saw. */
-async function run(dir: string): Promise<{ use: string; data: unknown }> {
-  const w = new Worker(join(dir, 'worker-loader.cjs'), { argv: [pathToFileURL(join(dir, 'entry.mjs')).href], workerData: { n: 7 } });
-  try {
-    return await new Promise((resolve, reject) => {
-      w.once('message', resolve);
-      w.once('error', reject);
-      w.once('exit', (code) => reject(new Error(`worker exited ${code} without a message`)));
-    });
-  } finally {
-    await w.terminate();
-  }
+function run(dir: string): Promise<{ use: string; data: unknown }> {
+  return firstMessage(new Worker(join(dir, 'worker-loader.cjs'), { argv: [pathToFileURL(join(dir, 'entry.mjs')).href], workerData: { n: 7 } }));
 }
 
 test('the build wrote a code cache that starts with the SHA-256 of the worker bundle', (t) => {
@@ -112,17 +104,9 @@ test('without a cache file the bundle compiles and the worker runs', async (t) =
 
 // A freshly spawned vCPU worker runs its own, smaller bundle through its own loader (worker-vcpu-bundle.ts).
 test("the vCPU worker's loader runs its bundle from the cache the build wrote", async (t) => {
-  const w = new Worker(join(LIB, 'worker-vcpu-loader.cjs'), { argv: [PROBE_URL], workerData: { n: 8 } });
-  try {
-    const seen = await new Promise<{ codeCacheUse: string; data: unknown }>((resolve, reject) => {
-      w.once('message', resolve);
-      w.once('error', reject);
-    });
-    t.is(seen.codeCacheUse, 'used');
-    t.deepEqual(seen.data, { n: 8 });
-  } finally {
-    await w.terminate();
-  }
+  const seen = await firstMessage<{ codeCacheUse: string; data: unknown }>(new Worker(join(LIB, 'worker-vcpu-loader.cjs'), { argv: [PROBE_URL], workerData: { n: 8 } }));
+  t.is(seen.codeCacheUse, 'used');
+  t.deepEqual(seen.data, { n: 8 });
   const hash = createHash('sha256').update(readFileSync(join(LIB, 'worker-vcpu-bundle.cjs'))).digest();
   t.deepEqual(readFileSync(codeCachePath(join(LIB, 'worker-vcpu-bundle.cjs'))).subarray(0, CACHE_HASH_BYTES), hash);
 });
