@@ -5,7 +5,8 @@
  * in 'notice' mode it sleeps until the guest side's onInputSpace bumps
  * counter [3] (with a timeout as a safety net, counted in [4]).
  * Shared counters: [0] trigger() calls, [1] done flag, [2] refused offers,
- * [3] drain notices, [4] notice waits that timed out.
+ * [3] drain notices, [4] notice waits that timed out, [5] notice waits woken
+ * with the count unchanged (the late Atomics.notify of an earlier notice).
  */
 import { workerData } from 'node:worker_threads';
 import { Serial8250 } from '../../../../devices/legacy/serial-8250.js';
@@ -36,7 +37,14 @@ while (sent < total) {
   sent += took;
   if (took < n) {
     Atomics.add(ctr, 2, 1);
-    if (mode === 'notice' && Atomics.wait(ctr, 3, notices, NOTICE_TIMEOUT_MS) === 'timed-out') Atomics.add(ctr, 4, 1);
+    if (mode === 'notice') {
+      const woke = Atomics.wait(ctr, 3, notices, NOTICE_TIMEOUT_MS);
+      if (woke === 'timed-out') Atomics.add(ctr, 4, 1);
+      // The guest side adds to the count, then notifies. A wait that began between an earlier notice's add
+      // and its notify is woken by that notify with the count unchanged: this refusal's own notice is still
+      // to come, and the next refusal, made before the FIFO drains, shares it.
+      else if (woke === 'ok' && Atomics.load(ctr, 3) === notices) Atomics.add(ctr, 5, 1);
+    }
   }
 }
 Atomics.store(ctr, 1, 1);
