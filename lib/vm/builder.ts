@@ -5,7 +5,7 @@
  * the host's platform (lib/vm/platform) supplies memory, legacy devices and
  * VM/vCPU setup.
  */
-import { readFile } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { Machine } from '../machine.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { Vm } from '../kvm/vm.js';
@@ -131,14 +131,6 @@ function planVirtio(cfg: ResolvedConfig, configured: readonly ConfiguredDevice[]
 }
 
 /**
- * A whole file, through node:fs's callback `readFile`: node:fs/promises would load 17 of node's internal
- * modules (readline and streams among them) on the cold path of every process's first VM, about 2 ms here.
- */
-function readWhole(path: string): Promise<Buffer> {
-  return new Promise((resolve, reject) => readFile(path, (e, data) => (e ? reject(e) : resolve(data))));
-}
-
-/**
  * Builds the VM of `cfg`: from its kernel, or, with `restore`, from a
  * snapshot's machine state and memory file (the kernel is not read; guest
  * RAM is the file, mapped private).
@@ -146,7 +138,7 @@ function readWhole(path: string): Promise<Buffer> {
 export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings; now: () => number }, restore?: RestoreInput): Promise<BuiltVm> {
   const [kernel, initrd] = restore
     ? [new Uint8Array(0), undefined]
-    : await Promise.all([readWhole(cfg.kernel), cfg.initrd ? readWhole(cfg.initrd) : Promise.resolve(undefined)]);
+    : await Promise.all([readFile(cfg.kernel), cfg.initrd ? readFile(cfg.initrd) : Promise.resolve(undefined)]);
   const opened: OpenedResources = { closers: [], fds: [] };
   const closeOpened = () => {
     for (const close of opened.closers.splice(0)) close();
