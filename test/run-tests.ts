@@ -145,6 +145,15 @@ export function countTier(output: string): TierCounts {
   return { passed: Math.max(0, passed - skippedBySelf), failed, skipped: skippedBySelf + avaSkipped };
 }
 
+/**
+ * The lines of ava's output that name what failed: its `✘` lines (a failed test, a time-out, an uncaught
+ * exception) and its `◌` lines (a test still pending when a time-out stopped the run), trimmed, in order.
+ * The summary repeats them, so the last lines of a long run say which test failed.
+ */
+export function failureLines(output: string): string[] {
+  return [...output.matchAll(/^(?:\S+\s+)?\s*([✘◌] .*?)\s*$/gm)].map((m) => m[1]!);
+}
+
 /** The integration tier on a machine with a local /dev/kvm: here, but on kvm_pvm the files that need a full KVM in the test host. */
 function localIntegration(host: (arch: string, timeoutSec: number, files: string[], silence?: string) => string[]): Tier[] {
   const files = integrationFiles('x86_64');
@@ -218,6 +227,8 @@ interface TierResult extends TierCounts {
   runs: number;
   /** How many of those runs printed no test at all (a host that did not come up). */
   emptyRuns: number;
+  /** {@link failureLines}, each after its run's tag. */
+  failures: string[];
 }
 
 /** One result per tier: the counts and seconds of its runs added up, the worst exit status. */
@@ -233,6 +244,7 @@ function mergeRuns(runs: readonly TierResult[]): TierResult[] {
       m.seconds += r.seconds;
       m.runs += r.runs;
       m.emptyRuns += r.emptyRuns;
+      m.failures = [...m.failures, ...r.failures];
       if (m.code === 0) m.code = r.code;
     }
   }
@@ -269,7 +281,8 @@ function runTier(tier: Tier): Promise<TierResult> {
     pass(child.stderr!);
     child.on('close', (code, signal) => {
       const counts = countTier(all);
-      resolve({ tier, code: code ?? (signal ? 128 : 1), seconds: Math.round((Date.now() - t0) / 1000), runs: 1, emptyRuns: counts.passed + counts.skipped > 0 ? 0 : 1, ...counts });
+      const failures = failureLines(all).map((l) => `${tag} ${l}`);
+      resolve({ tier, code: code ?? (signal ? 128 : 1), seconds: Math.round((Date.now() - t0) / 1000), runs: 1, emptyRuns: counts.passed + counts.skipped > 0 ? 0 : 1, failures, ...counts });
     });
   });
 }
@@ -327,6 +340,7 @@ async function main(argv: string[]): Promise<number> {
       `[test] ${r.tier.name}: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped; ran ${r.tier.where}; ` +
         `${r.seconds} s${r.runs > 1 ? ` in ${r.runs} host boots` : ''}${r.code !== 0 ? `; exit status ${r.code}` : ''}${tierOk ? '' : ' -- FAILED'}\n`,
     );
+    for (const f of r.failures) process.stdout.write(`[test]   ${f}\n`);
   }
   if (total.skipped > 0) {
     process.stdout.write(`[test] ${total.skipped} skipped: no /dev/kvm or a missing host tool (see the [skip] lines)${ci ? '; CI=true, so this fails' : ''}\n`);

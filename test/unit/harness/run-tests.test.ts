@@ -1,7 +1,7 @@
 import test from 'ava';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { LINUX_X86_GROUPS, countTier, linuxX86Groups } from '../../run-tests.js';
+import { LINUX_X86_GROUPS, countTier, failureLines, linuxX86Groups } from '../../run-tests.js';
 
 test('countTier: ava closing lines, with tier prefixes and [skip] lines moved from passed to skipped', (t) => {
   const out = [
@@ -25,6 +25,19 @@ test('countTier: uncaught exceptions and unhandled rejections count as failures;
 test('countTier: with failures ava prints no passed total, so the ✔ lines count', (t) => {
   const out = ['[integration]   ✔ a › one', '[integration]   ✔ a › two (3s)', '[integration]   ✘ [fail]: a › three', '[integration]   1 test failed'].join('\n');
   t.deepEqual(countTier(out), { passed: 2, failed: 1, skipped: 0 });
+});
+
+test('failureLines: the ✘ and ◌ lines, without tier tags or indentation; passes and details are left out', (t) => {
+  const out = [
+    '[linux-x86_64:boot]   ✔ boot › one (3s)',
+    '[linux-x86_64:boot]   ✘ [fail]: boot › two Error thrown in test',
+    '[linux-x86_64:boot]   ✘ Timed out while running tests',
+    '[linux-x86_64:boot]   ◌ boot › three',
+    '[linux-x86_64:boot]   Error: expected ✘ here',
+    '  ✘ [fail]: unit › four   ',
+  ].join('\n');
+  t.deepEqual(failureLines(out), ['✘ [fail]: boot › two Error thrown in test', '✘ Timed out while running tests', '◌ boot › three', '✘ [fail]: unit › four']);
+  t.deepEqual(failureLines('  ✔ a\n  2 tests passed\n'), []);
 });
 
 test('countTier: a test whose title mentions "tests passed" is not a summary line', (t) => {
