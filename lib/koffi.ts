@@ -15,16 +15,18 @@
  * - a worker thread: the main thread names the addon it loaded (path and
  *   version) in the worker's argv ({@link koffiWorkerArg});
  * - the main thread: `npm run build` records the addon it found
- *   (dist/lib/koffi-addon.json, {@link writeKoffiAddonRecord}).
+ *   (dist/lib/koffi-addon.json, {@link writeKoffiAddonRecord}): relative to
+ *   dist/lib for a clone, and below its node_modules folder for a copy
+ *   installed from npm ({@link addonCandidates}).
  * The addon's exports are the functions the package re-exports (`load`,
  * `func`, `errno`, `view`, ...), the same objects. Whenever the file is
  * absent, fails to load, or is another version (koffi updated after the
  * build, a package installed elsewhere), it falls back to `require('koffi')`.
  * Each thread loads its own; nothing here crosses threads or VMs.
  */
-import { readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 
@@ -60,18 +62,54 @@ function fromArgv(): { koffi: Koffi; file: string } | undefined {
   return k && { koffi: k, file };
 }
 
-/** The main thread: the addon the build recorded. */
+/** What the build records (dist/lib/koffi-addon.json). */
+interface AddonRecord {
+  version?: unknown;
+  /** The addon, relative to dist/lib: where it is in the tree that ran the build. */
+  file?: unknown;
+  /** The addon below its node_modules folder (`@koromix/koffi-linux-x64/linux_x64/koffi.node`), and the build's platform and arch. */
+  inNodeModules?: unknown;
+  platform?: unknown;
+  arch?: unknown;
+}
+
+/**
+ * Where an installed copy of flintvm finds the addon: `<dir>/node_modules/<inNodeModules>` for each folder
+ * above dist/lib, nearest first, as node resolves flintvm's own `require('koffi')`. In a clone the addon is in
+ * the clone's node_modules (the record's `file`); installed from npm, the package manager puts koffi's
+ * platform package beside flintvm, at a place no relative path from the build can name.
+ */
+export function addonCandidates(libDir: string, inNodeModules: string): string[] {
+  const out: string[] = [];
+  for (let dir = libDir; ; dir = dirname(dir)) {
+    if (!dir.endsWith(`${sep}node_modules`)) out.push(join(dir, 'node_modules', inNodeModules));
+    if (dirname(dir) === dir) return out;
+  }
+}
+
+/** The main thread: the addon the build recorded, where the build found it or where an install put it. */
 function fromRecord(): { koffi: Koffi; file: string } | undefined {
-  let rec: { version?: unknown; file?: unknown };
+  let rec: AddonRecord;
   try {
-    rec = JSON.parse(readFileSync(KOFFI_ADDON_RECORD, 'utf8')) as typeof rec;
+    rec = JSON.parse(readFileSync(KOFFI_ADDON_RECORD, 'utf8')) as AddonRecord;
   } catch {
     return undefined;
   }
   if (typeof rec.version !== 'string' || typeof rec.file !== 'string') return undefined;
-  const file = resolve(dirname(KOFFI_ADDON_RECORD), rec.file);
-  const k = addonAt(file, rec.version);
-  return k && { koffi: k, file };
+  const libDir = dirname(KOFFI_ADDON_RECORD);
+  const candidates = [resolve(libDir, rec.file)];
+  // Another platform's addon is never tried: its platform package has another name anyway, and a file of the
+  // same name built for another libc must not be dlopen'ed.
+  const inNodeModules = rec.inNodeModules;
+  if (typeof inNodeModules === 'string' && !inNodeModules.split(/[\\/]/).includes('..') && rec.platform === process.platform && rec.arch === process.arch) {
+    candidates.push(...addonCandidates(libDir, inNodeModules));
+  }
+  for (const file of candidates) {
+    if (!existsSync(file)) continue;
+    const k = addonAt(file, rec.version);
+    if (k) return { koffi: k, file };
+  }
+  return undefined;
 }
 
 /** The addon file the koffi package loaded in this thread, found in the module cache. */
@@ -107,6 +145,10 @@ export function writeKoffiAddonRecord(): string | undefined {
   const file = packageAddonFile(pkg);
   const version = (pkg as { version?: unknown }).version;
   if (file === undefined || typeof version !== 'string') return undefined;
-  writeFileSync(KOFFI_ADDON_RECORD, `${JSON.stringify({ version, file: relative(dirname(KOFFI_ADDON_RECORD), realpathSync(file)) })}\n`);
+  const real = realpathSync(file);
+  const at = real.lastIndexOf(`${sep}node_modules${sep}`);
+  const inNodeModules = at >= 0 ? real.slice(at + `${sep}node_modules${sep}`.length) : undefined;
+  const rec = { version, file: relative(dirname(KOFFI_ADDON_RECORD), real), inNodeModules, platform: process.platform, arch: process.arch };
+  writeFileSync(KOFFI_ADDON_RECORD, `${JSON.stringify(rec)}\n`);
   return KOFFI_ADDON_RECORD;
 }

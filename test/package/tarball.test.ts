@@ -58,6 +58,12 @@ test.serial('npm pack -> install into an empty project -> import, types, npx fli
 
   const imported = run(process.execPath, ['--input-type=module', '-e', "const m = await import('flintvm'); console.log(typeof m.MicroVM, typeof m.WorkerPool, typeof m.ConfigError)"], app);
   t.is(imported.trim(), 'function function function');
+  // The import loads koffi's native addon straight from where npm put its platform package (lib/koffi.ts), not
+  // through the koffi package's loader: the build's record names it below node_modules.
+  const loaded = run(process.execPath, ['--input-type=module', '-e', "import { createRequire } from 'node:module'; await import('flintvm'); console.log(JSON.stringify(Object.keys(createRequire(import.meta.url).cache).filter((f) => f.includes('koffi'))))"], app);
+  const koffiFiles = JSON.parse(loaded) as string[];
+  t.true(koffiFiles.some((f) => f.startsWith(join(app, 'node_modules')) && f.endsWith('koffi.node')), koffiFiles.join(', '));
+  t.deepEqual(koffiFiles.filter((f) => !f.endsWith('.node')), [], 'no script of the koffi package ran');
 
   // A TypeScript consumer compiles against the shipped .d.ts files.
   writeFileSync(join(app, 'main.ts'), [

@@ -7,15 +7,18 @@
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import koffiPackage from 'koffi';
 import { firstMessage } from '../../helpers/worker-message.js';
-import { KOFFI_ADDON_RECORD, KOFFI_ARG, KOFFI_LOADED_DIRECTLY, koffiWorkerArg } from '../../../lib/koffi.js';
+import { KOFFI_ADDON_RECORD, KOFFI_ARG, KOFFI_LOADED_DIRECTLY, addonCandidates, koffiWorkerArg } from '../../../lib/koffi.js';
 
 const SYS_URL = new URL('../../../lib/sys.js', import.meta.url).href;
+/** The clone's root (dist/test/unit/lib/ is four folders down). */
+const ROOT_DIR = fileURLToPath(new URL('../../../../', import.meta.url));
 
 // The worker imports sys.ts (which loads koffi through lib/koffi.ts and libc through it), calls getpid(2)
 // through koffi, and reports which koffi files its thread's module cache holds.
@@ -94,7 +97,7 @@ function mainThreadWith(t: { teardown(f: () => void): void }, record: string | n
   return { ...out, pid: out.pid - r.pid! };
 }
 
-const recorded = () => JSON.parse(readFileSync(KOFFI_ADDON_RECORD, 'utf8')) as { version: string; file: string };
+const recorded = () => JSON.parse(readFileSync(KOFFI_ADDON_RECORD, 'utf8')) as { version: string; file: string; inNodeModules: string; platform: string; arch: string };
 const addonFile = () => resolve(dirname(KOFFI_ADDON_RECORD), recorded().file);
 
 test('a fresh process loads the addon a valid record names, and not the package', (t) => {
@@ -118,3 +121,63 @@ for (const [what, record] of [
     t.true(seen.files.some(isPackageLoader), seen.files.join(', '));
   });
 }
+
+test('addonCandidates: node_modules/<addon> in each folder above dist/lib, nearest first, never node_modules/node_modules', (t) => {
+  t.deepEqual(addonCandidates('/app/node_modules/flintvm/dist/lib', '@k/p/a.node'), [
+    '/app/node_modules/flintvm/dist/lib/node_modules/@k/p/a.node',
+    '/app/node_modules/flintvm/dist/node_modules/@k/p/a.node',
+    '/app/node_modules/flintvm/node_modules/@k/p/a.node',
+    '/app/node_modules/@k/p/a.node',
+    '/node_modules/@k/p/a.node',
+  ]);
+});
+
+test('the record names the addon below its node_modules folder, with the build platform and arch', (t) => {
+  const rec = recorded();
+  t.is(rec.platform, process.platform);
+  t.is(rec.arch, process.arch);
+  t.true(rec.inNodeModules.endsWith('.node') && !rec.inNodeModules.startsWith('/'), rec.inNodeModules);
+  t.is(resolve(ROOT_DIR, 'node_modules', rec.inNodeModules), realpathSync(addonFile()));
+});
+
+test('an installed layout: koffi\'s platform package beside flintvm, no path from the build fits, the addon still loads directly', (t) => {
+  const app = mkdtempSync(join(tmpdir(), 'flintvm-koffi-app-'));
+  t.teardown(() => rmSync(app, { recursive: true, force: true }));
+  const lib = join(app, 'node_modules', 'flintvm', 'dist', 'lib');
+  mkdirSync(lib, { recursive: true });
+  copyFileSync(fileURLToPath(new URL('../../../lib/koffi.js', import.meta.url)), join(lib, 'koffi.js'));
+  const rec = recorded();
+  // The platform package as npm installs it: node_modules/<scope>/<name>, beside flintvm (here a link to this clone's).
+  const parts = rec.inNodeModules.split('/');
+  const pkgDepth = parts[0]!.startsWith('@') ? 2 : 1;
+  mkdirSync(join(app, 'node_modules', ...parts.slice(0, pkgDepth - 1)), { recursive: true });
+  symlinkSync(join(ROOT_DIR, 'node_modules', ...parts.slice(0, pkgDepth)), join(app, 'node_modules', ...parts.slice(0, pkgDepth)));
+  writeFileSync(join(lib, 'koffi-addon.json'), JSON.stringify({ ...rec, file: '../../node_modules/nowhere/koffi.node' }));
+  // There is no koffi package in this app: a fallback to require('koffi') would throw.
+  const script = `const k = await import(${JSON.stringify(pathToFileURL(join(lib, 'koffi.js')).href)});
+    console.log(JSON.stringify({ direct: k.KOFFI_LOADED_DIRECTLY, pid: k.default.load('libc.so.6').func('getpid', 'int', [])() }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: app });
+  t.is(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { direct: boolean; pid: number };
+  t.true(out.direct);
+  t.is(out.pid, r.pid);
+});
+
+for (const [what, change] of [
+  ['another platform', { platform: 'freebsd' }],
+  ['another arch', { arch: process.arch === 'arm64' ? 'x64' : 'arm64' }],
+  ['a path that climbs out of node_modules', { inNodeModules: '../node_modules/x.node' }],
+] as const) {
+  test(`a record whose build file is gone and whose node_modules entry is for ${what} loads koffi through its package`, (t) => {
+    // In dist/koffi-test-*, the folders above include this clone, whose node_modules holds the addon.
+    const seen = mainThreadWith(t, JSON.stringify({ ...recorded(), file: 'nowhere/koffi.node', ...change }));
+    t.false(seen.direct);
+    t.true(seen.files.some(isPackageLoader), seen.files.join(', '));
+  });
+}
+
+test('the same record with this platform and arch finds the addon in the clone\'s node_modules', (t) => {
+  const seen = mainThreadWith(t, JSON.stringify({ ...recorded(), file: 'nowhere/koffi.node' }));
+  t.true(seen.direct);
+  t.false(seen.files.some(isPackageLoader), seen.files.join(', '));
+});
