@@ -90,7 +90,6 @@ ${opt(F.extraCmdline!.cli!, 'STRING', F.extraCmdline!.doc)}
 ${opt(F.memoryMiB!.cli!, 'MIB', `${F.memoryMiB!.doc} A decimal integer, a multiple of ${MEMORY_ALIGN_MIB}. Default ${F.memoryMiB!.default}.`)}
 ${opt(F.vcpus!.cli!, 'N', `${F.vcpus!.doc} Default ${F.vcpus!.default}.`)}
 ${opt(F.vcpuNice!.cli!, 'N', `${F.vcpuNice!.doc} Default ${F.vcpuNice!.default}.`)}
-${opt(F.ioNice!.cli!, 'N', `${F.ioNice!.doc} Default ${F.ioNice!.default}.`)}
 ${opt(F.bootProtocol!.cli!, '', 'x86_64: boot an ELF vmlinux through its PVH entry point.')}
 ${opt(F.rng!.cli!, '', F.rng!.doc)}
 ${opt(F.drives!.cli!, 'SPEC', `${F.drives!.doc} Repeatable; SPEC is comma-separated keys (a bare first word is the path):`)}
@@ -154,7 +153,7 @@ class UsageError extends Error {}
 const CTRL_A = 0x01;
 const RUN_OPTIONS = {
   kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' }, append: { type: 'string' },
-  mem: { type: 'string' }, cpus: { type: 'string' }, 'vcpu-nice': { type: 'string' }, 'io-nice': { type: 'string' }, pvh: { type: 'boolean' },
+  mem: { type: 'string' }, cpus: { type: 'string' }, 'vcpu-nice': { type: 'string' }, pvh: { type: 'boolean' },
   drive: { type: 'string', multiple: true }, rng: { type: 'boolean' }, net: { type: 'string', multiple: true },
   share: { type: 'string', multiple: true }, vsock: { type: 'string' },
   env: { type: 'string', short: 'e', multiple: true }, workdir: { type: 'string', short: 'w' }, tty: { type: 'boolean', short: 't' },
@@ -223,7 +222,6 @@ async function run(args: string[]): Promise<number> {
   const mem = tryParse(() => decimal('--mem', values.mem));
   const cpus = tryParse(() => decimal('--cpus', values.cpus));
   const vcpuNice = tryParse(() => decimal('--vcpu-nice', values['vcpu-nice']));
-  const ioNice = tryParse(() => decimal('--io-nice', values['io-nice']));
   const drives = (values.drive ?? []).map((s) => tryParse(() => parseDrive(s)));
   const nets = (values.net ?? []).map((s) => tryParse(() => parseNet(s)));
   const shares = (values.share ?? []).map((s) => tryParse(() => parseShare(s)));
@@ -253,7 +251,7 @@ async function run(args: string[]): Promise<number> {
   const useDefaultGuest = values.kernel === undefined;
   const config: MicroVMConfig = {
     kernel: values.kernel ?? '(default guest)', initrd: values.initrd, cmdline: values.cmdline, extraCmdline: extra.join(' ').trim() || undefined,
-    memoryMiB: mem, vcpus: cpus, vcpuNice, ioNice, bootProtocol: values.pvh ? 'pvh' : undefined, rng: values.rng || undefined,
+    memoryMiB: mem, vcpus: cpus, vcpuNice, bootProtocol: values.pvh ? 'pvh' : undefined, rng: values.rng || undefined,
     drives: drives.filter((d) => d !== undefined), net: nets.filter((n) => n !== undefined),
     shares: sharesOk.map((s) => s.share), vsock,
   };

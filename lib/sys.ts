@@ -131,8 +131,6 @@ export const ENOBUFS = 105;
 
 /** The highest nice value, i.e. the lowest scheduling priority of a normal thread. */
 export const NICE_MAX = 19;
-/** The lowest nice value, i.e. the highest scheduling priority of a normal thread. */
-export const NICE_MIN = -20;
 const PRIO_PROCESS = 0;
 let priorityCalls: { get: (which: number, who: number) => number; set: (which: number, who: number, prio: number) => number } | null = null;
 
@@ -147,46 +145,17 @@ let priorityCalls: { get: (which: number, who: number) => number; set: (which: n
  */
 export function lowerThisThreadPriority(increment: number): { readonly nice: number } | { readonly errno: number } {
   if (!Number.isSafeInteger(increment) || increment < 0) throw new RangeError(`nice increment ${increment} is not a non-negative integer`);
-  return changeThisThreadNice(increment);
-}
-
-/**
- * Raises the calling thread's scheduling priority by `steps` nice steps (its
- * nice value goes down by `steps`, to at most {@link NICE_MIN}). Only this
- * thread changes. Linux allows it with CAP_SYS_NICE, or up to what the
- * process's RLIMIT_NICE allows (`ulimit -e`); otherwise the kernel refuses
- * with EACCES, returned as `{ errno }`, and nothing changes. 0 steps changes
- * nothing and returns the current value.
- */
-export function raiseThisThreadPriority(steps: number): { readonly nice: number } | { readonly errno: number } {
-  if (!Number.isSafeInteger(steps) || steps < 0) throw new RangeError(`nice steps ${steps} is not a non-negative integer`);
-  return changeThisThreadNice(-steps);
-}
-
-/** The calling thread's nice value now, or the errno of getpriority. */
-export function thisThreadNice(): { readonly nice: number } | { readonly errno: number } {
-  const calls = priorityFunctions();
-  // getpriority returns the nice value itself (-20..19), so -1 is only an error when errno says so.
-  koffi.errno(0);
-  const now = calls.get(PRIO_PROCESS, 0);
-  return now === -1 && errno() !== 0 ? { errno: errno() } : { nice: now };
-}
-
-function priorityFunctions(): NonNullable<typeof priorityCalls> {
   priorityCalls ??= {
     get: libc.func('getpriority', 'int', ['int', 'uint32']) as (which: number, who: number) => number,
     set: libc.func('setpriority', 'int', ['int', 'uint32', 'int']) as (which: number, who: number, prio: number) => number,
   };
-  return priorityCalls;
-}
-
-/** Moves this thread's nice value by `delta`, clamped to NICE_MIN..NICE_MAX. */
-function changeThisThreadNice(delta: number): { readonly nice: number } | { readonly errno: number } {
-  const now = thisThreadNice();
-  if ('errno' in now) return now;
-  const want = Math.max(NICE_MIN, Math.min(NICE_MAX, now.nice + delta));
-  if (want === now.nice) return now;
-  return priorityFunctions().set(PRIO_PROCESS, 0, want) === 0 ? { nice: want } : { errno: errno() };
+  // getpriority returns the nice value itself (-20..19), so -1 is only an error when errno says so.
+  koffi.errno(0);
+  const now = priorityCalls.get(PRIO_PROCESS, 0);
+  if (now === -1 && errno() !== 0) return { errno: errno() };
+  const want = Math.min(NICE_MAX, now + increment);
+  if (want === now) return { nice: now };
+  return priorityCalls.set(PRIO_PROCESS, 0, want) === 0 ? { nice: want } : { errno: errno() };
 }
 
 /** The longest thread name Linux keeps (TASK_COMM_LEN 16, less the NUL). */

@@ -8,32 +8,21 @@
 import { parentPort } from 'node:worker_threads';
 import * as ffi from '../kvm/ffi.js';
 import { installKickHandler } from '../vcpu/kick.js';
-import { errnoName } from '../errors.js';
-import { log } from '../log.js';
-import { nameThisThread, raiseThisThreadPriority } from '../sys.js';
+import { nameThisThread } from '../sys.js';
 import { entryData } from '../worker-data.js';
 import { importWorkerModule } from '../worker-modules.js';
 import { EventLoop } from './event-loop.js';
 import type { IoWorkerContext, IoWorkerData, IoWorkerMessage, SetupIoWorker } from './io-worker.js';
 
 // debug output from this thread: see lib/log.ts (written synchronously to fd 2 on workers).
-const debug = log('io');
+import '../log.js';
+
 const data = entryData<IoWorkerData>();
 const port = parentPort!;
 const post = (m: IoWorkerMessage): void => port.postMessage(m);
 
 function describe(e: unknown): { message: string; stack?: string } {
   return e instanceof Error ? { message: e.message, ...(e.stack ? { stack: e.stack } : {}) } : { message: String(e) };
-}
-
-/** Raises this thread's priority by `steps` nice steps, or throws an error that names the setting and the fix. */
-function raisePriority(steps: number): void {
-  const r = raiseThisThreadPriority(steps);
-  if ('errno' in r) {
-    throw new Error(`ioNice ${steps}: the kernel refused to raise the I/O worker's priority (setpriority: ${errnoName(r.errno)}); ` +
-      'that needs CAP_SYS_NICE, or an RLIMIT_NICE (ulimit -e) of at least 20 + ioNice; run with one, or leave ioNice at 0');
-  }
-  debug('I/O worker runs at nice %d', r.nice);
 }
 
 async function main(): Promise<void> {
@@ -43,7 +32,6 @@ async function main(): Promise<void> {
   const loop = new EventLoop({ stop: data.stop });
   let teardown: (() => void) | undefined;
   try {
-    if (data.raisePriority > 0) raisePriority(data.raisePriority);
     const mod = (await importWorkerModule(data.module)) as { setupIoWorker?: SetupIoWorker };
     if (typeof mod.setupIoWorker !== 'function') throw new TypeError(`${data.module} does not export a setupIoWorker function`);
     const ctx: IoWorkerContext = { post: (msg) => post({ type: 'message', data: msg }) };

@@ -57,11 +57,6 @@ export interface IoWorkerOptions {
   readonly data: unknown;
   /** Take the worker from this pool when it has one ready. */
   readonly pool?: WorkerPool;
-  /**
-   * Nice steps the worker raises its own thread's priority by before its setup runs (MicroVMConfig.ioNice);
-   * 0 or absent: none. When the kernel refuses (no CAP_SYS_NICE, RLIMIT_NICE too low), start() rejects.
-   */
-  readonly raisePriority?: number;
 }
 
 /** Worker -> main messages. */
@@ -76,8 +71,6 @@ export interface IoWorkerData {
   readonly module: string;
   readonly data: unknown;
   readonly stop: StopSignal;
-  /** {@link IoWorkerOptions.raisePriority}. */
-  readonly raisePriority: number;
 }
 
 export interface IoWorkerEvents {
@@ -172,7 +165,7 @@ export class IoWorker extends EventEmitter<IoWorkerEvents> {
     // Process-wide disposition for the kick signal: without it, a kick would kill the process.
     installKickHandler();
     const stop = EventLoop.createStopSignal();
-    const wd: IoWorkerData = { module, data: opts.data, stop, raisePriority: opts.raisePriority ?? 0 };
+    const wd: IoWorkerData = { module, data: opts.data, stop };
     let worker: Worker;
     try {
       worker = startWorker(ENTRY_URL, wd, opts.pool);

@@ -217,7 +217,7 @@ async function buildWith(
       const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring), saveFd, saveHold: saveHold.buffer as SharedArrayBuffer };
       let io: IoWorker;
       try {
-        io = await IoWorker.start({ module: IO_MODULE, data, raisePriority: cfg.ioNice, ...(cfg.workerPool ? { pool: cfg.workerPool } : {}) });
+        io = await IoWorker.start({ module: IO_MODULE, data, ...(cfg.workerPool ? { pool: cfg.workerPool } : {}) });
       } catch (e) {
         // A restored device whose saved queues or state do not fit: the snapshot's fault, not the worker's.
         if (restore && e instanceof IoWorkerError) throw new SnapshotStateError('virtio', e.message.replace(/^I\/O worker failed: /, ''));

@@ -8,7 +8,7 @@ import { totalmem } from 'node:os';
 import { dirname } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { WorkerPool } from '../worker-pool.js';
-import { IS_ARM64, NICE_MAX, NICE_MIN } from '../sys.js';
+import { IS_ARM64, NICE_MAX } from '../sys.js';
 import { Kvm } from '../kvm/kvm.js';
 import { hostPlatform } from './platform/index.js';
 import { VIRTIO_MMIO_SLOT_COUNT as X86_VIRTIO_SLOTS } from '../../arch/x86_64/layout.js';
@@ -39,13 +39,6 @@ export const DEFAULT_MEMORY_MIB = 256;
  * host where they compete with nothing but their own VMM, not the default.
  */
 export const DEFAULT_VCPU_NICE = 0;
-/**
- * Default of `ioNice`: the I/O worker runs at the process's own priority. Raising it is the other way to
- * let a guest's request run before the guest idles, without giving the guest less CPU against other
- * processes; but it needs CAP_SYS_NICE (or RLIMIT_NICE), and a library should not raise a thread's priority
- * in its caller's process unasked. See the README ("The I/O worker first: `ioNice`") for what it changes.
- */
-export const DEFAULT_IO_NICE = 0;
 /** Guest RAM granularity: 2 MiB, the page size of the boot page tables and of huge pages. */
 export const MEMORY_ALIGN_MIB = 2;
 /** x86 COMMAND_LINE_SIZE is 2048 bytes including the NUL. */
@@ -201,10 +194,6 @@ export const microVMConfigSchema = obj({ doc: 'MicroVM configuration.', example:
     doc: "How many nice steps below the process each vCPU thread runs (0 to 19; 0: the process's own priority). The I/O worker, which a guest's request wakes, then gets the CPU before the vCPU that made the request instead of after the guest goes idle; but the guest also gets less CPU against every other process in the same cgroup or autogroup.",
     cli: '--vcpu-nice', min: 0, max: NICE_MAX, default: String(DEFAULT_VCPU_NICE),
   })),
-  ioNice: optional(int({
-    doc: "How many nice steps above the process the I/O worker (the thread that serves every virtio device) runs (0 to 20; 0: the process's own priority). A guest's request then runs as soon as it is made instead of when the guest goes idle, without lowering the guest's own priority. Raising a priority needs CAP_SYS_NICE or an RLIMIT_NICE (ulimit -e) that allows it; without, start() fails.",
-    cli: '--io-nice', min: 0, max: -NICE_MIN, default: String(DEFAULT_IO_NICE),
-  })),
   console: optional(oneOf({ doc: "'pipe': vm.console is a Duplex on the guest's serial console; 'none': output is discarded.", default: "'pipe'" }, ['pipe', 'none'] as const)),
   bootProtocol: optional(oneOf({ doc: 'x86_64 ELF vmlinux boot protocol; ignored on arm64.', cli: '--pvh', default: "'linux64'" }, ['linux64', 'pvh'] as const)),
   drives: optional(list({ doc: 'virtio-blk disks, in order: the guest sees /dev/vda, /dev/vdb, ...', cli: '--drive' }, driveSpec)),
@@ -243,7 +232,6 @@ export interface ResolvedConfig {
   readonly memoryMiB: number;
   readonly vcpus: number;
   readonly vcpuNice: number;
-  readonly ioNice: number;
   readonly console: ConsoleMode;
   readonly bootProtocol: 'linux64' | 'pvh';
   readonly drives: readonly Required<DriveConfig>[];
@@ -293,7 +281,7 @@ export function resolveConfig(config: MicroVMConfig, opts: ResolveOptions = {}):
   const r = c!;
   return {
     kernel: r.kernel, initrd: r.initrd, cmdline: r.cmdline, extraCmdline: r.extraCmdline, memoryMiB: r.memoryMiB ?? DEFAULT_MEMORY_MIB,
-    vcpus: r.vcpus ?? 1, vcpuNice: r.vcpuNice ?? DEFAULT_VCPU_NICE, ioNice: r.ioNice ?? DEFAULT_IO_NICE, console: r.console ?? 'pipe', bootProtocol: r.bootProtocol ?? 'linux64',
+    vcpus: r.vcpus ?? 1, vcpuNice: r.vcpuNice ?? DEFAULT_VCPU_NICE, console: r.console ?? 'pipe', bootProtocol: r.bootProtocol ?? 'linux64',
     drives: (r.drives ?? []).map((d, i) => ({ path: d.path, readOnly: d.readOnly ?? false, root: d.root ?? false, serial: d.serial ?? `flintvm${i}` })),
     rng: r.rng ?? false, net: (r.net ?? []).map((n) => ({ ...n })), shares: (r.shares ?? []).map((s) => ({ ...s })),
     vsock: r.vsock ? { ...r.vsock } : undefined, workerPool: r.workerPool,

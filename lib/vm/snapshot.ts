@@ -104,7 +104,6 @@ export function restoredConfig(saved: SnapshotConfig, overrides: RestoreOverride
   if (saved.initrd !== undefined) cfg.initrd = saved.initrd;
   // Snapshots from before vcpuNice existed get today's default.
   if (saved.vcpuNice !== undefined) cfg.vcpuNice = saved.vcpuNice;
-  if (saved.ioNice !== undefined) cfg.ioNice = saved.ioNice;
   if (saved.cmdline !== undefined) cfg.cmdline = saved.cmdline;
   if (saved.extraCmdline !== undefined) cfg.extraCmdline = saved.extraCmdline;
   if (saved.vsock) cfg.vsock = { ...saved.vsock, ...(overrides.vsock ?? {}) };

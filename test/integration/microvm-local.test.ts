@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { MicroVM } from '../../lib/index.js';
-import { DEFAULT_IO_NICE, DEFAULT_VCPU_NICE } from '../../lib/vm/config.js';
+import { DEFAULT_VCPU_NICE } from '../../lib/vm/config.js';
 import { requireKvm } from '../helpers/kvm.js';
 import { printAndExitCode, spinCode, writeTempKernel } from '../helpers/tiny-elf.js';
 
@@ -65,37 +65,6 @@ test.serial('vcpuNice: each vCPU thread runs that many nice steps below the proc
       const want = Math.min(19, base + steps);
       t.deepEqual(threadNices('flintvm-vcpu0').threads, [want], `vcpuNice ${vcpuNice}: vCPU 0`);
       t.deepEqual(threadNices('flintvm-vcpu1').threads, [want], `vcpuNice ${vcpuNice}: vCPU 1`);
-    } finally {
-      await vm.stop();
-    }
-  }
-});
-
-/** Whether this process may raise a thread's priority (CAP_SYS_NICE in its effective set; root has it). */
-function hasCapSysNice(): boolean {
-  const m = /^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m !== null && (BigInt(`0x${m[1]}`) & (1n << 23n)) !== 0n;
-}
-
-test.serial('ioNice: the I/O worker runs that many nice steps above the process (default 0), the vCPU and the main thread do not; refused without CAP_SYS_NICE', async (t) => {
-  if (!requireKvm(t)) return;
-  const kernel = writeTempKernel(spinCode());
-  const may = hasCapSysNice();
-  t.log(may ? 'CAP_SYS_NICE: the raise is checked' : 'no CAP_SYS_NICE: the refusal is checked');
-  for (const [ioNice, steps] of [[undefined, DEFAULT_IO_NICE], [5, 5], [20, 20]] as const) {
-    const vm = new MicroVM({ kernel, memoryMiB: 16, rng: true, ...(ioNice === undefined ? {} : { ioNice }) });
-    const base = threadNices('none').main;
-    if (steps > 0 && !may) {
-      await t.throwsAsync(vm.start(), { message: new RegExp(`ioNice ${steps}: the kernel refused .*CAP_SYS_NICE`) });
-      t.is(vm.state, 'exited');
-      t.deepEqual(threadNices('flintvm-io').threads, [], 'no I/O worker left');
-      continue;
-    }
-    await vm.start();
-    try {
-      t.deepEqual(threadNices('flintvm-io').threads, [Math.max(-20, base - steps)], `ioNice ${ioNice}: the I/O worker`);
-      t.deepEqual(threadNices('flintvm-vcpu0').threads, [base], `ioNice ${ioNice}: the vCPU keeps the process's priority`);
-      t.is(threadNices('none').main, base, 'the main thread keeps its priority');
     } finally {
       await vm.stop();
     }

@@ -2,7 +2,7 @@ import test from 'ava';
 import { accessSync, chmodSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { resolveConfig, DEFAULT_IO_NICE, DEFAULT_MEMORY_MIB, DEFAULT_VCPU_NICE, MAX_CMDLINE_BYTES, type MicroVMConfig } from '../../../lib/vm/config.js';
+import { resolveConfig, DEFAULT_MEMORY_MIB, DEFAULT_VCPU_NICE, MAX_CMDLINE_BYTES, type MicroVMConfig } from '../../../lib/vm/config.js';
 import { ConfigError, FlintvmError } from '../../../lib/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flintvm-config-'));
@@ -29,7 +29,7 @@ function refused(t: import('ava').ExecutionContext, config: unknown, field: stri
 
 test('a minimal config resolves with every default filled', (t) => {
   t.deepEqual(resolveConfig({ kernel }), {
-    kernel, initrd: undefined, cmdline: undefined, extraCmdline: undefined, memoryMiB: DEFAULT_MEMORY_MIB, vcpus: 1, vcpuNice: DEFAULT_VCPU_NICE, ioNice: DEFAULT_IO_NICE,
+    kernel, initrd: undefined, cmdline: undefined, extraCmdline: undefined, memoryMiB: DEFAULT_MEMORY_MIB, vcpus: 1, vcpuNice: DEFAULT_VCPU_NICE,
     console: 'pipe', bootProtocol: 'linux64', drives: [], rng: false, net: [], shares: [], vsock: undefined, workerPool: undefined,
   });
   const full = resolveConfig({ kernel, initrd, cmdline: 'console=ttyS0', extraCmdline: 'quiet', memoryMiB: 64, vcpus: 2, console: 'none', bootProtocol: 'pvh' });
