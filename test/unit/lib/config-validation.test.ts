@@ -132,7 +132,7 @@ test('skip leaves a file unchecked (the CLI before the default guest exists)', (
 
 test("the README's configuration reference is the schema's", (t) => {
   const readme = readFileSync(new URL('../../../../README.md', import.meta.url), 'utf8');
-  t.true(readme.includes(configReference()), 'README.md must contain configReference() verbatim (regenerate it: node -e "import(\'./dist/lib/config.js\').then(m => console.log(m.configReference()))")');
+  t.true(readme.includes(configReference()), 'README.md must contain configReference() verbatim (regenerate it: node -e "import(\'./dist/lib/vm/config.js\').then(m => console.log(m.configReference()))")');
 });
 
 test('#17: a failed start() emits exit (reason error) as well as rejecting', async (t) => {
