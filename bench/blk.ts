@@ -3,7 +3,8 @@
  * guest (vmlinux + initramfs-bench.cpio.gz, 1 vCPU, 256 MiB), the same raw
  * image and the same host, in the same run, with fio in the guest
  * (libaio, O_DIRECT): sequential read/write in 1 MiB blocks and random
- * read/write in 4 KiB blocks, at iodepth 1 and 16.
+ * read/write in 4 KiB blocks, at iodepth 1 and 16, then the iodepth 1 jobs
+ * again with every code path warm (blk-inner.ts `blkJobs` says why).
  *
  * It all runs INSIDE the real-KVM test host (test/hosts/run.ts), because the
  * local /dev/kvm cannot boot Linux (ENVIRONMENT.md §1). That host is a Linux
@@ -20,7 +21,7 @@
  * ratios, and writes bench/results/blk.json.
  *
  * Usage: node dist/bench/blk.js [--reps 5] [--runtime 5] [--ramp 1] [--depths 1,16]
- *          [--no-qemu] [--out bench/results/blk.json] [--timeout-min 90] [--json]
+ *          [--no-again] [--no-qemu] [--out bench/results/blk.json] [--timeout-min 90] [--json]
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -31,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { defaultGuestImages } from '../lib/guest-images.js';
 import { runInTestHost, findProjectDir } from '../test/hosts/run.js';
 import { summarize, type Summary } from './stats.js';
-import { RESULT_MARKER, type BlkInnerResult, type JobResult } from './blk-inner.js';
+import { RESULT_MARKER, blkJobs, type BlkInnerResult, type JobResult } from './blk-inner.js';
 import { findQemu, qemuBundle } from './test-host-bench.js';
 
 const METRICS = ['bwKiBs', 'iops', 'clatUs', 'latUs'] as const;
@@ -94,6 +95,8 @@ export interface BlkOptions {
   runtimeS?: number;
   rampS?: number;
   depths?: number[];
+  /** Run the first depth's jobs again at the end of each boot (default true). */
+  again?: boolean;
   noQemu?: boolean;
   timeoutMin?: number;
   /** Receives the test host's console (progress lines). Default: process.stderr. */
@@ -119,9 +122,10 @@ export async function benchBlk(o: BlkOptions = {}): Promise<BlkResult> {
 
     const args = ['--reps', String(reps), '--runtime', String(runtimeS), '--ramp', String(rampS), '--depths', depths.join(',')];
     if (!qemu) args.push('--no-qemu');
+    if (o.again === false) args.push('--no-again');
     const uptimeBefore = execFileSync('uptime', { encoding: 'utf8' }).trim();
     const loadavgBefore = loadavg();
-    const perBootS = depths.length * 4 * (runtimeS + rampS + 4) + 60;
+    const perBootS = blkJobs(depths, o.again !== false).length * (runtimeS + rampS + 4) + 60;
     const r = await runInTestHost({
       arch: 'x86_64',
       command: ['node', 'dist/bench/blk-inner.js', ...args],
@@ -163,6 +167,7 @@ async function main(): Promise<void> {
       runtime: { type: 'string', default: '5' },
       ramp: { type: 'string', default: '1' },
       depths: { type: 'string', default: '1,16' },
+      'no-again': { type: 'boolean', default: false },
       'no-qemu': { type: 'boolean', default: false },
       out: { type: 'string' },
       'timeout-min': { type: 'string' },
@@ -171,7 +176,7 @@ async function main(): Promise<void> {
   });
   const res = await benchBlk({
     reps: Number(values.reps), runtimeS: Number(values.runtime), rampS: Number(values.ramp),
-    depths: values.depths.split(',').map(Number), noQemu: values['no-qemu'],
+    depths: values.depths.split(',').map(Number), again: !values['no-again'], noQemu: values['no-qemu'],
     timeoutMin: values['timeout-min'] ? Number(values['timeout-min']) : undefined,
   });
   const out = values.out ?? join(findProjectDir(dirname(fileURLToPath(import.meta.url))), 'bench/results/blk.json');
