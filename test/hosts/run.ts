@@ -19,6 +19,8 @@
 //   3. QEMU boots it with the serial console on its stdout; the init prints
 //      `FLINTVM-HOST-READY <uptime>` before the command and
 //      `FLINTVM-HOST-EXIT <status>` after it, then powers off.
+//   4. Meanwhile a watch (stall.ts) nudges a test host whose QEMU uses no CPU
+//      for a minute: a lost interrupt, seen four times, left hosts asleep.
 //
 // Only node builtins are used here.
 
@@ -28,6 +30,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
+import { MAX_NUDGES, STALL_LIMIT_MS, StallWatch, nudge, processActivity } from './stall.js';
 
 export type TestHostArch = 'x86_64' | 'arm64';
 
@@ -58,6 +61,8 @@ export interface TestHostOptions {
   projectDir?: string;
   /** More repository-relative files or directories to carry into /work/project. */
   extraPaths?: string[];
+  /** Called when the command starts, with the path of the test host's QMP socket (QEMU's machine protocol). */
+  onReady?: (host: { qmpPath: string }) => void;
 }
 
 export interface TestHostResult {
@@ -84,6 +89,8 @@ export interface TestHostResult {
   error?: string;
   /** Where the guest images came from, or null if none were carried. */
   guestDir: string | null;
+  /** How many times the test host used no CPU for STALL_LIMIT_MS and got an NMI (stall.ts). */
+  nudges: number;
 }
 
 const READY_RE = /^FLINTVM-HOST-READY ([0-9.]+)\s*$/;
@@ -581,6 +588,7 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
     const tOv = performance.now();
     rec.tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'flintvm-host-'));
     const initrd = path.join(rec.tmp, 'initrd.cpio');
+    const qmpPath = path.join(rec.tmp, 'qmp.sock');
     fs.copyFileSync(base, initrd);
     const fd = fs.openSync(initrd, 'a');
     let overlayBytes: number;
@@ -625,6 +633,8 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
       '-no-reboot',
       '-serial',
       'stdio',
+      '-qmp',
+      `unix:${qmpPath},server=on,wait=off`,
       '-kernel',
       kernel,
       '-initrd',
@@ -636,6 +646,16 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
     const tBoot = performance.now();
     const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     rec.child = child;
+    // The stall watch (stall.ts): whether QEMU's threads ran, sampled every 5 s while it runs.
+    let nudges = 0;
+    const stall = new StallWatch(STALL_LIMIT_MS);
+    const watch = setInterval(() => {
+      if (child.pid === undefined || !stall.observe(processActivity(child.pid), performance.now()) || nudges >= MAX_NUDGES) return;
+      const n = ++nudges;
+      void nudge(qmpPath).then((what) => log(`the test host used no CPU for ${STALL_LIMIT_MS / 1000} s (nudge ${n} of at most ${MAX_NUDGES}): ${what}`));
+    }, 5000);
+    watch.unref();
+    child.once('close', () => clearInterval(watch));
 
     return await new Promise<TestHostResult>((resolve) => {
       const decoder = new StringDecoder('utf8');
@@ -658,6 +678,7 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
           if (r && bootMs < 0) {
             bootMs = performance.now() - tBoot;
             uptime = Number(r[1]);
+            opts.onReady?.({ qmpPath });
             if (!opts.verbose) {
               log(`test host ready after ${(bootMs / 1000).toFixed(1)} s (its uptime ${uptime.toFixed(2)} s); running the command`);
               return;
@@ -719,6 +740,7 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
           guestUptimeAtReady: uptime,
           timedOut,
           guestDir,
+          nudges,
         };
         if (timedOut) {
           resolve({

@@ -1,0 +1,168 @@
+/**
+ * A test host that stops using CPU: how run.ts notices it, and what it does.
+ *
+ * Four times on 2026-12-06 a test host went idle for good while its command
+ * was running: QEMU's emulated CPU thread slept on a futex, its main loop
+ * waited in ppoll with no time-out (no timer of the emulated machine armed),
+ * and nothing more came out for 10-16 minutes. A Linux kernel with a task
+ * running or sleeping on a timer always has a timer armed, so the L1 had lost
+ * an interrupt. Booting it with the local APIC's one-shot count instead of
+ * TSC deadlines (`lapic=notscdeadline`) did not prevent the fourth stall.
+ *
+ * So run.ts watches the QEMU process's threads. When none has run for
+ * {@link STALL_LIMIT_MS}, it asks QEMU (over QMP) for the emulated CPU's
+ * registers, prints their first lines (RIP, EFLAGS, whether the CPU is halted:
+ * what the next stall needs to be diagnosed), and injects an NMI, which wakes a
+ * halted CPU whatever its interrupt flag (unless NMIs are blocked). If the L1 had only missed a wakeup, it
+ * runs on; its kernel logs an "NMI received for unknown reason". A healthy idle
+ * test host never goes that long without a timer of its own, so a nudge there
+ * costs one kernel message.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+
+/** How long the QEMU process may use no CPU at all before run.ts nudges it. */
+export const STALL_LIMIT_MS = 60_000;
+/** How many times one run nudges its test host; a host that needs more is left to its time-out. */
+export const MAX_NUDGES = 5;
+
+/**
+ * A count that grows whenever a thread of `pid` runs: the context switches of
+ * all its threads (exact: a thread that wakes and sleeps again adds one) plus
+ * the process's utime + stime in clock ticks. Null once the process is gone.
+ * (schedstat's run time would be finer, but reads 0 on some kernels.)
+ */
+export function processActivity(pid: number): number | null {
+  try {
+    let n = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s*(\d+)/gm)) n += Number(m[1]);
+    }
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces), from field 3 (state) on: utime is 14, stime 15.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    n += Number(rest[11]) + Number(rest[12]);
+    return Number.isFinite(n) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Says when a counter has not moved for `limitMs`. Feed it samples; it returns
+ * true once per still stretch of that length, then starts counting again.
+ */
+export class StallWatch {
+  private last: number | null = null;
+  private since = 0;
+
+  constructor(private readonly limitMs: number) {}
+
+  observe(ticks: number | null, nowMs: number): boolean {
+    if (ticks === null) return false;
+    if (ticks !== this.last) {
+      this.last = ticks;
+      this.since = nowMs;
+      return false;
+    }
+    if (nowMs - this.since < this.limitMs) return false;
+    this.since = nowMs;
+    return true;
+  }
+}
+
+/** One QMP command: `execute` and its `arguments`. */
+export interface QmpCommand {
+  execute: string;
+  arguments?: Record<string, unknown>;
+}
+
+/**
+ * Runs `commands` in order on QEMU's QMP socket at `path` and resolves with
+ * each one's `return` value. Rejects on a QMP error (naming the command), a
+ * closed socket, or after `timeoutMs` in all.
+ */
+export function qmp(path: string, commands: readonly QmpCommand[], timeoutMs = 5000): Promise<unknown[]> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    const results: unknown[] = [];
+    // The greeting comes first; then one reply per command sent, capabilities negotiation first.
+    const queue: QmpCommand[] = [{ execute: 'qmp_capabilities' }, ...commands];
+    let greeted = false;
+    let buf = '';
+    let done = false;
+    const end = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(results);
+    };
+    const timer = setTimeout(() => end(new Error(`QMP at ${path}: no answer within ${timeoutMs} ms`)), timeoutMs);
+    const sendNext = () => {
+      const c = queue[0];
+      if (!c) return end();
+      sock.write(JSON.stringify(c) + '\n');
+    };
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      buf += d;
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i).trim();
+        buf = buf.slice(i + 1);
+        if (!line) continue;
+        let msg: { QMP?: unknown; return?: unknown; error?: { desc?: string }; event?: string };
+        try {
+          msg = JSON.parse(line) as typeof msg;
+        } catch {
+          return end(new Error(`QMP at ${path}: not JSON: ${line.slice(0, 200)}`));
+        }
+        if (msg.event !== undefined) continue;
+        if (!greeted) {
+          if (msg.QMP === undefined) return end(new Error(`QMP at ${path}: no greeting`));
+          greeted = true;
+          sendNext();
+          continue;
+        }
+        const c = queue.shift()!;
+        if (msg.error) return end(new Error(`QMP ${c.execute}: ${msg.error.desc ?? JSON.stringify(msg.error)}`));
+        if (c.execute !== 'qmp_capabilities') results.push(msg.return);
+        sendNext();
+      }
+    });
+    sock.on('error', (e) => end(new Error(`QMP at ${path}: ${e.message}`)));
+    sock.on('close', () => end(new Error(`QMP at ${path}: closed before every command was answered`)));
+  });
+}
+
+/**
+ * The lines of HMP `info registers` worth a log line: the instruction pointer with the flags, privilege level
+ * and halted state (x86: `RIP=... RFL=... CPL=... HLT=...`; arm64: `PC=...`), and the control registers.
+ */
+export function registerSummary(infoRegisters: string): string {
+  const keep = infoRegisters.split('\n').filter((l) => /^\s*(RIP|EIP|PC|CR0|EFER)=/.test(l) || /HLT=/.test(l));
+  return keep.map((l) => l.trim().replace(/\s+/g, ' ')).join(' | ');
+}
+
+/**
+ * The nudge: the emulated CPU's registers, then an NMI. Resolves with a line
+ * for the log that says both (or why either failed); never rejects.
+ */
+export async function nudge(qmpPath: string): Promise<string> {
+  let regs: string;
+  try {
+    const [r] = await qmp(qmpPath, [{ execute: 'human-monitor-command', arguments: { 'command-line': 'info registers' } }]);
+    regs = registerSummary(typeof r === 'string' ? r : '') || 'no registers in the answer';
+  } catch (e) {
+    regs = `registers unknown (${(e as Error).message})`;
+  }
+  try {
+    await qmp(qmpPath, [{ execute: 'inject-nmi' }]);
+    return `sent it an NMI; its CPU before: ${regs}`;
+  } catch (e) {
+    return `the NMI failed (${(e as Error).message}); its CPU: ${regs}`;
+  }
+}
