@@ -617,7 +617,8 @@ export async function runInTestHost(opts: TestHostOptions): Promise<TestHostResu
     const append = [`console=${cfg.console}`, 'panic=-1'];
     // The x86_64 host's timer: the local APIC's one-shot count, not its TSC-deadline mode. On 2026-12-06 a
     // test host went fully idle three times, its emulated CPU asleep with no CPU time used for minutes: an L1
-    // kernel always wakes within seconds, so its timer interrupt was lost. Those hosts used TSC deadlines.
+    // kernel always wakes within seconds, so its timer interrupt was lost. Those hosts used TSC deadlines;
+    // a fourth stall came with this one-shot mode too, so the stall watch below is what acts on one.
     if (arch === 'x86_64') append.push('lapic=notscdeadline');
     if (!opts.verbose) append.push('quiet', 'loglevel=1');
     const args = [
