@@ -19,8 +19,9 @@
 //   3. QEMU boots it with the serial console on its stdout; the init prints
 //      `FLINTVM-HOST-READY <uptime>` before the command and
 //      `FLINTVM-HOST-EXIT <status>` after it, then powers off.
-//   4. Meanwhile a watch (stall.ts) nudges a test host whose QEMU uses no CPU
-//      for a minute: a lost interrupt, seen four times, left hosts asleep.
+//   4. Meanwhile a watch (stall.ts) nudges a test host whose QEMU has not run
+//      for 20 s: QEMU's TCG can leave a timer interrupt pending while the CPU
+//      sleeps; a key press wakes it.
 //
 // Only node builtins are used here.
 
@@ -89,7 +90,7 @@ export interface TestHostResult {
   error?: string;
   /** Where the guest images came from, or null if none were carried. */
   guestDir: string | null;
-  /** How many times the test host used no CPU for STALL_LIMIT_MS and got an NMI (stall.ts). */
+  /** How many times the test host used no CPU for STALL_LIMIT_MS and got a key press (stall.ts). */
   nudges: number;
 }
 

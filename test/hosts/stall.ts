@@ -1,28 +1,29 @@
 /**
  * A test host that stops using CPU: how run.ts notices it, and what it does.
  *
- * Four times on 2026-12-06 a test host went idle for good while its command
- * was running: QEMU's emulated CPU thread slept on a futex, its main loop
- * waited in ppoll with no time-out (no timer of the emulated machine armed),
- * and nothing more came out for 10-16 minutes. A Linux kernel with a task
- * running or sleeping on a timer always has a timer armed, so the L1 had lost
- * an interrupt. Booting it with the local APIC's one-shot count instead of
- * TSC deadlines (`lapic=notscdeadline`) did not prevent the fourth stall.
+ * Five times on 2026-12-06 an x86_64 test host went idle for good while its
+ * command was running: QEMU's emulated CPU thread slept on a futex, its main
+ * loop waited in ppoll with no time-out, and nothing more came out for 10-16
+ * minutes. The fifth was looked at over QMP: the CPU was halted in the idle
+ * loop with interrupts enabled (RFL=0x246, HLT=1), and its local APIC held
+ * the timer's vector (236) in IRR, above the priority (PPR 0x10), with
+ * nothing in service: an interrupt QEMU had accepted but never woke the CPU
+ * for (QEMU 7.2, TCG). An NMI did not help (the CPU handled it and halted
+ * again). A key press did: an interrupt through the IOAPIC makes QEMU look at
+ * the local APIC again, the CPU took the timer interrupt, and the host ran on.
  *
  * So run.ts watches the QEMU process's threads. When none has run for
- * {@link STALL_LIMIT_MS}, it asks QEMU (over QMP) for the emulated CPU's
- * registers, prints their first lines (RIP, EFLAGS, whether the CPU is halted:
- * what the next stall needs to be diagnosed), and injects an NMI, which wakes a
- * halted CPU whatever its interrupt flag (unless NMIs are blocked). If the L1 had only missed a wakeup, it
- * runs on; its kernel logs an "NMI received for unknown reason". A healthy idle
- * test host never goes that long without a timer of its own, so a nudge there
- * costs one kernel message.
+ * {@link STALL_LIMIT_MS}, it logs the emulated CPU's state (the RIP line and
+ * the local APIC's timer, IRR and ISR) and presses and releases Shift on the
+ * emulated keyboard (HMP `sendkey`), over QMP. A healthy test host always has
+ * a thread waking within that time, and a false alarm costs one key press on
+ * a console nobody reads.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 
 /** How long the QEMU process may use no CPU at all before run.ts nudges it. */
-export const STALL_LIMIT_MS = 60_000;
+export const STALL_LIMIT_MS = 20_000;
 /** How many times one run nudges its test host; a host that needs more is left to its time-out. */
 export const MAX_NUDGES = 5;
 
@@ -147,22 +148,35 @@ export function registerSummary(infoRegisters: string): string {
   return keep.map((l) => l.trim().replace(/\s+/g, ' ')).join(' | ');
 }
 
+/** The local APIC's timer, ISR and IRR lines of HMP `info lapic` (x86 only; '' elsewhere). */
+export function lapicSummary(infoLapic: string): string {
+  return infoLapic.split('\n').filter((l) => /^\s*(LVTT|Timer|ISR|IRR|APR)\b/.test(l)).map((l) => l.trim().replace(/\s+/g, ' ')).join(' | ');
+}
+
+async function hmp(qmpPath: string, commandLine: string): Promise<string> {
+  const [r] = await qmp(qmpPath, [{ execute: 'human-monitor-command', arguments: { 'command-line': commandLine } }]);
+  return typeof r === 'string' ? r.trim() : '';
+}
+
 /**
- * The nudge: the emulated CPU's registers, then an NMI. Resolves with a line
- * for the log that says both (or why either failed); never rejects.
+ * The nudge: the emulated CPU's state for the log, then a Shift key press and
+ * release. Resolves with a line for the log that says both (or why either
+ * failed); never rejects.
  */
 export async function nudge(qmpPath: string): Promise<string> {
-  let regs: string;
+  let state: string;
   try {
-    const [r] = await qmp(qmpPath, [{ execute: 'human-monitor-command', arguments: { 'command-line': 'info registers' } }]);
-    regs = registerSummary(typeof r === 'string' ? r : '') || 'no registers in the answer';
+    const regs = registerSummary(await hmp(qmpPath, 'info registers'));
+    const lapic = lapicSummary(await hmp(qmpPath, 'info lapic'));
+    state = [regs, lapic].filter(Boolean).join(' | ') || 'not in the answers';
   } catch (e) {
-    regs = `registers unknown (${(e as Error).message})`;
+    state = `unknown (${(e as Error).message})`;
   }
   try {
-    await qmp(qmpPath, [{ execute: 'inject-nmi' }]);
-    return `sent it an NMI; its CPU before: ${regs}`;
+    // HMP answers a command it cannot carry out with text, not a QMP error.
+    const said = await hmp(qmpPath, 'sendkey shift');
+    return said ? `the key press failed (${said}); its CPU: ${state}` : `pressed Shift on its keyboard; its CPU before: ${state}`;
   } catch (e) {
-    return `the NMI failed (${(e as Error).message}); its CPU: ${regs}`;
+    return `the key press failed (${(e as Error).message}); its CPU: ${state}`;
   }
 }

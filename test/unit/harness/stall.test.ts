@@ -9,7 +9,7 @@ import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { StallWatch, nudge, processActivity, qmp, registerSummary } from '../../hosts/stall.js';
+import { StallWatch, lapicSummary, nudge, processActivity, qmp, registerSummary } from '../../hosts/stall.js';
 import { haveTestHostQemu, runInTestHost } from '../../hosts/run.js';
 import { skipOrFail } from '../../helpers/kvm.js';
 
@@ -85,11 +85,28 @@ test('qmp rejects naming the command QEMU refused, and when the socket closes or
   await t.throwsAsync(qmp(join(tmpdir(), 'flintvm-no-such-qmp.sock'), []), { message: /ENOENT/ });
 });
 
-test('nudge logs the registers and an NMI that failed instead of throwing', async (t) => {
-  const q = await fakeQmp(t, (c) => (c.execute === 'inject-nmi' ? { error: { desc: 'not supported' } }
-    : { return: c.execute === 'human-monitor-command' ? 'RAX=0 RBX=0\r\nRIP=ffffffff81000000 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\n' : {} }));
-  const line = await nudge(q.path);
-  t.regex(line, /^the NMI failed \(QMP inject-nmi: not supported\); its CPU: RIP=ffffffff81000000 RFL=00000246 .*HLT=1$/);
+test('nudge logs the CPU\'s state, presses Shift, and reports a key press HMP refused instead of throwing', async (t) => {
+  const answers: Record<string, string> = {
+    'info registers': 'RAX=0 RBX=0\r\nRIP=ffffffff81000000 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\n',
+    'info lapic': 'LVTT\t 0x000000ec active-hi edge one-shot Fixed (vec 236)\r\nISR\t (none)\r\nIRR\t 236 \r\n',
+    'sendkey shift': '',
+  };
+  const hmpLines: string[] = [];
+  const q = await fakeQmp(t, (c) => {
+    const line = (c.arguments as { 'command-line'?: string } | undefined)?.['command-line'] ?? '';
+    if (c.execute === 'human-monitor-command') hmpLines.push(line);
+    return { return: c.execute === 'human-monitor-command' ? answers[line] ?? `unknown command: '${line}'` : {} };
+  });
+  t.is(await nudge(q.path), 'pressed Shift on its keyboard; its CPU before: RIP=ffffffff81000000 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1 | LVTT 0x000000ec active-hi edge one-shot Fixed (vec 236) | ISR (none) | IRR 236');
+  t.deepEqual(hmpLines, ['info registers', 'info lapic', 'sendkey shift']);
+  answers['sendkey shift'] = 'Error: no keyboard';
+  t.regex(await nudge(q.path), /^the key press failed \(Error: no keyboard\); its CPU: RIP=/);
+});
+
+test('lapicSummary keeps the timer and the pending and in-service vectors', (t) => {
+  const info = 'dumping local APIC state for CPU 0\n\nLVT0\t 0x00010700 masked\nLVTT\t 0x000000ec one-shot (vec 236)\nTimer\t DCR=0x3 (divide by 16) initial_count = 61386 current_count = 0\nSPIV\t 0x000001ff\nISR\t (none)\nIRR\t 236 \n\nAPR 0x00 TPR 0x10 DFR 0x0f LDR 0x01 PPR 0x10\n';
+  t.is(lapicSummary(info), 'LVTT 0x000000ec one-shot (vec 236) | Timer DCR=0x3 (divide by 16) initial_count = 61386 current_count = 0 | ISR (none) | IRR 236 | APR 0x00 TPR 0x10 DFR 0x0f LDR 0x01 PPR 0x10');
+  t.is(lapicSummary(''), '');
 });
 
 test('registerSummary keeps the instruction pointer line and the control registers', (t) => {
@@ -104,18 +121,22 @@ test('registerSummary keeps the instruction pointer line and the control registe
   t.is(registerSummary('PC=ffff800080000000 X00=0\n'), 'PC=ffff800080000000 X00=0');
 });
 
-// The real thing: an NMI sent over the test host's QMP socket reaches its kernel.
-test('an NMI sent over a running x86_64 test host\'s QMP socket reaches its kernel', async (t) => {
+// The real thing: the key press reaches a running test host's kernel as a keyboard interrupt.
+test('a key press sent over a running x86_64 test host\'s QMP socket reaches its kernel', async (t) => {
   if (!haveTestHostQemu('x86_64')) return skipOrFail(t, 'no qemu-system-x86_64 for a test host (test/setup.sh installs it)');
   t.timeout(300_000);
   let sent: Promise<string> | undefined;
+  // The i8042 line of /proc/interrupts before and after the nudge (the keyboard's IRQ 1).
+  const count = "$(awk '/i8042/ { print $2; exit }' /proc/interrupts)";
   const r = await runInTestHost({
     arch: 'x86_64', guestDir: null, timeoutMs: 240_000, onOutput: () => {}, onLog: () => {},
-    command: 'sleep 4; echo "NMIS $(dmesg | grep -c "NMI received for unknown reason")"',
-    onReady: ({ qmpPath }) => { sent = new Promise((res) => setTimeout(() => void nudge(qmpPath).then(res), 1000)); },
+    command: `a=${count}; sleep 5; echo "KBD \${a:-none} ${count}"`,
+    onReady: ({ qmpPath }) => { sent = new Promise((res) => setTimeout(() => void nudge(qmpPath).then(res), 1500)); },
   });
   t.is(r.exitCode, 0, r.error);
-  t.regex((await sent) ?? '', /^sent it an NMI; its CPU before: RIP=/);
-  t.regex(r.commandOutput, /^NMIS [1-9]/m);
+  t.regex((await sent) ?? '', /^pressed Shift on its keyboard; its CPU before: RIP=.* \| LVTT /);
+  const m = /^KBD (\d+) (\d+)\s*$/m.exec(r.commandOutput);
+  t.truthy(m, r.commandOutput);
+  t.true(Number(m![2]) > Number(m![1]), `i8042 interrupts ${m![1]} -> ${m![2]}`);
   t.is(r.nudges, 0);
 });
