@@ -88,8 +88,10 @@ export function qmp(path: string, commands: readonly QmpCommand[], timeoutMs = 5
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
     const results: unknown[] = [];
-    // The greeting comes first; then one reply per command sent, capabilities negotiation first.
+    // The greeting comes first; then one reply per command sent, capabilities negotiation first. Each command
+    // carries its index as `id`, which QEMU echoes: a reply with another id (or none) is not its answer.
     const queue: QmpCommand[] = [{ execute: 'qmp_capabilities' }, ...commands];
+    let sent = 0;
     let greeted = false;
     let buf = '';
     let done = false;
@@ -105,17 +107,18 @@ export function qmp(path: string, commands: readonly QmpCommand[], timeoutMs = 5
     const sendNext = () => {
       const c = queue[0];
       if (!c) return end();
-      sock.write(JSON.stringify(c) + '\n');
+      sock.write(JSON.stringify({ ...c, id: ++sent }) + '\n');
     };
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => {
       buf += d;
       let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
+      // Stop at the end: a line after the last answer must not reach queue.shift() below.
+      while (!done && (i = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, i).trim();
         buf = buf.slice(i + 1);
         if (!line) continue;
-        let msg: { QMP?: unknown; return?: unknown; error?: { desc?: string }; event?: string };
+        let msg: { QMP?: unknown; return?: unknown; error?: { desc?: string }; event?: string; id?: unknown };
         try {
           msg = JSON.parse(line) as typeof msg;
         } catch {
@@ -128,7 +131,9 @@ export function qmp(path: string, commands: readonly QmpCommand[], timeoutMs = 5
           sendNext();
           continue;
         }
-        const c = queue.shift()!;
+        if (msg.id !== sent) continue;
+        const c = queue.shift();
+        if (!c) return end();
         if (msg.error) return end(new Error(`QMP ${c.execute}: ${msg.error.desc ?? JSON.stringify(msg.error)}`));
         if (c.execute !== 'qmp_capabilities') results.push(msg.return);
         sendNext();

@@ -38,7 +38,7 @@ test('processActivity grows while a thread of the process runs and is null for a
 });
 
 /** A Unix socket server that greets like QEMU and answers each line with `reply(command)`. */
-async function fakeQmp(t: { teardown(f: () => void): void }, reply: (c: { execute: string; arguments?: unknown }) => object | null): Promise<{ path: string; seen: string[] }> {
+async function fakeQmp(t: { teardown(f: () => void): void }, reply: (c: { execute: string; arguments?: unknown }) => object | null, after = ''): Promise<{ path: string; seen: string[] }> {
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-qmp-'));
   const path = join(dir, 'qmp.sock');
   const seen: string[] = [];
@@ -51,14 +51,14 @@ async function fakeQmp(t: { teardown(f: () => void): void }, reply: (c: { execut
       buf += d.toString();
       let i: number;
       while ((i = buf.indexOf('\n')) >= 0) {
-        const c = JSON.parse(buf.slice(0, i)) as { execute: string };
+        const c = JSON.parse(buf.slice(0, i)) as { execute: string; id?: number };
         buf = buf.slice(i + 1);
         seen.push(c.execute);
         // An event first, as QEMU may send one at any time.
         s.write('{"event": "RTC_CHANGE", "data": {}}\r\n');
         const r = reply(c);
         if (r === null) s.end();
-        else s.write(JSON.stringify(r) + '\r\n');
+        else s.write(JSON.stringify({ ...r, id: c.id }) + '\r\n' + after);
       }
     });
   });
@@ -75,6 +75,13 @@ test('qmp negotiates capabilities, skips events and returns each command\'s answ
   const q = await fakeQmp(t, (c) => ({ return: c.execute === 'query-status' ? { status: 'running' } : {} }));
   t.deepEqual(await qmp(q.path, [{ execute: 'query-status' }, { execute: 'inject-nmi' }]), [{ status: 'running' }, {}]);
   t.deepEqual(q.seen, ['qmp_capabilities', 'query-status', 'inject-nmi']);
+});
+
+test('qmp takes only the answer that carries its command\'s id', async (t) => {
+  // An answer without an id in the same write as each real answer: it must not be taken for the next one.
+  const q = await fakeQmp(t, (c) => ({ return: c.execute === 'query-status' ? 'ok' : {} }), '{"return": "stray"}\r\n');
+  const r = await qmp(q.path, [{ execute: 'query-status' }]);
+  t.deepEqual(r, ['ok']);
 });
 
 test('qmp rejects naming the command QEMU refused, and when the socket closes or is not there', async (t) => {
