@@ -24,20 +24,17 @@
  * build, a package installed elsewhere), it falls back to `require('koffi')`.
  * Each thread loads its own; nothing here crosses threads or VMs.
  */
-import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { realpathSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { isAbsolute } from 'node:path';
 import { isMainThread } from 'node:worker_threads';
+import { KOFFI_ADDON_RECORD, KOFFI_ARG, addonRecord, recordedAddon } from './koffi-addon.js';
+
+export { KOFFI_ADDON_RECORD, KOFFI_ARG, addonCandidates } from './koffi-addon.js';
 
 type Koffi = typeof import('koffi');
 
-/** The argv prefix that carries `<version>@<path of koffi.node>` to a worker. */
-export const KOFFI_ARG = '--flintvm-koffi-addon=';
-
 const require = createRequire(import.meta.url);
-/** Where the build records the addon: beside this module (in every bundle, import.meta.url is a file of dist/lib/). */
-export const KOFFI_ADDON_RECORD = fileURLToPath(new URL('./koffi-addon.json', import.meta.url));
 
 /** The addon at `file` when it loads and reports `version`; else undefined. */
 function addonAt(file: string, version: string): Koffi | undefined {
@@ -62,51 +59,11 @@ function fromArgv(): { koffi: Koffi; file: string } | undefined {
   return k && { koffi: k, file };
 }
 
-/** What the build records (dist/lib/koffi-addon.json). */
-interface AddonRecord {
-  version?: unknown;
-  /** The addon, relative to dist/lib: where it is in the tree that ran the build. */
-  file?: unknown;
-  /** The addon below its node_modules folder (`@koromix/koffi-linux-x64/linux_x64/koffi.node`), and the build's platform and arch. */
-  inNodeModules?: unknown;
-  platform?: unknown;
-  arch?: unknown;
-}
-
-/**
- * Where an installed copy of flintvm finds the addon: `<dir>/node_modules/<inNodeModules>` for each folder
- * above dist/lib, nearest first, as node resolves flintvm's own `require('koffi')`. In a clone the addon is in
- * the clone's node_modules (the record's `file`); installed from npm, the package manager puts koffi's
- * platform package beside flintvm, at a place no relative path from the build can name.
- */
-export function addonCandidates(libDir: string, inNodeModules: string): string[] {
-  const out: string[] = [];
-  for (let dir = libDir; ; dir = dirname(dir)) {
-    if (!dir.endsWith(`${sep}node_modules`)) out.push(join(dir, 'node_modules', inNodeModules));
-    if (dirname(dir) === dir) return out;
-  }
-}
-
-/** The main thread: the addon the build recorded, where the build found it or where an install put it. */
+/** The main thread: the addon the build recorded, where the build found it or where an install put it (koffi-addon.ts). */
 function fromRecord(): { koffi: Koffi; file: string } | undefined {
-  let rec: AddonRecord;
-  try {
-    rec = JSON.parse(readFileSync(KOFFI_ADDON_RECORD, 'utf8')) as AddonRecord;
-  } catch {
-    return undefined;
-  }
-  if (typeof rec.version !== 'string' || typeof rec.file !== 'string') return undefined;
-  const libDir = dirname(KOFFI_ADDON_RECORD);
-  const candidates = [resolve(libDir, rec.file)];
-  // Another platform's addon is never tried: its platform package has another name anyway, and a file of the
-  // same name built for another libc must not be dlopen'ed.
-  const inNodeModules = rec.inNodeModules;
-  if (typeof inNodeModules === 'string' && !inNodeModules.split(/[\\/]/).includes('..') && rec.platform === process.platform && rec.arch === process.arch) {
-    candidates.push(...addonCandidates(libDir, inNodeModules));
-  }
-  for (const file of candidates) {
-    if (!existsSync(file)) continue;
-    const k = addonAt(file, rec.version);
+  const rec = recordedAddon();
+  for (const file of rec?.files ?? []) {
+    const k = addonAt(file, rec!.version);
     if (k) return { koffi: k, file };
   }
   return undefined;
@@ -145,10 +102,6 @@ export function writeKoffiAddonRecord(): string | undefined {
   const file = packageAddonFile(pkg);
   const version = (pkg as { version?: unknown }).version;
   if (file === undefined || typeof version !== 'string') return undefined;
-  const real = realpathSync(file);
-  const at = real.lastIndexOf(`${sep}node_modules${sep}`);
-  const inNodeModules = at >= 0 ? real.slice(at + `${sep}node_modules${sep}`.length) : undefined;
-  const rec = { version, file: relative(dirname(KOFFI_ADDON_RECORD), real), inNodeModules, platform: process.platform, arch: process.arch };
-  writeFileSync(KOFFI_ADDON_RECORD, `${JSON.stringify(rec)}\n`);
+  writeFileSync(KOFFI_ADDON_RECORD, `${JSON.stringify(addonRecord(version, realpathSync(file)))}\n`);
   return KOFFI_ADDON_RECORD;
 }

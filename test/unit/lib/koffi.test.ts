@@ -84,7 +84,7 @@ function mainThreadWith(t: { teardown(f: () => void): void }, record: string | n
   const lib = fileURLToPath(new URL('../../../lib/', import.meta.url));
   const dir = mkdtempSync(join(lib, '..', 'koffi-test-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  copyFileSync(join(lib, 'koffi.js'), join(dir, 'koffi.js'));
+  for (const f of ['koffi.js', 'koffi-addon.js']) copyFileSync(join(lib, f), join(dir, f));
   if (record !== null) writeFileSync(join(dir, 'koffi-addon.json'), record);
   const script = `import { createRequire } from 'node:module';
     const k = await import(${JSON.stringify(pathToFileURL(join(dir, 'koffi.js')).href)});
@@ -145,7 +145,7 @@ test('an installed layout: koffi\'s platform package beside flintvm, no path fro
   t.teardown(() => rmSync(app, { recursive: true, force: true }));
   const lib = join(app, 'node_modules', 'flintvm', 'dist', 'lib');
   mkdirSync(lib, { recursive: true });
-  copyFileSync(fileURLToPath(new URL('../../../lib/koffi.js', import.meta.url)), join(lib, 'koffi.js'));
+  for (const f of ['koffi.js', 'koffi-addon.js']) copyFileSync(fileURLToPath(new URL(`../../../lib/${f}`, import.meta.url)), join(lib, f));
   const rec = recorded();
   // The platform package as npm installs it: node_modules/<scope>/<name>, beside flintvm (here a link to this clone's).
   const parts = rec.inNodeModules.split('/');
