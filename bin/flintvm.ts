@@ -15,6 +15,8 @@ import { ENV_NAME_RE, guestCommandCmdline } from '../lib/guest-command.js';
 import { ConfigError, FlintvmError, type ConfigProblem } from '../lib/errors.js';
 import { MEMORY_ALIGN_MIB, microVMConfigSchema, resolveConfig, type DriveConfig, type MicroVMConfig, type NetConfig, type ShareConfig, type VsockConfig } from '../lib/vm/config.js';
 import { closest, type AnySpec } from '../lib/config-schema.js';
+import { adoptEarlyStandbys, type WorkerPool } from '../lib/worker-pool.js';
+import { takeEarlyStandby } from '../lib/worker-spawn.js';
 import { runFirecrackerMode } from './firecracker-mode.js';
 
 /** Exit statuses of `flintvm` (also in --help and the README). */
@@ -161,7 +163,23 @@ const RUN_OPTIONS = {
   'snapshot-on-signal': { type: 'string' },
 } as const;
 
+/**
+ * The command. The vCPU worker bin/launch.js started before this command loaded (for `flintvm run`, when it
+ * could) goes to the VM through a pool of its own, and whatever happens it is ended before this returns, unless
+ * the VM took it: a process that exits while a worker is still loading koffi's addon can abort in the addon's
+ * init, and `close()` waits for that.
+ */
 async function main(argv: string[]): Promise<number> {
+  const early = takeEarlyStandby();
+  const pool = early ? adoptEarlyStandbys([early]) : undefined;
+  try {
+    return await command(argv, pool);
+  } finally {
+    await pool?.close();
+  }
+}
+
+async function command(argv: string[], pool: WorkerPool | undefined): Promise<number> {
   // Firecracker's command line (--config-file / --api-sock): see bin/firecracker-mode.ts.
   if (argv.some((a) => /^--(config-file|api-sock)(=|$)/.test(a))) return runFirecrackerMode(argv);
   const [sub, ...rest] = argv;
@@ -182,7 +200,7 @@ async function main(argv: string[]): Promise<number> {
     const near = closest(sub, ['run', 'restore', 'help', 'version']);
     throw new UsageError(`unknown command '${sub}'${near ? `; did you mean '${near}'?` : ''}`);
   }
-  return run(rest);
+  return run(rest, pool);
 }
 
 /** Parses `flintvm run` flags; throws UsageError or ConfigError (naming flags) before anything starts. */
@@ -207,7 +225,8 @@ function parseRun(args: string[]) {
   return { values, command };
 }
 
-async function run(args: string[]): Promise<number> {
+/** `flintvm run`; `pool` holds the vCPU worker bin/launch.js started before this command loaded, if it did. */
+async function run(args: string[], pool: WorkerPool | undefined): Promise<number> {
   const { values, command } = parseRun(args);
   if (values.help) { console.log(RUN_HELP); return EXIT.OK; }
 
@@ -281,8 +300,18 @@ async function run(args: string[]): Promise<number> {
       clearTimeout(slow);
     }
   }
+  // The pool starts no other worker; closed once the VM has its workers.
+  if (pool) config.workerPool = pool;
   const vm = new MicroVM(config);
-  return boot(async () => { await vm.start(); return vm; }, command.length > 0, { interactive: values.interactive === true, tty: values.tty === true, snapshotDir: values['snapshot-on-signal'] });
+  const start = async () => {
+    try {
+      await vm.start();
+    } finally {
+      await pool?.close();
+    }
+    return vm;
+  };
+  return boot(start, command.length > 0, { interactive: values.interactive === true, tty: values.tty === true, snapshotDir: values['snapshot-on-signal'] });
 }
 
 /** `flintvm restore DIR [options]`: restores a snapshot with the console on this terminal. */

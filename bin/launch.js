@@ -28,6 +28,7 @@ export async function launch(name) {
     const bundles = `${root}dist/lib/bundles.js`;
     if (existsSync(bundles)) spawnSync(process.execPath, [bundles], { stdio: 'inherit', cwd: root });
   }
+  if (name === 'flintvm') await startEarlyStandby(process.argv.slice(2));
   const bundle = new URL(`../dist/bin/${name}.bundle.js`, import.meta.url);
   await import(isCurrent(bundle, main) ? bundle.href : main.href);
 }
@@ -37,5 +38,20 @@ function isCurrent(bundle, main) {
     return statSync(fileURLToPath(bundle)).mtimeMs >= statSync(fileURLToPath(main)).mtimeMs;
   } catch {
     return false;
+  }
+}
+
+// `flintvm run` boots a VM, whose vCPU runs in a worker thread; starting a worker takes about as long as
+// loading the command (node boots a new isolate for it). So the vCPU worker starts first, as a standby
+// (dist/lib/worker-spawn.js, which loads nothing of flintvm's but itself and two small modules), and the
+// command takes it for its VM (bin/flintvm.ts). With a second CPU the two overlap; on one CPU nothing is
+// lost. Anything that goes wrong here only means the VM spawns its worker itself, as it would without this.
+async function startEarlyStandby(argv) {
+  if (argv[0] !== 'run' || argv.includes('--help') || argv.includes('-h')) return;
+  try {
+    const { EARLY_STANDBY, startEarlyStandby: start } = await import(new URL('../dist/lib/worker-spawn.js', import.meta.url).href);
+    globalThis[EARLY_STANDBY] = start();
+  } catch {
+    // Spawned by the VM instead.
   }
 }

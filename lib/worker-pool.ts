@@ -14,8 +14,9 @@
  * The pool belongs to whoever made it (there is no process-wide pool). Each
  * standby runs one job and is never reused: a VM terminates the workers it
  * took when it stops, exactly like the ones it would have spawned. When the
- * pool is empty (or closed) a VM spawns its own workers. Ready standbys are
- * unref'd: they do not keep the process alive.
+ * pool has no standby left (or is closed) a VM spawns its own workers; one
+ * still importing is handed out too, since it is further along than a new
+ * one. Ready standbys are unref'd: they do not keep the process alive.
  *
  * After a take, the pool starts a replacement: at once by default, or
  * `refillDelayMs` later; `warm()` starts missing standbys at once. A standby
@@ -26,26 +27,22 @@
  * There, set `refillDelayMs` and call `warm()` when the process is idle.
  * Main thread only.
  */
-import { statSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
 import { koffiWorkerArg } from './koffi.js';
 import { log } from './log.js';
-import { STANDBY_TAG } from './worker-data.js';
-import type { StandbyAssignment, StandbyData, StandbyMessage } from './worker-standby.js';
+import { WORKER_BUNDLES, spawnStandby, spawnWorker, standbyFits, type EarlyStandby, type StandbyKind } from './worker-spawn.js';
+import type { StandbyAssignment, StandbyMessage } from './worker-standby.js';
+
+export { DEFAULT_PRELOAD, VCPU_PRELOAD } from './worker-spawn.js';
 
 const debug = log('pool');
-const STANDBY_URL = new URL('./worker-standby.js', import.meta.url);
-/** What every flintvm worker imports (module URLs): loading these is the slow part of a worker's start. Internal. */
-export const DEFAULT_PRELOAD = ['./kvm/vcpu.js', './kvm/vm.js', './memory/host-memory.js', './bus/bus.js', './io/event-loop.js', './vm/wiring.js', './vm/io-wiring.js']
-  .map((p) => new URL(p, import.meta.url).href);
-/** What a vCPU worker imports: its own bundle's code cache is made from these (worker-vcpu-bundle.ts). Internal. */
-export const VCPU_PRELOAD = ['./kvm/vcpu.js', './kvm/vm.js', './memory/host-memory.js', './bus/bus.js', './vm/wiring.js']
-  .map((p) => new URL(p, import.meta.url).href);
 const MAX_SIZE = 64;
 /** After this many standbys in a row fail to start, the pool stops refilling (and says why). */
 const MAX_CONSECUTIVE_FAILURES = 3;
+/** Tells each worker which koffi addon to load directly (lib/koffi.ts): the same for every worker of the process. */
+const KOFFI_ARG = koffiWorkerArg();
+for (const b of Object.values(WORKER_BUNDLES)) if ('why' in b) debug(b.why);
 
 /** Options of `new WorkerPool(options)`. */
 export interface WorkerPoolOptions {
@@ -57,7 +54,7 @@ export interface WorkerPoolOptions {
 
 /** Counters of a {@link WorkerPool}, from `pool.stats`. */
 export interface WorkerPoolStats {
-  /** Workers handed out ready (imports done). */
+  /** Workers handed out: ready (imports done), or still importing when none was ready. */
   readonly taken: number;
   /** Times a VM asked while no standby was ready, and spawned its own. */
   readonly missed: number;
@@ -65,22 +62,34 @@ export interface WorkerPoolStats {
   readonly started: number;
 }
 
-/** Options every flintvm worker is started with: its output goes through lib/log.ts, not worker stdio. */
-const WORKER_OPTIONS = { stdout: false, stderr: false } as const;
+/** How `adoptEarlyStandbys` hands its standbys to the constructor. */
+const ADOPT = Symbol('adopt');
+type InternalOptions = WorkerPoolOptions & { readonly [ADOPT]?: readonly EarlyStandby[] };
+
+/** One standby of a pool: what it can become, and whether it said it is ready. */
+interface Standby {
+  readonly worker: Worker;
+  readonly kind: StandbyKind;
+  ready: boolean;
+  /** Resolves once the pool has let it go: failed, died, or, the pool closed, terminated. */
+  readonly ended: Promise<void>;
+}
 
 /** A pool of standby worker threads for MicroVMs. */
 export class WorkerPool {
   readonly size: number;
-  private readonly ready: Worker[] = [];
+  /** Ready standbys first (in the order they became ready), then those still importing. */
+  private readonly standbys: Standby[] = [];
   /** The pool's own listeners on each standby, removed when it is taken. */
   private readonly listeners = new Map<Worker, () => void>();
-  /** Standbys still importing, each with the settle of the promise `warm()` waits on. */
+  /** The settle of the promise `warm()` waits on, for each standby still importing. */
   private readonly starting = new Map<Worker, () => void>();
   private closed = false;
   private failures = 0;
   private counts = { taken: 0, missed: 0, started: 0 };
   private readonly settled = new Set<Promise<void>>();
   private readonly refillDelayMs: number;
+  private readonly refill: boolean;
   private refillTimer: NodeJS.Timeout | undefined;
 
   constructor(options: WorkerPoolOptions = {}) {
@@ -94,12 +103,19 @@ export class WorkerPool {
       throw new ConfigError('workerPool.refillDelayMs', 'must be an integer number of ms from 0 to 600000', delay);
     }
     this.refillDelayMs = delay;
-    this.fill();
+    const adopting = (options as InternalOptions)[ADOPT];
+    this.refill = !adopting;
+    if (adopting) {
+      for (const e of adopting) this.track(e.worker, e.kind, e.state());
+      this.counts.started = adopting.length;
+    } else {
+      this.fill();
+    }
   }
 
   /** Standbys ready to be taken now. */
   get idle(): number {
-    return this.ready.length;
+    return this.standbys.filter((s) => s.ready).length;
   }
 
   get stats(): WorkerPoolStats {
@@ -109,41 +125,53 @@ export class WorkerPool {
   /** Starts any missing standbys now and resolves once `size` are ready (or the pool gave up or closed). */
   async warm(): Promise<void> {
     this.fill();
-    while (!this.closed && this.ready.length < this.size && this.starting.size > 0) {
+    while (!this.closed && this.idle < this.size && this.starting.size > 0) {
       await Promise.race([...this.settled]);
     }
   }
 
   /**
-   * Starts `entry` with `data` on a ready standby, or returns null when none
-   * is ready (the caller spawns its own). The caller owns the worker from now
-   * on and must attach its listeners before the current macrotask ends.
+   * Starts `entry` with `data` on a standby that can run it: a ready one, else one still importing (it takes
+   * the job once its imports are in, which is sooner than a new worker's start); or returns null when there is
+   * none (the caller spawns its own). The caller owns the worker from now on and must attach its listeners
+   * before the current macrotask ends.
    */
   take(entry: URL, data: unknown): Worker | null {
-    const w = this.closed ? undefined : this.ready.shift();
-    if (!w) {
+    const at = this.closed ? -1 : this.standbys.findIndex((s) => standbyFits(s.kind, entry));
+    if (at < 0) {
       this.counts.missed++;
       return null;
     }
+    const [s] = this.standbys.splice(at, 1);
+    const w = s!.worker;
     this.counts.taken++;
+    debug('a %s standby (%s) takes %s', s!.kind, s!.ready ? 'ready' : 'still importing', entry.pathname.split('/').slice(-2).join('/'));
     // Only ours: Node's own 'newListener'/'removeListener' hooks on a Worker start and stop its message port.
     this.listeners.get(w)?.();
     this.listeners.delete(w);
+    this.starting.get(w)?.();
+    this.starting.delete(w);
     w.ref();
     w.postMessage({ type: 'flintvm-assign', entry: entry.href, data } satisfies StandbyAssignment);
-    this.scheduleFill();
+    if (this.refill) this.scheduleFill();
     return w;
   }
 
-  /** Terminates every idle or starting standby. Workers already taken belong to their VMs. Idempotent. */
+  /**
+   * Terminates every idle standby, and each one still importing once it has said it is ready (or failed): a
+   * worker terminated while it loads koffi's native addon aborts the whole process (the addon's init throws
+   * into the terminating thread, which node treats as fatal). Workers already taken belong to their VMs.
+   * Resolves when they are all gone; a pending `warm()` returns as they settle. Idempotent.
+   */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.refillTimer);
-    const all = [...this.ready.splice(0), ...this.starting.keys()];
-    // Let a pending warm() return.
-    for (const settle of this.starting.values()) settle();
-    this.starting.clear();
-    await Promise.all(all.map((w) => w.terminate()));
+    const all = this.standbys.map((s) => s);
+    await Promise.all(all.map((s) => {
+      if (!s.ready) return s.ended;
+      this.forget(s.worker);
+      return s.worker.terminate();
+    }));
     debug('closed (%d standbys ended)', all.length);
   }
 
@@ -159,15 +187,17 @@ export class WorkerPool {
   }
 
   private fill(): void {
-    while (!this.closed && this.failures < MAX_CONSECUTIVE_FAILURES && this.ready.length + this.starting.size < this.size) {
-      this.startOne();
+    while (this.refill && !this.closed && this.failures < MAX_CONSECUTIVE_FAILURES && this.standbys.length < this.size) {
+      this.counts.started++;
+      this.track(spawnStandby('any', KOFFI_ARG), 'any', { status: 'starting' });
     }
   }
 
-  private startOne(): void {
-    const wd: StandbyData = { tag: STANDBY_TAG, preload: DEFAULT_PRELOAD };
-    const w = spawnWorker(STANDBY_URL, wd);
-    this.counts.started++;
+  /** Follows a standby until it is taken or the pool closes: ready, failed (replaced), or dead while idle (replaced). */
+  private track(w: Worker, kind: StandbyKind, initially: { readonly status: 'starting' | 'ready' | 'failed'; readonly why?: string }): void {
+    let end!: () => void;
+    const s: Standby = { worker: w, kind, ready: false, ended: new Promise<void>((r) => { end = r; }) };
+    this.standbys.push(s);
     let settle!: () => void;
     const settled = new Promise<void>((r) => { settle = r; });
     this.settled.add(settled);
@@ -178,7 +208,10 @@ export class WorkerPool {
       settle();
       if (ok && !this.closed) {
         this.failures = 0;
-        this.ready.push(w);
+        s.ready = true;
+        // Ready ones are taken first, in the order they became ready.
+        this.standbys.splice(this.standbys.indexOf(s), 1);
+        this.standbys.splice(this.standbys.filter((x) => x.ready).length, 0, s);
         // Idle, it must not keep the process alive (starting, it does: warm() may be waiting on it).
         w.unref();
         return;
@@ -187,7 +220,8 @@ export class WorkerPool {
         this.failures++;
         debug('a standby worker failed to start: %s%s', why, this.failures >= MAX_CONSECUTIVE_FAILURES ? ' (pool stops refilling)' : '');
       }
-      void w.terminate();
+      this.forget(w);
+      void w.terminate().then(end, end);
       this.fill();
     };
     const onMessage = (m: StandbyMessage) => {
@@ -197,12 +231,7 @@ export class WorkerPool {
     const onError = (e: Error) => done(false, e.message);
     // A ready standby that dies while idle leaves the pool (and is replaced).
     const onExit = (code: number) => {
-      this.listeners.delete(w);
-      const i = this.ready.indexOf(w);
-      if (i >= 0) {
-        this.ready.splice(i, 1);
-        this.fill();
-      }
+      if (s.ready && this.forget(w)) this.fill();
       done(false, `exited with code ${code}`);
     };
     w.on('message', onMessage);
@@ -213,52 +242,33 @@ export class WorkerPool {
       w.off('error', onError);
       w.off('exit', onExit);
     });
+    if (initially.status === 'ready') done(true);
+    else if (initially.status === 'failed') done(false, initially.why);
   }
+
+  /** Drops `w` from the pool (its listeners too); false when it was not in it. */
+  private forget(w: Worker): boolean {
+    const at = this.standbys.findIndex((s) => s.worker === w);
+    if (at < 0) return false;
+    this.standbys.splice(at, 1);
+    this.listeners.get(w)?.();
+    this.listeners.delete(w);
+    return true;
+  }
+}
+
+/**
+ * Internal (bin/flintvm.ts; not exported by the package): a pool of the standbys bin/launch.js started before
+ * the command loaded (worker-spawn.ts's `startEarlyStandby`), which starts no others: its size is theirs, a
+ * take is never replaced, and `warm()` only waits for them.
+ */
+export function adoptEarlyStandbys(early: readonly EarlyStandby[]): WorkerPool {
+  for (const e of early) e.detach();
+  const options: InternalOptions = { size: Math.max(1, Math.min(MAX_SIZE, early.length)), [ADOPT]: early };
+  return new WorkerPool(options);
 }
 
 /** A worker running `entry` with `data`: a standby from `pool` when one is ready, else a new one. */
 export function startWorker(entry: URL, data: unknown, pool?: WorkerPool): Worker {
-  return pool?.take(entry, data) ?? spawnWorker(entry, data);
-}
-
-/**
- * The worker bundles and the loaders that run them (worker-loader.ts: from V8's code cache when the build
- * wrote one), built by `npm run build`: the whole one (worker-bundle.ts) for every worker but a freshly
- * spawned vCPU worker, which runs the vCPU worker's bundle (worker-vcpu-bundle.ts).
- */
-const WHOLE = bundleIfCurrent('worker');
-const VCPU = bundleIfCurrent('worker-vcpu');
-const VCPU_ENTRY = new URL('./vcpu/worker.js', import.meta.url).href;
-/** Tells each worker which koffi addon to load directly (lib/koffi.ts): the same for every worker of the process. */
-const KOFFI_ARG = koffiWorkerArg();
-
-/**
- * The loader of dist/lib/`name`-bundle.cjs when workers may start from that bundle: it and its loader exist
- * and are not older than the compiled file of the bundle's entry. A build by `tsc` alone rewrites that file but
- * not the bundle, which would then run the code from before.
- */
-function bundleIfCurrent(name: string): { readonly loader: URL } | undefined {
-  const loader = new URL(`./${name}-loader.cjs`, import.meta.url);
-  try {
-    const built = Math.min(statSync(fileURLToPath(new URL(`./${name}-bundle.cjs`, import.meta.url))).mtimeMs, statSync(fileURLToPath(loader)).mtimeMs);
-    const current = built >= statSync(fileURLToPath(new URL(`./${name}-bundle.js`, import.meta.url))).mtimeMs;
-    if (!current) debug('%s-bundle.cjs is older than dist/lib/%s-bundle.js (tsc alone?): its workers start from the ES modules', name, name);
-    return current ? { loader } : undefined;
-  } catch {
-    debug('no %s-bundle.cjs (npm run build makes it): its workers start from the ES modules', name);
-    return undefined;
-  }
-}
-
-/**
- * A new worker running `entry` with `data`: through a current worker bundle (the vCPU worker's own for the vCPU
- * loop, else the whole one), else from the ES module itself.
- */
-function spawnWorker(entry: URL, data: unknown): Worker {
-  // The entry's URL stays the last argv (worker-bundle.ts reads it there).
-  const argv = KOFFI_ARG === undefined ? [] : [KOFFI_ARG];
-  const bundle = (entry.href === VCPU_ENTRY ? VCPU : undefined) ?? WHOLE;
-  return bundle
-    ? new Worker(bundle.loader, { ...WORKER_OPTIONS, argv: [...argv, entry.href], workerData: data })
-    : new Worker(entry, { ...WORKER_OPTIONS, argv, workerData: data });
+  return pool?.take(entry, data) ?? spawnWorker(entry, data, KOFFI_ARG);
 }

@@ -10,13 +10,10 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { installKickHandler } from './vcpu/kick.js';
 import { assignEntryData } from './worker-data.js';
 import { importWorkerModule } from './worker-modules.js';
+import type { StandbyData } from './worker-spawn.js';
 import './log.js';
 
-export interface StandbyData {
-  readonly tag: string;
-  /** Module URLs imported while standing by. */
-  readonly preload: readonly string[];
-}
+export type { StandbyData } from './worker-spawn.js';
 
 /** Main thread -> standby worker: the one job. */
 export interface StandbyAssignment {

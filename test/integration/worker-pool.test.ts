@@ -3,7 +3,10 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ConfigError, MicroVM, WorkerPool } from '../../lib/index.js';
+import { adoptEarlyStandbys } from '../../lib/worker-pool.js';
+import { EARLY_STANDBY, startEarlyStandby, takeEarlyStandby } from '../../lib/worker-spawn.js';
 import { requireKvm } from '../helpers/kvm.js';
 import { printAndExitCode, spinCode, writeTempKernel } from '../helpers/tiny-elf.js';
 
@@ -138,4 +141,77 @@ test('idle standbys do not keep the process alive', async (t) => {
     execFile(process.execPath, [file], { timeout: 120_000 /* node starts in 1.4 s in the TCG test host, longer under load */ }, (e, stdout) => (e ? reject(e) : resolve(stdout)));
   });
   t.is(out.trim(), 'idle 2', 'the process printed and exited on its own, without close()');
+});
+
+test.serial('a standby still importing is handed out rather than a new worker spawned', async (t) => {
+  if (!requireKvm(t)) return;
+  const kernel = writeTempKernel(printAndExitCode('x', 3));
+  const pool = new WorkerPool({ size: 1 });
+  try {
+    t.is(pool.idle, 0, 'just made: its standby is still importing');
+    const vm = new MicroVM({ kernel, memoryMiB: 16, console: 'none', workerPool: pool });
+    await vm.start();
+    t.is((await vm.wait()).exitStatus, 3);
+    t.is(pool.stats.taken, 1);
+    t.is(pool.stats.missed, 0);
+  } finally {
+    await pool.close();
+  }
+});
+
+test.serial('adoptEarlyStandbys: an early vCPU standby runs the vCPU, not the I/O worker; no refill; nothing left', async (t) => {
+  if (!requireKvm(t)) return;
+  const kernel = writeTempKernel(printAndExitCode('early\n', 5));
+  // Warm up once without a pool so lazily loaded modules are not counted.
+  const first = new MicroVM({ kernel, memoryMiB: 16, console: 'none', rng: true });
+  await first.start();
+  await first.wait();
+  const threads0 = await stableThreads();
+  const fds0 = fds();
+
+  const early = startEarlyStandby();
+  t.is(early.kind, 'vcpu');
+  const pool = adoptEarlyStandbys([early]);
+  t.is(pool.size, 1);
+  const out: string[] = [];
+  const vm = new MicroVM({ kernel, memoryMiB: 16, rng: true, workerPool: pool });
+  vm.console.on('data', (c: Buffer) => out.push(c.toString()));
+  await vm.start();
+  const exit = await vm.wait();
+  t.is(exit.exitStatus, 5);
+  t.is(out.join(''), 'early\n');
+  await new Promise((r) => setTimeout(r, 100));
+  t.deepEqual(pool.stats, { taken: 1, missed: 1, started: 1 }, 'the vCPU took it, the I/O worker (whole bundle) was spawned, nothing refilled');
+  await pool.close();
+  t.is(await settled(threads, threads0), threads0, 'no thread left');
+  t.is(fds(), fds0, 'no fd left');
+});
+
+test('an adopted standby that is not taken ends with close(); takeEarlyStandby hands a standby over once', async (t) => {
+  const threads0 = await stableThreads();
+  t.is(takeEarlyStandby(), undefined, 'none was started in this process');
+  const early = startEarlyStandby();
+  (globalThis as Record<symbol, unknown>)[EARLY_STANDBY] = early;
+  t.is(takeEarlyStandby(), early);
+  t.is(takeEarlyStandby(), undefined, 'taken once');
+  const pool = adoptEarlyStandbys([early]);
+  await pool.warm();
+  t.is(pool.idle, 1, 'it became ready under the pool');
+  t.is(pool.take(new URL('../../lib/io/io-worker-entry.js', import.meta.url), {}), null, 'a vCPU standby never becomes an I/O worker');
+  await pool.close();
+  t.is(pool.idle, 0);
+  t.is(await settled(threads, threads0), threads0, 'its thread ended');
+});
+
+test.serial('flintvm run takes the vCPU worker that bin/launch.js started before the command loaded', async (t) => {
+  if (!requireKvm(t)) return;
+  const kernel = writeTempKernel(printAndExitCode('launched\n', 6));
+  const cli = fileURLToPath(new URL('../../../bin/flintvm.js', import.meta.url));
+  const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = execFile(process.execPath, [cli, 'run', '--kernel', kernel, '--mem', '16'], { env: { ...process.env, DEBUG: 'flintvm:pool' }, timeout: 120_000 }, (_e, stdout, stderr) => resolve({ code: child.exitCode, stdout, stderr }));
+  });
+  t.is(r.code, 6, r.stderr);
+  t.is(r.stdout, 'launched\n');
+  t.regex(r.stderr, /a vcpu standby \((ready|still importing)\) takes vcpu\/worker\.js/);
+  t.regex(r.stderr, /closed \(0 standbys ended\)/);
 });
