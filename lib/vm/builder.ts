@@ -5,7 +5,8 @@
  * the host's platform (lib/vm/platform) supplies memory, legacy devices and
  * VM/vCPU setup.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile as readFileCallback } from 'node:fs';
+import { promisify } from 'node:util';
 import { Machine } from '../machine.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { Vm } from '../kvm/vm.js';
@@ -28,6 +29,9 @@ import { createEventfd, closeFd } from '../io/epoll.js';
 import { IoWorker } from '../io/io-worker.js';
 import type { DeviceStateMessage, IoWorkerSetup, SavedVirtioDevice, VirtioDeviceWiring } from './io-wiring.js';
 import { configuredDevices, loadConfiguredDevices, type ConfiguredDevice } from './registry.js';
+
+/** fs.readFile as a promise, without node:fs/promises, which costs 1-1.5 ms of a cold start to load. */
+const readFile = promisify(readFileCallback);
 
 const debug = log('builder');
 const DEVICE_MODULE = new URL('./wiring.js', import.meta.url).href;
