@@ -67,6 +67,12 @@ export interface BootResult {
     /** spawn -> the child process has exited (ms). */
     total: Summary;
   };
+  /**
+   * The command line, cold: `flintvm run --kernel tiny.elf --pvh --mem N` (bin/flintvm.js, through bin/launch.js as
+   * `npx flintvm` runs it), spawn -> the guest's COM1 byte on its stdout, and -> exit (ms). Interleaved with the
+   * library's cold runs above, which time the same boot from `import('flintvm')` in a fresh process.
+   */
+  cliCold?: { toFirstOutput: Summary; total: Summary };
   /** `node -e 0`, spawn -> exit (ms), interleaved with the cold runs: the floor of any node process. */
   nodeFloor: Summary;
   qemuCold: { toFirstOutput: Summary; total: Summary; command: string } | { error: string };
@@ -85,6 +91,10 @@ export interface BootResult {
     warmPooledToGuestInitVsQemuCold?: number;
     /** flintvm's own part of a cold start (spawn -> first output, minus `node -e 0`) / QEMU's whole cold start. */
     coldOwnToFirstOutput?: number;
+    /** `flintvm run` cold / QEMU: spawn -> first guest output. */
+    cliToFirstOutput?: number;
+    /** The same minus `node -e 0` / QEMU's whole cold start. */
+    cliOwnToFirstOutput?: number;
   };
   load: { before: LoadInfo; after: LoadInfo };
 }
@@ -106,6 +116,15 @@ async function coldFlintvm(kernel: string): Promise<Stamps & { markerAt?: number
   if (c.reason !== 'guest-exit' || c.exitStatus !== 0) throw new Error(`cold flintvm guest ended ${c.reason} (${c.exitStatus})`);
   if (r.markerAt === undefined) throw new Error(`cold flintvm: no '${SERIAL_MARKER}' on the guest console`);
   return { spawnAt: r.spawnAt, processStart: c.processStart, nodeBootstrapped: c.nodeBootstrapped, mainAt: c.mainAt, libLoaded: c.libLoaded, ...c.timings, exitAt: r.exitAt, markerAt: r.markerAt };
+}
+
+/** The CLI as a user runs it (bin/flintvm.js: bin/launch.js, then the command's bundle). */
+const CLI = fileURLToPath(new URL('../../bin/flintvm.js', import.meta.url));
+
+async function coldCli(kernel: string): Promise<{ toFirstOutput: number; total: number }> {
+  const r = await runTimed(process.execPath, [CLI, 'run', '--kernel', kernel, '--pvh', '--mem', String(MEMORY_MIB)], { marker: SERIAL_MARKER });
+  if (r.code !== 0 || r.markerAt === undefined) throw new Error(`flintvm run exited ${r.code ?? r.signal} (marker ${r.markerAt !== undefined}): ${r.stderr.slice(-2000)}`);
+  return { toFirstOutput: r.markerAt - r.spawnAt, total: r.exitAt - r.spawnAt };
 }
 
 async function coldQemu(qemu: string, kernel: string): Promise<{ toFirstOutput: number; total: number }> {
@@ -153,11 +172,13 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
   log(`warm: ${runs} x (2 protocols + pooled) done`);
 
   const cold: Array<Stamps & { markerAt?: number }> = [];
+  const cli: Array<{ toFirstOutput: number; total: number }> = [];
   const q: Array<{ toFirstOutput: number; total: number }> = [];
   const floor: number[] = [];
   let qemuError: string | undefined = qemu ? undefined : 'qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)';
   for (let i = 0; i < runs; i++) {
     cold.push(await coldFlintvm(g.bootExit));
+    cli.push(await coldCli(g.bootExit));
     const n = await runTimed(process.execPath, ['-e', '0']);
     floor.push(n.exitAt - n.spawnAt);
     if (qemu && !qemuError) {
@@ -168,7 +189,7 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
       }
     }
   }
-  log(`cold: ${runs} flintvm + ${runs} node -e 0 + ${q.length} QEMU boots done`);
+  log(`cold: ${runs} flintvm + ${runs} flintvm run + ${runs} node -e 0 + ${q.length} QEMU boots done`);
   const nodeFloor = summarize(floor.map((x) => round(x, 3)));
 
   const warmTable = (p: 'pvh' | 'linux64' | 'pooled') => ({
@@ -183,6 +204,7 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
     toFirstOutput: summarize(cold.map((s) => round(s.markerAt! - s.spawnAt!, 3))),
     total: summarize(cold.map((s) => round(s.exitAt! - s.spawnAt!, 3))),
   };
+  const cliCold = { toFirstOutput: summarize(cli.map((x) => round(x.toFirstOutput, 3))), total: summarize(cli.map((x) => round(x.total, 3))) };
   const qemuCold: BootResult['qemuCold'] = qemuError !== undefined || q.length === 0
     ? { error: qemuError ?? 'no QEMU runs' }
     : { toFirstOutput: summarize(q.map((x) => round(x.toFirstOutput, 3))), total: summarize(q.map((x) => round(x.total, 3))), command: `qemu-system-x86_64 ${qemuTinyArgs('tiny.elf', MEMORY_MIB).join(' ')}` };
@@ -195,12 +217,15 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
     ratios.warmToGuestInitVsQemuCold = round(warmPvh.toGuestInit.median / qemuCold.toFirstOutput.median, 3);
     ratios.warmPooledToGuestInitVsQemuCold = round(warmPooled.toGuestInit.median / qemuCold.toFirstOutput.median, 3);
     ratios.coldOwnToFirstOutput = round((flintvmCold.toFirstOutput.median - nodeFloor.median) / qemuCold.toFirstOutput.median, 3);
+    ratios.cliToFirstOutput = round(cliCold.toFirstOutput.median / qemuCold.toFirstOutput.median, 3);
+    ratios.cliOwnToFirstOutput = round((cliCold.toFirstOutput.median - nodeFloor.median) / qemuCold.toFirstOutput.median, 3);
   }
   return {
     runs,
     memoryMiB: MEMORY_MIB,
     guest: 'tiny ELF64 with a PVH note (bench/tiny-guest.ts): COM1 byte, boot-timer 0x600 <- 123, exit port 0x601 <- 0; 1 vCPU',
     flintvmCold,
+    cliCold,
     nodeFloor,
     qemuCold,
     flintvmWarm: {
@@ -223,6 +248,10 @@ export function formatBoot(r: BootResult): string[] {
   lines.push(`  flintvm cold spawn -> boot timer        ${f(r.flintvmCold.toGuestInit)}`);
   lines.push(`  flintvm cold spawn -> first guest output ${f(r.flintvmCold.toFirstOutput)}`);
   lines.push(`  flintvm cold spawn -> process exit      ${f(r.flintvmCold.total)}`);
+  if (r.cliCold) {
+    lines.push(`  flintvm run (CLI) cold spawn -> first guest output ${f(r.cliCold.toFirstOutput)}`);
+    lines.push(`  flintvm run (CLI) cold spawn -> process exit       ${f(r.cliCold.total)}`);
+  }
   if (r.nodeFloor) lines.push(`  node -e 0 spawn -> exit (the floor)     ${f(r.nodeFloor)}`);
   if ('error' in r.qemuCold) lines.push(`  QEMU: not measured (${r.qemuCold.error})`);
   else {
@@ -241,6 +270,7 @@ export function formatBoot(r: BootResult): string[] {
     lines.push(`  ratio flintvm/QEMU cold, spawn -> exit:               ${x.coldTotal!.toFixed(2)}`);
     lines.push(`  ratio flintvm warm start()->boot timer / QEMU cold spawn->output: ${x.warmToGuestInitVsQemuCold!.toFixed(2)}`);
     if (x.coldOwnToFirstOutput !== undefined) lines.push(`  ratio flintvm's own part (cold - node -e 0) / QEMU cold, spawn -> first output: ${x.coldOwnToFirstOutput.toFixed(2)}`);
+    if (x.cliToFirstOutput !== undefined) lines.push(`  ratio flintvm run (CLI) / QEMU cold, spawn -> first output: ${x.cliToFirstOutput.toFixed(2)}; its own part (minus node -e 0): ${x.cliOwnToFirstOutput!.toFixed(2)}`);
     if (x.warmPooledToGuestInitVsQemuCold !== undefined) lines.push(`  ratio flintvm warm + WorkerPool start()->boot timer / QEMU cold spawn->output: ${x.warmPooledToGuestInitVsQemuCold.toFixed(2)}`);
   }
   lines.push(`  load before ${r.load.before.loadavg.join(' ')}, after ${r.load.after.loadavg.join(' ')} (${r.load.after.nproc} CPUs)`);

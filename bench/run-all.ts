@@ -206,6 +206,15 @@ function figures(r: Results): Figure[] {
         ...(q ? { peer: { name: `${QEMU} (whole cold start)`, ...sum(q.toFirstOutput) }, ratio: b.ratios.coldOwnToFirstOutput } : {}) });
       f.push({ bench: 'boot', name: '`node -e 0`: spawn -> exit (the floor of any node process)', unit: 'ms', better: 'lower', flintvm: sum(b.nodeFloor) });
     }
+    if (b.cliCold) {
+      f.push({ bench: 'boot', name: 'tiny guest cold, the CLI (`flintvm run --kernel`): spawn -> first guest output', unit: 'ms', better: 'lower', flintvm: sum(b.cliCold.toFirstOutput),
+        ...(q ? { peer: { name: QEMU, ...sum(q.toFirstOutput) }, ratio: b.ratios.cliToFirstOutput } : {}), note: 'bin/flintvm.js as npx runs it; its vCPU worker starts before the command loads' });
+      if (b.nodeFloor) {
+        f.push({ bench: 'boot', name: 'tiny guest cold, the CLI\'s own part: minus `node -e 0`', unit: 'ms', better: 'lower',
+          flintvm: { median: round(b.cliCold.toFirstOutput.median - b.nodeFloor.median, 3), n: b.cliCold.toFirstOutput.n },
+          ...(q ? { peer: { name: `${QEMU} (whole cold start)`, ...sum(q.toFirstOutput) }, ratio: b.ratios.cliOwnToFirstOutput } : {}) });
+      }
+    }
     f.push({ bench: 'boot', name: 'tiny guest cold: spawn -> boot timer (worker stamp)', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmCold.toGuestInit) });
     for (const [k, s] of Object.entries(b.flintvmCold.phases)) f.push({ bench: 'boot', name: `  cold phase: ${k}`, unit: 'ms', better: 'lower', flintvm: sum(s) });
     f.push({ bench: 'boot', name: 'tiny guest warm: start() -> first KVM_RUN', unit: 'ms', better: 'lower', flintvm: sum(b.flintvmWarm.pvh.toFirstRun) });
