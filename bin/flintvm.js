@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `flintvm` command: the compiled CLI, dist/bin/flintvm.js (source: bin/flintvm.ts); see launch.js.
-import { launch } from './launch.js';
+// The `flintvm` command: the compiled CLI, dist/bin/flintvm.js (source: bin/flintvm.ts); see launch.cjs.
+import { createRequire } from 'node:module';
 
-await launch('flintvm');
+await createRequire(import.meta.url)('./launch.cjs').launch('flintvm');

@@ -164,7 +164,7 @@ const RUN_OPTIONS = {
 } as const;
 
 /**
- * The command. The vCPU worker bin/launch.js started before this command loaded (for `flintvm run`, when it
+ * The command. The vCPU worker bin/launch.cjs started before this command loaded (for `flintvm run`, when it
  * could) goes to the VM through a pool of its own, and whatever happens it is ended before this returns, unless
  * the VM took it: a process that exits while a worker is still loading koffi's addon can abort in the addon's
  * init, and `close()` waits for that.
@@ -225,7 +225,7 @@ function parseRun(args: string[]) {
   return { values, command };
 }
 
-/** `flintvm run`; `pool` holds the vCPU worker bin/launch.js started before this command loaded, if it did. */
+/** `flintvm run`; `pool` holds the vCPU worker bin/launch.cjs started before this command loaded, if it did. */
 async function run(args: string[], pool: WorkerPool | undefined): Promise<number> {
   const { values, command } = parseRun(args);
   if (values.help) { console.log(RUN_HELP); return EXIT.OK; }

@@ -14,7 +14,9 @@
  *   the ES module a package user imports (package.json's `exports`), which
  *   re-exports what lib/index.js exports;
  * - dist/bin/<command>.bundle.cjs: each command, run by
- *   dist/bin/<command>.bundle.js (bin/launch.js runs that when it is current).
+ *   dist/bin/<command>.bundle.js (bin/launch.cjs runs that when it is current);
+ * - dist/lib/worker-spawn.cjs: lib/worker-spawn.ts, which bin/launch.cjs
+ *   requires to start `flintvm run`'s vCPU worker first.
  *
  * In the library and command bundles each module keeps its own
  * `import.meta.url`: it is rewritten to the URL of that module's compiled
@@ -171,6 +173,14 @@ async function command(name: string): Promise<void> {
   produceEntryCache(`bin/${name}.bundle.js`, ['--version']);
 }
 
+/**
+ * lib/worker-spawn.ts as one CommonJS script, dist/lib/worker-spawn.cjs (its URLs are its own, in dist/lib):
+ * bin/launch.cjs requires it to start `flintvm run`'s vCPU worker before anything else loads.
+ */
+async function earlySpawner(): Promise<void> {
+  await cjsBundle('lib/worker-spawn.js', 'lib/worker-spawn.cjs', { ownUrls: false });
+}
+
 // The koffi addon the main thread of later processes loads directly (lib/koffi.ts); without a record, the package.
 if (writeKoffiAddonRecord() === undefined) {
   await rm(KOFFI_ADDON_RECORD, { force: true });
@@ -179,4 +189,4 @@ if (writeKoffiAddonRecord() === undefined) {
 // Old caches first: one left from another bundle would be ignored (its hash differs), but it is dead weight.
 await Promise.all(['lib/worker-bundle.cjs', 'lib/worker-vcpu-bundle.cjs', 'lib/index.bundle.cjs', 'bin/flintvm.bundle.cjs', 'bin/flintvm-oci.bundle.cjs']
   .map((f) => rm(codeCachePath(join(DIST, f)), { force: true })));
-await Promise.all([workerScripts(), library(), command('flintvm'), command('flintvm-oci')]);
+await Promise.all([workerScripts(), library(), command('flintvm'), command('flintvm-oci'), earlySpawner()]);

@@ -1,10 +1,10 @@
 /**
  * Where koffi's native addon is, without loading it: the record `npm run
  * build` writes (dist/lib/koffi-addon.json) and the files it may name. The
- * main thread's loader (lib/koffi.ts) tries these files in order; bin/launch.js
- * names the first that exists to the vCPU worker it starts before the command
- * loads (lib/worker-spawn.ts), which checks the version when it loads it.
- * Only node builtins are imported here, so that launch.js can load this module
+ * main thread's loader (lib/koffi.ts) tries these files in order; the vCPU
+ * worker bin/launch.cjs starts before the command loads (lib/worker-spawn.ts)
+ * is told the first that exists, and checks the version when it loads it.
+ * Only node builtins are imported here: that early spawner loads this module
  * before anything else of flintvm.
  */
 import { existsSync, readFileSync } from 'node:fs';

@@ -258,7 +258,7 @@ export class WorkerPool {
 }
 
 /**
- * Internal (bin/flintvm.ts; not exported by the package): a pool of the standbys bin/launch.js started before
+ * Internal (bin/flintvm.ts; not exported by the package): a pool of the standbys bin/launch.cjs started before
  * the command loaded (worker-spawn.ts's `startEarlyStandby`), which starts no others: its size is theirs, a
  * take is never replaced, and `warm()` only waits for them.
  */

@@ -3,11 +3,12 @@
  * bundle's loader when the build made a current one, else the ES module of
  * its entry) and the standby workers of a {@link WorkerPool}.
  *
- * It imports only node builtins and two leaf modules, so that bin/launch.js
- * can load it before the command itself and start the VM's vCPU worker first
- * ({@link startEarlyStandby}): a worker's start is the longest step of a cold
- * `flintvm run` after node's own, and on a host with a second CPU it then runs
- * while the main thread loads the command and builds the VM.
+ * It imports only node builtins and two leaf modules: `npm run build` also
+ * bundles it alone into dist/lib/worker-spawn.cjs, which bin/launch.cjs
+ * requires to start the VM's vCPU worker before the command itself loads
+ * ({@link startEarlyStandby}). A worker's start is the longest step of a cold
+ * `flintvm run` after node's own, and on a host with a second CPU it then
+ * runs while the main thread loads the command and builds the VM.
  */
 import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -137,13 +138,13 @@ export function startEarlyStandby(): EarlyStandby {
 }
 
 /**
- * How bin/launch.js hands the standby it started to the command it then loads: the command's bundle has its
+ * How bin/launch.cjs hands the standby it started to the command it then loads: the command's bundle has its
  * own copy of this module, so the two meet on a global symbol, set once before the command loads and taken
  * (cleared) by the command. Nothing else sets it; the library never reads it.
  */
 export const EARLY_STANDBY = Symbol.for('flintvm.earlyStandby');
 
-/** The standby bin/launch.js started for this command, once (later calls get undefined). */
+/** The standby bin/launch.cjs started for this command, once (later calls get undefined). */
 export function takeEarlyStandby(): EarlyStandby | undefined {
   const g = globalThis as Record<symbol, unknown>;
   const early = g[EARLY_STANDBY] as EarlyStandby | undefined;

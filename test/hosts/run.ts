@@ -387,7 +387,7 @@ export function writeOverlay(fd: number, spec: OverlaySpec): number {
   if (fs.existsSync(dist)) addTree(w, dist, `${P}/dist`, root);
   const nm = path.join(root, 'node_modules');
   if (fs.existsSync(nm)) addTree(w, nm, `${P}/node_modules`, root, SKIP_NODE_MODULES);
-  // The package's commands as users run them (bin/<name>.js, which runs the bundled command: bin/launch.js).
+  // The package's commands as users run them (bin/<name>.js, which runs the bundled command: bin/launch.cjs).
   const binDir = path.join(root, 'bin');
   if (fs.existsSync(binDir)) for (const n of fs.readdirSync(binDir).sort()) if (n.endsWith('.js')) addTree(w, path.join(binDir, n), `${P}/bin/${n}`, root);
   const hostsDir = path.join(root, 'test/hosts');

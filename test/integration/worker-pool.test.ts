@@ -203,7 +203,7 @@ test('an adopted standby that is not taken ends with close(); takeEarlyStandby h
   t.is(await settled(threads, threads0), threads0, 'its thread ended');
 });
 
-test.serial('flintvm run takes the vCPU worker that bin/launch.js started before the command loaded', async (t) => {
+test.serial('flintvm run takes the vCPU worker that bin/launch.cjs started before the command loaded', async (t) => {
   if (!requireKvm(t)) return;
   const kernel = writeTempKernel(printAndExitCode('launched\n', 6));
   const cli = fileURLToPath(new URL('../../../bin/flintvm.js', import.meta.url));

@@ -28,7 +28,7 @@ test.serial('npm pack -> install into an empty project -> import, types, npx fli
   // --ignore-scripts: dist/ is already built (this test runs from it); prepack would rebuild it under us.
   const packed = JSON.parse(run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], ROOT)) as { filename: string; files: { path: string }[] }[];
   const files = packed[0]!.files.map((f) => f.path);
-  for (const f of ['LICENSE', 'CHANGELOG.md', 'README.md', 'package.json', 'bin/flintvm.js', 'bin/flintvm-oci.js', 'bin/launch.js', 'dist/bin/flintvm.js', 'dist/bin/flintvm-oci.js', 'dist/lib/index.js', 'dist/lib/index.bundle.js', 'dist/bin/flintvm.bundle.js', 'dist/bin/flintvm-oci.bundle.js', 'dist/lib/index.d.ts', 'dist/lib/worker-bundle.cjs', 'examples/run-command.ts', 'dist/examples/run-command.js', 'guest/build.sh', 'guest/init']) {
+  for (const f of ['LICENSE', 'CHANGELOG.md', 'README.md', 'package.json', 'bin/flintvm.js', 'bin/flintvm-oci.js', 'bin/launch.cjs', 'dist/bin/flintvm.js', 'dist/bin/flintvm-oci.js', 'dist/lib/index.js', 'dist/lib/index.bundle.js', 'dist/bin/flintvm.bundle.js', 'dist/bin/flintvm-oci.bundle.js', 'dist/lib/index.d.ts', 'dist/lib/worker-bundle.cjs', 'dist/lib/worker-spawn.cjs', 'examples/run-command.ts', 'dist/examples/run-command.js', 'guest/build.sh', 'guest/init']) {
     t.true(files.includes(f), `tarball has ${f}`);
   }
   t.deepEqual(files.filter((f) => /(^|\/)(test|bench)\//.test(f) || /\.test\./.test(f)), [], 'no tests or benches in the tarball');
@@ -113,7 +113,7 @@ test.serial('clone flow: bin/flintvm.js builds dist/ on first use when it is mis
   mkdirSync(join(clone, 'bin'), { recursive: true });
   mkdirSync(join(clone, 'node_modules'));
   copyFileSync(join(ROOT, 'bin/flintvm.js'), join(clone, 'bin/flintvm.js'));
-  copyFileSync(join(ROOT, 'bin/launch.js'), join(clone, 'bin/launch.js'));
+  copyFileSync(join(ROOT, 'bin/launch.cjs'), join(clone, 'bin/launch.cjs'));
   symlinkSync(join(ROOT, 'node_modules/typescript'), join(clone, 'node_modules/typescript'));
   writeFileSync(join(clone, 'package.json'), JSON.stringify({ name: 'mini', version: '9.9.9', type: 'module' }));
   writeFileSync(join(clone, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'NodeNext', target: 'ES2022', outDir: 'dist', rootDir: '.', types: [] }, include: ['bin'] }));

@@ -1,7 +1,7 @@
 /**
  * The single-file bundles `npm run build` makes (lib/bundles.ts): the package's entry is the library bundle
  * and exports what lib/index.js exports; each bundled module still sees its own compiled file as
- * import.meta.url (the paths derived from it are right); and bin/launch.js runs a command's bundle only
+ * import.meta.url (the paths derived from it are right); and bin/launch.cjs runs a command's bundle only
  * while it is at least as new as the command's compiled module.
  */
 import test from 'ava';
@@ -51,12 +51,12 @@ test('the command bundles run: --version reads package.json through a rewritten 
   }
 });
 
-test('bin/launch.js runs the bundle while it is current, the compiled module once that is newer', (t) => {
+test('bin/launch.cjs runs the bundle while it is current, the compiled module once that is newer', (t) => {
   const clone = mkdtempSync(join(tmpdir(), 'flintvm-launch-'));
   t.teardown(() => rmSync(clone, { recursive: true, force: true }));
   mkdirSync(join(clone, 'bin'));
   mkdirSync(join(clone, 'dist/bin'), { recursive: true });
-  for (const f of ['flintvm.js', 'launch.js']) copyFileSync(join(ROOT, 'bin', f), join(clone, 'bin', f));
+  for (const f of ['flintvm.js', 'launch.cjs']) copyFileSync(join(ROOT, 'bin', f), join(clone, 'bin', f));
   writeFileSync(join(clone, 'package.json'), JSON.stringify({ name: 'mini', version: '0.0.0', type: 'module' }));
   const main = join(clone, 'dist/bin/flintvm.js');
   const bundle = join(clone, 'dist/bin/flintvm.bundle.js');
