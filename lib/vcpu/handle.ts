@@ -12,6 +12,12 @@ import {
 
 const debug = log('vcpu');
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** Resolves when `p` settles or `ms` have passed, whichever is first; the timer does not outlive it. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((r) => { timer = setTimeout(r, ms); })]);
+  clearTimeout(timer);
+}
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 /** How often a pause/stop re-kicks a vCPU that has not acknowledged yet. */
 const KICK_RETRY_MS = 5;
@@ -22,6 +28,8 @@ const KICK_RETRY_MS = 5;
  * JavaScript, a lost signal), and stop() must still finish.
  */
 export const VCPU_STOP_DEADLINE_MS = 3000;
+/** How long stop() lets a worker that is still starting finish its start before terminating it (ms). */
+const WORKER_START_DEADLINE_MS = 60_000;
 
 export interface VcpuHandleEvents {
   exit: [ExitInfo];
@@ -42,6 +50,8 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
   private started = false;
   private forced = false;
   private readonly exitedPromise: Promise<void>;
+  /** Settles once the worker has said it is ready, or failed, or exited (stop() waits for it). */
+  private startSettled: Promise<void> = Promise.resolve();
   private resolveExited!: () => void;
 
   constructor(readonly vcpu: Vcpu) {
@@ -58,7 +68,7 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
     };
     const worker: Worker = startWorker(WORKER_URL, wd, pool);
     this.worker = worker;
-    await new Promise<void>((resolve, reject) => {
+    const ready = new Promise<void>((resolve, reject) => {
       worker.on('message', (m: VcpuMessage) => {
         switch (m.type) {
           case 'ready': this.tid = m.tid; resolve(); break;
@@ -75,6 +85,8 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
       worker.once('error', (e) => { reject(new FlintvmError('FLINTVM_E_WORKER', `vCPU ${this.vcpu.id} worker failed: ${e.message}`, { cause: e })); this.markExited({ reason: 'error', vcpu: this.vcpu.id, detail: { message: e.message } }); });
       worker.once('exit', () => { reject(new FlintvmError('FLINTVM_E_WORKER', `vCPU ${this.vcpu.id} worker exited before it was ready`)); this.markExited({ reason: 'error', vcpu: this.vcpu.id }); });
     });
+    this.startSettled = ready.catch(() => undefined);
+    await ready;
   }
 
   private markExited(exit: ExitInfo): void {
@@ -157,6 +169,10 @@ export class VcpuHandle extends EventEmitter<VcpuHandleEvents> {
     }
     const w = this.worker;
     this.worker = null;
+    // A worker still starting (a set-up that failed right after the spawn) may be inside koffi's native addon
+    // init, and a worker terminated there aborts the whole process (the addon throws into the terminating
+    // thread, which node treats as fatal): it finishes starting first, within a bound.
+    if (w && !this.exited) await settledWithin(this.startSettled, WORKER_START_DEADLINE_MS);
     if (w) await w.terminate();
     this.markExited({ reason: 'stopped', vcpu: this.vcpu.id, ...(forced ? { detail: { forced: 1, message: `vCPU ${this.vcpu.id} did not stop within ${deadlineMs} ms; its worker was terminated` } } : {}) });
   }
