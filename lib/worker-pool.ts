@@ -25,7 +25,10 @@
  * one CPU an immediate refill competes with the VM that just started, and in
  * the test host it slowed that VM's Linux boot by more than the pool saved.
  * There, set `refillDelayMs` and call `warm()` when the process is idle.
- * Main thread only.
+ * Main thread only. Await `close()` before calling `process.exit()`: a
+ * standby still loading koffi's native addon when the process exits can abort
+ * it (the addon's init throws into the ending thread, which node treats as
+ * fatal); `close()` lets such a standby finish its start first.
  */
 import type { Worker } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
