@@ -83,3 +83,13 @@ test('two links to one outside directory (no loop) are both copied', (t) => {
   t.true(names.has('work/project/dist/one/o.txt'));
   t.true(names.has('work/project/dist/two/o.txt'));
 });
+
+test('the overlay carries the commands: bin/*.js and the CommonJS launcher bin/*.cjs, not the TypeScript sources', (t) => {
+  const { project, archive } = fixture(t);
+  mkdirSync(join(project, 'bin'));
+  for (const f of ['flintvm.js', 'launch.cjs', 'flintvm.ts']) writeFileSync(join(project, 'bin', f), '');
+  const names = write(project, archive);
+  t.true(names.has('work/project/bin/flintvm.js'));
+  t.true(names.has('work/project/bin/launch.cjs'), 'bin/flintvm.js requires it: without it every command fails in the test host');
+  t.false(names.has('work/project/bin/flintvm.ts'));
+});
