@@ -34,7 +34,7 @@ import type { Worker } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
 import { koffiWorkerArg } from './koffi.js';
 import { log } from './log.js';
-import { WORKER_BUNDLES, spawnStandby, spawnWorker, standbyFits, type EarlyStandby, type StandbyKind } from './worker-spawn.js';
+import { WORKER_BUNDLES, spawnStandby, spawnWorker, standbyFits, startEarlyStandby, type EarlyStandby, type StandbyKind } from './worker-spawn.js';
 import type { StandbyAssignment, StandbyMessage } from './worker-standby.js';
 
 export { DEFAULT_PRELOAD, VCPU_PRELOAD } from './worker-spawn.js';
@@ -269,6 +269,14 @@ export function adoptEarlyStandbys(early: readonly EarlyStandby[]): WorkerPool {
   for (const e of early) e.detach();
   const options: InternalOptions = { size: Math.max(1, Math.min(MAX_SIZE, early.length)), [ADOPT]: early };
   return new WorkerPool(options);
+}
+
+/**
+ * Internal (lib/vm/builder.ts): a pool of one vCPU standby started now, for a VM that has no pool of its own,
+ * so that its first vCPU worker starts before the VM is built. It starts no other.
+ */
+export function vcpuStandbyPool(): WorkerPool {
+  return adoptEarlyStandbys([startEarlyStandby(KOFFI_ARG)]);
 }
 
 /** A worker running `entry` with `data`: a standby from `pool` when one is ready, else a new one. */

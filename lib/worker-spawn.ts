@@ -101,12 +101,12 @@ export interface EarlyStandby {
 }
 
 /**
- * Starts the vCPU worker of a VM that does not exist yet: a standby of kind 'vcpu', with koffi's addon as the
- * build recorded it. Unref'd: it never keeps the process alive, and a process that ends without using it ends
- * it. Its listeners keep its state (and keep an error from ending the process) until a pool adopts it.
+ * Starts the vCPU worker of a VM that does not exist yet: a standby of kind 'vcpu', told to load koffi's addon
+ * `koffiArg` (by default the one the build recorded). Unref'd: it never keeps the process alive. Its listeners
+ * keep its state (and keep an error from ending the process) until a pool adopts it.
  */
-export function startEarlyStandby(): EarlyStandby {
-  const worker = spawnStandby('vcpu', recordedWorkerArg());
+export function startEarlyStandby(koffiArg: string | undefined = recordedWorkerArg()): EarlyStandby {
+  const worker = spawnStandby('vcpu', koffiArg);
   let status: 'starting' | 'ready' | 'failed' = 'starting';
   let why: string | undefined;
   const failed = (w: string) => {

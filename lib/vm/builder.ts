@@ -27,6 +27,7 @@ import { signalEventfd } from '../io/epoll.js';
 import type { SavedMemoryStats } from '../memory/host-memory.js';
 import { createEventfd, closeFd } from '../io/epoll.js';
 import { IoWorker } from '../io/io-worker.js';
+import { vcpuStandbyPool, type WorkerPool } from '../worker-pool.js';
 import type { DeviceStateMessage, IoWorkerSetup, SavedVirtioDevice, VirtioDeviceWiring } from './io-wiring.js';
 import { configuredDevices, loadConfiguredDevices, type ConfiguredDevice } from './registry.js';
 
@@ -140,24 +141,33 @@ function planVirtio(cfg: ResolvedConfig, configured: readonly ConfiguredDevice[]
  * RAM is the file, mapped private).
  */
 export async function buildVm(cfg: ResolvedConfig, hooks: { timings: BootTimings; now: () => number }, restore?: RestoreInput): Promise<BuiltVm> {
-  const [kernel, initrd] = restore
-    ? [new Uint8Array(0), undefined]
-    : await Promise.all([readFile(cfg.kernel), cfg.initrd ? readFile(cfg.initrd) : Promise.resolve(undefined)]);
-  const opened: OpenedResources = { closers: [], fds: [] };
-  const closeOpened = () => {
-    for (const close of opened.closers.splice(0)) close();
-    for (const f of opened.fds.splice(0)) closeFd(f);
-  };
+  // A VM without a pool of its own starts its first vCPU worker now, before the kernel is read and the VM is
+  // made: a worker's start is the longest step of a start(). Its one-standby pool is closed once the VM has
+  // its workers (or has failed: close() lets a standby that is still starting finish first).
+  const own = cfg.workerPool ? undefined : vcpuStandbyPool();
+  const pool = cfg.workerPool ?? own;
   try {
-    return await buildWith(cfg, kernel, initrd, hooks, opened, closeOpened, restore);
-  } catch (e) {
-    closeOpened();
-    throw e;
+    const [kernel, initrd] = restore
+      ? [new Uint8Array(0), undefined]
+      : await Promise.all([readFile(cfg.kernel), cfg.initrd ? readFile(cfg.initrd) : Promise.resolve(undefined)]);
+    const opened: OpenedResources = { closers: [], fds: [] };
+    const closeOpened = () => {
+      for (const close of opened.closers.splice(0)) close();
+      for (const f of opened.fds.splice(0)) closeFd(f);
+    };
+    try {
+      return await buildWith(cfg, pool, kernel, initrd, hooks, opened, closeOpened, restore);
+    } catch (e) {
+      closeOpened();
+      throw e;
+    }
+  } finally {
+    await own?.close();
   }
 }
 
 async function buildWith(
-  cfg: ResolvedConfig, kernel: Uint8Array, initrd: Uint8Array | undefined, hooks: { timings: BootTimings; now: () => number },
+  cfg: ResolvedConfig, pool: WorkerPool | undefined, kernel: Uint8Array, initrd: Uint8Array | undefined, hooks: { timings: BootTimings; now: () => number },
   opened: OpenedResources, closeOpened: () => void, restore: RestoreInput | undefined,
 ): Promise<BuiltVm> {
   const platform = hostPlatform();
@@ -212,7 +222,7 @@ async function buildWith(
     vcpuNice: cfg.vcpuNice,
     devices,
     deviceModule: DEVICE_MODULE,
-    ...(cfg.workerPool ? { workerPool: cfg.workerPool } : {}),
+    ...(pool ? { workerPool: pool } : {}),
     setupVm: (vm, k) => plan.setupVm(vm, k),
     servicesEarly: !restore,
     setupVcpus: (ctx) => plan.setupVcpus(ctx),
@@ -221,7 +231,7 @@ async function buildWith(
       const data: IoWorkerSetup = { memory: memory.describe(), devices: virtio.devices.map((v) => v.wiring), saveFd, saveHold: saveHold.buffer as SharedArrayBuffer };
       let io: IoWorker;
       try {
-        io = await IoWorker.start({ module: IO_MODULE, data, ...(cfg.workerPool ? { pool: cfg.workerPool } : {}) });
+        io = await IoWorker.start({ module: IO_MODULE, data, ...(pool ? { pool } : {}) });
       } catch (e) {
         // A restored device whose saved queues or state do not fit: the snapshot's fault, not the worker's.
         if (restore && e instanceof IoWorkerError) throw new SnapshotStateError('virtio', e.message.replace(/^I\/O worker failed: /, ''));
