@@ -68,7 +68,7 @@ export interface BootResult {
     total: Summary;
   };
   /**
-   * The command line, cold: `flintvm run --kernel tiny.elf --pvh --mem N` (bin/flintvm.js, through bin/launch.js as
+   * The command line, cold: `flintvm run --kernel tiny.elf --pvh --mem N` (bin/flintvm.cjs, through bin/launch.cjs as
    * `npx flintvm` runs it), spawn -> the guest's COM1 byte on its stdout, and -> exit (ms). Interleaved with the
    * library's cold runs above, which time the same boot from `import('flintvm')` in a fresh process.
    */
@@ -118,8 +118,8 @@ async function coldFlintvm(kernel: string): Promise<Stamps & { markerAt?: number
   return { spawnAt: r.spawnAt, processStart: c.processStart, nodeBootstrapped: c.nodeBootstrapped, mainAt: c.mainAt, libLoaded: c.libLoaded, ...c.timings, exitAt: r.exitAt, markerAt: r.markerAt };
 }
 
-/** The CLI as a user runs it (bin/flintvm.js: bin/launch.js, then the command's bundle). */
-const CLI = fileURLToPath(new URL('../../bin/flintvm.js', import.meta.url));
+/** The CLI as a user runs it (bin/flintvm.cjs: bin/launch.cjs, then the command's bundle). */
+const CLI = fileURLToPath(new URL('../../bin/flintvm.cjs', import.meta.url));
 
 async function coldCli(kernel: string): Promise<{ toFirstOutput: number; total: number }> {
   const r = await runTimed(process.execPath, [CLI, 'run', '--kernel', kernel, '--pvh', '--mem', String(MEMORY_MIB)], { marker: SERIAL_MARKER });

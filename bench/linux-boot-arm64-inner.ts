@@ -5,7 +5,7 @@
  * (VHE, GICv3 vgic) on an emulated CPU. It boots the default arm64 guest (Image +
  * initramfs, running `sh -c 'echo MARK; cat /proc/uptime'`) N times each way,
  * interleaved, in this order per repetition:
- * - flintvm run: `node bin/flintvm.js run ... -- sh -c '...'`, the CLI, a
+ * - flintvm run: `node bin/flintvm.cjs run ... -- sh -c '...'`, the CLI, a
  *   fresh node process per boot;
  * - QEMU: qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host, the
  *   same Image, initramfs, memory, vCPUs and command line (but console=ttyAMA0,
@@ -58,8 +58,8 @@ const UPTIME_RE = /^(\d+\.\d+) \d+\.\d+\s*$/m;
 const CHILD_TAG = 'BENCH-ARM64-CHILD';
 const BOOT_TIMEOUT_MS = 240_000;
 
-// The command as users run it: the package's bin/flintvm.js, which runs the bundled CLI (bin/launch.js).
-const FLINTVM_BIN = fileURLToPath(new URL('../../bin/flintvm.js', import.meta.url));
+// The command as users run it: the package's bin/flintvm.cjs, which runs the bundled CLI (bin/launch.cjs).
+const FLINTVM_BIN = fileURLToPath(new URL('../../bin/flintvm.cjs', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
 
 /** The guest's uptime (ms) printed after the marker, or NaN. */
@@ -392,7 +392,7 @@ async function main(): Promise<void> {
     qemuCmdline: `${QEMU_ARM64_CMDLINE} ${ARM64_BENCH_EXTRA}`,
     machine: machineInfo(),
     qemuVersion,
-    flintvmRun: err.run ? { error: err.run } : { ...summarizeCold(runS), command: `node bin/flintvm.js ${shownArgs(flintvmArm64Args('Image', 'initramfs.cpio.gz'))}` },
+    flintvmRun: err.run ? { error: err.run } : { ...summarizeCold(runS), command: `node bin/flintvm.cjs ${shownArgs(flintvmArm64Args('Image', 'initramfs.cpio.gz'))}` },
     flintvmChild: err.child ? { error: err.child } : { ...summarizeChild(childS), command: 'node dist/bench/linux-boot-arm64-inner.js --child Image initramfs.cpio.gz' },
     qemu: err.qemu ? { error: err.qemu } : { ...summarizeCold(qemuS), command: `qemu-system-aarch64 ${shownArgs(qemuArm64Args('Image', 'initramfs.cpio.gz'))}` },
     flintvmWarm: err.warm ? { error: err.warm } : { ...summarizeWarm(warmS), ...(first ? { first } : {}) },

@@ -46,8 +46,8 @@ export const LINUX_BANNER = 'flintvm guest:';
 export const LINUX_MEMORY_MIB = 256;
 export const LINUX_VCPUS = 1;
 
-// The command as users run it: the package's bin/flintvm.js, which runs the bundled CLI (bin/launch.js).
-const FLINTVM_BIN = fileURLToPath(new URL('../../bin/flintvm.js', import.meta.url));
+// The command as users run it: the package's bin/flintvm.cjs, which runs the bundled CLI (bin/launch.cjs).
+const FLINTVM_BIN = fileURLToPath(new URL('../../bin/flintvm.cjs', import.meta.url));
 
 /** Warm boots: cumulative times from start() (ms), and each phase's own duration. */
 export interface WarmLinux {

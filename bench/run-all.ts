@@ -208,7 +208,7 @@ function figures(r: Results): Figure[] {
     }
     if (b.cliCold) {
       f.push({ bench: 'boot', name: 'tiny guest cold, the CLI (`flintvm run --kernel`): spawn -> first guest output', unit: 'ms', better: 'lower', flintvm: sum(b.cliCold.toFirstOutput),
-        ...(q ? { peer: { name: QEMU, ...sum(q.toFirstOutput) }, ratio: b.ratios.cliToFirstOutput } : {}), note: 'bin/flintvm.js as npx runs it; its vCPU worker starts before the command loads' });
+        ...(q ? { peer: { name: QEMU, ...sum(q.toFirstOutput) }, ratio: b.ratios.cliToFirstOutput } : {}), note: 'bin/flintvm.cjs as npx runs it; its vCPU worker starts before the command loads' });
       if (b.nodeFloor) {
         f.push({ bench: 'boot', name: 'tiny guest cold, the CLI\'s own part: minus `node -e 0`', unit: 'ms', better: 'lower',
           flintvm: { median: round(b.cliCold.toFirstOutput.median - b.nodeFloor.median, 3), n: b.cliCold.toFirstOutput.n },

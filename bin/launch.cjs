@@ -2,12 +2,14 @@
 // An installed package ships dist/. In a git clone, `npm install` does not build (no `prepare` step, so
 // installing the package never runs a compiler); the first `npx flintvm` (or `npx flintvm-oci`) there
 // builds dist/ with the clone's TypeScript, once. After editing the sources, rebuild with `npm run build`.
-// `npm run build` also bundles each command into one file (dist/bin/<name>.bundle.js, see lib/bundles.ts),
-// which starts faster than its tree of ES modules; it runs when it is at least as new as dist/bin/<name>.js
-// (a rebuild by `tsc` alone leaves it behind, and then the modules run).
+// `npm run build` also bundles each command into one CommonJS file (dist/bin/<name>.bundle.cjs, see
+// lib/bundles.ts), which starts faster than its tree of ES modules, and writes dist/bin/<name>.entry.cjs,
+// which runs it from V8's code cache; that runs when it is at least as new as dist/bin/<name>.js (a rebuild
+// by `tsc` alone leaves it behind, and then the modules run).
 //
-// CommonJS, and the bin/<name>.js that loads it imports nothing else: node loads an ES module graph module by
-// module, about a millisecond each, and `flintvm run` starts its vCPU worker from here (below) before that.
+// CommonJS, like bin/<name>.cjs that loads it and the entry it loads: a process that loads no ES module never
+// starts node's ES-module loader (about 10 ms of a cold `flintvm run` here, and node loads an ES module graph
+// one module at a time). `flintvm run` also starts its vCPU worker from here (below) before the command loads.
 'use strict';
 const { existsSync, statSync } = require('node:fs');
 const { spawnSync } = require('node:child_process');
@@ -35,8 +37,9 @@ async function launch(name) {
     if (existsSync(bundles)) spawnSync(process.execPath, [bundles], { stdio: 'inherit', cwd: ROOT });
   }
   if (name === 'flintvm') startEarlyStandby(process.argv.slice(2));
-  const bundle = join(ROOT, 'dist/bin', `${name}.bundle.js`);
-  await import(pathToFileURL(isCurrent(bundle, main) ? bundle : main).href);
+  const entry = join(ROOT, 'dist/bin', `${name}.entry.cjs`);
+  if (isCurrent(entry, main)) require(entry);
+  else await import(pathToFileURL(main).href);
 }
 
 // `flintvm run` boots a VM, whose vCPU runs in a worker thread; starting a worker takes about as long as
@@ -56,9 +59,9 @@ function startEarlyStandby(argv) {
   }
 }
 
-function isCurrent(bundle, main) {
+function isCurrent(built, main) {
   try {
-    return statSync(bundle).mtimeMs >= statSync(main).mtimeMs;
+    return statSync(built).mtimeMs >= statSync(main).mtimeMs;
   } catch {
     return false;
   }

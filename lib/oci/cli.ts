@@ -28,8 +28,8 @@ import {
 
 const SPEC_VERSION = '1.2.0';
 const HOLDER_READY_TIMEOUT_MS = 6 * 60_000;
-/** The command as installed (the package's bin/flintvm-oci.js, which runs the bundled CLI when it is current). */
-const CLI = fileURLToPath(new URL('../../../bin/flintvm-oci.js', import.meta.url));
+/** The command as installed (the package's bin/flintvm-oci.cjs, which runs the bundled CLI when it is current). */
+const CLI = fileURLToPath(new URL('../../../bin/flintvm-oci.cjs', import.meta.url));
 
 interface Globals {
   root: string;

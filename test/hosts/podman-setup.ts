@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runCommand } from '../helpers/run-command.js';
 
-// The command as installed: the package's bin/flintvm-oci.js (bin/launch.cjs runs the bundle when it is current).
-const CLI = fileURLToPath(new URL('../../../bin/flintvm-oci.js', import.meta.url));
+// The command as installed: the package's bin/flintvm-oci.cjs (bin/launch.cjs runs the bundle when it is current).
+const CLI = fileURLToPath(new URL('../../../bin/flintvm-oci.cjs', import.meta.url));
 /** containers.conf (test/hosts/podman.sh) names this wrapper as the runtime `flintvm-oci`. */
 export const OCI_WRAPPER = '/work/bin/flintvm-oci';
 export const PODMAN_IMAGE = 'localhost/flintvm-busybox';

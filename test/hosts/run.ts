@@ -14,7 +14,7 @@
 //      overlay's node_modules/@koromix/).
 //   2. A second, uncompressed newc cpio archive is written after it (Linux
 //      accepts concatenated archives as one initramfs) with the project
-//      (/work/project: package.json, bin/*.js and bin/*.cjs, dist/, node_modules/, test/hosts/*.mjs),
+//      (/work/project: package.json, bin/*.cjs (and any bin/*.js), dist/, node_modules/, test/hosts/*.mjs),
 //      the guest images (/work/guest), /work/env and /work/cmd.
 //   3. QEMU boots it with the serial console on its stdout; the init prints
 //      `FLINTVM-HOST-READY <uptime>` before the command and
@@ -387,7 +387,7 @@ export function writeOverlay(fd: number, spec: OverlaySpec): number {
   if (fs.existsSync(dist)) addTree(w, dist, `${P}/dist`, root);
   const nm = path.join(root, 'node_modules');
   if (fs.existsSync(nm)) addTree(w, nm, `${P}/node_modules`, root, SKIP_NODE_MODULES);
-  // The package's commands as users run them (bin/<name>.js, which runs the bundled command: bin/launch.cjs).
+  // The package's commands as users run them (bin/<name>.cjs, which runs the bundled command: bin/launch.cjs).
   const binDir = path.join(root, 'bin');
   if (fs.existsSync(binDir)) for (const n of fs.readdirSync(binDir).sort()) if (/\.c?js$/.test(n)) addTree(w, path.join(binDir, n), `${P}/bin/${n}`, root);
   const hostsDir = path.join(root, 'test/hosts');

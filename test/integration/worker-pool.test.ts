@@ -206,7 +206,7 @@ test('an adopted standby that is not taken ends with close(); takeEarlyStandby h
 test.serial('flintvm run takes the vCPU worker that bin/launch.cjs started before the command loaded', async (t) => {
   if (!requireKvm(t)) return;
   const kernel = writeTempKernel(printAndExitCode('launched\n', 6));
-  const cli = fileURLToPath(new URL('../../../bin/flintvm.js', import.meta.url));
+  const cli = fileURLToPath(new URL('../../../bin/flintvm.cjs', import.meta.url));
   const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     const child = execFile(process.execPath, [cli, 'run', '--kernel', kernel, '--mem', '16'], { env: { ...process.env, DEBUG: 'flintvm:pool' }, timeout: 120_000 }, (_e, stdout, stderr) => resolve({ code: child.exitCode, stdout, stderr }));
   });

@@ -2,7 +2,7 @@
  * The package as users get it (#17 item 1): `npm pack`, install the tarball into an empty project (offline,
  * from the npm cache), import it, type-check against it, run `npx flintvm --version`; the tarball holds
  * what it should (LICENSE, CHANGELOG, examples, the sources its maps name) and nothing of the tests.
- * Also the clone flow: bin/flintvm.js builds dist/ on first use when it is missing.
+ * Also the clone flow: bin/flintvm.cjs builds dist/ on first use when it is missing.
  *
  * Needs the npm cache to hold the dependencies (it does after `npm ci` in this clone). Run it alone with
  * `npm run test:package`.
@@ -28,7 +28,7 @@ test.serial('npm pack -> install into an empty project -> import, types, npx fli
   // --ignore-scripts: dist/ is already built (this test runs from it); prepack would rebuild it under us.
   const packed = JSON.parse(run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], ROOT)) as { filename: string; files: { path: string }[] }[];
   const files = packed[0]!.files.map((f) => f.path);
-  for (const f of ['LICENSE', 'CHANGELOG.md', 'README.md', 'package.json', 'bin/flintvm.js', 'bin/flintvm-oci.js', 'bin/launch.cjs', 'dist/bin/flintvm.js', 'dist/bin/flintvm-oci.js', 'dist/lib/index.js', 'dist/lib/index.bundle.js', 'dist/bin/flintvm.bundle.js', 'dist/bin/flintvm-oci.bundle.js', 'dist/lib/index.d.ts', 'dist/lib/worker-bundle.cjs', 'dist/lib/worker-spawn.cjs', 'examples/run-command.ts', 'dist/examples/run-command.js', 'guest/build.sh', 'guest/init']) {
+  for (const f of ['LICENSE', 'CHANGELOG.md', 'README.md', 'package.json', 'bin/flintvm.cjs', 'bin/flintvm-oci.cjs', 'bin/launch.cjs', 'dist/bin/flintvm.js', 'dist/bin/flintvm-oci.js', 'dist/lib/index.js', 'dist/lib/index.bundle.js', 'dist/bin/flintvm.entry.cjs', 'dist/bin/flintvm-oci.entry.cjs', 'dist/lib/code-cache.cjs', 'dist/lib/index.d.ts', 'dist/lib/worker-bundle.cjs', 'dist/lib/worker-spawn.cjs', 'examples/run-command.ts', 'dist/examples/run-command.js', 'guest/build.sh', 'guest/init']) {
     t.true(files.includes(f), `tarball has ${f}`);
   }
   t.deepEqual(files.filter((f) => /(^|\/)(test|bench)\//.test(f) || /\.test\./.test(f)), [], 'no tests or benches in the tarball');
@@ -107,23 +107,23 @@ function consumerLock(tgz: string): object {
   return { name: 'app', version: '1.0.0', lockfileVersion: 3, requires: true, packages };
 }
 
-test.serial('clone flow: bin/flintvm.js builds dist/ on first use when it is missing', (t) => {
+test.serial('clone flow: bin/flintvm.cjs builds dist/ on first use when it is missing', (t) => {
   // A miniature clone: the real launcher, a one-file CLI, the clone's TypeScript.
   const clone = join(work, 'clone');
   mkdirSync(join(clone, 'bin'), { recursive: true });
   mkdirSync(join(clone, 'node_modules'));
-  copyFileSync(join(ROOT, 'bin/flintvm.js'), join(clone, 'bin/flintvm.js'));
+  copyFileSync(join(ROOT, 'bin/flintvm.cjs'), join(clone, 'bin/flintvm.cjs'));
   copyFileSync(join(ROOT, 'bin/launch.cjs'), join(clone, 'bin/launch.cjs'));
   symlinkSync(join(ROOT, 'node_modules/typescript'), join(clone, 'node_modules/typescript'));
   writeFileSync(join(clone, 'package.json'), JSON.stringify({ name: 'mini', version: '9.9.9', type: 'module' }));
   writeFileSync(join(clone, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'NodeNext', target: 'ES2022', outDir: 'dist', rootDir: '.', types: [] }, include: ['bin'] }));
   writeFileSync(join(clone, 'bin/flintvm.ts'), "declare const process: { argv: string[] };\nconsole.log('built and ran', process.argv.slice(2).join(' '));\n");
-  const first = execFileSync(process.execPath, [join(clone, 'bin/flintvm.js'), '--version'], { cwd: clone, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const first = execFileSync(process.execPath, [join(clone, 'bin/flintvm.cjs'), '--version'], { cwd: clone, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   t.is(first.trim(), 'built and ran --version');
   t.true(existsSync(join(clone, 'dist/bin/flintvm.js')));
   // Without dist/ and without TypeScript (an installed package that lost its files): a clear error.
   rmSync(join(clone, 'dist'), { recursive: true });
   rmSync(join(clone, 'node_modules/typescript'));
-  const e = t.throws(() => execFileSync(process.execPath, [join(clone, 'bin/flintvm.js')], { cwd: clone, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+  const e = t.throws(() => execFileSync(process.execPath, [join(clone, 'bin/flintvm.cjs')], { cwd: clone, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
   t.regex(String((e as { stderr?: string }).stderr), /is missing and there is no TypeScript here to build it/);
 });

@@ -1,5 +1,5 @@
 /**
- * The CLI as installed (bin/flintvm.js: the bundled CLI, dist/bin/flintvm.bundle.js), spawned as a user would run it: exit codes, messages naming
+ * The CLI as installed (bin/flintvm.cjs: the bundled CLI, run by dist/bin/flintvm.entry.cjs), spawned as a user would run it: exit codes, messages naming
  * the flags typed, and that every check (flags, config, /dev/kvm) comes before the default guest's build.
  */
 import test from 'ava';
@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-// The command as users run it: bin/flintvm.js, which runs the bundled CLI when it is current (bin/launch.cjs).
-const CLI = fileURLToPath(new URL('../../../../bin/flintvm.js', import.meta.url));
+// The command as users run it: bin/flintvm.cjs, which runs the bundled CLI when it is current (bin/launch.cjs).
+const CLI = fileURLToPath(new URL('../../../../bin/flintvm.cjs', import.meta.url));
 const PKG = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
 const dir = mkdtempSync(join(tmpdir(), 'flintvm-cli-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));

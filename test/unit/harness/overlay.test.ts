@@ -84,12 +84,12 @@ test('two links to one outside directory (no loop) are both copied', (t) => {
   t.true(names.has('work/project/dist/two/o.txt'));
 });
 
-test('the overlay carries the commands: bin/*.js and the CommonJS launcher bin/*.cjs, not the TypeScript sources', (t) => {
+test('the overlay carries the commands (bin/*.cjs) and the launcher they require, not the TypeScript sources', (t) => {
   const { project, archive } = fixture(t);
   mkdirSync(join(project, 'bin'));
-  for (const f of ['flintvm.js', 'launch.cjs', 'flintvm.ts']) writeFileSync(join(project, 'bin', f), '');
+  for (const f of ['flintvm.cjs', 'launch.cjs', 'flintvm.ts']) writeFileSync(join(project, 'bin', f), '');
   const names = write(project, archive);
-  t.true(names.has('work/project/bin/flintvm.js'));
-  t.true(names.has('work/project/bin/launch.cjs'), 'bin/flintvm.js requires it: without it every command fails in the test host');
+  t.true(names.has('work/project/bin/flintvm.cjs'));
+  t.true(names.has('work/project/bin/launch.cjs'), 'bin/flintvm.cjs requires it: without it every command fails in the test host');
   t.false(names.has('work/project/bin/flintvm.ts'));
 });

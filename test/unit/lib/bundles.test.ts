@@ -28,11 +28,11 @@ test('the package entry is the library bundle, with the same exports as lib/inde
   t.true(source.includes('new URL("guest-images.js", __bundle_url)'), 'guest-images.js sees its own URL');
 });
 
-// Each ES-module entry carries its bundle's hash; the build's cache must match it and V8 must take it, or
-// every load silently compiles again (lib/code-cache.ts).
+// Each entry (the package's ES module, each command's CommonJS script) carries its bundle's hash; the build's
+// cache must match it and V8 must take it, or every load silently compiles again (lib/code-cache.ts).
 test('each entry runs its bundle from the code cache the build wrote', (t) => {
   const codeCache = pathToFileURL(join(DIST, 'lib/code-cache.js')).href;
-  for (const [entry, bundle] of [['lib/index.bundle.js', 'lib/index.bundle.cjs'], ['bin/flintvm.bundle.js', 'bin/flintvm.bundle.cjs'], ['bin/flintvm-oci.bundle.js', 'bin/flintvm-oci.bundle.cjs']]) {
+  for (const [entry, bundle] of [['lib/index.bundle.js', 'lib/index.bundle.cjs'], ['bin/flintvm.entry.cjs', 'bin/flintvm.bundle.cjs'], ['bin/flintvm-oci.entry.cjs', 'bin/flintvm-oci.bundle.cjs']]) {
     const hash = /"([0-9a-f]{64})"/.exec(readFileSync(join(DIST, entry!), 'utf8'))?.[1];
     t.truthy(hash, `${entry} names its bundle's hash`);
     const script = `process.argv = [process.argv[0], 'x', '--version'];
@@ -45,10 +45,34 @@ test('each entry runs its bundle from the code cache the build wrote', (t) => {
 
 test('the command bundles run: --version reads package.json through a rewritten import.meta.url', (t) => {
   for (const name of ['flintvm', 'flintvm-oci']) {
-    const r = spawnSync(process.execPath, [join(DIST, `bin/${name}.bundle.js`), '--version'], { encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, [join(DIST, `bin/${name}.entry.cjs`), '--version'], { encoding: 'utf8', timeout: 60_000 });
     t.is(r.status, 0, r.stderr);
     t.true(r.stdout.includes(PKG.version), `${name}: ${r.stdout}`);
   }
+});
+
+// A command loads no ES module on its way to its bundle, so node never starts its ES-module loader (about
+// 10 ms of a cold start; bin/launch.cjs): its main thread loads only the loader modules \`node -e 0\` loads.
+test('a command reaches its bundle without starting the ES-module loader', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'flintvm-esm-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const probe = join(dir, 'probe.cjs');
+  writeFileSync(probe, "process.on('exit', () => process._rawDebug('ESM=' + process.moduleLoadList.filter((m) => m.includes('/esm/')).join(',')));\n");
+  const esm = (args: readonly string[]) => {
+    const r = spawnSync(process.execPath, ['--require', probe, ...args], { encoding: 'utf8', timeout: 60_000 });
+    t.is(r.status, 0, r.stderr);
+    return { out: r.stdout, esm: /^ESM=(.*)$/m.exec(r.stderr)?.[1] };
+  };
+  const floor = esm(['-e', '0']).esm;
+  t.truthy(floor, 'the probe reports');
+  for (const name of ['flintvm', 'flintvm-oci']) {
+    const cmd = esm([join(ROOT, 'bin', `${name}.cjs`), '--version']);
+    t.true(cmd.out.includes(PKG.version), `${name}: ${cmd.out}`);
+    t.is(cmd.esm, floor, `${name}: no ES-module loader modules beyond node -e 0's`);
+  }
+  // The probe can fail: an ES module on the way loads the loader's modules.
+  const viaEsm = esm([join(DIST, 'bin/flintvm.js'), '--version']);
+  t.not(viaEsm.esm, floor, 'the compiled ES modules start the loader');
 });
 
 test('bin/launch.cjs runs the bundle while it is current, the compiled module once that is newer', (t) => {
@@ -56,13 +80,13 @@ test('bin/launch.cjs runs the bundle while it is current, the compiled module on
   t.teardown(() => rmSync(clone, { recursive: true, force: true }));
   mkdirSync(join(clone, 'bin'));
   mkdirSync(join(clone, 'dist/bin'), { recursive: true });
-  for (const f of ['flintvm.js', 'launch.cjs']) copyFileSync(join(ROOT, 'bin', f), join(clone, 'bin', f));
+  for (const f of ['flintvm.cjs', 'launch.cjs']) copyFileSync(join(ROOT, 'bin', f), join(clone, 'bin', f));
   writeFileSync(join(clone, 'package.json'), JSON.stringify({ name: 'mini', version: '0.0.0', type: 'module' }));
   const main = join(clone, 'dist/bin/flintvm.js');
-  const bundle = join(clone, 'dist/bin/flintvm.bundle.js');
+  const bundle = join(clone, 'dist/bin/flintvm.entry.cjs');
   writeFileSync(main, "console.log('modules');\n");
   writeFileSync(bundle, "console.log('bundle');\n");
-  const run = () => spawnSync(process.execPath, [join(clone, 'bin/flintvm.js')], { encoding: 'utf8', timeout: 60_000 }).stdout.trim();
+  const run = () => spawnSync(process.execPath, [join(clone, 'bin/flintvm.cjs')], { encoding: 'utf8', timeout: 60_000 }).stdout.trim();
   const at = (f: string, s: number) => utimesSync(f, s, s);
   at(main, 1000); at(bundle, 1000);
   t.is(run(), 'bundle', 'same age: the bundle');
