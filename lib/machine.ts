@@ -32,8 +32,9 @@ export interface MachineSpec {
   /** VM-wide setup before memory and vCPUs exist (irqchip, TSS…). */
   setupVm?(vm: Vm, kvm: Kvm): void | Promise<void>;
   /**
-   * Loads images and sets every vCPU's registers. Runs after memory, its slots and the vCPUs exist, while
-   * the vCPU workers are starting (they touch no vCPU before start() lets them run).
+   * Loads images and sets every vCPU's registers. Runs after memory and the vCPUs exist (and its slots, but
+   * with `slotsDuringSetup`, while they are being installed), while the vCPU workers are starting (they touch
+   * no vCPU before start() lets them run).
    */
   setupVcpus(ctx: { kvm: Kvm; vm: Vm; memory: GuestMemory; vcpus: readonly Vcpu[] }): void | Promise<void>;
   /**
@@ -51,6 +52,14 @@ export interface MachineSpec {
    * controller's state in setupVcpus would overwrite it.
    */
   readonly servicesEarly?: boolean;
+  /**
+   * Install the memory slots while setupVcpus runs, not before it: each slot's ioctl waits in the kernel
+   * for an SRCU grace period (7 ms on the nested kvm_pvm here), on a pool thread, which the kernel's load
+   * and the registers' set-up then overlap. Only for a fresh boot, whose set-up has KVM look at no guest
+   * address (its long-mode page tables need no PDPTR load); a restore's MSRs (kvmclock's among them) name
+   * guest addresses, so there the slots come first.
+   */
+  readonly slotsDuringSetup?: boolean;
   /** Last step of release, after memory is unmapped: close fds that devices used. Also called when create() fails. */
   cleanup?(): void;
 }
@@ -143,6 +152,7 @@ export class Machine extends EventEmitter<MachineEvents> {
     const handles: VcpuHandle[] = [];
     let service: MachineService | null = null;
     let servicesStarting: Promise<MachineService | null> | null = null;
+    let slotsInstalling: Promise<void> | null = null;
     const irqLock = IrqLines.createLock();
     // A service may die before the Machine exists to hear it: keep the first error until then.
     let machine: Machine | null = null;
@@ -172,8 +182,15 @@ export class Machine extends EventEmitter<MachineEvents> {
         servicesStarting = startServices();
         servicesStarting.catch(() => undefined);
       }
-      for (const [slot, r] of mem.memory.regions.entries()) await vm.setUserMemoryRegion(slot, r.gpa, r.size, r.hostAddr);
+      const regions = [...mem.memory.regions.entries()];
+      slotsInstalling = (async () => {
+        for (const [slot, r] of regions) await vm!.setUserMemoryRegion(slot, r.gpa, r.size, r.hostAddr);
+      })();
+      // Awaited below (or by the catch); a failure while setupVcpus runs must not count as unhandled meanwhile.
+      slotsInstalling.catch(() => undefined);
+      if (!spec.slotsDuringSetup) await slotsInstalling;
       await spec.setupVcpus({ kvm, vm, memory: mem.memory, vcpus });
+      await slotsInstalling;
       // Without `servicesEarly` (a restore) the services (the I/O worker) start only now: a restored
       // device may signal an interrupt at once, which the restore of the interrupt controller's state
       // above must not overwrite. Either start failing fails the whole create, after both have
@@ -187,6 +204,8 @@ export class Machine extends EventEmitter<MachineEvents> {
       if (earlyFailure) machine.serviceFailed(earlyFailure);
       return machine;
     } catch (e) {
+      // A slot ioctl still in flight on a pool thread finishes before the VM fd closes and the memory goes.
+      await slotsInstalling?.catch(() => undefined);
       await Promise.allSettled(handles.map((h) => h.stop()));
       // Services started early may still be starting when the set-up fails: stop them once they are up.
       if (!service && servicesStarting) service = await servicesStarting.catch(() => null);

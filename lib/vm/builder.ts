@@ -225,6 +225,7 @@ async function buildWith(
     ...(pool ? { workerPool: pool } : {}),
     setupVm: (vm, k) => plan.setupVm(vm, k),
     servicesEarly: !restore,
+    slotsDuringSetup: !restore,
     setupVcpus: (ctx) => plan.setupVcpus(ctx),
     async startServices({ memory, fail }) {
       if (virtio.devices.length === 0) return { stop: async () => undefined };
