@@ -28,7 +28,7 @@ test.serial('npm pack -> install into an empty project -> import, types, npx fli
   // --ignore-scripts: dist/ is already built (this test runs from it); prepack would rebuild it under us.
   const packed = JSON.parse(run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], ROOT)) as { filename: string; files: { path: string }[] }[];
   const files = packed[0]!.files.map((f) => f.path);
-  for (const f of ['LICENSE', 'CHANGELOG.md', 'README.md', 'package.json', 'bin/flintvm.cjs', 'bin/flintvm-oci.cjs', 'bin/launch.cjs', 'dist/bin/flintvm.js', 'dist/bin/flintvm-oci.js', 'dist/lib/index.js', 'dist/lib/index.bundle.js', 'dist/bin/flintvm.entry.cjs', 'dist/bin/flintvm-oci.entry.cjs', 'dist/lib/code-cache.cjs', 'dist/lib/index.d.ts', 'dist/lib/worker-bundle.cjs', 'dist/lib/worker-spawn.cjs', 'examples/run-command.ts', 'dist/examples/run-command.js', 'guest/build.sh', 'guest/init']) {
+  for (const f of ['LICENSE', 'CHANGELOG.md', 'README.md', 'package.json', 'bin/flintvm.cjs', 'bin/flintvm-oci.cjs', 'bin/launch.cjs', 'bin/flintvm.js', 'bin/flintvm-oci.js', 'dist/bin/flintvm.js', 'dist/bin/flintvm-oci.js', 'dist/lib/index.js', 'dist/lib/index.bundle.js', 'dist/bin/flintvm.entry.cjs', 'dist/bin/flintvm-oci.entry.cjs', 'dist/lib/code-cache.cjs', 'dist/lib/index.d.ts', 'dist/lib/worker-bundle.cjs', 'dist/lib/worker-spawn.cjs', 'examples/run-command.ts', 'dist/examples/run-command.js', 'guest/build.sh', 'guest/init']) {
     t.true(files.includes(f), `tarball has ${f}`);
   }
   t.deepEqual(files.filter((f) => /(^|\/)(test|bench)\//.test(f) || /\.test\./.test(f)), [], 'no tests or benches in the tarball');

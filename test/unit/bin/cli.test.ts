@@ -47,6 +47,22 @@ test('--version prints the package version', (t) => {
   }
 });
 
+// bin/flintvm.js and bin/flintvm-oci.js, the commands' files before they became CommonJS, stay for links made
+// then: npx keeps a clone's bin links in its cache, so without them `npx flintvm` there would find nothing.
+test('the old command files, bin/flintvm.js and bin/flintvm-oci.js, still run the commands', (t) => {
+  const bin = fileURLToPath(new URL('../../../../bin/', import.meta.url));
+  const run = (file: string, args: string[]) => spawnSync(process.execPath, [join(bin, file), ...args], { encoding: 'utf8', timeout: 60_000, input: '' });
+  const version = run('flintvm.js', ['--version']);
+  t.is(version.status, 0, version.stderr);
+  t.is(version.stdout.trim(), PKG.version);
+  const usage = run('flintvm.js', ['run', '--mem', '0x10']);
+  t.is(usage.status, 2, 'its arguments reach the command');
+  t.regex(usage.stderr, /--mem/);
+  const oci = run('flintvm-oci.js', ['--version']);
+  t.is(oci.status, 0, oci.stderr);
+  t.true(oci.stdout.includes(PKG.version), oci.stdout);
+});
+
 test('help: top level and per command, with the exit-code table', (t) => {
   const top = cli(['--help']);
   t.is(top.status, 0);
