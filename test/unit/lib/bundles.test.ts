@@ -52,7 +52,7 @@ test('the command bundles run: --version reads package.json through a rewritten 
 });
 
 // A command loads no ES module on its way to its bundle, so node never starts its ES-module loader (about
-// 10 ms of a cold start; bin/launch.cjs): its main thread loads only the loader modules \`node -e 0\` loads.
+// 10 ms of a cold start; bin/launch.cjs): its main thread loads only the loader modules `node -e 0` loads.
 test('a command reaches its bundle without starting the ES-module loader', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'flintvm-esm-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
