@@ -11,9 +11,10 @@
  * returns. Exit status: 0 on success, 1 on any error (the message names the
  * flag, field or container); `run` exits with the container's status.
  */
-import { spawn } from 'node:child_process';
-import { appendFileSync, closeSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import type { spawn as Spawn } from 'node:child_process';
+import { appendFileSync, closeSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type { connect as Connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +26,13 @@ import type { Holder } from './holder.js';
 import {
   DEFAULT_ROOT, alive, checkId, containerDir, controlSocket, ociState, readState, vsockSocket, writeState, type ContainerState,
 } from './state.js';
+
+// node:child_process (only `create`, `run -d` and `exec` start processes) and node:net (only `start`, `kill`
+// and `exec` talk to a holder) are required where used: with net, stream and dgram they are 30 of the 94
+// modules node loads, and podman calls `state` and `delete`, which need neither, several times a container.
+const requireHere = createRequire(import.meta.url);
+const childProcess = (): { spawn: typeof Spawn } => requireHere('node:child_process') as { spawn: typeof Spawn };
+const connect = (path: string): ReturnType<typeof Connect> => (requireHere('node:net') as { connect: typeof Connect }).connect(path);
 
 const SPEC_VERSION = '1.2.0';
 const HOLDER_READY_TIMEOUT_MS = 6 * 60_000;
@@ -134,14 +142,30 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 function print(s: string): number {
-  process.stdout.write(s);
+  writeOut(1, s);
   return 0;
+}
+
+/**
+ * Writes to fd 1 or 2 directly: node makes `process.stdout` (or `stderr`) on a pipe, which is what podman
+ * and conmon give a runtime, a net.Socket, and loading net and streams for one line is most of what a
+ * `state` or `delete` does beyond node's own start. A full or non-blocking pipe (EAGAIN) falls back to the stream.
+ */
+function writeOut(fd: 1 | 2, s: string): void {
+  const bytes = Buffer.from(s, 'utf8');
+  let done = 0;
+  try {
+    while (done < bytes.length) done += writeSync(fd, bytes, done);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+    (fd === 1 ? process.stdout : process.stderr).write(bytes.subarray(done));
+  }
 }
 
 /** Reports an error on stderr and, with --log, in the log file (runc's JSON lines with --log-format json). */
 function fail(g: Globals, e: unknown): number {
   const msg = e instanceof OciError ? e.message : (e as Error)?.stack ?? String(e);
-  process.stderr.write(`flintvm-oci: ${msg}\n`);
+  try { writeOut(2, `flintvm-oci: ${msg}\n`); } catch { /* stderr closed: the exit status still says it */ }
   if (g.log) {
     const line = g.logFormat === 'json' ? JSON.stringify({ level: 'error', msg, time: new Date().toISOString() }) : `time="${new Date().toISOString()}" level=error msg=${JSON.stringify(msg)}`;
     try { appendFileSync(g.log, `${line}\n`); } catch { /* the log is best effort */ }
@@ -194,7 +218,7 @@ async function createDetached(g: Globals, id: string, pidFile: string | undefine
  * pipe; resolves with its pid once it says it is ready, rejects with what it says otherwise.
  */
 function spawnDetached(g: Globals, args: string[], what: string): Promise<number> {
-  const child = spawn(process.execPath, [CLI, '--root', g.root, ...(g.log ? ['--log', g.log, '--log-format', g.logFormat] : []), ...args], {
+  const child = childProcess().spawn(process.execPath, [CLI, '--root', g.root, ...(g.log ? ['--log', g.log, '--log-format', g.logFormat] : []), ...args], {
     detached: true, stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
   });
   return new Promise((resolvePid, reject) => {

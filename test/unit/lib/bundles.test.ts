@@ -69,13 +69,43 @@ test('a command reaches its bundle without starting the ES-module loader', (t) =
     const cmd = esm([join(ROOT, 'bin', `${name}.cjs`), '--version']);
     t.true(cmd.out.includes(PKG.version), `${name}: ${cmd.out}`);
     t.is(cmd.esm, floor, `${name}: no ES-module loader modules beyond node -e 0's`);
-    // Nor, for flintvm, node:child_process (with net and dgram, 1.5 ms): the launcher requires it only to build a
-    // clone's dist/ (flintvm-oci spawns its holder process with it).
-    if (name === 'flintvm') t.is(cmd.childProcess, 'false', `${name}: node:child_process loaded`);
+    // Nor node:child_process (with net and dgram, 1.5 ms): the launcher requires it only to build a clone's
+    // dist/, flintvm-oci only to spawn a holder (the next test).
+    t.is(cmd.childProcess, 'false', `${name}: node:child_process loaded`);
   }
   const viaEsm = esm([join(DIST, 'bin/flintvm.js'), '--version']);
   t.not(viaEsm.esm, floor, 'the compiled ES modules start the loader');
   t.is(esm(['-e', "require('node:child_process')"]).childProcess, 'true');
+});
+
+test('flintvm-oci state and delete, which podman calls most, load no module node -e 0 does not, on pipes too', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'flintvm-ocimods-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const probe = join(dir, 'probe.cjs');
+  writeFileSync(probe, "process.on('exit', () => process._rawDebug('MODS=' + process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)).join(',')));\n");
+  // A container in state.json only, whose pid (this process) is alive: `state` prints it, `delete` refuses a running one.
+  mkdirSync(join(dir, 'root', 'c1'), { recursive: true });
+  writeFileSync(join(dir, 'root', 'c1', 'state.json'), JSON.stringify({ ociVersion: '1.2.0', id: 'c1', status: 'running', pid: process.pid, bundle: dir, annotations: {}, created: new Date().toISOString() }));
+  const mods = (args: readonly string[], status: number) => {
+    // stdout and stderr are pipes, as podman gives them: node makes process.stdout on a pipe a net.Socket.
+    const r = spawnSync(process.execPath, ['--require', probe, ...args], { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] });
+    t.is(r.status, status, r.stderr);
+    return { out: r.stdout, err: r.stderr, mods: new Set(/^MODS=(.*)$/m.exec(r.stderr)?.[1]?.split(',') ?? []) };
+  };
+  const floor = mods(['-e', '0'], 0).mods;
+  t.true(floor.size > 10, 'the probe reports');
+  const cli = join(ROOT, 'bin', 'flintvm-oci.cjs');
+  const state = mods([cli, '--root', join(dir, 'root'), 'state', 'c1'], 0);
+  t.is((JSON.parse(state.out) as { status: string }).status, 'running');
+  const del = mods([cli, '--root', join(dir, 'root'), 'delete', 'c1'], 1);
+  t.regex(del.err, /container c1 is running/);
+  for (const [what, r] of [['state', state], ['delete', del]] as const) {
+    // os (signal numbers) and vm (the code cache runs the bundle through vm.Script) are expected.
+    const extra = [...r.mods].filter((m) => !floor.has(m) && m !== 'os' && m !== 'vm');
+    t.deepEqual(extra, [], `${what} loads beyond node -e 0 (and os, vm)`);
+  }
+  // The check can fail: writing to process.stdout on a pipe loads net.
+  t.true(mods(['-e', "process.stdout.write('x')"], 0).mods.has('net'));
 });
 
 test('bin/launch.cjs runs the bundle while it is current, the compiled module once that is newer', (t) => {
