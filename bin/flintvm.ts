@@ -17,6 +17,7 @@ import { MEMORY_ALIGN_MIB, microVMConfigSchema, resolveConfig, type DriveConfig,
 import { closest, type AnySpec } from '../lib/config-schema.js';
 import { adoptEarlyStandbys, type WorkerPool } from '../lib/worker-pool.js';
 import { takeEarlyStandby } from '../lib/worker-spawn.js';
+import { localKvmIsPvm } from '../lib/kvm/pvm.js';
 import { runFirecrackerMode } from './firecracker-mode.js';
 
 /** Exit statuses of `flintvm` (also in --help and the README). */
@@ -511,11 +512,6 @@ export function parseDrive(spec: string): DriveConfig {
 function pvmHint(exit: VmExit): string | undefined {
   if (exit.reason !== 'internal-error' || !localKvmIsPvm()) return undefined;
   return pvmMessage('stopped this one with an emulation failure');
-}
-
-/** True when /dev/kvm is the nested kvm_pvm module (ENVIRONMENT.md §1 of the project: some cloud build machines). */
-function localKvmIsPvm(): boolean {
-  return existsSync('/sys/module/kvm_pvm');
 }
 
 function pvmMessage(what: string): string {

@@ -34,6 +34,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { haveKvm, inCi } from './helpers/kvm.js';
+import { localKvmIsPvm } from '../lib/kvm/pvm.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const AVA = join(ROOT, 'node_modules', '.bin', 'ava');
@@ -65,11 +66,6 @@ export function integrationFiles(arch: 'x86_64' | 'arm64'): string[] {
  * the x86_64 test host and the rest of the tier runs here.
  */
 export const FULL_KVM_INTEGRATION_FILES: readonly string[] = ['vcpu-state.test.js'];
-
-/** True when the local /dev/kvm is the nested kvm_pvm module (it runs most tiny guests, not all; never Linux). */
-function localKvmIsPvm(): boolean {
-  return existsSync('/sys/module/kvm_pvm');
-}
 
 type TierName = 'unit' | 'integration' | 'linux-x86_64' | 'linux-arm64';
 const ALL_TIERS: readonly TierName[] = ['unit', 'integration', 'linux-x86_64', 'linux-arm64'];
