@@ -5,7 +5,7 @@
 // `npm run build` also bundles each command into one CommonJS file (dist/bin/<name>.bundle.cjs, see
 // lib/bundles.ts), which starts faster than its tree of ES modules, and writes dist/bin/<name>.entry.cjs,
 // which runs it from V8's code cache; that runs when it is at least as new as dist/bin/<name>.js (a rebuild
-// by `tsc` alone leaves it behind, and then the modules run).
+// by `tsc` alone leaves it behind, and then the modules run, with a line on stderr that says so).
 //
 // CommonJS, like bin/<name>.cjs that loads it and the entry it loads: a process that loads no ES module never
 // starts node's ES-module loader (about 10 ms of a cold `flintvm run` here, and node loads an ES module graph
@@ -40,7 +40,11 @@ async function launch(name) {
   if (name === 'flintvm') startEarlyStandby(process.argv.slice(2));
   const entry = join(ROOT, 'dist/bin', `${name}.entry.cjs`);
   if (isCurrent(entry, main)) require(entry);
-  else await import(pathToFileURL(main).href);
+  else {
+    // Not silent: the modules start slower than the bundle (no code cache, one module at a time).
+    if (existsSync(entry)) console.error(`${name}: dist/ is newer than its bundle (built by tsc alone?): running the modules, which start slower; run 'npm run build'`);
+    await import(pathToFileURL(main).href);
+  }
 }
 
 // `flintvm run` boots a VM, whose vCPU runs in a worker thread; starting a worker takes about as long as

@@ -108,7 +108,7 @@ test('flintvm-oci state and delete, which podman calls most, load no module node
   t.true(mods(['-e', "process.stdout.write('x')"], 0).mods.has('net'));
 });
 
-test('bin/launch.cjs runs the bundle while it is current, the compiled module once that is newer', (t) => {
+test('bin/launch.cjs runs the bundle while it is current, the compiled module once that is newer (and says so)', (t) => {
   const clone = mkdtempSync(join(tmpdir(), 'flintvm-launch-'));
   t.teardown(() => rmSync(clone, { recursive: true, force: true }));
   mkdirSync(join(clone, 'bin'));
@@ -119,14 +119,22 @@ test('bin/launch.cjs runs the bundle while it is current, the compiled module on
   const bundle = join(clone, 'dist/bin/flintvm.entry.cjs');
   writeFileSync(main, "console.log('modules');\n");
   writeFileSync(bundle, "console.log('bundle');\n");
-  const run = () => spawnSync(process.execPath, [join(clone, 'bin/flintvm.cjs')], { encoding: 'utf8', timeout: 60_000 }).stdout.trim();
+  let stderr = '';
+  const run = () => {
+    const r = spawnSync(process.execPath, [join(clone, 'bin/flintvm.cjs')], { encoding: 'utf8', timeout: 60_000 });
+    stderr = r.stderr;
+    return r.stdout.trim();
+  };
   const at = (f: string, s: number) => utimesSync(f, s, s);
   at(main, 1000); at(bundle, 1000);
   t.is(run(), 'bundle', 'same age: the bundle');
+  t.is(stderr, '');
   at(main, 2000);
   t.is(run(), 'modules', 'the module rebuilt after the bundle (tsc alone): the modules');
+  t.regex(stderr, /^flintvm: dist\/ is newer than its bundle .*run 'npm run build'\n$/, 'and it says so');
   rmSync(bundle);
   t.is(run(), 'modules', 'no bundle: the modules');
+  t.is(stderr, '', 'a dist/ without bundles is not stale');
 });
 
 // The loaders read an ASCII bundle as latin1: a one-byte string, without UTF-8 decoding (lib/code-cache.ts).
