@@ -28,7 +28,7 @@ import {
 } from './state.js';
 
 // node:child_process (only `create`, `run -d` and `exec` start processes) and node:net (only `start`, `kill`
-// and `exec` talk to a holder) are required where used: with net, stream and dgram they are 30 of the 94
+// and `exec` talk to a holder) are required where used: with net, stream and dgram they are 29 of the 94
 // modules node loads, and podman calls `state` and `delete`, which need neither, several times a container.
 const requireHere = createRequire(import.meta.url);
 const childProcess = (): { spawn: typeof Spawn } => requireHere('node:child_process') as { spawn: typeof Spawn };
