@@ -35,7 +35,12 @@ export interface ActivationContext {
   readonly features: bigint;
   /** Raises the used-buffer interrupt (sets the VRING bit of InterruptStatus, then signals the irqfd). */
   signalUsed(): void;
-  /** Updates bytes of the config space (bumps ConfigGeneration) and raises the config-change interrupt. */
+  /**
+   * Updates bytes of the config space (bumps ConfigGeneration) and raises the
+   * config-change interrupt. The bytes must lie in one aligned 4-byte word:
+   * with a register page the driver reads the config without exiting, one
+   * word at a time, so only a change inside one word is atomic for it.
+   */
   updateConfig(offset: number, bytes: Uint8Array): void;
   /** Backend fds for the I/O worker's epoll loop. */
   readonly fds: FdWatcher;

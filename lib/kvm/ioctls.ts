@@ -42,6 +42,8 @@ export const KVM_SET_DEVICE_ATTR = iow(0xe1, 24);
 export const KVM_GET_DEVICE_ATTR = iow(0xe2, 24);
 
 // --- vCPU ioctls ---
+/** A read-only fd of the vCPU's (or, on a VM fd, the VM's) counters in KVM's binary stats format (KVM_CAP_BINARY_STATS_FD, Linux 5.14). */
+export const KVM_GET_STATS_FD = io(0xce);
 export const KVM_RUN = io(0x80);
 export const KVM_GET_REGS = ior(0x81, 144);
 export const KVM_SET_REGS = iow(0x82, 144);
@@ -76,9 +78,14 @@ export const KVM_CAP_IOEVENTFD = 36;
 export const KVM_CAP_SET_IDENTITY_MAP_ADDR = 37;
 export const KVM_CAP_MAX_VCPUS = 66;
 export const KVM_CAP_TSC_DEADLINE_TIMER = 72;
+export const KVM_CAP_READONLY_MEM = 81;
 export const KVM_CAP_ONE_REG = 70;
 export const KVM_CAP_ARM_PSCI_0_2 = 102;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
+export const KVM_CAP_BINARY_STATS_FD = 203;
+
+/** kvm_userspace_memory_region.flags: the guest may read the slot; its writes exit as MMIO (KVM_CAP_READONLY_MEM). */
+export const KVM_MEM_READONLY = 1 << 1;
 
 /** The KVM API version every kernel since 2.6.22 reports. */
 export const KVM_API_VERSION = 12;

@@ -30,6 +30,7 @@ import { IoWorker } from '../io/io-worker.js';
 import { vcpuStandbyPool, type WorkerPool } from '../worker-pool.js';
 import type { DeviceStateMessage, IoWorkerSetup, SavedVirtioDevice, VirtioDeviceWiring } from './io-wiring.js';
 import { configuredDevices, loadConfiguredDevices, type ConfiguredDevice } from './registry.js';
+import { installRegisterPages, mapRegisterPages, type RegisterPages } from './register-pages.js';
 
 /** fs.readFile as a promise, without node:fs/promises, which costs 1-1.5 ms of a cold start to load. */
 const readFile = promisify(readFileCallback);
@@ -97,6 +98,8 @@ interface PlannedVirtio {
   readonly info: VirtioDeviceInfo;
   readonly slot: VirtioSlot;
   readonly wiring: VirtioDeviceWiring;
+  /** The main thread's view of its transport (with the register page). */
+  readonly transport: TransportState;
 }
 
 /**
@@ -106,8 +109,13 @@ interface PlannedVirtio {
  * eventfds, and says what to add to the command line. `opened` collects what
  * must be closed at the end, also on failure.
  */
-function planVirtio(cfg: ResolvedConfig, configured: readonly ConfiguredDevice[], opened: OpenedResources, platform: Platform, restore?: RestoreInput): { devices: PlannedVirtio[]; cmdline: string[] } {
+function planVirtio(
+  cfg: ResolvedConfig, configured: readonly ConfiguredDevice[], opened: OpenedResources, platform: Platform, restore?: RestoreInput,
+): { devices: PlannedVirtio[]; cmdline: string[]; pages: RegisterPages | null } {
   const devices: PlannedVirtio[] = [];
+  // Every transport keeps its readable registers in a register page too; the platform decides whether the guest reads them there.
+  const pages = configured.length ? mapRegisterPages(configured.length) : null;
+  if (pages) opened.closers.push(() => pages.unmap());
   const deviceArgs: string[] = [];
   const saved = restore?.machine.virtio;
   if (saved && (!Array.isArray(saved) || saved.length !== configured.length)) {
@@ -119,20 +127,23 @@ function planVirtio(cfg: ResolvedConfig, configured: readonly ConfiguredDevice[]
     opened.closers.push(dev.close);
     deviceArgs.push(...(dev.cmdline ?? []));
     const fd = () => { const f = createEventfd(); opened.fds.push(f); return f; };
-    const state = TransportState.create(dev.info);
+    const state = TransportState.create(dev.info, { registerPage: true });
+    const transport = new TransportState(state, pages!.view(i));
     const was = saved?.[i];
     if (saved) {
       if (was?.kind !== d.kind.name) throw new SnapshotStateError(`virtio[${i}].kind`, `the snapshot has ${JSON.stringify(was?.kind)} where its config has ${d.kind.name} (${d.field})`);
-      restoreTransport(new TransportState(state), was.transport, `virtio[${i}].transport`);
+      restoreTransport(transport, was.transport, `virtio[${i}].transport`);
+    } else {
+      transport.publish();
     }
     const wiring: VirtioDeviceWiring = {
-      state, controlFd: fd(), queueFds: dev.info.queueMaxSizes.map(fd), irqFd: fd(),
+      state, registers: pages!.address(i), controlFd: fd(), queueFds: dev.info.queueMaxSizes.map(fd), irqFd: fd(),
       kind: d.kind.name, params: dev.params, ...(was ? { restore: was.io } : {}),
     };
-    devices.push({ info: dev.info, slot, wiring });
+    devices.push({ info: dev.info, slot, wiring, transport });
   }
   const cmdline = [...platform.virtioCmdline(devices.map((d) => d.slot)), ...deviceArgs];
-  return { devices, cmdline };
+  return { devices, cmdline, pages };
 }
 
 /**
@@ -201,6 +212,10 @@ async function buildWith(
         // Queue notifications go straight from KVM to the I/O worker's epoll, never through a vCPU worker.
         for (const [q, fd] of v.wiring.queueFds.entries()) await vm.ioeventfd(v.slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, fd, { datamatch: BigInt(q) });
       }
+      if (virtio.pages && platform.registerPagesInGuest) {
+        const installed = await installRegisterPages(vm, virtio.pages, virtio.devices.map((v) => v.slot.base));
+        debug('virtio register reads: %s', installed ? 'from a read-only memory slot' : 'exit (no KVM_CAP_READONLY_MEM)');
+      }
     },
     adoptFd: (fd) => { opened.fds.push(fd); },
     mark: (what) => { hooks.timings[what] = hooks.now(); },
@@ -213,7 +228,7 @@ async function buildWith(
   let ioWorker: IoWorker | null = null;
   const params = (p: DeviceParams) => p;
   const devices: DeviceSpec[] = [...plan.devices];
-  for (const v of virtio.devices) devices.push({ space: 'mmio', base: v.slot.base, length: v.slot.size, params: params({ kind: 'virtio-mmio', state: v.wiring.state, controlFd: v.wiring.controlFd, queueFds: v.wiring.queueFds }) });
+  for (const v of virtio.devices) devices.push({ space: 'mmio', base: v.slot.base, length: v.slot.size, params: params({ kind: 'virtio-mmio', state: v.wiring.state, registers: v.wiring.registers, controlFd: v.wiring.controlFd, queueFds: v.wiring.queueFds }) });
 
   const machine = await Machine.create({
     memory: plan.memory,
@@ -268,7 +283,7 @@ async function buildWith(
     if (machine.state !== 'paused') throw new SnapshotError(`a snapshot needs a paused VM; it is ${machine.state}`);
     const cannot = configuredDevices(cfg).filter((d) => !d.kind.saveState).map((d) => `${d.field} (${d.kind.name})`);
     if (cannot.length) throw new SnapshotError(`these devices cannot be snapshotted yet: ${cannot.join(', ')}`);
-    const resetting = virtio.devices.findIndex((v) => resetPending(new TransportState(v.wiring.state)));
+    const resetting = virtio.devices.findIndex((v) => resetPending(v.transport));
     if (resetting >= 0) throw new SnapshotError(`virtio device ${resetting} (${virtio.devices[resetting]!.wiring.kind}) is in the middle of a reset; try again`);
     // The I/O worker answers, then holds still (no device activity) until everything else is saved.
     Atomics.store(saveHold, 0, 1);
@@ -278,7 +293,7 @@ async function buildWith(
       const snapshot: MachineSnapshot = {
         platform: plan.saveState({ kvm: machine.kvm, vm: machine.vm, vcpus: machine.vcpus }),
         legacy: saveLegacy(plan.devices),
-        virtio: virtio.devices.map((v, i) => ({ kind: v.wiring.kind, field: fields[i]!, transport: saveTransport(new TransportState(v.wiring.state)), io: io[i]! })),
+        virtio: virtio.devices.map((v, i) => ({ kind: v.wiring.kind, field: fields[i]!, transport: saveTransport(v.transport), io: io[i]! })),
       };
       const memory = machine.saveMemory(memoryFd);
       return { machine: snapshot, memory };

@@ -14,10 +14,13 @@ import type { RegionDescriptor } from '../memory/guest-memory.js';
 import { VirtioMmioSlot } from '../../devices/virtio/transport/slot.js';
 import type { VirtioDevice } from '../../devices/virtio/device.js';
 import { loadVirtioKinds, virtioKind } from './registry.js';
+import { registerPageView } from './register-pages.js';
 
 /** One virtio device as the I/O worker sees it: its transport state and the fds KVM signals/listens on. */
 export interface VirtioDeviceWiring {
   readonly state: SharedArrayBuffer;
+  /** Host address of the transport's register page (lib/vm/register-pages.ts), when it has one. */
+  readonly registers?: bigint;
   /** Written by the transport (vCPU side) on DRIVER_OK and reset. */
   readonly controlFd: number;
   /** One per queue, registered with KVM_IOEVENTFD on QueueNotify with datamatch = queue index. */
@@ -76,7 +79,8 @@ export async function setupIoWorker(data: unknown, loop: EventLoop, ctx: IoWorke
   const slots: VirtioMmioSlot[] = [];
   try {
     for (const [i, d] of setup.devices.entries()) {
-      const slot = new VirtioMmioSlot(d.state, createDevice(d), memory, () => signalEventfd(d.irqFd), loop);
+      const registers = d.registers === undefined ? null : registerPageView(d.registers);
+      const slot = new VirtioMmioSlot(d.state, createDevice(d), memory, () => signalEventfd(d.irqFd), loop, registers);
       slots.push(slot);
       if (d.restore) restoreDevice(slot, d, i);
     }

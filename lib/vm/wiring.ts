@@ -13,13 +13,14 @@ import { Pl031 } from '../../devices/legacy/pl031.js';
 import { ByteRing } from '../io/byte-ring.js';
 import { VirtioMmioTransport } from '../../devices/virtio/transport/mmio.js';
 import { signalEventfd } from '../io/epoll.js';
+import { registerPageView } from './register-pages.js';
 
 export type DeviceParams =
   | { kind: 'serial8250'; state: SharedArrayBuffer; irq: number; output: SharedArrayBuffer }
   | { kind: 'i8042'; state: SharedArrayBuffer }
   | { kind: 'guest-control' }
   | { kind: 'pl031'; state: SharedArrayBuffer }
-  | { kind: 'virtio-mmio'; state: SharedArrayBuffer; controlFd: number; queueFds: readonly number[] };
+  | { kind: 'virtio-mmio'; state: SharedArrayBuffer; registers?: bigint | undefined; controlFd: number; queueFds: readonly number[] };
 
 export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice {
   const p = params as DeviceParams;
@@ -42,6 +43,6 @@ export function createBusDevice(params: unknown, ctx: DeviceContext): BusDevice 
         kickControl: () => signalEventfd(p.controlFd),
         // Only reached when KVM did not take the write through the ioeventfd.
         notifyQueue: (i) => { const fd = p.queueFds[i]; if (fd !== undefined) signalEventfd(fd); },
-      });
+      }, p.registers === undefined ? null : registerPageView(p.registers));
   }
 }

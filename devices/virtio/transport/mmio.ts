@@ -5,6 +5,11 @@
  * worker (transport/slot.ts): DRIVER_OK and reset reach it through the control
  * eventfd, queue notifications through ioeventfds (so they never exit to a vCPU
  * worker at all; the QueueNotify register here is only a fallback).
+ *
+ * With a register page mapped read-only into the guest (see state.ts), the
+ * driver's reads never come here; every write still does, and each one that
+ * changes what a read answers publishes the page again before the vCPU
+ * returns to the guest.
  */
 import type { BusDevice } from '../../../lib/bus/device.js';
 import { log } from '../../../lib/log.js';
@@ -13,7 +18,7 @@ import { decideStatus } from '../status.js';
 import {
   Q_DESC_HI, Q_DESC_LO, Q_DEVICE_HI, Q_DEVICE_LO, Q_DRIVER_HI, Q_DRIVER_LO, Q_NUM, Q_NUM_MAX, Q_READY, queueSlot,
   REQ_ACTIVATE, REQ_RESET, S_CONFIG_GENERATION, S_CONFIG_LENGTH, S_CONTROL_REQUEST, S_DEVICE_FEATURES_HI, S_DEVICE_FEATURES_LO,
-  S_DEVICE_FEATURES_SEL, S_DEVICE_TYPE, S_DRIVER_FEATURES_HI, S_DRIVER_FEATURES_LO, S_DRIVER_FEATURES_SEL, S_INTERRUPT_STATUS,
+  S_DEVICE_FEATURES_SEL, S_DEVICE_TYPE, S_DRIVER_FEATURES_HI, S_DRIVER_FEATURES_LO, S_DRIVER_FEATURES_SEL,
   S_QUEUE_SEL, S_RESET_DONE, S_RESET_PENDING, S_RESET_SEQ, S_STATUS, TransportState,
 } from './state.js';
 
@@ -44,8 +49,9 @@ export class VirtioMmioTransport implements BusDevice {
   private readonly s: Int32Array;
   private warned = new Set<string>();
 
-  constructor(state: SharedArrayBuffer, private readonly hooks: MmioTransportHooks) {
-    this.st = new TransportState(state);
+  /** @param registers the transport's register page, when it has one (see TransportState). */
+  constructor(state: SharedArrayBuffer, private readonly hooks: MmioTransportHooks, registers: Int32Array | null = null) {
+    this.st = new TransportState(state, registers);
     this.s = this.st.s;
   }
 
@@ -76,7 +82,7 @@ export class VirtioMmioTransport implements BusDevice {
       }
       case C.VIRTIO_MMIO_QUEUE_NUM_MAX: return qOk ? this.st.queueReg(q, Q_NUM_MAX) : 0;
       case C.VIRTIO_MMIO_QUEUE_READY: return qOk ? this.st.queueReg(q, Q_READY) : 0;
-      case C.VIRTIO_MMIO_INTERRUPT_STATUS: return Atomics.load(s, S_INTERRUPT_STATUS) >>> 0;
+      case C.VIRTIO_MMIO_INTERRUPT_STATUS: return this.st.interruptStatus;
       case C.VIRTIO_MMIO_STATUS:
         if (Atomics.load(s, S_RESET_PENDING)) this.tryCompleteReset();
         return Atomics.load(s, S_STATUS) >>> 0;
@@ -114,13 +120,14 @@ export class VirtioMmioTransport implements BusDevice {
       return;
     }
     if (offset === C.VIRTIO_MMIO_INTERRUPT_ACK) {
-      Atomics.and(this.s, S_INTERRUPT_STATUS, ~v);
+      this.st.ackInterrupt(v);
       return;
     }
     const lock = this.st.lock;
     lock.acquire();
     try {
       this.writeLocked(offset, v);
+      this.st.publish();
     } finally {
       lock.release();
     }
@@ -211,6 +218,7 @@ export class VirtioMmioTransport implements BusDevice {
           break;
         }
       }
+      this.st.publish();
     } finally {
       lock.release();
     }
@@ -233,27 +241,9 @@ export class VirtioMmioTransport implements BusDevice {
     }
   }
 
-  /**
-   * Completes a pending reset if the I/O worker has acknowledged it (clears
-   * every driver register; status reads 0). Otherwise keeps it pending with
-   * the status at DEVICE_NEEDS_RESET. Returns true when no reset is pending.
-   */
+  /** See TransportState.tryCompleteReset. */
   private tryCompleteReset(): boolean {
-    const s = this.s;
-    const lock = this.st.lock;
-    lock.acquire();
-    try {
-      if (!Atomics.load(s, S_RESET_PENDING)) return true;
-      if (Atomics.load(s, S_RESET_DONE) !== Atomics.load(s, S_RESET_SEQ)) {
-        this.st.clearDriverState();
-        Atomics.store(s, S_RESET_PENDING, 0);
-        return true;
-      }
-      Atomics.store(s, S_STATUS, C.VIRTIO_STATUS_DEVICE_NEEDS_RESET);
-      return false;
-    } finally {
-      lock.release();
-    }
+    return this.st.tryCompleteReset();
   }
 
   private featuresAcceptable(): boolean {

@@ -12,7 +12,7 @@ import { SplitQueue } from '../queue/split-queue.js';
 import type { QueuePosition } from '../queue/types.js';
 import {
   Q_DESC_LO, Q_DEVICE_LO, Q_DRIVER_LO, Q_NUM, Q_READY, REQ_ACTIVATE, REQ_RESET, S_ACTIVE, S_CONFIG_GENERATION, S_CONFIG_LENGTH,
-  S_CONTROL_REQUEST, S_INTERRUPT_STATUS, S_RESET_DONE, S_STATUS, TransportState,
+  S_CONTROL_REQUEST, S_RESET_DONE, S_STATUS, TransportState,
 } from './state.js';
 
 const debug = log('virtio:slot');
@@ -23,6 +23,7 @@ export class VirtioMmioSlot {
 
   /**
    * @param interrupt signals the device's irqfd (edge); called on the I/O worker.
+   * @param registers the transport's register page, when it has one (see TransportState).
    */
   constructor(
     state: SharedArrayBuffer,
@@ -30,8 +31,9 @@ export class VirtioMmioSlot {
     private readonly memory: GuestMemory,
     private readonly interrupt: () => void,
     private readonly fds: FdWatcher,
+    registers: Int32Array | null = null,
   ) {
-    this.st = new TransportState(state);
+    this.st = new TransportState(state, registers);
   }
 
   /** The control eventfd fired: act on pending activate/reset requests, in that order. */
@@ -86,7 +88,7 @@ export class VirtioMmioSlot {
       throw e;
     }
     if (this.active) this.queues.forEach((q, i) => { if (q) this.device.queueNotify(i); });
-    if (Atomics.load(this.st.s, S_INTERRUPT_STATUS) !== 0) this.interrupt();
+    if (this.st.interruptStatus !== 0) this.interrupt();
   }
 
   private queues: (SplitQueue | null)[] = [];
@@ -136,7 +138,10 @@ export class VirtioMmioSlot {
 
   /** §2.1.2: tell the driver the device is broken, through status and a config interrupt. */
   needsReset(): void {
-    Atomics.or(this.st.s, S_STATUS, C.VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+    this.st.lock.with(() => {
+      Atomics.or(this.st.s, S_STATUS, C.VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+      this.st.publish();
+    });
     this.raise(C.VIRTIO_MMIO_INT_CONFIG);
   }
 
@@ -153,19 +158,29 @@ export class VirtioMmioSlot {
     Atomics.store(this.st.s, S_ACTIVE, 0);
     Atomics.add(this.st.s, S_RESET_DONE, 1);
     Atomics.notify(this.st.s, S_RESET_DONE);
+    // Complete the driver's reset here too: with a register page its status reads never exit, so the
+    // vCPU side would not hear of an acknowledgement that came after its bounded wait.
+    this.st.tryCompleteReset();
   }
 
   private raise(bit: number): void {
-    Atomics.or(this.st.s, S_INTERRUPT_STATUS, bit);
+    // The bit is visible to the driver (in the page, or to a read that exits) before the interrupt is.
+    this.st.raiseInterrupt(bit);
     this.interrupt();
   }
 
   private updateConfig(offset: number, bytes: Uint8Array): void {
     const len = this.st.s[S_CONFIG_LENGTH]!;
     if (offset < 0 || offset + bytes.length > len) throw new RangeError(`config update [${offset}, +${bytes.length}) outside ${len} bytes`);
+    // The page takes the config a word at a time, and a driver reading it there is not serialized with this
+    // update: a change that spans two words could be read half old, half new, under the same generation.
+    if (this.st.registers && bytes.length > 0 && offset >> 2 !== (offset + bytes.length - 1) >> 2) {
+      throw new RangeError(`config update [${offset}, +${bytes.length}) spans two aligned words, which a register page cannot change atomically`);
+    }
     this.st.lock.with(() => {
       this.st.config.set(bytes, offset);
       Atomics.add(this.st.s, S_CONFIG_GENERATION, 1);
+      this.st.publish();
     });
     this.raise(C.VIRTIO_MMIO_INT_CONFIG);
   }

@@ -5,11 +5,26 @@
  * device. A three-state lock (lib/sync/lock.ts) guards multi-word updates.
  *
  * Layout: Int32 slots (below), then the config space at CONFIG_BYTE_OFFSET.
+ *
+ * A transport may also have a register page: one 4 KiB page of host memory
+ * laid out as the device's MMIO window, holding every register the driver can
+ * read. The builder maps it into the guest as a read-only memory slot where
+ * the platform allows (lib/vm/register-pages.ts), so the driver's reads come
+ * from memory instead of exiting to a vCPU worker; its writes still exit. The
+ * page is a copy of this state, rewritten under the lock by {@link
+ * TransportState.publish} after every change, except for InterruptStatus,
+ * whose only copy is then in the page: the I/O worker sets its bits and the
+ * driver's acknowledgement clears them, both atomically on that one word.
  */
 import { SharedLock } from '../../../lib/sync/lock.js';
 import { SnapshotStateError } from '../../../lib/errors.js';
 import type { VirtioDeviceInfo } from '../device.js';
-import { feature, VIRTIO_F_VERSION_1, VIRTQ_MAX_SIZE } from '../constants.js';
+import {
+  feature, VIRTIO_F_VERSION_1, VIRTIO_MMIO_CONFIG, VIRTIO_MMIO_CONFIG_GENERATION, VIRTIO_MMIO_DEVICE_FEATURES, VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_MMIO_INTERRUPT_STATUS, VIRTIO_MMIO_MAGIC, VIRTIO_MMIO_MAGIC_VALUE, VIRTIO_MMIO_QUEUE_NUM_MAX, VIRTIO_MMIO_QUEUE_READY,
+  VIRTIO_MMIO_SHM_LEN_HIGH, VIRTIO_MMIO_SHM_LEN_LOW, VIRTIO_MMIO_STATUS, VIRTIO_MMIO_VENDOR_ID, VIRTIO_MMIO_VERSION, VIRTIO_MMIO_VERSION_2,
+  FLINTVM_VIRTIO_VENDOR_ID, VIRTIO_STATUS_DEVICE_NEEDS_RESET, VIRTQ_MAX_SIZE,
+} from '../constants.js';
 
 export const S_LOCK = 0;
 export const S_STATUS = 1;
@@ -39,6 +54,8 @@ export const S_ACTIVE = 16;
 export const S_RESET_PENDING = 17;
 /** The S_RESET_DONE value when the pending reset was requested: any later value means the worker has reset the device. */
 export const S_RESET_SEQ = 18;
+/** 1 when the transport has a register page (TransportState.create's `registerPage`): every thread must then pass its view. */
+const S_REGISTER_PAGE = 19;
 const S_QUEUES = 20;
 
 // Per-queue slots, relative to queueSlot(i).
@@ -58,6 +75,10 @@ export const MAX_CONFIG_BYTES = 256;
 const CONFIG_BYTE_OFFSET = (S_QUEUES + MAX_QUEUES * Q_SLOTS) * 4;
 const STATE_BYTES = CONFIG_BYTE_OFFSET + MAX_CONFIG_BYTES;
 
+/** Bytes of a register page: the device's whole MMIO window, registers and config space. */
+export const REGISTER_PAGE_BYTES = 4096;
+const R_INTERRUPT_STATUS = VIRTIO_MMIO_INTERRUPT_STATUS / 4;
+
 export const REQ_ACTIVATE = 1;
 export const REQ_RESET = 2;
 
@@ -71,16 +92,39 @@ export class TransportState {
   readonly s: Int32Array;
   readonly config: Uint8Array;
   readonly lock: SharedLock;
+  /** The config space as little-endian words (the page gets it a word at a time). */
+  private readonly configWords: Int32Array;
+  /** Where InterruptStatus lives: the register page's word when there is a page, else the state's slot. */
+  private readonly isr: Int32Array;
+  private readonly isrIndex: number;
 
-  constructor(readonly sab: SharedArrayBuffer) {
+  /**
+   * @param registers this transport's register page (a view of its
+   * {@link REGISTER_PAGE_BYTES} bytes), required when it was created with one
+   * and refused otherwise: a thread that wrote InterruptStatus anywhere else
+   * would lose interrupts.
+   */
+  constructor(readonly sab: SharedArrayBuffer, readonly registers: Int32Array | null = null) {
     if (!(sab instanceof SharedArrayBuffer) || sab.byteLength !== STATE_BYTES) throw new TypeError('not a virtio transport state');
     this.s = new Int32Array(sab, 0, CONFIG_BYTE_OFFSET / 4);
     this.config = new Uint8Array(sab, CONFIG_BYTE_OFFSET, MAX_CONFIG_BYTES);
+    this.configWords = new Int32Array(sab, CONFIG_BYTE_OFFSET, MAX_CONFIG_BYTES / 4);
     this.lock = new SharedLock(this.s, S_LOCK);
+    const paged = this.s[S_REGISTER_PAGE] === 1;
+    if (paged !== (registers !== null)) {
+      throw new TypeError(paged ? 'this transport has a register page: pass its view' : 'this transport was created without a register page');
+    }
+    if (registers && registers.length * 4 !== REGISTER_PAGE_BYTES) throw new TypeError(`a register page is ${REGISTER_PAGE_BYTES} bytes`);
+    this.isr = registers ?? this.s;
+    this.isrIndex = registers ? R_INTERRUPT_STATUS : S_INTERRUPT_STATUS;
   }
 
-  /** Creates the state of a device in its reset state (main thread, at build time). */
-  static create(info: VirtioDeviceInfo): SharedArrayBuffer {
+  /**
+   * Creates the state of a device in its reset state (main thread, at build
+   * time). With `registerPage`, every thread must pass the page's view to
+   * the constructor, and the creator calls {@link publish} once it has.
+   */
+  static create(info: VirtioDeviceInfo, opts: { registerPage?: boolean } = {}): SharedArrayBuffer {
     if (info.queueMaxSizes.length === 0 || info.queueMaxSizes.length > MAX_QUEUES) throw new RangeError(`a virtio device has 1..${MAX_QUEUES} queues`);
     for (const q of info.queueMaxSizes) {
       if (q < 1 || q > VIRTQ_MAX_SIZE || (q & (q - 1)) !== 0) throw new RangeError(`queue size ${q} is not a power of 2 in 1..${VIRTQ_MAX_SIZE}`);
@@ -96,7 +140,79 @@ export class TransportState {
     st.s[S_CONFIG_LENGTH] = info.config.length;
     st.config.set(info.config);
     info.queueMaxSizes.forEach((n, i) => { st.s[queueSlot(i) + Q_NUM_MAX] = n; });
+    if (opts.registerPage) st.s[S_REGISTER_PAGE] = 1;
     return sab;
+  }
+
+  /** InterruptStatus (§4.2.2): the bits set since the driver last acknowledged them. */
+  get interruptStatus(): number {
+    return Atomics.load(this.isr, this.isrIndex) >>> 0;
+  }
+
+  /** Sets InterruptStatus bits (the device's side; any thread). */
+  raiseInterrupt(bits: number): void {
+    Atomics.or(this.isr, this.isrIndex, bits);
+  }
+
+  /** Clears the InterruptStatus bits the driver acknowledged (any thread). */
+  ackInterrupt(bits: number): void {
+    Atomics.and(this.isr, this.isrIndex, ~bits);
+  }
+
+  /**
+   * Rewrites the register page from this state: every register the driver
+   * can read, as a read of it would answer (the selectors applied), except
+   * InterruptStatus, which lives in the page. The config space goes first,
+   * a word at a time, then ConfigGeneration. No-op without a page. The caller
+   * holds the lock, or no other thread uses the transport yet.
+   */
+  publish(): void {
+    const r = this.registers;
+    if (!r) return;
+    const s = this.s;
+    const w = (offset: number, v: number) => Atomics.store(r, offset / 4, v | 0);
+    w(VIRTIO_MMIO_MAGIC_VALUE, VIRTIO_MMIO_MAGIC);
+    w(VIRTIO_MMIO_VERSION, VIRTIO_MMIO_VERSION_2);
+    w(VIRTIO_MMIO_DEVICE_ID, s[S_DEVICE_TYPE]!);
+    w(VIRTIO_MMIO_VENDOR_ID, FLINTVM_VIRTIO_VENDOR_ID);
+    const sel = Atomics.load(s, S_DEVICE_FEATURES_SEL);
+    w(VIRTIO_MMIO_DEVICE_FEATURES, sel === 0 ? s[S_DEVICE_FEATURES_LO]! : sel === 1 ? s[S_DEVICE_FEATURES_HI]! : 0);
+    const q = Atomics.load(s, S_QUEUE_SEL) >>> 0;
+    const qOk = q < this.numQueues;
+    w(VIRTIO_MMIO_QUEUE_NUM_MAX, qOk ? this.queueReg(q, Q_NUM_MAX) : 0);
+    w(VIRTIO_MMIO_QUEUE_READY, qOk ? this.queueReg(q, Q_READY) : 0);
+    w(VIRTIO_MMIO_STATUS, Atomics.load(s, S_STATUS));
+    // No shared memory regions: a length of all-ones means "no such region" (§4.2.2).
+    w(VIRTIO_MMIO_SHM_LEN_LOW, -1);
+    w(VIRTIO_MMIO_SHM_LEN_HIGH, -1);
+    // A driver reads ConfigGeneration before and after a field: a field of up to 4 aligned bytes is one store here.
+    const base = VIRTIO_MMIO_CONFIG / 4;
+    for (let i = 0; i < this.configWords.length; i++) Atomics.store(r, base + i, this.configWords[i]!);
+    w(VIRTIO_MMIO_CONFIG_GENERATION, Atomics.load(s, S_CONFIG_GENERATION));
+  }
+
+  /**
+   * Completes a pending reset if the I/O worker has acknowledged it: clears
+   * every driver register (status reads 0) and publishes. Otherwise keeps it
+   * pending with the status at DEVICE_NEEDS_RESET. Returns true when no reset
+   * is pending. Either side calls it: the vCPU side after its bounded wait
+   * and on the driver's next access, the I/O worker right after it acknowledges
+   * (with a register page the driver's status reads never reach the vCPU side).
+   */
+  tryCompleteReset(): boolean {
+    const s = this.s;
+    return this.lock.with(() => {
+      if (!Atomics.load(s, S_RESET_PENDING)) return true;
+      if (Atomics.load(s, S_RESET_DONE) !== Atomics.load(s, S_RESET_SEQ)) {
+        this.clearDriverState();
+        Atomics.store(s, S_RESET_PENDING, 0);
+        this.publish();
+        return true;
+      }
+      Atomics.store(s, S_STATUS, VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+      this.publish();
+      return false;
+    });
   }
 
   get deviceFeatures(): bigint {
@@ -124,9 +240,10 @@ export class TransportState {
   /** Clears every driver-written register (the device's reset state), keeping the device description. Caller holds the lock. */
   clearDriverState(): void {
     const s = this.s;
-    for (const slot of [S_STATUS, S_DEVICE_FEATURES_SEL, S_DRIVER_FEATURES_SEL, S_DRIVER_FEATURES_LO, S_DRIVER_FEATURES_HI, S_QUEUE_SEL, S_INTERRUPT_STATUS]) {
+    for (const slot of [S_STATUS, S_DEVICE_FEATURES_SEL, S_DRIVER_FEATURES_SEL, S_DRIVER_FEATURES_LO, S_DRIVER_FEATURES_HI, S_QUEUE_SEL]) {
       Atomics.store(s, slot, 0);
     }
+    Atomics.store(this.isr, this.isrIndex, 0);
     for (let i = 0; i < MAX_QUEUES; i++) {
       for (let r = Q_NUM; r < Q_SLOTS; r++) Atomics.store(s, queueSlot(i) + r, 0);
     }
@@ -165,7 +282,7 @@ export function saveTransport(st: TransportState): SavedTransport {
     deviceFeaturesSel: Atomics.load(s, S_DEVICE_FEATURES_SEL) >>> 0,
     driverFeaturesSel: Atomics.load(s, S_DRIVER_FEATURES_SEL) >>> 0,
     queueSel: Atomics.load(s, S_QUEUE_SEL) >>> 0,
-    interruptStatus: Atomics.load(s, S_INTERRUPT_STATUS) >>> 0,
+    interruptStatus: st.interruptStatus,
     configGeneration: Atomics.load(s, S_CONFIG_GENERATION) >>> 0,
     queues,
   };
@@ -179,7 +296,7 @@ const U32 = 0xffff_ffff;
 /**
  * Writes a snapshot's registers into `st`, a transport freshly made by
  * TransportState.create for the same kind of device (before any thread uses
- * it). Everything is checked first and nothing is written when a value is
+ * it), and publishes them to its register page if it has one. Everything is checked first and nothing is written when a value is
  * wrong: the state comes from a file. Throws SnapshotStateError naming the field: a
  * different number of queues, a queue size over the device's maximum or not
  * a power of 2, features the device does not offer (an override that changed
@@ -218,7 +335,8 @@ export function restoreTransport(st: TransportState, saved: unknown, field: stri
   s[S_DEVICE_FEATURES_SEL] = regs.deviceFeaturesSel | 0;
   s[S_DRIVER_FEATURES_SEL] = regs.driverFeaturesSel | 0;
   s[S_QUEUE_SEL] = regs.queueSel | 0;
-  s[S_INTERRUPT_STATUS] = regs.interruptStatus;
+  st.ackInterrupt(~0);
+  st.raiseInterrupt(regs.interruptStatus);
   s[S_CONFIG_GENERATION] = regs.configGeneration | 0;
   queues.forEach((q, i) => {
     const b = queueSlot(i);
@@ -229,6 +347,7 @@ export function restoreTransport(st: TransportState, saved: unknown, field: stri
       s[b + lo + 1] = Math.floor(addr / 0x1_0000_0000) | 0;
     }
   });
+  st.publish();
 }
 
 /** True while a driver-requested reset waits for the I/O worker: a snapshot then would catch the device half-reset. */

@@ -76,6 +76,9 @@ export const arm64Platform: Platform = {
   defaultCmdline: ARM64_DEFAULT_CMDLINE,
   maxVcpus: layout.MAX_VCPUS,
   virtioSlot: layout.virtioMmioSlot,
+  // The guest maps the windows as Device memory: its uncached loads could miss the host's cached writes
+  // (KVM forces them cacheable only with FEAT_S2FWB, which userspace cannot ask about).
+  registerPagesInGuest: false,
   virtioCmdline: () => [],
   plan,
 };

@@ -75,6 +75,12 @@ export interface Platform {
   readonly maxVcpus: number;
   /** Virtio slot `index`; throws ConfigError past the last one. */
   virtioSlot(index: number): VirtioSlot;
+  /**
+   * Whether the guest may read the virtio registers from read-only memory
+   * (lib/vm/register-pages.ts): only where its loads of an MMIO window see
+   * the host's cached writes.
+   */
+  readonly registerPagesInGuest: boolean;
   /** Command-line parameters that announce the virtio devices (x86: virtio_mmio.device=; arm64: none, the FDT does). */
   virtioCmdline(slots: readonly VirtioSlot[]): string[];
   plan(inputs: PlatformInputs): PlatformPlan;

@@ -95,6 +95,8 @@ export const x86_64Platform: Platform = {
   defaultCmdline: X86_64_DEFAULT_CMDLINE,
   maxVcpus: 255,
   virtioSlot: layout.virtioMmioSlot,
+  // x86 keeps every memory type coherent with the caches, and KVM maps memory slots write-back.
+  registerPagesInGuest: true,
   // virtio_mmio.device=<size>@<base>:<irq> announces each device (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES);
   // the kernel registers them in this order, which makes drive i /dev/vd<a+i>.
   virtioCmdline: (slots) => slots.map((s) => `virtio_mmio.device=${s.size}@0x${s.base.toString(16)}:${s.irq}`),

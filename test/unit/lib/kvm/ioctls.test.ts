@@ -46,6 +46,7 @@ const HEADER_IOCTLS: Record<string, number> = {
   KVM_SET_MP_STATE: 0x4004ae99,
   KVM_GET_ONE_REG: 0x4010aeab,
   KVM_SET_ONE_REG: 0x4010aeac,
+  KVM_GET_STATS_FD: 0xaece,
   // arm64's struct kvm_vcpu_init (32 bytes) declared by hand, as the x86 header only names it.
   KVM_ARM_VCPU_INIT: 0x4020aeae,
   KVM_ARM_PREFERRED_TARGET: 0x8020aeaf,
@@ -70,6 +71,9 @@ const HEADER_CONSTANTS: Record<string, number> = {
   KVM_CAP_ONE_REG: 70,
   KVM_CAP_ARM_PSCI_0_2: 102,
   KVM_CAP_IMMEDIATE_EXIT: 136,
+  KVM_CAP_READONLY_MEM: 81,
+  KVM_CAP_BINARY_STATS_FD: 203,
+  KVM_MEM_READONLY: 2,
   KVM_API_VERSION: 12,
   KVMIO: 0xae,
   ...STATE_CAPS,
