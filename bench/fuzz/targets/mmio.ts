@@ -14,10 +14,14 @@
  * cleared; QueueNum is 0 or a power of 2 up to QueueNumMax; queue registers
  * never change while DRIVER_OK is set or the queue is ready; notifications
  * only name existing queues; config reads past the config space read 0.
+ * Half the episodes give the transport a register page (the copy a guest
+ * reads without exits, devices/virtio/transport/state.ts): then after every
+ * step each register word and config word of the page equals what a read
+ * that exits answers.
  */
 import * as C from '../../../devices/virtio/constants.js';
 import { VirtioMmioTransport } from '../../../devices/virtio/transport/mmio.js';
-import { MAX_QUEUES, Q_NUM, Q_NUM_MAX, Q_READY, queueSlot, REQ_ACTIVATE, REQ_RESET, S_CONTROL_REQUEST, S_RESET_DONE, S_STATUS, TransportState } from '../../../devices/virtio/transport/state.js';
+import { MAX_QUEUES, Q_NUM, Q_NUM_MAX, Q_READY, queueSlot, REGISTER_PAGE_BYTES, REQ_ACTIVATE, REQ_RESET, S_CONTROL_REQUEST, S_RESET_DONE, S_STATUS, TransportState } from '../../../devices/virtio/transport/state.js';
 import type { Rng } from '../prng.js';
 import { check, type FuzzTarget } from '../target.js';
 
@@ -47,8 +51,11 @@ export const mmioTarget: FuzzTarget = {
     const offered = (BigInt(rng.u32()) << 32n | BigInt(rng.u32())) & ~(1n << 32n);
     const config = rng.bytes(rng.int(65));
     const deviceType = rng.pick([C.VIRTIO_ID_BLOCK, 1, 4, 9, 19, 26]);
-    const sab = TransportState.create({ deviceType, queueMaxSizes: maxes, features: offered, config });
-    const st = new TransportState(sab);
+    const paged = rng.bool();
+    const sab = TransportState.create({ deviceType, queueMaxSizes: maxes, features: offered, config }, { registerPage: paged });
+    const page = paged ? new Int32Array(REGISTER_PAGE_BYTES / 4) : null;
+    const st = new TransportState(sab, page);
+    st.publish();
     const notified: number[] = [];
     const t = new VirtioMmioTransport(sab, {
       kickControl: () => {
@@ -57,7 +64,7 @@ export const mmioTarget: FuzzTarget = {
         void (req & REQ_ACTIVATE);
       },
       notifyQueue: (i) => void notified.push(i),
-    });
+    }, page);
     const offeredAll = offered | C.feature(C.VIRTIO_F_VERSION_1);
     const queueRegs = () => Array.from({ length: nq }, (_, q) => Array.from({ length: Q_DRIVER_SLOTS }, (_, r) => st.queueReg(q, Q_NUM + r)));
     return {
@@ -120,6 +127,12 @@ export const mmioTarget: FuzzTarget = {
           check(num === 0 || (num <= st.queueReg(q, Q_NUM_MAX) && (num & (num - 1)) === 0), `queue ${q}: QueueNum ${num} (max ${st.queueReg(q, Q_NUM_MAX)})`);
         }
         while (notified.length > 0) { const i = notified.pop()!; check(i < nq, `notifyQueue(${i}) for ${nq} queues`); }
+        if (page) {
+          for (let off = 0; off + 4 <= C.VIRTIO_MMIO_CONFIG + config.length; off += 4) {
+            const exit = t.read(off, 4) >>> 0;
+            check((page[off / 4]! >>> 0) === exit, () => `register page word 0x${off.toString(16)} is 0x${(page[off / 4]! >>> 0).toString(16)}, a read answers 0x${exit.toString(16)}`);
+          }
+        }
       },
       close() {},
     };
