@@ -19,7 +19,7 @@ import { hostPlatform, type Platform, type PlatformState, type VirtioSlot } from
 import type { DeviceParams } from './wiring.js';
 import type { DeviceSpec } from '../vcpu/protocol.js';
 import { Serial8250 } from '../../devices/legacy/serial-8250.js';
-import { VIRTIO_MMIO_QUEUE_NOTIFY } from '../../devices/virtio/constants.js';
+import { VIRTIO_MMIO_INT_VRING, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_QUEUE_NOTIFY } from '../../devices/virtio/constants.js';
 import type { VirtioDeviceInfo } from '../../devices/virtio/device.js';
 import { resetPending, restoreTransport, saveTransport, TransportState, type SavedTransport } from '../../devices/virtio/transport/state.js';
 import { SnapshotError, SnapshotStateError } from '../errors.js';
@@ -137,7 +137,7 @@ function planVirtio(
       transport.publish();
     }
     const wiring: VirtioDeviceWiring = {
-      state, registers: pages!.address(i), controlFd: fd(), queueFds: dev.info.queueMaxSizes.map(fd), irqFd: fd(),
+      state, registers: pages!.address(i), controlFd: fd(), queueFds: dev.info.queueMaxSizes.map(fd), irqFd: fd(), ackFd: fd(),
       kind: d.kind.name, params: dev.params, ...(was ? { restore: was.io } : {}),
     };
     devices.push({ info: dev.info, slot, wiring, transport });
@@ -211,6 +211,9 @@ async function buildWith(
         await vm.irqfd(v.wiring.irqFd, v.slot.irq);
         // Queue notifications go straight from KVM to the I/O worker's epoll, never through a vCPU worker.
         for (const [q, fd] of v.wiring.queueFds.entries()) await vm.ioeventfd(v.slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, fd, { datamatch: BigInt(q) });
+        // The driver's ack of a used-buffer interrupt (Linux writes back the InterruptStatus it read, 1 unless the
+        // config changed too) stays in KVM: the I/O worker applies it before its next interrupt (VirtioMmioSlot).
+        if (v.wiring.ackFd !== undefined) await vm.ioeventfd(v.slot.base + VIRTIO_MMIO_INTERRUPT_ACK, 4, v.wiring.ackFd, { datamatch: BigInt(VIRTIO_MMIO_INT_VRING) });
       }
       if (virtio.pages && platform.registerPagesInGuest) {
         const installed = await installRegisterPages(vm, virtio.pages, virtio.devices.map((v) => v.slot.base));

@@ -21,6 +21,8 @@ export interface VirtioDeviceWiring {
   readonly state: SharedArrayBuffer;
   /** Host address of the transport's register page (lib/vm/register-pages.ts), when it has one. */
   readonly registers?: bigint;
+  /** Registered with KVM_IOEVENTFD on InterruptAck with datamatch VRING (1): the driver's acks of that bit alone. */
+  readonly ackFd?: number;
   /** Written by the transport (vCPU side) on DRIVER_OK and reset. */
   readonly controlFd: number;
   /** One per queue, registered with KVM_IOEVENTFD on QueueNotify with datamatch = queue index. */
@@ -80,7 +82,9 @@ export async function setupIoWorker(data: unknown, loop: EventLoop, ctx: IoWorke
   try {
     for (const [i, d] of setup.devices.entries()) {
       const registers = d.registers === undefined ? null : registerPageView(d.registers);
-      const slot = new VirtioMmioSlot(d.state, createDevice(d), memory, () => signalEventfd(d.irqFd), loop, registers);
+      const ackFd = d.ackFd;
+      const takeVringAcks = ackFd === undefined ? null : () => readEventfd(ackFd) !== 0n;
+      const slot = new VirtioMmioSlot(d.state, createDevice(d), memory, () => signalEventfd(d.irqFd), loop, registers, takeVringAcks);
       slots.push(slot);
       if (d.restore) restoreDevice(slot, d, i);
     }

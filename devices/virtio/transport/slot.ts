@@ -24,6 +24,11 @@ export class VirtioMmioSlot {
   /**
    * @param interrupt signals the device's irqfd (edge); called on the I/O worker.
    * @param registers the transport's register page, when it has one (see TransportState).
+   * @param takeVringAcks where KVM takes the driver's InterruptAck writes of the VRING bit alone without
+   * an exit (an ioeventfd with datamatch 1): drains that eventfd and says whether it had any. The bit
+   * then stays set after such an ack until this slot next raises an interrupt, which first clears it:
+   * a driver may see VRING set with no new used buffer, which it already handles (it looks at its rings),
+   * but never misses one, since a late-drained ack only clears bits set before the drain.
    */
   constructor(
     state: SharedArrayBuffer,
@@ -32,6 +37,7 @@ export class VirtioMmioSlot {
     private readonly interrupt: () => void,
     private readonly fds: FdWatcher,
     registers: Int32Array | null = null,
+    private readonly takeVringAcks: (() => boolean) | null = null,
   ) {
     this.st = new TransportState(state, registers);
   }
@@ -62,6 +68,7 @@ export class VirtioMmioSlot {
    */
   saveQueues(): (QueuePosition | null)[] | null {
     this.onControl();
+    this.applyVringAcks();
     return this.active ? this.queues.map((q) => q?.saveState() ?? null) : null;
   }
 
@@ -163,7 +170,13 @@ export class VirtioMmioSlot {
     this.st.tryCompleteReset();
   }
 
+  /** Clears the VRING bit if the driver acknowledged it through the ack eventfd since the last look. */
+  private applyVringAcks(): void {
+    if (this.takeVringAcks?.()) this.st.ackInterrupt(C.VIRTIO_MMIO_INT_VRING);
+  }
+
   private raise(bit: number): void {
+    this.applyVringAcks();
     // The bit is visible to the driver (in the page, or to a read that exits) before the interrupt is.
     this.st.raiseInterrupt(bit);
     this.interrupt();
