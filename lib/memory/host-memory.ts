@@ -71,7 +71,7 @@ export function mapGuestMemory(layout: ReadonlyArray<{ gpa: number; size: number
         const size = Math.min(MAX_REGION_CHUNK, l.size - off);
         const addr = fromFile
           ? ffi.mmap(null, size, ffi.PROT_READ | ffi.PROT_WRITE, ffi.MAP_PRIVATE | ffi.MAP_NORESERVE, source.fd, fileOffset)
-          : ffi.mmap(null, size, ffi.PROT_READ | ffi.PROT_WRITE, ffi.MAP_PRIVATE | ffi.MAP_ANONYMOUS | ffi.MAP_NORESERVE, -1, 0);
+          : mapAnonymousCongruent(size, ((l.gpa + off) % HUGE_PAGE_SIZE) & ~(PAGE_SIZE - 1));
         if (addr === null || addr === ffi.MAP_FAILED) throw new HostError('mmap(guest memory)', ffi.errno(), `${size} bytes${fromFile ? ` of ${source.what} at ${fileOffset}` : ''}`);
         mapped.push({ addr, size });
         for (const [advice, name] of [[ffi.MADV_DONTFORK, 'MADV_DONTFORK'], [ffi.MADV_DONTDUMP, 'MADV_DONTDUMP']] as const) {
@@ -88,6 +88,38 @@ export function mapGuestMemory(layout: ReadonlyArray<{ gpa: number; size: number
     unmap();
     throw e;
   }
+}
+
+/** The size of a host huge page (x86_64 and arm64 with 4 KiB pages: one PMD). */
+export const HUGE_PAGE_SIZE = 2 * MiB;
+
+/**
+ * Private anonymous memory (MAP_NORESERVE) of `size` bytes whose address is
+ * `phase` modulo {@link HUGE_PAGE_SIZE}, where `phase` is the guest-physical
+ * address of its start modulo the same. KVM maps guest RAM with huge pages in
+ * the stage-2 tables only where the host address and the guest-physical
+ * address agree modulo the huge page size (otherwise it gives the whole
+ * memory slot 4 KiB mappings, even where transparent huge pages back it), and
+ * kernels before 6.7 place a large anonymous mapping anywhere on a page
+ * boundary. So this maps `HUGE_PAGE_SIZE` more than asked and unmaps the
+ * ends, as QEMU aligns its RAM. Null (errno set) when mmap fails.
+ *
+ * In the x86_64 test host (Linux 6.1), a guest writing 200 MiB into its
+ * tmpfs took 13.4 and 11.9 s with the slot at 4 KiB (68,809 4 KiB stage-2
+ * mappings in KVM's `pages_4k`) and 4.8 and 5.1 s congruent (139 2 MiB ones).
+ */
+function mapAnonymousCongruent(size: number, phase: number): bigint | null {
+  const span = size + HUGE_PAGE_SIZE;
+  const raw = ffi.mmap(null, span, ffi.PROT_READ | ffi.PROT_WRITE, ffi.MAP_PRIVATE | ffi.MAP_ANONYMOUS | ffi.MAP_NORESERVE, -1, 0);
+  if (raw === null || raw === ffi.MAP_FAILED) return raw;
+  const huge = BigInt(HUGE_PAGE_SIZE);
+  const addr = raw + ((BigInt(phase) - (raw % huge) + huge) % huge);
+  const head = addr - raw;
+  const tail = raw + BigInt(span) - (addr + BigInt(size));
+  // Both ends are whole pages (raw and addr are page-aligned), so these cannot fail but for a bad address, which they are not.
+  if (head > 0n) ffi.munmap(raw, head);
+  if (tail > 0n) ffi.munmap(addr + BigInt(size), tail);
+  return addr;
 }
 
 /** Rebuilds a GuestMemory over mappings another thread made (workers). Does not own them. */

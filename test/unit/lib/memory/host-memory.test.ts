@@ -7,7 +7,7 @@
 import test from 'ava';
 import { closeSync, fstatSync, readFileSync, readSync } from 'node:fs';
 import * as ffi from '../../../../lib/kvm/ffi.js';
-import { GUEST_RAM_NAME, mapGuestMemory, PAGE_SIZE, saveGuestMemory, touchedPages } from '../../../../lib/memory/host-memory.js';
+import { GUEST_RAM_NAME, HUGE_PAGE_SIZE, mapGuestMemory, PAGE_SIZE, saveGuestMemory, touchedPages } from '../../../../lib/memory/host-memory.js';
 import { MiB } from '../../../../lib/sys.js';
 
 interface Mapping { start: bigint; end: bigint; perms: string; inode: string; name: string; flags: string[] }
@@ -56,6 +56,29 @@ test.serial('guest RAM is a private anonymous mapping, kept out of forked childr
   t.is(guestRamLike(), before);
   const after = containing(addr);
   t.true(after === undefined || after.name !== `[anon:${GUEST_RAM_NAME}]`, 'unmapped');
+});
+
+test.serial('guest RAM lies at a host address congruent to its guest-physical address modulo 2 MiB (KVM maps huge pages only there), with nothing more left mapped', (t) => {
+  // gpa 0x1000 and 0x7ff000 are what no kernel's own placement gives (it aligns large mappings to 2 MiB at best).
+  for (const gpa of [0, 0x1000, 0x7ff000, 0x4000_0000, 0x1_0000_0000]) {
+    const size = 6 * MiB + 3 * PAGE_SIZE;
+    const host = mapGuestMemory([{ gpa, size }]);
+    try {
+      const addr = host.memory.regions[0]!.hostAddr;
+      t.is(Number(addr % BigInt(HUGE_PAGE_SIZE)), gpa % HUGE_PAGE_SIZE, `gpa 0x${gpa.toString(16)}`);
+      const m = containing(addr);
+      t.truthy(m);
+      if (kernelNamesAnonMappings()) {
+        // Named, so it merges with no neighbour: the mapping is exactly the guest's RAM, the ends cut off.
+        t.is(m!.start, addr);
+        t.is(m!.end, addr + BigInt(size));
+      }
+      host.memory.write(gpa + size - 8, new Uint8Array(8).fill(7));
+      t.is(host.memory.readU8(gpa + size - 1), 7);
+    } finally {
+      host.unmap();
+    }
+  }
 });
 
 test('touchedPages says which pages were written or read, and not the others', (t) => {
