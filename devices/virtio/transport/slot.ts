@@ -20,15 +20,18 @@ const debug = log('virtio:slot');
 export class VirtioMmioSlot {
   private readonly st: TransportState;
   private active = false;
+  /** A VRING interrupt was raised since the ack eventfd was last drained (see applyVringAcks). */
+  private vringRaisedSinceDrain = false;
 
   /**
    * @param interrupt signals the device's irqfd (edge); called on the I/O worker.
    * @param registers the transport's register page, when it has one (see TransportState).
    * @param takeVringAcks where KVM takes the driver's InterruptAck writes of the VRING bit alone without
    * an exit (an ioeventfd with datamatch 1): drains that eventfd and says whether it had any. The bit
-   * then stays set after such an ack until this slot next raises an interrupt, which first clears it:
-   * a driver may see VRING set with no new used buffer, which it already handles (it looks at its rings),
-   * but never misses one, since a late-drained ack only clears bits set before the drain.
+   * then stays set after such an ack until this slot next raises a config interrupt or saves its state,
+   * which first clear it when no VRING interrupt came between the ack and the drain. A driver may see VRING
+   * set with no new used buffer, which it already handles (it looks at its rings), but never misses one,
+   * since a drained ack clears the bit only when no raise of it came after the previous drain.
    */
   constructor(
     state: SharedArrayBuffer,
@@ -170,13 +173,23 @@ export class VirtioMmioSlot {
     this.st.tryCompleteReset();
   }
 
-  /** Clears the VRING bit if the driver acknowledged it through the ack eventfd since the last look. */
+  /**
+   * Clears the VRING bit if the driver acknowledged it through the ack eventfd since the last look, and
+   * no VRING interrupt was raised in between: the eventfd is a count, so an ack drained then may be one of
+   * the bit set before that raise or after it, and the bit stays set (a look at unchanged rings, never a
+   * missed buffer).
+   */
   private applyVringAcks(): void {
-    if (this.takeVringAcks?.()) this.st.ackInterrupt(C.VIRTIO_MMIO_INT_VRING);
+    if (!this.takeVringAcks) return;
+    if (this.takeVringAcks() && !this.vringRaisedSinceDrain) this.st.ackInterrupt(C.VIRTIO_MMIO_INT_VRING);
+    this.vringRaisedSinceDrain = false;
   }
 
   private raise(bit: number): void {
-    this.applyVringAcks();
+    // Raising VRING sets the bit whatever the acks say, so its drain would only empty the eventfd: skipped,
+    // one read(2) less per used-buffer interrupt, the only kind a block or network device raises.
+    if (bit === C.VIRTIO_MMIO_INT_VRING && this.takeVringAcks) this.vringRaisedSinceDrain = true;
+    else this.applyVringAcks();
     // The bit is visible to the driver (in the page, or to a read that exits) before the interrupt is.
     this.st.raiseInterrupt(bit);
     this.interrupt();
