@@ -97,25 +97,23 @@ test('virtio-blk end to end through transport, I/O worker, eventfds and a real i
     // Read it back into a cleared buffer.
     hdr.setUint32(0, B.VIRTIO_BLK_T_IN, true);
     mem.write(HDR, new Uint8Array(hdr.buffer));
-    mem.fill(DATA, 4096, 0);
-    drv.addChain([{ addr: HDR, len: 16 }, { addr: DATA, len: 4096, write: true }, { addr: STATUS, len: 1, write: true }]);
-    drv.kick();
-    w(C.VIRTIO_MMIO_QUEUE_NOTIFY, 0);
-    used = [];
-    await waitFor(() => (used = drv.used()).length > 0, 'the read to complete');
-    t.is(used[0]!.len, 4097);
-    t.is(mem.readU8(DATA + 100), 0x5a);
+    const readBack = async (what: string) => {
+      mem.fill(DATA, 4096, 0);
+      drv.addChain([{ addr: HDR, len: 16 }, { addr: DATA, len: 4096, write: true }, { addr: STATUS, len: 1, write: true }]);
+      drv.kick();
+      w(C.VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+      used = [];
+      await waitFor(() => (used = drv.used()).length > 0, what);
+      t.is(used[0]!.len, 4097);
+      t.is(mem.readU8(DATA + 100), 0x5a);
+      t.is(mem.readU8(DATA + 4095), 0x5a);
+    };
+    await readBack('the read to complete');
 
     // The queue's eventfd is watched edge-triggered and never read: both kicks are still counted there.
     t.is(readEventfd(queueFd), 2n, 'the I/O worker left the kicks in the queue eventfd');
     // Emptied by someone else meanwhile, it still wakes the worker for the next kick.
-    mem.fill(DATA, 4096, 0);
-    drv.addChain([{ addr: HDR, len: 16 }, { addr: DATA, len: 4096, write: true }, { addr: STATUS, len: 1, write: true }]);
-    drv.kick();
-    w(C.VIRTIO_MMIO_QUEUE_NOTIFY, 0);
-    used = [];
-    await waitFor(() => (used = drv.used()).length > 0, 'a third request to complete');
-    t.is(mem.readU8(DATA + 4095), 0x5a);
+    await readBack('a third request to complete');
 
     // Reset: returns only once the I/O worker has stopped the device.
     w(C.VIRTIO_MMIO_STATUS, 0);
