@@ -187,7 +187,8 @@ test.serial('adoptEarlyStandbys: an early vCPU standby runs the vCPU, not the I/
   t.is(fds(), fds0, 'no fd left');
 });
 
-test('an adopted standby that is not taken ends with close(); takeEarlyStandby hands a standby over once', async (t) => {
+// Serial: it counts this process's threads, and the concurrent tests above start and end standbys of their own.
+test.serial('an adopted standby that is not taken ends with close(); takeEarlyStandby hands a standby over once', async (t) => {
   const threads0 = await stableThreads();
   t.is(takeEarlyStandby(), undefined, 'none was started in this process');
   const early = startEarlyStandby();
