@@ -19,7 +19,7 @@
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { summarize, type Summary } from './stats.js';
-import { isMain, loadInfo, monoMs, parseMarkedJson, round, runTimed, which, type LoadInfo } from './common.js';
+import { isMain, loadInfo, monoMs, nodeChildEnv, parseMarkedJson, round, runTimed, which, type LoadInfo } from './common.js';
 import { qemuTinyArgs, SERIAL_MARKER, writeTinyGuests } from './tiny-guest.js';
 import { MicroVM, WorkerPool, type BootTimings } from '../lib/index.js';
 
@@ -75,6 +75,12 @@ export interface BootResult {
   cliCold?: { toFirstOutput: Summary; total: Summary };
   /** `node -e 0`, spawn -> exit (ms), interleaved with the cold runs: the floor of any node process. */
   nodeFloor: Summary;
+  /**
+   * Variables this process had that the timed node children (cold flintvm, the CLI, `node -e 0`) ran without
+   * (common.ts's NODE_START_TAXES: they slow every node start, and a fresh machine does not set them), and
+   * `node -e 0` timed with them, interleaved with the rest. Absent when there were none.
+   */
+  nodeStartTaxes?: { removed: Record<string, string>; nodeFloorWith: Summary };
   qemuCold: { toFirstOutput: Summary; total: Summary; command: string } | { error: string };
   flintvmWarm: Record<'pvh' | 'linux64' | 'pooled', PhaseTable & { toGuestInit: Summary; toFirstRun: Summary; total: Summary }> & {
     /** The first VM of the process (lazy module and koffi set-up land on it), PVH. */
@@ -109,8 +115,11 @@ function phaseTable(runs: Stamps[], phases: ReadonlyArray<readonly [string, stri
   return { phases: out };
 }
 
+/** The environment of every timed node child (see NODE_START_TAXES). */
+const CHILD_ENV = nodeChildEnv();
+
 async function coldFlintvm(kernel: string): Promise<Stamps & { markerAt?: number }> {
-  const r = await runTimed(process.execPath, [CHILD, kernel, 'pvh', String(MEMORY_MIB)], { marker: SERIAL_MARKER });
+  const r = await runTimed(process.execPath, [CHILD, kernel, 'pvh', String(MEMORY_MIB)], { marker: SERIAL_MARKER, env: CHILD_ENV.env });
   if (r.code !== 0) throw new Error(`boot-child exited ${r.code ?? r.signal}: ${r.stderr.slice(-2000)}`);
   const c = parseMarkedJson<{ processStart: number; nodeBootstrapped: number; mainAt: number; libLoaded: number; timings: BootTimings; reason: string; exitStatus?: number }>(r.stderr, 'BENCH-BOOT-CHILD');
   if (c.reason !== 'guest-exit' || c.exitStatus !== 0) throw new Error(`cold flintvm guest ended ${c.reason} (${c.exitStatus})`);
@@ -122,7 +131,7 @@ async function coldFlintvm(kernel: string): Promise<Stamps & { markerAt?: number
 const CLI = fileURLToPath(new URL('../../bin/flintvm.cjs', import.meta.url));
 
 async function coldCli(kernel: string): Promise<{ toFirstOutput: number; total: number }> {
-  const r = await runTimed(process.execPath, [CLI, 'run', '--kernel', kernel, '--pvh', '--mem', String(MEMORY_MIB)], { marker: SERIAL_MARKER });
+  const r = await runTimed(process.execPath, [CLI, 'run', '--kernel', kernel, '--pvh', '--mem', String(MEMORY_MIB)], { marker: SERIAL_MARKER, env: CHILD_ENV.env });
   if (r.code !== 0 || r.markerAt === undefined) throw new Error(`flintvm run exited ${r.code ?? r.signal} (marker ${r.markerAt !== undefined}): ${r.stderr.slice(-2000)}`);
   return { toFirstOutput: r.markerAt - r.spawnAt, total: r.exitAt - r.spawnAt };
 }
@@ -175,12 +184,18 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
   const cli: Array<{ toFirstOutput: number; total: number }> = [];
   const q: Array<{ toFirstOutput: number; total: number }> = [];
   const floor: number[] = [];
+  const floorWith: number[] = [];
+  const taxed = Object.keys(CHILD_ENV.removed).length > 0;
   let qemuError: string | undefined = qemu ? undefined : 'qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)';
   for (let i = 0; i < runs; i++) {
     cold.push(await coldFlintvm(g.bootExit));
     cli.push(await coldCli(g.bootExit));
-    const n = await runTimed(process.execPath, ['-e', '0']);
+    const n = await runTimed(process.execPath, ['-e', '0'], { env: CHILD_ENV.env });
     floor.push(n.exitAt - n.spawnAt);
+    if (taxed) {
+      const w = await runTimed(process.execPath, ['-e', '0']);
+      floorWith.push(w.exitAt - w.spawnAt);
+    }
     if (qemu && !qemuError) {
       try {
         q.push(await coldQemu(qemu, g.bootExit));
@@ -227,6 +242,7 @@ export async function benchBoot(runs = 10, log: (s: string) => void = () => unde
     flintvmCold,
     cliCold,
     nodeFloor,
+    ...(taxed ? { nodeStartTaxes: { removed: CHILD_ENV.removed, nodeFloorWith: summarize(floorWith.map((x) => round(x, 3))) } } : {}),
     qemuCold,
     flintvmWarm: {
       pvh: warmPvh,
@@ -253,6 +269,10 @@ export function formatBoot(r: BootResult): string[] {
     lines.push(`  flintvm run (CLI) cold spawn -> process exit       ${f(r.cliCold.total)}`);
   }
   if (r.nodeFloor) lines.push(`  node -e 0 spawn -> exit (the floor)     ${f(r.nodeFloor)}`);
+  if (r.nodeStartTaxes) {
+    const names = Object.keys(r.nodeStartTaxes.removed).join(', ');
+    lines.push(`  node -e 0 with ${names} as this process has it: ${f(r.nodeStartTaxes.nodeFloorWith)} (every timed node child above ran without it)`);
+  }
   if ('error' in r.qemuCold) lines.push(`  QEMU: not measured (${r.qemuCold.error})`);
   else {
     lines.push(`  QEMU spawn -> first guest output        ${f(r.qemuCold.toFirstOutput)}`);

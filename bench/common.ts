@@ -31,6 +31,29 @@ export interface TimedRun {
 }
 
 /**
+ * Variables that make node itself slower to start, whatever the script: with NODE_EXTRA_CA_CERTS set, node
+ * builds its whole TLS root store (its ~140 bundled certificates, then the file's) before it runs any
+ * JavaScript, about 90 ms here. flintvm makes no TLS connection, and a fresh Debian machine does not set it
+ * (the machines these benches run on do). Timed node children run without them, the floor (`node -e 0`)
+ * included; the boot bench also times that floor with them, to show what they cost.
+ */
+export const NODE_START_TAXES = ['NODE_EXTRA_CA_CERTS'] as const;
+
+/** This process's environment without {@link NODE_START_TAXES}, and the ones it removed (name -> value). */
+export function nodeChildEnv(): { env: NodeJS.ProcessEnv; removed: Record<string, string> } {
+  const env = { ...process.env };
+  const removed: Record<string, string> = {};
+  for (const k of NODE_START_TAXES) {
+    const v = env[k];
+    if (v !== undefined) {
+      removed[k] = v;
+      delete env[k];
+    }
+  }
+  return { env, removed };
+}
+
+/**
  * Spawns `cmd args` and stamps: the spawn call, the first appearance of
  * `marker` on its stdout (as this process's event loop sees it), and its exit.
  * Kills it (SIGKILL) after `timeoutMs`.
