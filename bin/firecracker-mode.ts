@@ -12,10 +12,10 @@
  */
 import { parseArgs } from 'node:util';
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
-import createDebug from 'debug';
 import { MicroVM, type VmExit } from '../lib/microvm.js';
 import type { MicroVMConfig } from '../lib/vm/config.js';
 import { FlintvmError } from '../lib/errors.js';
+import { enableLogs } from '../lib/log.js';
 import { parseLogger, parseVmConfigFile, type FcLogger, type FcLogLevel } from '../lib/firecracker/config.js';
 import { FirecrackerApi, type FcInstanceState, type VmController } from '../lib/firecracker/api-server.js';
 
@@ -77,9 +77,8 @@ class FcLog {
     if (this.fd !== null && LEVEL_RANK[next.level ?? 'Info'] >= LEVEL_RANK.Debug) {
       // flintvm's own debug output (main thread) follows the logger; workers inherit DEBUG and write to stderr.
       process.env.DEBUG = [process.env.DEBUG, 'flintvm:*'].filter(Boolean).join(',');
-      createDebug.enable(process.env.DEBUG);
       const fd = this.fd;
-      createDebug.log = (...args: unknown[]) => { this.write(fd, args.map(String).join(' ')); };
+      enableLogs(process.env.DEBUG, (line) => { this.write(fd, line); });
     }
   }
 

@@ -18,6 +18,8 @@ const { pathToFileURL } = require('node:url');
 const ROOT = join(__dirname, '..');
 
 async function launch(name) {
+  // This process runs a command, with no embedder: lib/log.ts loads `debug` only if DEBUG or the command asks.
+  globalThis[Symbol.for('flintvm.commandProcess')] = true;
   const main = join(ROOT, 'dist/bin', `${name}.js`);
   if (!existsSync(main)) {
     const tsc = join(ROOT, 'node_modules/typescript/bin/tsc');

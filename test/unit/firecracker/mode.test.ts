@@ -1,7 +1,7 @@
 /** `flintvm --config-file` / `--api-sock` as a process: exit statuses, messages, socket clean-up. No KVM needed. */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -69,6 +69,22 @@ test('a kernel that cannot boot: the config file run exits 1 with the reason', a
   const { code, out } = await run(['--config-file', file]);
   t.is(code, 1, out);
   t.regex(out, /InstanceStart failed: /);
+});
+
+test('logger level Debug: flintvm\'s own debug lines go to log_path, formatted', async (t) => {
+  const kernel = join(dir, 'not-a-kernel-for-the-log');
+  writeFileSync(kernel, Buffer.alloc(4096, 0x5a));
+  const logPath = join(dir, 'fc-debug.log');
+  writeFileSync(logPath, '');
+  const file = join(dir, 'vm-debug.json');
+  writeFileSync(file, JSON.stringify({ 'boot-source': { kernel_image_path: kernel }, 'machine-config': { vcpu_count: 1, mem_size_mib: 64 }, logger: { log_path: logPath, level: 'Debug' } }));
+  const { code, out } = await run(['--config-file', file]);
+  t.is(code, 1, out);
+  const log = readFileSync(logPath, 'utf8');
+  // `debug` loads only once the logger asks for it (lib/log.ts): its lines still reach the file, with their arguments in place.
+  t.regex(log, /flintvm:microvm state starting/);
+  t.regex(log, /flintvm:builder building \(\w+\): 64 MiB, 1 vCPUs/);
+  t.notRegex(log, /%[sd]/);
 });
 
 test('--api-sock serves GET / until SIGTERM, then exits 0 and removes the socket', async (t) => {
