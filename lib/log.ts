@@ -16,8 +16,9 @@ export const COMMAND_PROCESS = Symbol.for('flintvm.commandProcess');
 
 /**
  * A command's main thread started without DEBUG: `debug` loads only if the command enables logs. Loading it
- * costs a cold command about 8 ms here (node's tty module, debug's own files, the stderr stream it probes for
- * colours), on the path of every `flintvm run` and of each of the OCI runtime's commands.
+ * costs a cold command about 7 ms here (node's tty module, debug's own files, the stderr stream it probes for
+ * colours), on the path of every `flintvm run` and of the OCI runtime's container holder (its short commands
+ * never load this module).
  */
 const deferred = isMainThread && !process.env['DEBUG'] && (globalThis as Record<symbol, unknown>)[COMMAND_PROCESS] === true;
 
@@ -63,8 +64,8 @@ export function log(namespace: string): createDebug.Debugger {
 
 /**
  * Turns on `namespaces` (DEBUG's syntax) in this process, loading `debug` first in a command that deferred it,
- * and hands every line to `sink` when given, formatted (`%d`, `%s`…) as debug's own output would be. For a command's own options (Firecracker's
- * logger); an embedder calls `debug.enable()` itself.
+ * and hands every line to `sink` when given, formatted (`%d`, `%s`…) as debug's own output would be. For a
+ * command's own options (Firecracker's logger); an embedder calls `debug.enable()` itself.
  */
 export function enableLogs(namespaces: string, sink?: (line: string) => void): void {
   const d = (realDebug ??= loadDebug());
