@@ -120,6 +120,11 @@ export class GuestMemory {
     return (this.chunkDvs[i]![c] = new DataView(b.buffer, b.byteOffset, b.byteLength));
   }
 
+  /** Index in {@link regions} of the region that holds `gpa`, or -1 when no region does. */
+  regionIndex(gpa: number): number {
+    return this.find(gpa);
+  }
+
   /** Index of the region containing `gpa`, or -1. */
   private find(gpa: number): number {
     const rs = this.regions;

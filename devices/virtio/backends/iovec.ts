@@ -63,24 +63,43 @@ export class IovecArray {
    * pages is one iovec, not one per page).
    */
   fill(memory: GuestMemory, segments: readonly Segment[], cursor: SegmentCursor): void {
+    const view = this.view;
     let count = 0;
     let bytes = 0;
     let offset = cursor.offset;
     let entryEnd = -1; // host address just past the last entry
     let entryLen = 0;
+    // The guest-RAM region of the last segment looked up, [rGpa, rEnd) at host address rHost: a
+    // request's segments are nearly always in one region, so only the first goes through
+    // hostAddressNumber (its checks and region search, calls that are dear before V8 has compiled
+    // this loop). A segment inside that range is an integer range of it, so its host address is
+    // rHost + (addr - rGpa), what hostAddressNumber would answer.
+    let rGpa = 0;
+    let rEnd = 0;
+    let rHost = 0;
     for (let i = cursor.index; i < segments.length; i++, offset = 0) {
       const seg = segments[i]!;
       const len = seg.len - offset;
       if (len <= 0) continue;
-      const addr = memory.hostAddressNumber(seg.addr + offset, len);
+      const gpa = seg.addr + offset;
+      let addr: number;
+      if (gpa >= rGpa && gpa + len <= rEnd && Number.isInteger(gpa) && Number.isInteger(len)) {
+        addr = rHost + (gpa - rGpa);
+      } else {
+        addr = memory.hostAddressNumber(gpa, len);
+        const r = memory.regions[memory.regionIndex(gpa)]!;
+        rGpa = r.gpa;
+        rEnd = r.gpa + r.size;
+        rHost = addr - (gpa - r.gpa);
+      }
       if (addr === entryEnd) {
         entryLen += len;
-        this.setU64((count - 1) * IOVEC_SIZE + 8, entryLen);
+        setU64(view, (count - 1) * IOVEC_SIZE + 8, entryLen);
       } else {
         if (count === IOV_MAX) break;
         const at = count * IOVEC_SIZE;
-        this.setU64(at, addr);
-        this.setU64(at + 8, len);
+        setU64(view, at, addr);
+        setU64(view, at + 8, len);
         entryLen = len;
         count++;
       }
@@ -91,10 +110,6 @@ export class IovecArray {
     this.bytes = bytes;
   }
 
-  /** Stores a u64 (a Number below 2^53) without a BigInt. */
-  private setU64(at: number, v: number): void {
-    setU64(this.view, at, v);
-  }
 }
 
 /** Decodes `count` iovecs from a raw struct iovec array (test doubles read what the syscall got). */

@@ -36,6 +36,8 @@ const DESC_ADDR_HI = 4;
 const DESC_LEN = 8;
 const DESC_FLAGS = 12;
 const DESC_NEXT = 14;
+/** A descriptor as u32 words (GuestStruct.words): addr lo, addr hi, len, flags | next << 16. */
+const DESC_WORDS = VIRTQ_DESC_SIZE / 4;
 
 /** 2^32: the chain byte limit of §2.7.5.2. */
 const CHAIN_BYTES_LIMIT = 0x1_0000_0000;
@@ -103,12 +105,25 @@ export function parseChain(src: ChainSource, head: number): DescriptorChain {
   for (;;) {
     if (ttl === 0) throw fail('loop', `more than ${inIndirect ? tableEntries : src.size} descriptors (a loop?)`);
     ttl--;
-    const off = index * VIRTQ_DESC_SIZE;
-    const lo = table.u32(off + DESC_ADDR_LO);
-    const hi = table.u32(off + DESC_ADDR_HI);
-    const len = table.u32(off + DESC_LEN);
-    const flags = table.u16(off + DESC_FLAGS);
-    const next = table.u16(off + DESC_NEXT);
+    // Each field is read once, here, and only these copies are used below.
+    let lo: number, hi: number, len: number, flags: number, next: number;
+    const words = table.words;
+    if (words !== null) {
+      const w = index * DESC_WORDS;
+      lo = words[w]!;
+      hi = words[w + 1]!;
+      len = words[w + 2]!;
+      const flagsNext = words[w + 3]!; // flags in the low half, next in the high (little-endian)
+      flags = flagsNext & 0xffff;
+      next = flagsNext >>> 16;
+    } else {
+      const off = index * VIRTQ_DESC_SIZE;
+      lo = table.u32(off + DESC_ADDR_LO);
+      hi = table.u32(off + DESC_ADDR_HI);
+      len = table.u32(off + DESC_LEN);
+      flags = table.u16(off + DESC_FLAGS);
+      next = table.u16(off + DESC_NEXT);
+    }
 
     if (flags & VIRTQ_DESC_F_INDIRECT) {
       // §2.7.5.3.2: the WRITE flag of this descriptor is ignored; it names a table, not a buffer.

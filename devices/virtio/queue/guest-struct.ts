@@ -22,6 +22,13 @@ const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** A bounds-checked guest structure read and written at byte offsets from its start (little-endian). */
 export interface GuestStruct {
+  /**
+   * The structure as little-endian u32 words (word k is bytes [4k, 4k+4)), or null when it
+   * cannot be one (not 4-byte aligned in host memory, a length that is not a multiple of 4,
+   * across a region border, or a big-endian host): one typed-array load per field for a
+   * caller that reads many (the descriptor walk), instead of a method call.
+   */
+  readonly words: Uint32Array | null;
   u16(off: number): number;
   u32(off: number): number;
   setU32(off: number, v: number): void;
@@ -29,7 +36,12 @@ export interface GuestStruct {
 
 /** A structure inside one region: a DataView straight over guest memory (the common case). */
 class ViewStruct implements GuestStruct {
-  constructor(private readonly dv: DataView) {}
+  readonly words: Uint32Array | null;
+  constructor(private readonly dv: DataView) {
+    this.words = HOST_LITTLE_ENDIAN && dv.byteOffset % 4 === 0 && dv.byteLength % 4 === 0
+      ? new Uint32Array(dv.buffer, dv.byteOffset, dv.byteLength / 4)
+      : null;
+  }
   u16(off: number): number { return this.dv.getUint16(off, true); }
   u32(off: number): number { return this.dv.getUint32(off, true); }
   setU32(off: number, v: number): void { this.dv.setUint32(off, v, true); }
@@ -37,6 +49,7 @@ class ViewStruct implements GuestStruct {
 
 /** A structure that spans adjacent regions: every access goes through GuestMemory (which copies across the border). */
 class SpanningStruct implements GuestStruct {
+  readonly words = null;
   constructor(private readonly memory: GuestMemory, private readonly base: number) {}
   u16(off: number): number { return this.memory.readU16(this.base + off); }
   u32(off: number): number { return this.memory.readU32(this.base + off); }

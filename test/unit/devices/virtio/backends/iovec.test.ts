@@ -3,7 +3,7 @@
  * from the front, with each segment's host address looked up once.
  */
 import test from 'ava';
-import { decodeIovecs, IovecQueue } from '../../../../../devices/virtio/backends/iovec.js';
+import { decodeIovecs, IovecArray, IovecQueue } from '../../../../../devices/virtio/backends/iovec.js';
 import { GuestAddressError } from '../../../../../lib/errors.js';
 import { GuestMemory } from '../../../../../lib/memory/guest-memory.js';
 
@@ -74,4 +74,38 @@ test('push() checks every segment against the host mappings first and adds nothi
   t.is(q.length, 0);
   const plain = GuestMemory.fromBuffers([{ gpa: 0, size: 0x1000 }]);
   t.throws(() => q.push(plain, [{ addr: 0, len: 8 }]), { instanceOf: GuestAddressError }, 'memory without a host mapping');
+});
+
+// ---- IovecArray.fill: after the first segment, a segment inside the same region skips the lookup ----
+
+test('fill() gives each segment its own region\'s host address, moving between regions, and merges what continues in host memory', (t) => {
+  const m = memory();
+  const iov = new IovecArray();
+  const segs = [
+    { addr: 0x100, len: 0x10 }, { addr: 0x110, len: 0x20 }, // continues: one entry
+    { addr: 0x100000, len: 0x100 }, // region B
+    { addr: 0x200, len: 0x8 }, // back to A
+    { addr: 0x208, len: 0 }, // empty: skipped
+    { addr: 0x10ff00, len: 0x100 }, // the last bytes of B
+  ];
+  iov.fill(m, segs, { index: 0, offset: 0 });
+  t.is(iov.count, 4);
+  t.is(iov.bytes, 0x238);
+  t.deepEqual(decodeIovecs(iov.buffer, iov.count), [entry(0x100, 0x30), entry(0x100000, 0x100), entry(0x200, 0x8), entry(0x10ff00, 0x100)]);
+  // From a cursor partway into a segment.
+  iov.fill(m, segs, { index: 2, offset: 0x80 });
+  t.deepEqual(decodeIovecs(iov.buffer, iov.count), [entry(0x100080, 0x80), entry(0x200, 0x8), entry(0x10ff00, 0x100)]);
+});
+
+test('fill() checks every segment after the first against RAM too: past its region, in a hole, not an integer', (t) => {
+  const m = memory();
+  const iov = new IovecArray();
+  const first = { addr: 0x100, len: 0x10 };
+  const bad: [string, { addr: number; len: number }][] = [
+    ['runs past the end of the first segment\'s region', { addr: 0xff00, len: 0x101 }],
+    ['in the hole between the regions', { addr: 0x20000, len: 1 }],
+    ['a fractional address inside the region', { addr: 0x200 + 0.5, len: 4 }],
+    ['a fractional length inside the region', { addr: 0x200, len: 4.5 }],
+  ];
+  for (const [what, seg] of bad) t.throws(() => iov.fill(m, [first, seg], { index: 0, offset: 0 }), { instanceOf: GuestAddressError }, what);
 });

@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import { VIRTQ_DESC_F_INDIRECT as INDIRECT, VIRTQ_DESC_F_NEXT as NEXT, VIRTQ_DESC_F_WRITE as WRITE } from '../../../../../devices/virtio/constants.js';
+import { guestStruct } from '../../../../../devices/virtio/queue/guest-struct.js';
 import { SplitQueue } from '../../../../../devices/virtio/queue/split-queue.js';
 import { QueueError, type QueueConfig } from '../../../../../devices/virtio/queue/types.js';
 import { GuestMemory } from '../../../../../lib/memory/guest-memory.js';
@@ -347,6 +348,33 @@ test('indirect tables: up to queue-size entries, anywhere in RAM (unaligned, acr
   drv.addChain(bufs.concat(bufs.slice(4)).map((b) => ({ ...b, write: true })), { indirect: true, indirectAddr: 0x6000 });
   drv.kick();
   popFails(t, q, 'indirect-len', undefined, '12 entries in a queue of 8');
+});
+
+test('a descriptor table read as u32 words and one read field by field (not 4-byte aligned) give the same chain', (t) => {
+  // guestStruct gives the walk u32 words only for a 4-byte-aligned table in one region; an indirect
+  // table may sit anywhere, so the walk also reads one through the DataView. Both must agree.
+  const m = memory();
+  t.not(guestStruct(m, 0x6000, 64).words, null);
+  t.is(guestStruct(m, 0x6003, 64).words, null, 'an odd address has no word view');
+  const bufs = [
+    { addr: 0x8000, len: 0x10 }, { addr: 0x9000, len: 0x1000 },
+    { addr: A_B_BORDER - 0x800, len: 0x1000, write: true }, // split at the region border
+    { addr: C, len: 0x10, write: true },
+  ];
+  const chains = [0x6000, 0x6003, 0x6802].map((indirectAddr) => {
+    const { drv, q } = setup();
+    drv.addChain(bufs, { indirect: true, indirectAddr });
+    drv.kick();
+    const c = q.pop()!;
+    return { readable: c.readable, writable: c.writable, readableLength: c.readableLength, writableLength: c.writableLength };
+  });
+  t.deepEqual(chains[0], {
+    readable: [{ addr: 0x8000, len: 0x10 }, { addr: 0x9000, len: 0x1000 }],
+    writable: [{ addr: A_B_BORDER - 0x800, len: 0x800 }, { addr: A_B_BORDER, len: 0x800 }, { addr: C, len: 0x10 }],
+    readableLength: 0x1010, writableLength: 0x1010,
+  });
+  t.deepEqual(chains[1], chains[0]);
+  t.deepEqual(chains[2], chains[0]);
 });
 
 test('indirect descriptors that break §2.7.5.3 are rejected', (t) => {
