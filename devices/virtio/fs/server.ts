@@ -18,7 +18,7 @@
  */
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { FsError, type HostDir, type Node, type OpenFile, type Stat } from '../backends/hostdir/index.js';
-import { readChain, writeChain } from '../queue/chain-io.js';
+import { readChainInto, writeChain } from '../queue/chain-io.js';
 import type { DescriptorChain } from '../queue/types.js';
 import * as F from './constants.js';
 import { OPS, type FuseRequest } from './ops.js';
@@ -54,6 +54,10 @@ export class FuseServer {
   initialized = false;
   /** The reply being built (ops.ts writes into it); its first OUT_HEADER_SIZE bytes are the out header. */
   readonly reply = new ReplyBuf(F.MAX_WRITE + 4096);
+  /** Each request's in header and argument bytes are copied here, not into buffers of their own (see ArgReader). */
+  private readonly header = new Uint8Array(F.IN_HEADER_SIZE);
+  private readonly headerView = new DataView(this.header.buffer);
+  private readonly args = new ArgReader(F.MAX_ARGS);
 
   /** Regular files are opened with FOPEN_DIRECT_IO (the share's `cache: 'never'`): the guest keeps no page cache of them. */
   readonly directIo: boolean;
@@ -107,14 +111,13 @@ export class FuseServer {
       this.stats.dropped++;
       return 0;
     }
-    let hdr: Uint8Array;
     try {
-      hdr = readChain(memory, chain.readable, 0, F.IN_HEADER_SIZE);
+      readChainInto(memory, chain.readable, 0, this.header);
     } catch {
       this.stats.dropped++;
       return 0;
     }
-    const head = readInHeader(hdr);
+    const head = readInHeader(this.headerView);
     const { len, opcode, unique } = head;
     const noReply = opcode === F.FUSE_FORGET || opcode === F.FUSE_BATCH_FORGET;
     const r = this.reply;
@@ -129,7 +132,8 @@ export class FuseServer {
       const isWrite = opcode === F.FUSE_WRITE;
       const argLen = isWrite ? Math.min(len - F.IN_HEADER_SIZE, F.WRITE_IN_SIZE) : len - F.IN_HEADER_SIZE;
       if (argLen > F.MAX_ARGS) err(F.EINVAL, 'request too large');
-      const args = new ArgReader(readChain(memory, chain.readable, F.IN_HEADER_SIZE, argLen));
+      readChainInto(memory, chain.readable, F.IN_HEADER_SIZE, this.args.buf.subarray(0, argLen));
+      const args = this.args.reset(argLen);
       if (!this.initialized && opcode !== F.FUSE_INIT && !noReply) err(F.EIO, 'not initialized');
       const op = OPS.get(opcode);
       if (!op) err(F.ENOSYS, `opcode ${opcode}`);

@@ -38,9 +38,11 @@ export interface InHeader {
   readonly gid: number;
 }
 
-/** Decodes the IN_HEADER_SIZE bytes of a fuse_in_header. */
-export function readInHeader(bytes: Uint8Array): InHeader {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, F.IN_HEADER_SIZE);
+/**
+ * Decodes a fuse_in_header from the first IN_HEADER_SIZE bytes under `dv`
+ * (the server's reused header buffer: no allocation but the result).
+ */
+export function readInHeader(dv: DataView): InHeader {
   return {
     len: dv.getUint32(0, true),
     opcode: dv.getUint32(4, true),
@@ -60,15 +62,33 @@ export function writeOutHeader(reply: ReplyBuf, len: number, errno: number, uniq
 
 // ---- the argument reader ----
 
-/** A reader over the copied-in request (after the in header). Out-of-bounds reads are EINVAL. */
+/**
+ * A reader over the copied-in request (after the in header). Out-of-bounds
+ * reads are EINVAL. The server keeps one and copies each request's argument
+ * bytes into its buffer (reset() then bounds the reads by their length), so
+ * a request allocates no buffer of its own. Nothing it returns points into
+ * that buffer: names and byte strings are copies, safe to keep past the
+ * request.
+ */
 export class ArgReader {
   private at = 0;
+  private end = 0;
+  /** Room for `capacity` argument bytes; a request copies its own into the start. */
+  readonly buf: Uint8Array;
   private readonly dv: DataView;
-  constructor(private readonly buf: Uint8Array) {
-    this.dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  constructor(capacity: number) {
+    this.buf = new Uint8Array(capacity);
+    this.dv = new DataView(this.buf.buffer);
+  }
+  /** Starts reading a request whose `length` argument bytes are at the start of `buf`. */
+  reset(length: number): this {
+    if (!Number.isInteger(length) || length < 0 || length > this.buf.length) throw new RangeError(`argument length ${length} outside 0..${this.buf.length}`);
+    this.at = 0;
+    this.end = length;
+    return this;
   }
   private need(n: number): number {
-    if (this.at + n > this.buf.length) err(F.EINVAL, 'request too short');
+    if (this.at + n > this.end) err(F.EINVAL, 'request too short');
     const a = this.at;
     this.at += n;
     return a;
@@ -79,10 +99,10 @@ export class ArgReader {
   /** A NUL-terminated string inside the message (the NUL is consumed, not returned). */
   cstr(): Uint8Array {
     const start = this.at;
-    const end = this.buf.indexOf(0, start);
-    if (end < 0) err(F.EINVAL, 'unterminated name');
-    this.at = end + 1;
-    return this.buf.subarray(start, end);
+    const nul = this.buf.subarray(start, this.end).indexOf(0);
+    if (nul < 0) err(F.EINVAL, 'unterminated name');
+    this.at = start + nul + 1;
+    return this.buf.slice(start, start + nul);
   }
   /** A path component: non-empty, no '/', not "." or "..", at most 255 bytes. */
   name(): Uint8Array {
@@ -94,11 +114,11 @@ export class ArgReader {
   }
   /** Everything left. */
   rest(): Uint8Array {
-    const r = this.buf.subarray(this.at);
-    this.at = this.buf.length;
+    const r = this.buf.slice(this.at, this.end);
+    this.at = this.end;
     return r;
   }
-  get remaining(): number { return this.buf.length - this.at; }
+  get remaining(): number { return this.end - this.at; }
 }
 
 // ---- the argument structs, one decoder per opcode (fields the server ignores are skipped) ----
