@@ -109,7 +109,6 @@ export class IovecArray {
     this.count = count;
     this.bytes = bytes;
   }
-
 }
 
 /** Decodes `count` iovecs from a raw struct iovec array (test doubles read what the syscall got). */
