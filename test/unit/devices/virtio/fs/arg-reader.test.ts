@@ -8,16 +8,9 @@ import test from 'ava';
 import * as F from '../../../../../devices/virtio/fs/constants.js';
 import { ArgReader, FuseError, readInHeader } from '../../../../../devices/virtio/fs/wire.js';
 import { bytes, text, withHarness } from './fuse-harness.js';
+import { errnoOf } from '../share-harness.js';
 
-const errnoOf = (fn: () => unknown): number => {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FuseError) return e.errno;
-    throw e;
-  }
-  throw new Error('did not throw');
-};
+const fuseErrno = (fn: () => unknown): number => errnoOf(fn, FuseError, 'a FUSE error');
 
 /** Copies `b` to the start of the reader's buffer and starts a request of that length. */
 function load(a: ArgReader, b: Uint8Array): ArgReader {
@@ -33,17 +26,17 @@ test('ArgReader: reads stop at the request\'s own length, whatever an earlier, l
 
   // Three bytes, no NUL of their own: the stale NUL at offset 11 must not terminate them.
   load(a, bytes('abc'));
-  t.is(errnoOf(() => a.cstr()), F.EINVAL);
+  t.is(fuseErrno(() => a.cstr()), F.EINVAL);
   load(a, bytes('abc'));
-  t.is(errnoOf(() => a.u32()), F.EINVAL, 'a u32 past the request\'s 3 bytes is EINVAL, though the buffer has room');
+  t.is(fuseErrno(() => a.u32()), F.EINVAL, 'a u32 past the request\'s 3 bytes is EINVAL, though the buffer has room');
   load(a, bytes('abcd'));
   t.is(a.u32(), 0x64636261);
-  t.is(errnoOf(() => a.u64()), F.EINVAL);
+  t.is(fuseErrno(() => a.u64()), F.EINVAL);
   load(a, bytes('abc'));
   t.deepEqual([...a.rest()], [...bytes('abc')], 'rest() is the request\'s bytes only');
   t.is(a.remaining, 0);
   load(a, new Uint8Array(0));
-  t.is(errnoOf(() => a.skip(1)), F.EINVAL);
+  t.is(fuseErrno(() => a.skip(1)), F.EINVAL);
 });
 
 test('ArgReader: names and byte strings are copies, unchanged when the next request overwrites the buffer', (t) => {
