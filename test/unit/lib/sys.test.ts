@@ -111,7 +111,10 @@ test('lowerThisThreadPriority lowers only the calling thread, from its own nice 
 // main thread reads at that moment.
 test('a worker stamp (the main thread offset + monotonicMs) falls between main-thread performance stamps', async (t) => {
   const main = () => performance.timeOrigin + performance.now();
-  t.true(Math.abs(epochOffsetMs() + monotonicMs() - main()) < 1);
+  // The three reads take microseconds, unless the thread is preempted between them (seen once with the unit
+  // tier on a loaded 2-core machine): the best of 5 tries must agree within 1 ms.
+  const misses = Array.from({ length: 5 }, () => Math.abs(epochOffsetMs() + monotonicMs() - main()));
+  t.true(Math.min(...misses) < 1, `the offset misses by ${misses.map((m) => m.toFixed(3)).join(', ')} ms`);
   const a = monotonicMs();
   t.true(monotonicMs() >= a, 'monotonic');
   const offset = epochOffsetMs();
