@@ -7,7 +7,7 @@
  * OUT / DISCARD / WRITE_ZEROES, writable for IN / GET_ID), and one status
  * byte: the LAST writable byte of the chain. Every number in it is the
  * guest's, so each is checked here: direction, 512-byte multiples, and the
- * sector range with overflow-free (bigint) arithmetic.
+ * sector range, compared without overflow (see checkRange).
  *
  * Pure: reads guest memory, writes nothing, calls no backend. I/O worker thread.
  */
@@ -21,7 +21,8 @@ import {
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
 } from './constants.js';
 
-const SECTOR = BigInt(VIRTIO_BLK_SECTOR_SIZE);
+/** 2^32: the weight of a u64's high word. */
+const U32_MODULUS = 0x1_0000_0000;
 
 /** What the parser needs to know about the disk and the negotiation. */
 export interface DiskLimits {
@@ -72,7 +73,7 @@ function parseBody(memory: GuestMemory, chain: DescriptorChain, disk: DiskLimits
   if (chain.readableLength < VIRTIO_BLK_REQ_HEADER_SIZE) {
     return ioerr(`header needs ${VIRTIO_BLK_REQ_HEADER_SIZE} readable bytes, chain has ${chain.readableLength}`);
   }
-  const { type, sector } = readHeader(memory, chain.readable);
+  const { type, sectorLo, sectorHi } = readHeader(memory, chain.readable);
   // Bytes besides the header and the status byte, in each direction.
   const readableData = chain.readableLength - VIRTIO_BLK_REQ_HEADER_SIZE;
   const writableData = chain.writableLength - 1;
@@ -80,7 +81,7 @@ function parseBody(memory: GuestMemory, chain: DescriptorChain, disk: DiskLimits
   switch (type) {
     case VIRTIO_BLK_T_IN: {
       if (readableData !== 0) return ioerr(`read with ${readableData} device-readable data bytes`);
-      const range = checkData(sector, writableData, disk);
+      const range = checkData(sectorLo, sectorHi, writableData, disk);
       if (typeof range === 'string') return ioerr(range);
       return { kind: 'read', offset: range.offset, length: range.length, data: sliceSegments(chain.writable, 0, writableData) };
     }
@@ -88,7 +89,7 @@ function parseBody(memory: GuestMemory, chain: DescriptorChain, disk: DiskLimits
       // §5.2.6.2: a write to a read-only device fails with IOERR and writes nothing.
       if (disk.readOnly) return ioerr('write to a read-only disk');
       if (writableData !== 0) return ioerr(`write with ${writableData} device-writable data bytes`);
-      const range = checkData(sector, readableData, disk);
+      const range = checkData(sectorLo, sectorHi, readableData, disk);
       if (typeof range === 'string') return ioerr(range);
       return { kind: 'write', offset: range.offset, length: range.length, data: sliceSegments(chain.readable, VIRTIO_BLK_REQ_HEADER_SIZE, readableData) };
     }
@@ -129,7 +130,8 @@ function parseRanges(memory: GuestMemory, chain: DescriptorChain, type: number, 
   const ranges: (DiskRange & { unmap: boolean })[] = [];
   for (let i = 0; i < count; i++) {
     const at = i * VIRTIO_BLK_DISCARD_WZ_SIZE;
-    const sector = dv.getBigUint64(at, true);
+    const sectorLo = dv.getUint32(at, true);
+    const sectorHi = dv.getUint32(at + 4, true);
     const numSectors = dv.getUint32(at + 8, true);
     const flags = dv.getUint32(at + 12, true);
     // §5.2.6.2: unknown flags, and the unmap flag on a discard, are UNSUPP.
@@ -137,7 +139,7 @@ function parseRanges(memory: GuestMemory, chain: DescriptorChain, type: number, 
       return { kind: 'reject', status: VIRTIO_BLK_S_UNSUPP, reason: `${name} range ${i} has flags 0x${flags.toString(16)}` };
     }
     if (numSectors > maxSectors) return ioerr(`${name} range ${i} of ${numSectors} sectors (max ${maxSectors})`);
-    const range = checkRange(sector, numSectors * VIRTIO_BLK_SECTOR_SIZE, disk.capacityBytes);
+    const range = checkRange(sectorLo, sectorHi, numSectors * VIRTIO_BLK_SECTOR_SIZE, disk.capacityBytes);
     if (typeof range === 'string') return ioerr(`${name} range ${i}: ${range}`);
     ranges.push({ ...range, unmap: (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0 });
   }
@@ -145,32 +147,40 @@ function parseRanges(memory: GuestMemory, chain: DescriptorChain, type: number, 
 }
 
 /** A data length for a read or write: a multiple of 512 inside the disk. Returns the range, or why not. */
-function checkData(sector: bigint, length: number, disk: DiskLimits): DiskRange | string {
+function checkData(sectorLo: number, sectorHi: number, length: number, disk: DiskLimits): DiskRange | string {
   if (length % VIRTIO_BLK_SECTOR_SIZE !== 0) return `data length ${length} is not a multiple of ${VIRTIO_BLK_SECTOR_SIZE}`;
-  return checkRange(sector, length, disk.capacityBytes);
+  return checkRange(sectorLo, sectorHi, length, disk.capacityBytes);
 }
 
 /**
- * `sector * 512 + length <= capacity`, in bigint so that a sector near 2^64 cannot wrap.
- * `length` and `capacity` are safe integers, so the returned offset is one too.
+ * `sector * 512 + length <= capacity` for the guest's u64 sector, given as its
+ * two u32 words, with no arithmetic that can wrap or round the answer wrong:
+ * the sector is compared with the last one a range of `length` may start at,
+ * `(capacity - length) / 512`, which is exact (both are safe integers, and a
+ * division by a power of two is exact in a double). A sector of 2^53 or more
+ * does not convert exactly, but it is then far past any disk whose size is
+ * a safe integer, so the comparison still refuses it. The returned offset is
+ * at most `capacity - length`: a safe integer.
  */
-export function checkRange(sector: bigint, length: number, capacityBytes: number): DiskRange | string {
-  const start = sector * SECTOR;
-  if (start + BigInt(length) > BigInt(capacityBytes)) {
-    return `sectors ${sector}+${length / VIRTIO_BLK_SECTOR_SIZE} run past the end of the disk (${capacityBytes / VIRTIO_BLK_SECTOR_SIZE} sectors)`;
+export function checkRange(sectorLo: number, sectorHi: number, length: number, capacityBytes: number): DiskRange | string {
+  const sector = sectorHi * U32_MODULUS + sectorLo;
+  const lastStart = (capacityBytes - length) / VIRTIO_BLK_SECTOR_SIZE;
+  if (!(sector <= lastStart)) {
+    const named = sectorHi === 0 ? String(sectorLo) : ((BigInt(sectorHi) << 32n) | BigInt(sectorLo)).toString();
+    return `sectors ${named}+${length / VIRTIO_BLK_SECTOR_SIZE} run past the end of the disk (${capacityBytes / VIRTIO_BLK_SECTOR_SIZE} sectors)`;
   }
-  return { offset: Number(start), length };
+  return { offset: sector * VIRTIO_BLK_SECTOR_SIZE, length };
 }
 
-/** The header's type and sector. Fast path when the first segment holds all 16 bytes (as Linux sends it). */
-function readHeader(memory: GuestMemory, readable: readonly Segment[]): { type: number; sector: bigint } {
+/** The header's type and sector (as its two u32 words). Fast path when the first segment holds all 16 bytes (as Linux sends it). */
+function readHeader(memory: GuestMemory, readable: readonly Segment[]): { type: number; sectorLo: number; sectorHi: number } {
   const first = readable[0]!;
   if (first.len >= VIRTIO_BLK_REQ_HEADER_SIZE) {
-    return { type: memory.readU32(first.addr), sector: memory.readU64(first.addr + 8) };
+    return { type: memory.readU32(first.addr), sectorLo: memory.readU32(first.addr + 8), sectorHi: memory.readU32(first.addr + 12) };
   }
   const h = readChain(memory, readable, 0, VIRTIO_BLK_REQ_HEADER_SIZE);
   const dv = new DataView(h.buffer, h.byteOffset, h.byteLength);
-  return { type: dv.getUint32(0, true), sector: dv.getBigUint64(8, true) };
+  return { type: dv.getUint32(0, true), sectorLo: dv.getUint32(8, true), sectorHi: dv.getUint32(12, true) };
 }
 
 /** Guest address of the last writable byte (skipping empty trailing segments), or null when there is none. */

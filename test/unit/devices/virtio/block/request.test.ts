@@ -92,13 +92,35 @@ test('hostile chains: parse never throws and what passes is in range and in the 
   for (const kind of ['read', 'write', 'flush', 'get-id', 'reject']) t.true((seen.get(kind) ?? 0) > 0, `some ${kind} requests were generated: ${[...seen]}`);
 });
 
+/** checkRange with the sector as one bigint (split into the header's two u32 words). */
+function range(sector: bigint, length: number, cap: number): ReturnType<typeof checkRange> {
+  return checkRange(Number(sector & 0xffff_ffffn), Number(sector >> 32n), length, cap);
+}
+
 test('checkRange: overflow-free at the u64 edges', (t) => {
   const cap = 1024 * 512;
-  t.deepEqual(checkRange(1023n, 512, cap), { offset: 1023 * 512, length: 512 });
-  t.is(typeof checkRange(1024n, 512, cap), 'string');
-  t.deepEqual(checkRange(1024n, 0, cap), { offset: cap, length: 0 });
-  t.is(typeof checkRange(1025n, 0, cap), 'string');
-  t.is(typeof checkRange(2n ** 64n - 1n, 512, cap), 'string');
+  t.deepEqual(range(1023n, 512, cap), { offset: 1023 * 512, length: 512 });
+  t.is(typeof range(1024n, 512, cap), 'string');
+  t.deepEqual(range(1024n, 0, cap), { offset: cap, length: 0 });
+  t.is(typeof range(1025n, 0, cap), 'string');
+  t.is(typeof range(2n ** 64n - 1n, 512, cap), 'string');
   // 2^55 * 512 = 2^64: wraps to 0 in u64 arithmetic, must not here.
-  t.is(typeof checkRange(2n ** 55n, 512, cap), 'string');
+  t.is(typeof range(2n ** 55n, 512, cap), 'string');
+  // A sector whose low word alone is in range: its high word must count.
+  t.is(typeof range((1n << 32n) + 5n, 512, cap), 'string');
+  // Longer than the disk: refused at sector 0 too.
+  t.is(typeof range(0n, cap + 512, cap), 'string');
+});
+
+test('checkRange: exact near 2^53 bytes, where doubles stop counting every integer', (t) => {
+  // The largest disk a safe integer can size, in whole sectors: 2^53 - 512 bytes.
+  const cap = 2 ** 53 - 512;
+  const last = BigInt(cap / 512 - 1);
+  t.deepEqual(range(last, 512, cap), { offset: cap - 512, length: 512 });
+  t.is(typeof range(last + 1n, 512, cap), 'string');
+  t.deepEqual(range(last + 1n, 0, cap), { offset: cap, length: 0 });
+  // Sectors from 2^44 up address bytes past 2^53: none is on this disk, whatever their rounding.
+  for (const s of [2n ** 44n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 63n]) t.is(typeof range(s, 0, cap), 'string', `sector ${s}`);
+  // The message names the guest's sector exactly, even where a double would round it.
+  t.regex(range(2n ** 53n + 1n, 512, cap) as string, /sectors 9007199254740993\+1 /);
 });
