@@ -127,7 +127,10 @@ test.serial('virtio-9p: the guest mounts a host directory and runs a file worklo
   if (!requireKvm(t)) return;
   const { share, outside } = makeShare();
   writeFileSync(join(share, '.workload.sh'), WORKLOAD(outside));
-  const { exit, out } = await run({ shares: [{ tag: TAG, path: share, protocol: '9p' }] }, MOUNT_AND_RUN, {
+  // rng: the workload reads /dev/urandom. Without an entropy source the guest kernel's CRNG is not ready, and
+  // Linux 6.1 then spins in try_to_generate_entropy() until it is, which under the test host's emulated CPU
+  // once took over 15 minutes (a CI run of 2026-12-08). virtio-rng seeds it as soon as the device probes.
+  const { exit, out } = await run({ rng: true, shares: [{ tag: TAG, path: share, protocol: '9p' }] }, MOUNT_AND_RUN, {
     // Written aside, then renamed: the guest polls for the name and reads at once, so it must never see it empty.
     'late-file': () => { writeFileSync(join(share, '.late.tmp'), 'made-on-the-host-meanwhile\n'); renameSync(join(share, '.late.tmp'), join(share, 'late.txt')); },
     'change-file': () => writeFileSync(join(share, 'host-file.txt'), 'changed-by-the-host\n'),

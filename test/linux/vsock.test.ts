@@ -157,6 +157,9 @@ test.serial(`vsock: host->guest echo and guest->host transfer of ${SIZE / MiB} M
   ].join('\n');
   const config: MicroVMConfig = {
     kernel: imgs.kernel, initrd: TOOLS_INITRD, memoryMiB: 256 + 2 * (SIZE / MiB), vcpus: 2,
+    // The script reads /dev/urandom: virtio-rng seeds the guest's CRNG, which Linux 6.1 would otherwise wait
+    // for in try_to_generate_entropy(), for minutes under the test host's emulated CPU.
+    rng: true,
     extraCmdline: quietCommand(['sh', '-c', script]),
     vsock: { guestCid: GUEST_CID, udsPath },
   };
